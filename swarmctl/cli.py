@@ -1,0 +1,325 @@
+"""Command line: parse, call one core function, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from swarmctl import __version__
+from swarmctl.errors import ExitStatus, SwarmctlError
+
+log = logging.getLogger("swarmctl")
+
+DEBUG_LOG = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "swarmctl" / "debug.log"
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def say(message: str) -> None:
+    """Progress and notes go to stderr, so stdout stays clean for results and --json."""
+    click.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    click.echo(click.style("warning: ", fg="yellow", bold=True) + message, err=True)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    cells = [list(header)] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+# -- the command tree ----------------------------------------------------------------------------
+
+
+class Obj:
+    """Options of the top-level group, handed to every subcommand."""
+
+    def __init__(self, inventory: str | None, verbose: int):
+        self.inventory = inventory
+        self.verbose = verbose
+
+    def inventory_path(self) -> Path:
+        from swarmctl.inventory import resolve_inventory_path
+
+        return resolve_inventory_path(self.inventory, os.environ, Path.cwd())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "-i",
+    "--inventory",
+    metavar="FILE",
+    help="Inventory (hosts.yml). Default: $SWARMCTL_INVENTORY, then the one last bootstrapped here.",
+)
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
+@click.version_option(__version__, prog_name="swarmctl")
+@click.pass_context
+def cli(ctx: click.Context, inventory: str | None, verbose: int) -> None:
+    """Stand up and run Docker Swarm clusters over SSH."""
+    _setup_logging(verbose)
+    ctx.obj = Obj(inventory, verbose)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _load_inventory(obj: Obj, explicit: str | None = None) -> Any:
+    from swarmctl.inventory import load_inventory
+
+    path = Path(explicit) if explicit else obj.inventory_path()
+    inv = load_inventory(path)
+    for w in inv.warnings:
+        warn(f"{path}: {w}")
+    return inv
+
+
+# -- bootstrap and status ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("inventory", required=False, metavar="[INVENTORY]")
+@click.option("--force", is_flag=True, help="Make hosts that are in another swarm leave it and join this one.")
+@click.option("--prune", is_flag=True, help="Remove nodes and node labels the inventory does not name.")
+@click.option("--json", "as_json", is_flag=True, help="Print {changes, warnings, failures} as JSON.")
+@click.pass_obj
+def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, as_json: bool) -> None:
+    """Create or converge the swarm described by INVENTORY (hosts.yml).
+
+    Preflight on every host, init on the first manager, join the rest in parallel, apply roles,
+    labels and availability. Running it again changes nothing.
+
+    Example: swarmctl bootstrap hosts.yml
+    """
+    from swarmctl.engine import Session
+    from swarmctl.errors import HostsFailed
+    from swarmctl.inventory import remember_inventory
+    from swarmctl.swarm import bootstrap as run_bootstrap
+
+    inv = _load_inventory(obj, inventory)
+    report = (lambda host, msg: None) if as_json else (lambda host, msg: say(f"{host}: {msg}"))
+    with Session(inv) as session:
+        result = run_bootstrap(session, force=force, prune=prune, report=report)
+    if result.swarm_ready:
+        remember_inventory(inv.path, Path.cwd())
+    if as_json:
+        emit_json(
+            {
+                "changes": [{"host": c.host, "action": c.action, "detail": c.detail} for c in result.changes],
+                "warnings": result.warnings,
+                "failures": [{"host": h, "error": e} for h, e in sorted(result.failures.items())],
+            }
+        )
+    else:
+        for w in result.warnings:
+            warn(w)
+        if result.swarm_ready and not result.failures:
+            if result.changes:
+                say(f"swarm ready: {result.nodes} nodes, {len(result.changes)} changes")
+            else:
+                say(f"nothing to do: the swarm already matches {inv.path} ({result.nodes} nodes)")
+    if result.failures:
+        raise HostsFailed("bootstrap", result.failures)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {nodes, services} as JSON.")
+@click.pass_obj
+def status(obj: Obj, as_json: bool) -> None:
+    """Show the swarm's nodes and services (running/desired tasks).
+
+    Example: swarmctl status
+    """
+    from swarmctl.engine import Session
+    from swarmctl.swarm import read_status
+
+    inv = _load_inventory(obj)
+    with Session(inv) as session:
+        st = read_status(session)
+    if as_json:
+        emit_json(
+            {
+                "manager": st.manager,
+                "nodes": [
+                    {
+                        "name": st.names.get(n.id, ""),
+                        "id": n.id,
+                        "hostname": n.hostname,
+                        "address": n.addr,
+                        "role": n.role,
+                        "leader": n.leader,
+                        "state": n.state,
+                        "availability": n.availability,
+                        "engine_version": n.engine_version,
+                        "labels": dict(n.labels),
+                    }
+                    for n in st.nodes
+                ],
+                "services": [
+                    {
+                        "name": s.name,
+                        "stack": s.stack,
+                        "mode": s.mode,
+                        "running": s.running,
+                        "desired": s.desired,
+                        "image": s.image,
+                    }
+                    for s in st.services
+                ],
+            }
+        )
+        return
+    rows = []
+    for n in st.nodes:
+        role = n.role + (" (leader)" if n.leader else "")
+        labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())) or "-"
+        rows.append((st.names.get(n.id, "-"), n.hostname, role, n.state, n.availability, n.engine_version, labels))
+    click.echo(table(rows, ("NAME", "HOSTNAME", "ROLE", "STATE", "AVAILABILITY", "ENGINE", "LABELS")))
+    click.echo()
+    if st.services:
+        srows = [(s.name, s.mode, f"{s.running}/{s.desired}", s.image) for s in st.services]
+        click.echo(table(srows, ("SERVICE", "MODE", "TASKS", "IMAGE")))
+    else:
+        click.echo("no services")
+
+
+# -- lab -----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def lab() -> None:
+    """The built-in lab: N hosts in network namespaces on this machine (needs root)."""
+
+
+_dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".swarmctl/lab"),
+    show_default=True,
+    help="Where the lab keeps its inventory, keys and host data.",
+)
+
+
+@lab.command("up")
+@click.option("--hosts", "hosts", type=click.IntRange(1, 32), default=3, show_default=True, help="Number of hosts.")
+@click.option("--managers", type=click.IntRange(1, 32), default=1, show_default=True, help="How many are managers.")
+@_dir_option
+def lab_up(hosts: int, managers: int, directory: Path) -> None:
+    """Create the lab (removing any earlier one) and write DIR/hosts.yml.
+
+    Example: swarmctl lab up --hosts 3
+    """
+    from swarmctl.lab import hosts as labhosts
+
+    spec = labhosts.plan_lab(directory, hosts, managers)
+    inventory = labhosts.bring_up(spec, report=say)
+    say(f"lab ready: {len(spec.hosts)} hosts ({', '.join(h.name for h in spec.hosts)})")
+    click.echo(str(inventory))
+
+
+@lab.command("down")
+@_dir_option
+def lab_down(directory: Path) -> None:
+    """Remove the lab: processes, mounts, namespaces, bridge, iptables rules and its files.
+
+    Example: swarmctl lab down
+    """
+    from swarmctl.lab import hosts as labhosts
+
+    labhosts.check_prerequisites()
+    removed = labhosts.teardown(directory, report=say)
+    say("lab removed" if removed else "no lab found: nothing to remove")
+
+
+@lab.command("status")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lab_status(directory: Path, as_json: bool) -> None:
+    """Show the lab's hosts and whether their sshd and dockerd answer.
+
+    Example: swarmctl lab status
+    """
+    from dataclasses import asdict
+
+    from swarmctl.lab import hosts as labhosts
+
+    spec = labhosts.load_spec(directory)
+    status = labhosts.host_status(spec)
+    if as_json:
+        emit_json({"inventory": str(spec.inventory), "hosts": [asdict(s) for s in status]})
+    else:
+        up = {True: "up", False: "DOWN"}
+        rows = [(s.name, s.address, s.role, up[s.netns], up[s.sshd], up[s.dockerd]) for s in status]
+        click.echo(table(rows, ("HOST", "ADDRESS", "ROLE", "NETNS", "SSHD", "DOCKERD")))
+        click.echo(f"inventory: {spec.inventory}")
+    if not all(s.netns and s.sshd and s.dockerd for s in status):
+        raise SystemExit(ExitStatus.FAILURE)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map expected errors to one line and an exit status, bugs to a logged traceback."""
+    try:
+        rv = cli.main(args=argv, prog_name="swarmctl", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else ExitStatus.OK
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+        return ExitStatus.USAGE
+    except click.UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        _error(f"{e.format_message()}{hint}")
+        return ExitStatus.USAGE
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        _error("interrupted")
+        return ExitStatus.INTERRUPTED
+    except SwarmctlError as e:
+        _error(str(e))
+        return e.exit_status
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else ExitStatus.FAILURE
+    except Exception as e:  # a bug: keep the traceback out of the user's face, but keep it
+        _error(f"internal error: {type(e).__name__}: {e}; {_save_traceback()}")
+        return ExitStatus.INTERNAL
+
+
+def _error(message: str) -> None:
+    # one line, always: multi-line messages are joined so scripts can grep them
+    text = " ".join(message.split("\n"))
+    click.echo(click.style("error: ", fg="red", bold=True) + text, err=True)
+
+
+def _save_traceback() -> str:
+    try:
+        DEBUG_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with open(DEBUG_LOG, "a", encoding="utf-8") as f:
+            f.write(traceback.format_exc() + "\n")
+        return f"the traceback is in {DEBUG_LOG}; please report it"
+    except OSError:
+        return "please report it with the command you ran"
+

@@ -1,0 +1,93 @@
+"""The exception tree and exit statuses shared by every part of swarmctl.
+
+Core code raises these; only the CLI turns them into one red line and an exit status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum
+from pathlib import Path
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    FAILURE = 1  # the operation ran and did not succeed (a host failed, a deploy rolled back, ...)
+    USAGE = 2  # bad input: command line, inventory, stack file; nothing was changed
+    INTERNAL = 70  # a bug in swarmctl (EX_SOFTWARE)
+    INTERRUPTED = 130
+
+
+class SwarmctlError(Exception):
+    """Root of every error swarmctl expects and reports as one line."""
+
+    exit_status: ExitStatus = ExitStatus.FAILURE
+
+
+class InputError(SwarmctlError):
+    """Bad input, found before anything was changed. Renders as ``FILE:LINE: message``."""
+
+    exit_status = ExitStatus.USAGE
+
+    def __init__(self, message: str, file: str | Path | None = None, line: int | None = None):
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if self.file is None:
+            return self.message
+        if self.line is None:
+            return f"{self.file}: {self.message}"
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class PrerequisiteError(SwarmctlError):
+    """This machine lacks something swarmctl needs (root, a package, a kernel feature)."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class HostError(SwarmctlError):
+    """Something failed on one host; the message names the host and the action."""
+
+    def __init__(self, host: str, message: str):
+        self.host = host
+        self.message = message
+        super().__init__(f"{host}: {message}")
+
+
+class SSHError(HostError):
+    """Could not connect or authenticate to a host."""
+
+
+class HostKeyError(SSHError):
+    """The host key is unknown (policy reject) or, worse, changed."""
+
+
+class EngineError(HostError):
+    """The Docker Engine on a host refused or failed a request."""
+
+
+class HostsFailed(SwarmctlError):
+    """One aggregate error naming every host that failed and why."""
+
+    def __init__(self, action: str, failures: Mapping[str, BaseException | str]):
+        self.action = action
+        self.failures = dict(failures)
+        parts = []
+        for host in sorted(self.failures):
+            err = self.failures[host]
+            text = err.message if isinstance(err, HostError) and err.host == host else str(err)
+            parts.append(f"{host} ({text})")
+        noun = "host" if len(parts) == 1 else "hosts"
+        super().__init__(f"{action} failed on {len(parts)} {noun}: " + "; ".join(parts))
+
+
+class ClusterError(SwarmctlError):
+    """The swarm as a whole is not in a state the command can work with."""
+
+
+class TimeoutExpired(SwarmctlError):
+    """A wait with a deadline ran out; the message says what was seen last."""

@@ -1,0 +1,599 @@
+"""A multi-host lab on one Linux machine: each host a network + mount + UTS namespace with its own
+hostname, sshd and dockerd, all on one bridge.
+
+Everything the lab makes carries a fixed name so that a lab left over from an earlier run (crashed,
+killed, half torn down) is found and removed by the next ``lab up`` or ``lab down``:
+
+* bridge ``swlab0`` and, per host, veth ``swlab-<host>`` and network namespace ``swlab-<host>``;
+* cgroup ``swarmctl-lab/<host>`` holding every process of the host (sshd, dockerd, containerd,
+  container processes via dockerd's ``cgroup-parent``), so teardown kills exactly those;
+* iptables rules in the root namespace tagged with the comment ``swarmctl-lab``.
+
+Hosts get no default route: nothing they do can leave this machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from swarmctl.errors import PrerequisiteError, SwarmctlError, TimeoutExpired
+
+log = logging.getLogger(__name__)
+
+BRIDGE = "swlab0"
+PREFIX = "swlab-"
+CGROUP = "swarmctl-lab"
+COMMENT = "swarmctl-lab"
+DEFAULT_SUBNET = "192.168.77.0/24"
+DEFAULT_DIR = Path(".swarmctl/lab")
+GLOBAL_STATE = Path("/run/swarmctl-lab.json")
+FIRST_HOST_OCTET = 11
+KAFKA_SLOTS = 3
+MAX_HOSTS = 32
+
+# command -> Debian package that provides it
+REQUIRED_COMMANDS = {
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "unshare": "util-linux",
+    "mount": "mount",
+    "iptables": "iptables",
+    "sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "dockerd": "docker.io",
+    "docker": "docker.io",
+}
+
+Report = Callable[[str], None]
+
+
+class LabError(SwarmctlError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    address: str
+    role: str
+    labels: dict[str, str]
+
+    @property
+    def netns(self) -> str:
+        return PREFIX + self.name
+
+    @property
+    def veth(self) -> str:
+        return PREFIX + self.name  # the root-namespace end; <= 15 chars for names up to lab999
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    dir: Path
+    subnet: str
+    hosts: tuple[LabHost, ...]
+
+    @property
+    def gateway(self) -> str:
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.subnet).prefixlen
+
+    def host_dir(self, host: LabHost) -> Path:
+        return self.dir / "hosts" / host.name
+
+    def docker_socket(self, host: LabHost) -> Path:
+        return self.host_dir(host) / "run" / "docker.sock"
+
+    @property
+    def inventory(self) -> Path:
+        return self.dir / "hosts.yml"
+
+
+def plan_lab(directory: Path, hosts: int, managers: int, subnet: str = DEFAULT_SUBNET) -> LabSpec:
+    """Names, addresses, roles and labels of a lab (pure)."""
+    if not 1 <= hosts <= MAX_HOSTS:
+        raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
+    if not 1 <= managers <= hosts:
+        raise LabError(f"--managers must be between 1 and the number of hosts ({hosts}), not {managers}")
+    net = ipaddress.ip_network(subnet)
+    if net.num_addresses < FIRST_HOST_OCTET + hosts + 1:
+        raise LabError(f"subnet {subnet} is too small for {hosts} hosts")
+    out = []
+    for i in range(1, hosts + 1):
+        labels = {"kafka.slot": str(i)} if i <= KAFKA_SLOTS else {}
+        out.append(
+            LabHost(
+                name=f"lab{i}",
+                address=str(net.network_address + FIRST_HOST_OCTET - 1 + i),
+                role="manager" if i <= managers else "worker",
+                labels=labels,
+            )
+        )
+    return LabSpec(dir=directory.resolve(), subnet=subnet, hosts=tuple(out))
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _run(argv: Sequence[str], check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    log.debug("lab: %s", shlex.join(argv))
+    proc = subprocess.run(list(argv), input=input, capture_output=True)
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
+        raise LabError(f"`{shlex.join(argv)}` failed: {err}")
+    return proc
+
+
+def check_prerequisites() -> None:
+    """Root and the commands the lab needs; a missing one is named with its Debian package."""
+    if os.geteuid() != 0:
+        raise PrerequisiteError("the lab needs root (network namespaces, bridges, mounts): run it as root")
+    missing = {cmd: pkg for cmd, pkg in REQUIRED_COMMANDS.items() if not _which(cmd)}
+    if missing:
+        pkgs = " ".join(sorted(set(missing.values())))
+        raise PrerequisiteError(f"missing {', '.join(missing)}: install them with `apt-get install {pkgs}`")
+
+
+def _which(cmd: str) -> str | None:
+    return shutil.which(cmd, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+def _cgroup_roots() -> list[Path]:
+    """Where the lab's cgroup lives in each mounted hierarchy (v2: one; v1: every hierarchy)."""
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        return [base / CGROUP]
+    roots = []
+    for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        if entry.is_dir() and not entry.is_symlink() and (entry / "cgroup.procs").exists():
+            roots.append(entry / CGROUP)
+    return roots
+
+
+def _tracking_root() -> Path:
+    """The hierarchy whose cgroup.procs lists every lab process (v1: pids if there is one)."""
+    roots = _cgroup_roots()
+    if not roots:
+        raise PrerequisiteError("no cgroup filesystem mounted at /sys/fs/cgroup")
+    for r in roots:
+        if r.parent.name == "pids":
+            return r
+    return roots[0]
+
+
+def _walk_cgroups(root: Path) -> Iterator[Path]:
+    """Cgroup directories under root, deepest first."""
+    if not root.is_dir():
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda t: -t[0].count("/")):
+        yield Path(dirpath)
+
+
+def _cgroup_pids(root: Path) -> set[int]:
+    pids: set[int] = set()
+    for cg in _walk_cgroups(root):
+        try:
+            text = (cg / "cgroup.procs").read_text()
+        except OSError:
+            continue
+        pids.update(int(p) for p in text.split())
+    return pids
+
+
+def _kill_cgroup(root: Path, deadline: float) -> None:
+    while True:
+        pids = _cgroup_pids(root)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            raise LabError(f"processes {sorted(pids)} in cgroup {root} survived SIGKILL")
+        time.sleep(0.05)
+
+
+def _remove_cgroups() -> None:
+    for root in _cgroup_roots():
+        for cg in _walk_cgroups(root):
+            try:
+                cg.rmdir()
+            except OSError as e:
+                log.debug("lab: rmdir %s: %s", cg, e)
+
+
+def _iptables_rules() -> list[list[str]]:
+    """Root-namespace iptables rules tagged as the lab's, as `iptables -D` argument lists."""
+    proc = _run(["iptables", "-w", "-S"], check=False)
+    rules = []
+    for line in proc.stdout.decode().splitlines():
+        if f"--comment {COMMENT}" in line and line.startswith("-A "):
+            rules.append(["-D", *shlex.split(line)[1:]])
+    return rules
+
+
+def _netns_list() -> list[str]:
+    proc = _run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in proc.stdout.decode().splitlines() if line.startswith(PREFIX)]
+
+
+def _link_exists(name: str) -> bool:
+    return _run(["ip", "link", "show", name], check=False).returncode == 0
+
+
+def _root_is_mountpoint() -> bool:
+    """False inside a plain chroot, where runc's pivot_root cannot work."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            return any(line.split()[4] == "/" for line in f)
+    except OSError:
+        return True
+
+
+# -- teardown ------------------------------------------------------------------------------------
+
+
+def teardown(directory: Path | None, report: Report = lambda _: None) -> list[str]:
+    """Remove every lab object on this machine, and the data of the lab in ``directory``.
+
+    Safe to run any number of times and on half-made labs. Returns what was removed.
+    """
+    removed: list[str] = []
+    deadline = time.monotonic() + 30
+    tracking = _tracking_root() if Path("/sys/fs/cgroup").is_dir() else None
+    if tracking is not None and tracking.is_dir():
+        hosts = sorted(p.name for p in tracking.iterdir() if p.is_dir())
+        _kill_cgroup(tracking, deadline)
+        _remove_cgroups()
+        if hosts:
+            removed.append(f"processes of {', '.join(hosts)}")
+    for ns in _netns_list():
+        _run(["ip", "netns", "delete", ns], check=False)
+        removed.append(f"netns {ns}")
+    for link in _stale_links():
+        _run(["ip", "link", "delete", link], check=False)
+    if _link_exists(BRIDGE):
+        _run(["ip", "link", "delete", BRIDGE], check=False)
+        removed.append(f"bridge {BRIDGE}")
+    for rule in _iptables_rules():
+        _run(["iptables", "-w", *rule], check=False)
+        removed.append("iptables rule")
+    dirs = {directory.resolve()} if directory is not None else set()
+    previous = _read_global_state()
+    if previous:
+        dirs.add(Path(previous))
+    for d in dirs:
+        if _remove_lab_dir(d):
+            removed.append(f"lab files in {d}")
+    GLOBAL_STATE.unlink(missing_ok=True)
+    for item in removed:
+        report(f"removed {item}")
+    return removed
+
+
+def _stale_links() -> list[str]:
+    proc = _run(["ip", "-o", "link", "show"], check=False)
+    links = []
+    for line in proc.stdout.decode().splitlines():
+        parts = line.split(":", 2)
+        if len(parts) > 1:
+            name = parts[1].strip().split("@")[0]
+            if name.startswith(PREFIX):
+                links.append(name)
+    return links
+
+
+def _remove_lab_dir(d: Path) -> bool:
+    """Remove a lab directory's contents, but only one that looks like a lab (has lab.json)."""
+    marker = d / "lab.json"
+    if not marker.is_file():
+        return False
+    for child in ("hosts", "hosts.yml", "known_hosts", "id_ed25519", "id_ed25519.pub", "authorized_keys"):
+        p = d / child
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
+    return True
+
+
+def _read_global_state() -> str | None:
+    try:
+        return str(json.loads(GLOBAL_STATE.read_text())["dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# -- bring-up ------------------------------------------------------------------------------------
+
+
+def bring_up(spec: LabSpec, report: Report = lambda _: None, timeout: float = 90.0) -> Path:
+    """Create the lab described by ``spec`` after removing any earlier one. Returns the inventory path."""
+    check_prerequisites()
+    teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"))
+    spec.dir.mkdir(parents=True, exist_ok=True)
+    GLOBAL_STATE.write_text(json.dumps({"dir": str(spec.dir)}))
+    (spec.dir / "lab.json").write_text(
+        json.dumps({"subnet": spec.subnet, "hosts": [asdict(h) for h in spec.hosts]}, indent=2) + "\n"
+    )
+    try:
+        _make_bridge(spec)
+        _make_keys(spec)
+        for host in spec.hosts:
+            _make_host(spec, host)
+        report(f"started {len(spec.hosts)} hosts on bridge {BRIDGE} ({spec.subnet})")
+        _wait_ready(spec, timeout)
+        _write_inventory(spec)
+    except BaseException:
+        # a half-made lab is worse than none: the next command would trip over it
+        teardown(spec.dir)
+        raise
+    return spec.inventory
+
+
+def _make_bridge(spec: LabSpec) -> None:
+    _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    _run(["ip", "addr", "add", f"{spec.gateway}/{spec.prefixlen}", "dev", BRIDGE])
+    _run(["ip", "link", "set", BRIDGE, "up"])
+    tag = ["-m", "comment", "--comment", COMMENT]
+    # With br_netfilter loaded, bridged traffic passes the FORWARD chain, whose policy is DROP
+    # once any dockerd ran in the root namespace: let lab hosts talk to each other...
+    _run(["iptables", "-w", "-I", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, *tag, "-j", "ACCEPT"])
+    # ...and never let their traffic be routed off this machine.
+    _run(["iptables", "-w", "-I", "FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, *tag, "-j", "REJECT"])
+
+
+def _make_keys(spec: LabSpec) -> None:
+    key = spec.dir / "id_ed25519"
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "swarmctl-lab", "-f", str(key)])
+    shutil.copyfile(key.with_suffix(".pub"), spec.dir / "authorized_keys")
+    lines = []
+    for host in spec.hosts:
+        hd = spec.host_dir(host)
+        (hd / "ssh").mkdir(parents=True, exist_ok=True)
+        hostkey = hd / "ssh" / "ssh_host_ed25519_key"
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(hostkey)])
+        kind, b64 = hostkey.with_suffix(".pub").read_text().split()[:2]
+        lines.append(f"{host.address} {kind} {b64}\n")
+    (spec.dir / "known_hosts").write_text("".join(lines))
+
+
+def _sshd_config(spec: LabSpec, host: LabHost) -> str:
+    hd = spec.host_dir(host)
+    return "\n".join(
+        [
+            f"ListenAddress {host.address}",
+            "Port 22",
+            f"HostKey {hd / 'ssh' / 'ssh_host_ed25519_key'}",
+            "PidFile /run/sshd.pid",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            f"AuthorizedKeysFile {spec.dir / 'authorized_keys'}",
+            # the lab directory may sit under a group-writable path (a CI workspace)
+            "StrictModes no",
+            "Subsystem sftp internal-sftp",
+            "",
+        ]
+    )
+
+
+def _make_host(spec: LabSpec, host: LabHost) -> None:
+    hd = spec.host_dir(host)
+    for sub in ("run", "docker", "etc-docker", "log"):
+        (hd / sub).mkdir(parents=True, exist_ok=True)
+    (hd / "ssh" / "sshd_config").write_text(_sshd_config(spec, host))
+    (hd / "etc-docker" / "daemon.json").write_text(
+        json.dumps(
+            {
+                # container processes land in the host's cgroup, so teardown finds them
+                "cgroup-parent": f"/{CGROUP}/{host.name}/containers",
+                "shutdown-timeout": 5,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    daemons = _tracking_root() / host.name / "daemons"
+    daemons.mkdir(parents=True, exist_ok=True)
+    procs = daemons / "cgroup.procs"
+
+    _run(["ip", "netns", "add", host.netns])
+    _run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns])
+    _run(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
+    _run(["ip", "-n", host.netns, "addr", "add", f"{host.address}/{spec.prefixlen}", "dev", "eth0"])
+    _run(["ip", "-n", host.netns, "link", "set", "eth0", "up"])
+    _run(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+
+    for d in ("/var/lib/docker", "/etc/docker"):
+        Path(d).mkdir(parents=True, exist_ok=True)
+    q = shlex.quote
+    run_dirs = ["/run"] + (["/var/run"] if not os.path.islink("/var/run") else [])
+    script = "\n".join(
+        [
+            "set -eu",
+            f"echo $$ > {q(str(procs))}",
+            *[f"mount --bind {q(str(hd / 'run'))} {d}" for d in run_dirs],
+            f"mount --bind {q(str(hd / 'docker'))} /var/lib/docker",
+            f"mount --bind {q(str(hd / 'etc-docker'))} /etc/docker",
+            f"hostname {q(host.name)}",
+            "mkdir -p /run/sshd",
+            f"{q(_which('sshd') or '/usr/sbin/sshd')} -f {q(str(hd / 'ssh' / 'sshd_config'))} "
+            f"-E {q(str(hd / 'log' / 'sshd.log'))}",
+            f"exec dockerd >> {q(str(hd / 'log' / 'dockerd.log'))} 2>&1",
+        ]
+    )
+    env = dict(os.environ)
+    if not _root_is_mountpoint():
+        # In a chroot, runc's pivot_root fails ("invalid argument"); DOCKER_RAMDISK makes it use
+        # MS_MOVE + chroot instead (moby: daemon/... DOCKER_RAMDISK, runc no_pivot_root).
+        env["DOCKER_RAMDISK"] = "true"
+    argv = [
+        "nsenter",
+        f"--net=/run/netns/{host.netns}",
+        "unshare",
+        "--mount",
+        "--uts",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ]
+    with open(hd / "log" / "host.log", "ab") as out:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env)
+
+
+def _docker_ping(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(str(sock))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"200 OK" in s.recv(256)
+    except OSError:
+        return False
+
+
+def _tcp_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_ready(spec: LabSpec, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = {h.name: h for h in spec.hosts}
+    state: dict[str, str] = {}
+    while pending:
+        for name, host in list(pending.items()):
+            docker_ok = _docker_ping(spec.docker_socket(host))
+            ssh_ok = _tcp_open(host.address, 22)
+            state[name] = f"dockerd {'up' if docker_ok else 'down'}, sshd {'up' if ssh_ok else 'down'}"
+            if docker_ok and ssh_ok:
+                del pending[name]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            details = []
+            for name, host in pending.items():
+                tail = _tail(spec.host_dir(host) / "log" / "dockerd.log") or _tail(
+                    spec.host_dir(host) / "log" / "host.log"
+                )
+                details.append(f"{name}: {state[name]}" + (f"; last log line: {tail}" if tail else ""))
+            raise TimeoutExpired(f"lab hosts not ready after {timeout:g}s: " + "; ".join(details))
+        time.sleep(0.2)
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def _write_inventory(spec: LabSpec) -> None:
+    lines = [
+        f"# swarmctl lab: {len(spec.hosts)} hosts in network namespaces on this machine.",
+        "# Remove them with: swarmctl lab down",
+        "ssh:",
+        "  user: root",
+        "  identity_file: ./id_ed25519",
+        "  known_hosts: ./known_hosts",
+        "  host_key_policy: reject",
+        "hosts:",
+    ]
+    for h in spec.hosts:
+        labels = ", ".join(f"{k}: {json.dumps(v)}" for k, v in h.labels.items())
+        extra = f", labels: {{{labels}}}" if labels else ""
+        lines.append(f"  {h.name}: {{address: {h.address}, role: {h.role}{extra}}}")
+    spec.inventory.write_text("\n".join(lines) + "\n")
+
+
+# -- status and host access ----------------------------------------------------------------------
+
+
+def load_spec(directory: Path) -> LabSpec:
+    d = directory.resolve()
+    try:
+        data = json.loads((d / "lab.json").read_text())
+        hosts = tuple(LabHost(**h) for h in data["hosts"])
+        return LabSpec(dir=d, subnet=data["subnet"], hosts=hosts)
+    except FileNotFoundError:
+        raise LabError(f"no lab in {d} (run `swarmctl lab up` first)") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LabError(f"{d / 'lab.json'} is damaged ({e}); run `swarmctl lab down` and `lab up` again") from None
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    address: str
+    role: str
+    netns: bool
+    sshd: bool
+    dockerd: bool
+
+
+def host_status(spec: LabSpec) -> list[HostStatus]:
+    namespaces = set(_netns_list())
+    return [
+        HostStatus(
+            name=h.name,
+            address=h.address,
+            role=h.role,
+            netns=h.netns in namespaces,
+            sshd=_tcp_open(h.address, 22),
+            dockerd=_docker_ping(spec.docker_socket(h)),
+        )
+        for h in spec.hosts
+    ]
+
+
+def host_pid(host: str) -> int:
+    """A process inside the lab host (its dockerd), for nsenter."""
+    procs = _tracking_root() / host / "daemons" / "cgroup.procs"
+    try:
+        pids = [int(p) for p in procs.read_text().split()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd":
+                return pid
+        except OSError:
+            continue
+    raise LabError(f"lab host {host} is not running")
+
+
+def host_exec(host: str, argv: Sequence[str], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a command inside a lab host's network, mount and UTS namespaces (root side, no SSH)."""
+    pid = host_pid(host)
+    return subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv], input=input, capture_output=True
+    )

@@ -1,0 +1,356 @@
+"""SSH: lazy paramiko connections, host-key policy, run()/put(), parallel fan-out.
+
+One connection per host, opened on first use and reused for every command and every Docker API
+call of a swarmctl invocation. Host keys are checked against the inventory's known_hosts file:
+``reject`` refuses unknown keys, ``accept-new`` records a first-seen key, and a *changed* key is
+always refused, loudly. ``~/.ssh/config`` is never read.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import logging
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import paramiko
+
+from swarmctl.errors import HostError, HostKeyError, HostsFailed, SSHError, SwarmctlError
+from swarmctl.inventory import Host
+
+log = logging.getLogger(__name__)
+# paramiko logs every channel at DEBUG; nothing there helps a user and it is noisy
+logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+DEFAULT_PARALLEL = 16
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+T = TypeVar("T")
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style fingerprint: ``SHA256:base64`` without padding."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a remote command did. ``command`` is the argv as run (never carries secrets)."""
+
+    host: str
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def check(self, action: str) -> CommandResult:
+        """Return self when the command succeeded, else raise a HostError naming the action."""
+        if self.ok:
+            return self
+        detail = (self.stderr.strip() or self.stdout.strip()).splitlines()
+        last = detail[-1] if detail else "no output"
+        raise HostError(self.host, f"{action}: {last} (exit status {self.rc})")
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    def __init__(self, host: Host):
+        self.host = host
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostKeyError(
+            self.host.name,
+            f"unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}); it is not in "
+            f"{self.host.ssh.known_hosts}. Check the fingerprint on the host (ssh-keygen -lf "
+            "/etc/ssh/ssh_host_*_key.pub) and add it, or set `host_key_policy: accept-new` to trust first use",
+        )
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """Record a first-seen key in the inventory's known_hosts (like OpenSSH's accept-new)."""
+
+    def __init__(self, host: Host):
+        self.host = host
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        path = self.host.ssh.known_hosts
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _KNOWN_HOSTS_LOCK:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                f.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning("%s: recorded new host key %s %s in %s", self.host.name, key.get_name(), fingerprint(key), path)
+
+
+class Connection:
+    """A lazy SSH connection to one host; a context manager."""
+
+    def __init__(self, host: Host):
+        self.host = host
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        t = self._client.get_transport() if self._client else None
+        return bool(t and t.is_active())
+
+    def transport(self) -> paramiko.Transport:
+        """The open transport, connecting first when needed.
+
+        Raises:
+            SSHError, HostKeyError: naming the host and what went wrong.
+        """
+        with self._lock:
+            if not self.connected:
+                self._client = self._connect()
+            assert self._client is not None
+            t = self._client.get_transport()
+            assert t is not None
+            return t
+
+    def _connect(self) -> paramiko.SSHClient:
+        h, s = self.host, self.host.ssh
+        client = paramiko.SSHClient()
+        if s.known_hosts.is_file():
+            try:
+                client.get_host_keys().load(str(s.known_hosts))
+            except (OSError, paramiko.SSHException) as e:
+                raise SSHError(h.name, f"cannot read known_hosts {s.known_hosts}: {e}") from e
+        client.set_missing_host_key_policy(_AcceptNew(h) if s.host_key_policy == "accept-new" else _RejectUnknown(h))
+        where = f"{s.user}@{h.address}:{s.port}"
+        t0 = time.monotonic()
+        try:
+            client.connect(
+                h.address,
+                port=s.port,
+                username=s.user,
+                key_filename=str(s.identity_file) if s.identity_file else None,
+                allow_agent=True,
+                look_for_keys=s.identity_file is None,
+                timeout=s.connect_timeout,
+                banner_timeout=s.connect_timeout,
+                auth_timeout=s.connect_timeout,
+            )
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise HostKeyError(
+                h.name,
+                f"HOST KEY CHANGED for {h.address}: {s.known_hosts} has {e.expected_key.get_name()} "
+                f"{fingerprint(e.expected_key)} but the host offered {e.key.get_name()} {fingerprint(e.key)}. "
+                "Someone may be intercepting the connection (man-in-the-middle). Refusing to connect; if the "
+                f"host was reinstalled, remove the old key with: ssh-keygen -R {known_hosts_name(h.address, s.port)} "
+                f"-f {s.known_hosts}",
+            ) from None
+        except paramiko.AuthenticationException as e:
+            client.close()
+            tried = f"key {s.identity_file}" if s.identity_file else "the agent and ~/.ssh/id_* keys"
+            raise SSHError(h.name, f"authentication failed for {where} (tried {tried}): {e}") from None
+        except (socket.timeout, TimeoutError):
+            client.close()
+            raise SSHError(h.name, f"cannot connect to {where}: timed out after {s.connect_timeout:g}s") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as e:
+            client.close()
+            reasons = {os.strerror(err.errno) if err.errno else str(err) for err in e.errors.values()}
+            raise SSHError(h.name, f"cannot connect to {where}: {', '.join(sorted(reasons))}") from None
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            client.close()
+            raise SSHError(h.name, f"cannot connect to {where}: {e or type(e).__name__}") from None
+        t = client.get_transport()
+        if t is not None:
+            t.set_keepalive(15)
+        log.debug("%s: connected to %s in %.2fs", h.name, where, time.monotonic() - t0)
+        return client
+
+    def wrap(self, argv: Sequence[str] | str, sudo: bool | None = None) -> str:
+        """The remote command line for argv (quoted), run through sudo when the host needs it."""
+        command = argv if isinstance(argv, str) else shlex.join(argv)
+        if self.host.ssh.sudo if sudo is None else sudo:
+            command = "sudo -n -- sh -c " + shlex.quote(command)
+        return command
+
+    def open_channel(self, argv: Sequence[str] | str, sudo: bool | None = None) -> paramiko.Channel:
+        """Start a command and return its channel (stdin/stdout as a byte stream)."""
+        command = self.wrap(argv, sudo)
+        try:
+            channel = self.transport().open_session()
+            channel.exec_command(command)
+        except paramiko.SSHException as e:
+            raise SSHError(self.host.name, f"cannot start a command: {e}") from e
+        return channel
+
+    def run(
+        self,
+        argv: Sequence[str] | str,
+        *,
+        input: bytes | None = None,
+        timeout: float = 60.0,
+        sudo: bool | None = None,
+    ) -> CommandResult:
+        """Run a command and collect its output.
+
+        ``argv`` as a list is quoted with shlex; a string is a shell script the caller wrote
+        (never with user data concatenated in). ``input`` goes to stdin and never to argv.
+
+        Raises:
+            SSHError: the connection failed; HostError: the command ran over ``timeout``.
+        """
+        shown = argv if isinstance(argv, str) else shlex.join(argv)
+        channel = self.open_channel(argv, sudo)
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            if input is not None:
+                channel.sendall(input)
+            channel.shutdown_write()
+            fd = channel.fileno()
+            while True:
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HostError(self.host.name, f"timed out after {timeout:g}s running: {_summary(shown)}")
+                select.select([fd], [], [], min(left, 1.0))
+            rc = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise SSHError(self.host.name, f"connection lost running {_summary(shown)}: {e}") from e
+        finally:
+            channel.close()
+        return CommandResult(
+            self.host.name,
+            shown,
+            rc,
+            out.decode("utf-8", "replace"),
+            err.decode("utf-8", "replace"),
+        )
+
+    def put(self, data: bytes, path: str, mode: int = 0o600, timeout: float = 60.0) -> None:
+        """Write ``data`` to ``path`` on the host atomically (through stdin, never argv)."""
+        script = 'umask 077; cat > "$1.swarmctl-tmp" && chmod "$2" "$1.swarmctl-tmp" && mv -f "$1.swarmctl-tmp" "$1"'
+        argv = ["sh", "-c", script, "put", path, f"{mode:o}"]
+        self.run(argv, input=data, timeout=timeout).check(f"write {path}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _summary(command: str, limit: int = 80) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """One host's result of a fan-out: a value or an error, never both."""
+
+    host: str
+    value: T | None = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def fan_out(
+    items: Iterable[Host],
+    fn: Callable[[Host], T],
+    parallel: int = DEFAULT_PARALLEL,
+) -> dict[str, Outcome[T]]:
+    """Run ``fn(host)`` for every host, at most ``parallel`` at a time.
+
+    Failures are values: every expected error (SwarmctlError) is caught into its host's
+    Outcome. Unexpected exceptions propagate - they are bugs, not host failures.
+    """
+    hosts = list(items)
+    results: dict[str, Outcome[T]] = {}
+    if not hosts:
+        return results
+
+    def one(host: Host) -> Outcome[T]:
+        t0 = time.monotonic()
+        try:
+            return Outcome(host.name, value=fn(host), seconds=time.monotonic() - t0)
+        except SwarmctlError as e:
+            return Outcome(host.name, error=e, seconds=time.monotonic() - t0)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts))), thread_name_prefix="swarmctl") as ex:
+        for outcome in ex.map(one, hosts):
+            results[outcome.host] = outcome
+    return results
+
+
+def raise_failures(outcomes: dict[str, Outcome[T]], action: str) -> dict[str, T]:
+    """Values of a fan-out, or one HostsFailed naming every failed host."""
+    failed = {name: o.error for name, o in outcomes.items() if o.error is not None}
+    if failed:
+        raise HostsFailed(action, failed)
+    return {name: o.value for name, o in outcomes.items()}  # type: ignore[misc]
+
+
+class Pool:
+    """The connections of one swarmctl invocation: one per host, opened lazily, closed together."""
+
+    def __init__(self, hosts: Iterable[Host], parallel: int = DEFAULT_PARALLEL):
+        self.parallel = parallel
+        self._connections = {h.name: Connection(h) for h in hosts}
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connection(self, host: Host | str) -> Connection:
+        name = host if isinstance(host, str) else host.name
+        return self._connections[name]
+
+    def add(self, host: Host) -> Connection:
+        return self._connections.setdefault(host.name, Connection(host))
+
+    def fan_out(self, hosts: Iterable[Host], fn: Callable[[Host], T]) -> dict[str, Outcome[T]]:
+        return fan_out(hosts, fn, self.parallel)
+
+    def close(self) -> None:
+        for c in self._connections.values():
+            c.close()
+
