@@ -40,7 +40,7 @@ def emit_json(data: Any) -> None:
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     cells = [list(header)] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
@@ -322,4 +322,3 @@ def _save_traceback() -> str:
         return f"the traceback is in {DEBUG_LOG}; please report it"
     except OSError:
         return "please report it with the command you ran"
-

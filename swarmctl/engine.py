@@ -50,7 +50,7 @@ class _DialStdioConnection(urllib3.connection.HTTPConnection):
         channel = self._ssh.open_channel(["docker", "system", "dial-stdio"])
         if isinstance(self.timeout, (int, float)):
             channel.settimeout(self.timeout)
-        self.sock = channel  # type: ignore[assignment]
+        self.sock = channel
 
 
 class _DialStdioPool(urllib3.connectionpool.HTTPConnectionPool):
@@ -59,7 +59,7 @@ class _DialStdioPool(urllib3.connectionpool.HTTPConnectionPool):
         self._ssh = ssh
         self._channel_timeout = timeout
 
-    def _new_conn(self) -> _DialStdioConnection:  # type: ignore[override]
+    def _new_conn(self) -> _DialStdioConnection:
         return _DialStdioConnection(self._ssh, self._channel_timeout)
 
 
@@ -68,7 +68,7 @@ class _DialStdioAdapter(BaseHTTPAdapter):
         super().__init__()
         self._pool = _DialStdioPool(ssh, timeout)
 
-    def get_connection(self, url: str, proxies: Any = None) -> _DialStdioPool:  # type: ignore[override]
+    def get_connection(self, url: str | bytes, proxies: Any = None) -> _DialStdioPool:
         return self._pool
 
     def close(self) -> None:
@@ -201,9 +201,7 @@ class Session:
                 return engine
             state = swarm.get("LocalNodeState") or "unknown"
             reasons.append(f"{host.name}: not a swarm manager (swarm state {state})")
-        raise ClusterError(
-            "no reachable swarm manager (" + "; ".join(reasons) + "); run `swarmctl bootstrap` first"
-        )
+        raise ClusterError("no reachable swarm manager (" + "; ".join(reasons) + "); run `swarmctl bootstrap` first")
 
     def close(self) -> None:
         for engine in self._engines.values():

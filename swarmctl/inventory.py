@@ -40,7 +40,9 @@ SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "host_key_policy", "
 HOST_KEYS = ("address", "role", "labels", "availability", "ssh")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
-_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.IGNORECASE)
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -245,9 +247,7 @@ class _Validator:
                 )
             if isinstance(val, bool) or not isinstance(val, (str, int)):
                 hint = " (quote it)" if isinstance(val, (bool, float)) else ""
-                raise self.error(
-                    f"host {host!r}: label {key!r} must be a string, not {type_name(val)}{hint}", kline
-                )
+                raise self.error(f"host {host!r}: label {key!r} must be a string, not {type_name(val)}{hint}", kline)
             out[key] = str(val)
         return out
 

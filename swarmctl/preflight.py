@@ -109,7 +109,9 @@ def read_facts(session: Session, host: Host) -> HostFacts:
     res = conn.run(["sh", "-c", _FACTS_SCRIPT], timeout=30).check("read host facts")
     kv = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
     if not kv.get("docker_cli"):
-        raise HostError(host.name, "no `docker` command on the host: install Docker Engine (e.g. apt-get install docker.io)")
+        raise HostError(
+            host.name, "no `docker` command on the host: install Docker Engine (e.g. apt-get install docker.io)"
+        )
     engine = session.engine(host)
     version = engine.call("read engine version", engine.api.version, api_version=False)
     engine_version = str(version.get("Version", "0"))

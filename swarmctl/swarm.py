@@ -41,7 +41,9 @@ class Change:
     """One thing bootstrap did (or, in a plan, would do) to one host or node."""
 
     host: str
-    action: str  # init | leave | join-manager | join-worker | promote | demote | label | unlabel | availability | remove
+    action: (
+        str  # init | leave | join-manager | join-worker | promote | demote | label | unlabel | availability | remove
+    )
     detail: str = ""
 
     def describe(self) -> str:
@@ -322,13 +324,15 @@ def bootstrap(
         facts.pop(name)
 
     reachable = [h for h in inv.hosts if h.name in facts]
-    probes = session.fan_out(lambda h: probe_ports(session, h, reachable), [h for h in reachable if facts[h.name].can_probe_ports])
-    for name, o in probes.items():
-        if o.error is not None:
-            result.failures[name] = _message(o.error)
+    probes = session.fan_out(
+        lambda h: probe_ports(session, h, reachable), [h for h in reachable if facts[h.name].can_probe_ports]
+    )
+    for name, probed in probes.items():
+        if probed.error is not None:
+            result.failures[name] = _message(probed.error)
             facts.pop(name, None)
-        elif o.value and not all(p.ok for p in o.value):
-            result.failures[name] = port_failure_message(o.value)
+        elif probed.value and not all(p.ok for p in probed.value):
+            result.failures[name] = port_failure_message(probed.value)
             facts.pop(name, None)
     result.warnings.extend(kernel_warnings(facts.values()))
 
@@ -379,16 +383,16 @@ def bootstrap(
             return _node_id(engine)
 
         joined = session.fan_out(join_one, [inv.host(n) for n, _ in plan.join])
-        for name, o in joined.items():
-            if o.error is not None:
-                result.failures[name] = _message(o.error)
+        for name, done in joined.items():
+            if done.error is not None:
+                result.failures[name] = _message(done.error)
                 continue
-            assert o.value is not None
-            node_ids[name] = o.value
+            assert done.value is not None
+            node_ids[name] = done.value
             if name in plan.leave:
                 result.changes.append(Change(name, "leave", "its earlier swarm"))
             result.changes.append(Change(name, f"join-{joins[name]}", f"as {joins[name]}"))
-            report(name, f"joined as {joins[name]} in {o.seconds:.1f}s")
+            report(name, f"joined as {joins[name]} in {done.seconds:.1f}s")
         new_ids = {node_ids[n] for n, _ in plan.join if n in node_ids}
         try:
             _wait_registered(anchor, new_ids, join_timeout)

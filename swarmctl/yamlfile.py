@@ -15,7 +15,7 @@ import yaml
 from swarmctl.errors import InputError
 
 
-class LineDict(dict):  # type: ignore[type-arg]
+class LineDict(dict):
     """A dict from YAML that knows its own line and the line of each key (1-based)."""
 
     line: int = 0
@@ -29,7 +29,7 @@ class LineDict(dict):  # type: ignore[type-arg]
         return self.key_lines.get(key, self.line)
 
 
-class LineList(list):  # type: ignore[type-arg]
+class LineList(list):
     """A list from YAML that knows its own line and the line of each item (1-based)."""
 
     line: int = 0
@@ -48,7 +48,7 @@ class _Loader(yaml.SafeLoader):
 
     file_name = "<yaml>"
 
-    def construct_yaml_map(self, node: yaml.MappingNode):  # type: ignore[override]
+    def construct_yaml_map(self, node: yaml.MappingNode):
         data = LineDict()
         data.line = node.start_mark.line + 1
         yield data
@@ -66,9 +66,7 @@ class _Loader(yaml.SafeLoader):
             except TypeError:
                 raise InputError("a mapping key must be a plain value", self.file_name, line) from None
             if key in own_keys:
-                raise InputError(
-                    f"duplicate key {key!r} (first defined on line {own_keys[key]})", self.file_name, line
-                )
+                raise InputError(f"duplicate key {key!r} (first defined on line {own_keys[key]})", self.file_name, line)
             own_keys[key] = line
         # merge keys (<<: *anchor) are legitimate duplicates: explicit keys override merged ones
         self.flatten_mapping(node)
@@ -80,7 +78,7 @@ class _Loader(yaml.SafeLoader):
         data.key_lines.update(own_keys)
         return pairs
 
-    def construct_yaml_seq(self, node: yaml.SequenceNode):  # type: ignore[override]
+    def construct_yaml_seq(self, node: yaml.SequenceNode):
         data = LineList()
         data.line = node.start_mark.line + 1
         yield data

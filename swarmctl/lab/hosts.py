@@ -14,6 +14,7 @@ Hosts get no default route: nothing they do can leave this machine.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -201,10 +202,8 @@ def _kill_cgroup(root: Path, deadline: float) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if time.monotonic() > deadline:
             raise LabError(f"processes {sorted(pids)} in cgroup {root} survived SIGKILL")
         time.sleep(0.05)
@@ -594,6 +593,4 @@ def host_pid(host: str) -> int:
 def host_exec(host: str, argv: Sequence[str], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a command inside a lab host's network, mount and UTS namespaces (root side, no SSH)."""
     pid = host_pid(host)
-    return subprocess.run(
-        ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv], input=input, capture_output=True
-    )
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv], input=input, capture_output=True)

@@ -1,0 +1,182 @@
+"""Bootstrap planning from observed state (pure: no hosts involved)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from swarmctl.inventory import Host, Inventory, SSHSettings
+from swarmctl.preflight import HostFacts, port_targets
+from swarmctl.swarm import NodeView, duplicate_hostnames, plan_membership, plan_nodes
+
+
+def host(name: str, role: str, labels: dict[str, str] | None = None, availability: str | None = None) -> Host:
+    n = int(name[-1])
+    return Host(name, f"10.0.0.{n}", role, MappingProxyType(labels or {}), availability, SSHSettings())
+
+
+INV = Inventory(
+    Path("hosts.yml"),
+    (host("m1", "manager", {"slot": "1"}), host("m2", "manager"), host("m3", "manager"), host("w4", "worker")),
+    MappingProxyType({}),
+)
+
+
+def facts(name: str, state: str = "inactive", node: str = "", cluster: str = "", manager: bool = False) -> HostFacts:
+    return HostFacts(
+        name=name,
+        engine_version="20.10.24",
+        api_version="1.41",
+        hostname=name,
+        swarm_state=state,
+        node_id=node,
+        cluster_id=cluster,
+        control_available=manager,
+        ipvs="yes",
+        esp="yes",
+        can_probe_ports=True,
+    )
+
+
+def node(
+    id: str,
+    hostname: str,
+    role: str = "worker",
+    labels: dict[str, str] | None = None,
+    availability: str = "active",
+    state: str = "ready",
+) -> NodeView:
+    spec = {"Role": role, "Availability": availability, "Labels": dict(labels or {})}
+    return NodeView(id, hostname, role, availability, dict(labels or {}), state, "", False, "", "20.10", 7, spec)
+
+
+def test_fresh_hosts_init_first_manager_and_join_the_rest() -> None:
+    f = {n: facts(n) for n in ("m1", "m2", "m3", "w4")}
+    plan = plan_membership(INV, f, None)
+    assert plan.anchor == plan.init == "m1"
+    assert plan.join == (("m2", "manager"), ("m3", "manager"), ("w4", "worker"))
+    assert plan.leave == () and plan.members == () and dict(plan.errors) == {}
+
+
+def test_existing_swarm_only_new_host_joins() -> None:
+    f = {
+        "m1": facts("m1", "active", "N1", "C", manager=True),
+        "m2": facts("m2", "active", "N2", "C", manager=True),
+        "m3": facts("m3", "active", "N3", "C", manager=True),
+        "w4": facts("w4"),
+    }
+    plan = plan_membership(INV, f, frozenset({"N1", "N2", "N3"}))
+    assert plan.init is None and plan.anchor == "m1"
+    assert plan.join == (("w4", "worker"),)
+    assert plan.members == ("m1", "m2", "m3")
+
+
+def test_anchor_is_first_manager_that_runs_the_swarm() -> None:
+    f = {"m1": facts("m1"), "m2": facts("m2", "active", "N2", "C", manager=True), "m3": facts("m3"), "w4": facts("w4")}
+    plan = plan_membership(INV, f, frozenset({"N2"}))
+    assert plan.anchor == "m2" and plan.init is None
+    assert [h for h, _ in plan.join] == ["m1", "m3", "w4"]
+
+
+def test_host_in_another_swarm_is_an_error_unless_forced() -> None:
+    f = {n: facts(n) for n in ("m1", "m2", "m3")}
+    f["w4"] = facts("w4", "active", "X9", "")
+    plan = plan_membership(INV, f, None)
+    assert "already in another swarm" in plan.errors["w4"] and "--force" in plan.errors["w4"]
+    assert "w4" not in dict(plan.join)
+    forced = plan_membership(INV, f, None, force=True)
+    assert "w4" in forced.leave and ("w4", "worker") in forced.join and not forced.errors
+
+
+def test_first_manager_in_another_swarm_blocks_init_and_names_everyone() -> None:
+    f = {n: facts(n) for n in ("m2", "m3", "w4")}
+    f["m1"] = facts("m1", "active", "Y", "OTHER", manager=False)
+    plan = plan_membership(INV, f, None)
+    assert plan.anchor is None
+    assert "another swarm" in plan.errors["m1"]
+    assert all("cannot be initialized" in plan.errors[n] for n in ("m2", "m3", "w4"))
+    forced = plan_membership(INV, f, None, force=True)
+    assert forced.init == "m1" and forced.leave == ("m1",)
+
+
+def test_unreachable_first_manager_blocks_init() -> None:
+    f = {n: facts(n) for n in ("m2", "m3", "w4")}
+    plan = plan_membership(INV, f, None)
+    assert plan.anchor is None and set(plan.errors) == {"m2", "m3", "w4"}
+    assert "m1 failed preflight" in plan.errors["w4"]
+
+
+def test_half_done_join_is_redone_without_force() -> None:
+    f = {
+        "m1": facts("m1", "active", "N1", "C", manager=True),
+        "m2": facts("m2", "pending"),
+        "m3": facts("m3", "error"),
+        "w4": facts("w4", "locked"),
+    }
+    plan = plan_membership(INV, f, frozenset({"N1"}))
+    assert plan.leave == ("m2", "m3")
+    assert dict(plan.join) == {"m2": "manager", "m3": "manager"}
+    assert "locked" in plan.errors["w4"]
+
+
+def test_node_plan_labels_roles_availability_in_safe_order() -> None:
+    inv = Inventory(
+        Path("hosts.yml"),
+        (host("m1", "manager", {"slot": "1"}), host("m2", "worker"), host("m3", "manager", availability="drain")),
+        MappingProxyType({}),
+    )
+    nodes = [
+        node("N1", "m1", "manager", {"slot": "1"}),
+        node("N2", "m2", "manager", {"old": "x"}),
+        node("N3", "m3", "worker"),
+    ]
+    plan = plan_nodes(inv, {"m1": "N1", "m2": "N2", "m3": "N3"}, nodes)
+    # m1 already matches: no update. m3 is promoted before m2 is demoted.
+    assert [u.host for u in plan.updates] == ["m3", "m2"]
+    m3, m2 = plan.updates
+    assert m3.spec["Role"] == "manager" and m3.spec["Availability"] == "drain"
+    assert [c.action for c in m3.changes] == ["promote", "availability"]
+    assert m2.spec["Role"] == "worker" and m2.spec["Labels"] == {"old": "x"}  # labels kept without prune
+    assert m2.version == 7
+    assert plan.removals == () and plan.warnings == ()
+
+
+def test_node_plan_is_empty_when_everything_matches() -> None:
+    nodes = [
+        node("N1", "m1", "manager", {"slot": "1"}),
+        node("N2", "m2", "manager"),
+        node("N3", "m3", "manager"),
+        node("N4", "w4"),
+    ]
+    plan = plan_nodes(INV, {"m1": "N1", "m2": "N2", "m3": "N3", "w4": "N4"}, nodes)
+    assert plan.updates == () and plan.removals == () and plan.warnings == ()
+
+
+def test_extra_nodes_warned_or_pruned() -> None:
+    nodes = [
+        node("N1", "m1", "manager", {"slot": "1", "extra": "y"}),
+        node("OLD", "m1", "worker", state="down"),
+        node("X", "stray", "manager"),
+    ]
+    plan = plan_nodes(INV, {"m1": "N1"}, nodes)
+    assert len(plan.warnings) == 2 and all("--prune" in w for w in plan.warnings)
+    assert plan.removals == () and plan.updates == ()
+    pruned = plan_nodes(INV, {"m1": "N1"}, nodes, prune=True)
+    assert {n.id for n in pruned.removals} == {"OLD", "X"}
+    by_host = {u.node_id: u for u in pruned.updates}
+    assert by_host["N1"].spec["Labels"] == {"slot": "1"}  # unlabel extra
+    assert by_host["X"].spec["Role"] == "worker" and by_host["X"].spec["Availability"] == "drain"
+    assert "OLD" not in by_host  # a down worker needs no drain or demotion before removal
+
+
+def test_duplicate_hostnames_blame_the_later_host() -> None:
+    f = {"m1": facts("m1"), "m2": facts("m2"), "w4": facts("w4")}
+    f["w4"] = HostFacts(**{**f["w4"].__dict__, "hostname": "m1"})
+    errors = duplicate_hostnames(INV, f)
+    assert list(errors) == ["w4"] and "also the hostname of m1" in errors["w4"]
+
+
+def test_port_targets_managers_2377_everyone_7946() -> None:
+    targets = [(p.name, port) for p, port in port_targets(INV.hosts[3], INV.hosts)]
+    assert targets == [("m1", 2377), ("m1", 7946), ("m2", 2377), ("m2", 7946), ("m3", 2377), ("m3", 7946)]
+    assert ("m1", 7946) not in [(p.name, port) for p, port in port_targets(INV.hosts[0], INV.hosts)]
