@@ -50,7 +50,7 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 class Obj:
     """Options of the top-level group, handed to every subcommand."""
 
-    def __init__(self, inventory: str | None, verbose: int):
+    def __init__(self, inventory: str | None = None, verbose: int = 0):
         self.inventory = inventory
         self.verbose = verbose
 
@@ -74,6 +74,35 @@ def cli(ctx: click.Context, inventory: str | None, verbose: int) -> None:
     """Stand up and run Docker Swarm clusters over SSH."""
     _setup_logging(verbose)
     ctx.obj = Obj(inventory, verbose)
+
+
+def _set_inventory(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(Obj).inventory = value
+
+
+def _add_verbosity(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        obj = ctx.ensure_object(Obj)
+        obj.verbose += value
+        _setup_logging(obj.verbose)
+
+
+def common_options(fn: Any) -> Any:
+    """-i and -v are accepted after the subcommand too: `swarmctl status -i hosts.yml`."""
+    fn = click.option(
+        "-i",
+        "--inventory",
+        "inventory_option",
+        metavar="FILE",
+        expose_value=False,
+        callback=_set_inventory,
+        help="Inventory (hosts.yml).",
+    )(fn)
+    fn = click.option("-v", "--verbose", count=True, expose_value=False, callback=_add_verbosity, help="More detail.")(
+        fn
+    )
+    return fn
 
 
 def _setup_logging(verbose: int) -> None:
@@ -103,6 +132,7 @@ def _load_inventory(obj: Obj, explicit: str | None = None) -> Any:
 @click.option("--force", is_flag=True, help="Make hosts that are in another swarm leave it and join this one.")
 @click.option("--prune", is_flag=True, help="Remove nodes and node labels the inventory does not name.")
 @click.option("--json", "as_json", is_flag=True, help="Print {changes, warnings, failures} as JSON.")
+@common_options
 @click.pass_obj
 def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, as_json: bool) -> None:
     """Create or converge the swarm described by INVENTORY (hosts.yml).
@@ -145,6 +175,7 @@ def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, as_json
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print {nodes, services} as JSON.")
+@common_options
 @click.pass_obj
 def status(obj: Obj, as_json: bool) -> None:
     """Show the swarm's nodes and services (running/desired tasks).

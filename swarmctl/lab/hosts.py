@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from swarmctl.errors import PrerequisiteError, SwarmctlError, TimeoutExpired
+from swarmctl.errors import InputError, PrerequisiteError, SwarmctlError, TimeoutExpired
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,12 @@ class LabSpec:
 def plan_lab(directory: Path, hosts: int, managers: int, subnet: str = DEFAULT_SUBNET) -> LabSpec:
     """Names, addresses, roles and labels of a lab (pure)."""
     if not 1 <= hosts <= MAX_HOSTS:
-        raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
+        raise InputError(f"--hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
     if not 1 <= managers <= hosts:
-        raise LabError(f"--managers must be between 1 and the number of hosts ({hosts}), not {managers}")
+        raise InputError(f"--managers must be between 1 and the number of hosts ({hosts}), not {managers}")
     net = ipaddress.ip_network(subnet)
     if net.num_addresses < FIRST_HOST_OCTET + hosts + 1:
-        raise LabError(f"subnet {subnet} is too small for {hosts} hosts")
+        raise InputError(f"subnet {subnet} is too small for {hosts} hosts")
     out = []
     for i in range(1, hosts + 1):
         labels = {"kafka.slot": str(i)} if i <= KAFKA_SLOTS else {}

@@ -1,0 +1,106 @@
+"""The lab for end-to-end tests: real namespaced hosts with real sshd and dockerd.
+
+One lab per test session (4 hosts, lab1 manager). Tests that need a particular swarm state
+establish it themselves (``lab.reset()`` makes every host leave its swarm).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from swarmctl.lab import hosts as labhosts
+from tests.helpers import swarmctl
+
+LAB_HOSTS = 4
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Lab:
+    dir: Path
+    spec: labhosts.LabSpec
+
+    @property
+    def inventory(self) -> Path:
+        return self.spec.inventory
+
+    @property
+    def names(self) -> list[str]:
+        return [h.name for h in self.spec.hosts]
+
+    def host(self, name: str) -> labhosts.LabHost:
+        return next(h for h in self.spec.hosts if h.name == name)
+
+    def docker(self, name: str) -> docker.APIClient:
+        """Root-side access to a lab host's engine (its socket), for arranging and checking state."""
+        return docker.APIClient(base_url=f"unix://{self.spec.docker_socket(self.host(name))}", version="1.41")
+
+    def swarm_state(self, name: str) -> str:
+        with self.docker(name) as api:
+            return str(api.info()["Swarm"]["LocalNodeState"])
+
+    def reset(self) -> None:
+        """Every host leaves its swarm: the state of a fresh set of machines.
+
+        Workers leave first: a worker whose managers are already gone waits for them before leaving.
+        """
+        states = {}
+        for name in self.names:
+            with self.docker(name) as api:
+                swarm = api.info()["Swarm"]
+                states[name] = (swarm["LocalNodeState"], bool(swarm.get("ControlAvailable")))
+
+        def leave(name: str) -> None:
+            with self.docker(name) as api:
+                api.leave_swarm(force=True)
+
+        # a worker's leave waits up to 5 s for its ingress sandbox to go: leave in parallel
+        for managers in (False, True):
+            batch = [n for n in self.names if states[n][0] != "inactive" and states[n][1] == managers]
+            with ThreadPoolExecutor(max_workers=len(self.names)) as ex:
+                list(ex.map(leave, batch))
+
+    def write_inventory(
+        self, path: Path, hosts: dict[str, str], extra_hosts: str = "", ssh: dict[str, str] | None = None
+    ) -> Path:
+        """An inventory for some lab hosts: {name: role}, using the lab's key and known_hosts."""
+        settings = {"identity_file": str(self.dir / "id_ed25519"), "known_hosts": str(self.dir / "known_hosts")}
+        settings.update(ssh or {})
+        lines = ["ssh:", *[f"  {k}: {v}" for k, v in settings.items()], "hosts:"]
+        for name, role in hosts.items():
+            h = self.host(name)
+            labels = ", ".join(f'{k}: "{v}"' for k, v in h.labels.items())
+            lines.append(f"  {name}: {{address: {h.address}, role: {role}, labels: {{{labels}}}}}")
+        lines += [line for line in extra_hosts.splitlines() if line]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.fail("end-to-end tests need root (the lab uses network namespaces); deselect them with -m 'not e2e'")
+    directory = tmp_path_factory.mktemp("lab")
+    up = swarmctl("lab", "up", "--hosts", str(LAB_HOSTS), "--dir", str(directory))
+    assert up.rc == 0, str(up)
+    lab = Lab(directory, labhosts.load_spec(directory))
+    try:
+        yield lab
+    finally:
+        if os.environ.get("SWARMCTL_KEEP_LAB") != "1":
+            down = swarmctl("lab", "down", "--dir", str(directory))
+            assert down.rc == 0, str(down)
+            shutil.rmtree(directory, ignore_errors=True)

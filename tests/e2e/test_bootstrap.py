@@ -1,0 +1,205 @@
+"""`swarmctl bootstrap` and `status` against real namespaced hosts (sshd + dockerd + swarm)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import Lab
+from tests.helpers import assert_no_traceback, swarmctl
+
+THREE = {"lab1": "manager", "lab2": "worker", "lab3": "worker"}
+
+
+def nodes_by_hostname(lab: Lab) -> dict[str, dict]:
+    with lab.docker("lab1") as api:
+        return {n["Description"]["Hostname"]: n for n in api.nodes()}
+
+
+def test_bootstrap_three_hosts_then_rerun_is_a_noop(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    inv = lab.write_inventory(tmp_path / "hosts.yml", THREE)
+    first = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
+    assert first.rc == 0, str(first)
+    actions = {(c["host"], c["action"]) for c in first.json()["changes"]}
+    assert {("lab1", "init"), ("lab2", "join-worker"), ("lab3", "join-worker")} <= actions
+    assert {("lab1", "label"), ("lab2", "label"), ("lab3", "label")} <= actions
+    assert any("IPVS" in w for w in first.json()["warnings"])  # this lab's kernel has no ip_vs
+
+    nodes = nodes_by_hostname(lab)
+    assert set(nodes) == {"lab1", "lab2", "lab3"}
+    assert nodes["lab1"]["Spec"]["Role"] == "manager" and nodes["lab1"]["ManagerStatus"]["Leader"]
+    assert nodes["lab2"]["Spec"]["Role"] == "worker"
+    assert {h: n["Spec"]["Labels"] for h, n in nodes.items()} == {
+        "lab1": {"kafka.slot": "1"},
+        "lab2": {"kafka.slot": "2"},
+        "lab3": {"kafka.slot": "3"},
+    }
+    assert all(n["Status"]["State"] == "ready" for n in nodes.values())
+    versions = {h: n["Version"]["Index"] for h, n in nodes.items()}
+
+    # no -i: the inventory last bootstrapped in this directory is used
+    again = swarmctl("bootstrap", "--json", cwd=tmp_path)
+    assert again.rc == 0, str(again)
+    assert again.json()["changes"] == []
+    human = swarmctl("bootstrap", cwd=tmp_path)
+    assert human.rc == 0 and "nothing to do" in human.stderr, str(human)
+    # a no-op run wrote nothing: every node object is at the version it had
+    assert {h: n["Version"]["Index"] for h, n in nodes_by_hostname(lab).items()} == versions
+
+    with lab.docker("lab1") as api:
+        tokens = api.inspect_swarm()["JoinTokens"]
+    for run in (first, again, human):
+        for token in tokens.values():
+            assert token not in run.stdout and token not in run.stderr
+
+
+def test_added_host_is_the_only_change(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    three = swarmctl("bootstrap", str(lab.write_inventory(tmp_path / "three.yml", THREE)), cwd=tmp_path)
+    assert three.rc == 0, str(three)
+    four = lab.write_inventory(tmp_path / "four.yml", {**THREE, "lab4": "worker"})
+    run = swarmctl("bootstrap", str(four), "--json", cwd=tmp_path)
+    assert run.rc == 0, str(run)
+    assert run.json()["changes"] == [{"host": "lab4", "action": "join-worker", "detail": "as worker"}]
+    assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3", "lab4"}
+
+
+def test_unreachable_host_is_named_and_the_others_are_bootstrapped(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    # 192.168.77.99 is on the lab bridge's subnet but no host answers there: a machine that is down
+    ghost = "  ghost: {address: 192.168.77.99, role: worker, ssh: {connect_timeout: 3}}"
+    inv = lab.write_inventory(tmp_path / "hosts.yml", THREE, extra_hosts=ghost)
+    run = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
+    assert run.rc == 1, str(run)
+    assert_no_traceback(run)
+    failures = run.json()["failures"]
+    assert [f["host"] for f in failures] == ["ghost"]
+    assert "cannot connect" in failures[0]["error"]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: bootstrap failed on 1 host: ghost (cannot connect"), last
+    assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}
+
+
+def _replace_key(known_hosts: Path, address: str, tmp_path: Path) -> Path:
+    other = tmp_path / "otherkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, b64 = other.with_suffix(".pub").read_text().split()[:2]
+    lines = [
+        (f"{address} {kind} {b64}" if line.split()[0] == address else line)
+        for line in known_hosts.read_text().splitlines()
+    ]
+    out = tmp_path / "known_hosts"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_changed_host_key_is_refused_loudly(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    known = _replace_key(lab.dir / "known_hosts", lab.host("lab2").address, tmp_path)
+    inv = lab.write_inventory(tmp_path / "hosts.yml", THREE, ssh={"known_hosts": str(known)})
+    run = swarmctl("bootstrap", str(inv), cwd=tmp_path)
+    assert run.rc == 1, str(run)
+    assert "lab2 (HOST KEY CHANGED" in run.stderr and "man-in-the-middle" in run.stderr, str(run)
+    assert lab.swarm_state("lab2") == "inactive"  # nothing was done on the host we could not trust
+    assert lab.swarm_state("lab3") == "active"
+
+
+def test_unknown_host_key_rejected_by_default_recorded_with_accept_new(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    known = tmp_path / "known_hosts"
+    lab3 = lab.host("lab3").address
+    known.write_text(
+        "".join(
+            line + "\n"
+            for line in (lab.dir / "known_hosts").read_text().splitlines()
+            if not line.startswith(lab3 + " ")
+        )
+    )
+    inv = lab.write_inventory(tmp_path / "hosts.yml", THREE, ssh={"known_hosts": str(known)})
+    rejected = swarmctl("bootstrap", str(inv), cwd=tmp_path)
+    assert rejected.rc == 1, str(rejected)
+    assert "lab3 (unknown host key" in rejected.stderr, str(rejected)
+    assert lab3 not in known.read_text()
+
+    inv2 = lab.write_inventory(
+        tmp_path / "accept.yml", THREE, ssh={"known_hosts": str(known), "host_key_policy": "accept-new"}
+    )
+    accepted = swarmctl("bootstrap", str(inv2), cwd=tmp_path)
+    assert accepted.rc == 0, str(accepted)
+    assert any(line.startswith(lab3 + " ssh-ed25519 ") for line in known.read_text().splitlines())
+    # the recorded key is the real one: a strict run now succeeds
+    strict = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
+    assert strict.rc == 0 and strict.json()["changes"] == [], str(strict)
+
+
+def test_host_in_another_swarm_needs_force(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    with lab.docker("lab4") as api:
+        api.init_swarm(advertise_addr=lab.host("lab4").address)
+    inv = lab.write_inventory(tmp_path / "hosts.yml", {"lab1": "manager", "lab4": "worker"})
+    refused = swarmctl("bootstrap", str(inv), cwd=tmp_path)
+    assert refused.rc == 1, str(refused)
+    assert "lab4 (already in another swarm" in refused.stderr and "--force" in refused.stderr
+    assert set(nodes_by_hostname(lab)) == {"lab1"}
+
+    forced = swarmctl("bootstrap", str(inv), "--force", "--json", cwd=tmp_path)
+    assert forced.rc == 0, str(forced)
+    assert ("lab4", "leave") in {(c["host"], c["action"]) for c in forced.json()["changes"]}
+    assert set(nodes_by_hostname(lab)) == {"lab1", "lab4"}
+
+
+def test_roles_availability_and_prune(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    all4 = {"lab1": "manager", "lab2": "manager", "lab3": "manager", "lab4": "worker"}
+    run = swarmctl("bootstrap", str(lab.write_inventory(tmp_path / "a.yml", all4)), cwd=tmp_path)
+    assert run.rc == 0, str(run)
+    assert sum(n["Spec"]["Role"] == "manager" for n in nodes_by_hostname(lab).values()) == 3
+
+    # lab3 becomes a drained worker; lab4 leaves the inventory
+    text = lab.write_inventory(tmp_path / "b.yml", {"lab1": "manager", "lab2": "manager", "lab3": "worker"}).read_text()
+    b = tmp_path / "b.yml"
+    b.write_text(text.replace("role: worker,", "role: worker, availability: drain,"))
+    run = swarmctl("bootstrap", str(b), "--json", cwd=tmp_path)
+    assert run.rc == 0, str(run)
+    assert {(c["host"], c["action"]) for c in run.json()["changes"]} == {("lab3", "demote"), ("lab3", "availability")}
+    assert any("lab4" in w and "--prune" in w for w in run.json()["warnings"])
+    nodes = nodes_by_hostname(lab)
+    assert nodes["lab3"]["Spec"]["Role"] == "worker" and nodes["lab3"]["Spec"]["Availability"] == "drain"
+    assert "lab4" in nodes  # left alone without --prune
+
+    pruned = swarmctl("bootstrap", str(b), "--prune", "--json", cwd=tmp_path)
+    assert pruned.rc == 0, str(pruned)
+    assert ("lab4", "remove") in {(c["host"], c["action"]) for c in pruned.json()["changes"]}
+    assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}
+
+
+def test_status(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    inv = lab.write_inventory(tmp_path / "hosts.yml", THREE)
+    assert swarmctl("bootstrap", str(inv), cwd=tmp_path).rc == 0
+    st = swarmctl("status", "--json", cwd=tmp_path)
+    assert st.rc == 0, str(st)
+    data = st.json()
+    nodes = {n["hostname"]: n for n in data["nodes"]}
+    assert set(nodes) == {"lab1", "lab2", "lab3"}
+    assert nodes["lab1"]["role"] == "manager" and nodes["lab1"]["leader"] is True
+    assert nodes["lab2"]["role"] == "worker" and nodes["lab2"]["leader"] is False
+    assert all(n["state"] == "ready" and n["availability"] == "active" for n in nodes.values())
+    assert nodes["lab3"]["labels"] == {"kafka.slot": "3"} and nodes["lab3"]["name"] == "lab3"
+    assert data["services"] == []
+
+    with lab.docker("lab1") as api:
+        api.create_service(
+            {"ContainerSpec": {"Image": "swarmctl-test/none:1", "Command": ["true"]}},
+            name="status-probe",
+            mode={"Replicated": {"Replicas": 0}},
+        )
+    try:
+        human = swarmctl("status", cwd=tmp_path)
+        assert human.rc == 0, str(human)
+        assert "lab1" in human.stdout and "manager (leader)" in human.stdout
+        assert "status-probe" in human.stdout and "0/0" in human.stdout
+    finally:
+        with lab.docker("lab1") as api:
+            api.remove_service("status-probe")

@@ -1,0 +1,67 @@
+"""Helpers shared by the test tiers: run the real CLI, poll with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Run:
+    args: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return f"swarmctl {' '.join(self.args)} -> {self.rc}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def swarmctl(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 600,
+) -> Run:
+    """Run the real command line in a subprocess, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if k != "SWARMCTL_INVENTORY"}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "swarmctl", *args],
+        cwd=cwd,
+        env=full_env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Run(list(args), proc.returncode, proc.stdout, proc.stderr)
+
+
+def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = 60, every: float = 0.5) -> T:
+    """Poll ``probe`` until ``ok(value)``; on timeout fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last seen: {value!r}")
+        time.sleep(every)
+
+
+def assert_no_traceback(run: Run) -> None:
+    assert "Traceback" not in run.stderr and "Traceback" not in run.stdout, str(run)
