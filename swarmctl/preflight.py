@@ -22,19 +22,16 @@ VXLAN_PORT = 4789  # overlay data, udp
 # then from the kernel config; "unknown" when none of those tells.
 _FACTS_SCRIPT = r"""
 has() { command -v "$1" >/dev/null 2>&1; }
-kconfig() {
-  if [ -r /proc/config.gz ] && has zcat; then zcat /proc/config.gz 2>/dev/null
-  elif [ -r "/boot/config-$(uname -r)" ]; then cat "/boot/config-$(uname -r)"
-  fi
-}
+if [ -r /proc/config.gz ] && has zcat; then kconfig=$(zcat /proc/config.gz 2>/dev/null)
+elif [ -r "/boot/config-$(uname -r)" ]; then kconfig=$(cat "/boot/config-$(uname -r)")
+else kconfig=""; fi
 feature() { # name, module, CONFIG_ symbol, optional /proc path that proves it is there
   if { [ -n "${4:-}" ] && [ -e "$4" ]; } || [ -d "/sys/module/$2" ]; then echo "$1=yes"; return; fi
   if has modinfo && modinfo "$2" >/dev/null 2>&1; then echo "$1=yes"; return; fi
-  line=$(kconfig | grep -E "^(# )?$3[= ]" | head -n 1)
-  case "$line" in
-    "$3=y"|"$3=m") echo "$1=yes" ;;
-    "# $3 is not set") echo "$1=no" ;;
-    *) if [ -n "$(kconfig | head -n 1)" ]; then echo "$1=no"; else echo "$1=unknown"; fi ;;
+  case "$kconfig" in
+    *"$3=y"*|*"$3=m"*) echo "$1=yes" ;;
+    *"# $3 is not set"*) echo "$1=no" ;;
+    *) if [ -n "$kconfig" ]; then echo "$1=no"; else echo "$1=unknown"; fi ;;
   esac
 }
 echo "docker_cli=$(command -v docker || true)"
@@ -136,8 +133,27 @@ def read_facts(session: Session, host: Host) -> HostFacts:
     )
 
 
-def gather_facts(session: Session, hosts: Iterable[Host]) -> dict[str, Outcome[HostFacts]]:
-    return session.fan_out(lambda h: read_facts(session, h), hosts)
+@dataclass(frozen=True)
+class Preflight:
+    facts: HostFacts
+    probes: tuple[PortProbe, ...]
+
+    def port_failures(self, ignore: Iterable[str] = ()) -> list[PortProbe]:
+        """Failed probes, except those to hosts in ``ignore`` (hosts that failed themselves)."""
+        skip = set(ignore)
+        return [p for p in self.probes if not p.ok and p.target not in skip]
+
+
+def preflight(session: Session, hosts: Iterable[Host]) -> dict[str, Outcome[Preflight]]:
+    """Facts and swarm-port probes of every host, in parallel, each host in one pass."""
+    everyone = list(hosts)
+
+    def one(host: Host) -> Preflight:
+        facts = read_facts(session, host)
+        probes = probe_ports(session, host, everyone) if facts.can_probe_ports else []
+        return Preflight(facts, tuple(probes))
+
+    return session.fan_out(one, everyone)
 
 
 def port_targets(host: Host, peers: Iterable[Host]) -> list[tuple[Host, int]]:
@@ -173,8 +189,7 @@ def probe_ports(session: Session, host: Host, peers: list[Host]) -> list[PortPro
     ]
 
 
-def port_failure_message(probes: list[PortProbe]) -> str:
-    bad = [p for p in probes if not p.ok]
+def port_failure_message(bad: list[PortProbe]) -> str:
     parts = [f"{p.target} ({p.address}) port {p.port}/tcp: {p.result}" for p in bad]
     return (
         "cannot reach "

@@ -22,14 +22,7 @@ from typing import Any
 from swarmctl.engine import Engine, Session
 from swarmctl.errors import HostError, TimeoutExpired
 from swarmctl.inventory import Host, Inventory
-from swarmctl.preflight import (
-    SWARM_PORT,
-    HostFacts,
-    gather_facts,
-    kernel_warnings,
-    port_failure_message,
-    probe_ports,
-)
+from swarmctl.preflight import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, preflight
 
 log = logging.getLogger(__name__)
 
@@ -314,27 +307,25 @@ def bootstrap(
     result = BootstrapResult()
     result.warnings.extend(inv.warnings)
 
-    outcomes = gather_facts(session, inv.hosts)
-    facts = {name: o.value for name, o in outcomes.items() if o.ok and o.value is not None}
-    for name, o in outcomes.items():
+    checked = preflight(session, inv.hosts)
+    for name, o in checked.items():
         if o.error is not None:
             result.failures[name] = _message(o.error)
+    unreachable = set(result.failures)
+    facts: dict[str, HostFacts] = {}
+    for name, o in checked.items():
+        if o.value is None:
+            continue
+        # a probe towards a host that is down says nothing about this host
+        bad = o.value.port_failures(ignore=unreachable)
+        if bad:
+            result.failures[name] = port_failure_message(bad)
+        else:
+            facts[name] = o.value.facts
     for name, why in duplicate_hostnames(inv, facts).items():
         result.failures[name] = why
         facts.pop(name)
-
-    reachable = [h for h in inv.hosts if h.name in facts]
-    probes = session.fan_out(
-        lambda h: probe_ports(session, h, reachable), [h for h in reachable if facts[h.name].can_probe_ports]
-    )
-    for name, probed in probes.items():
-        if probed.error is not None:
-            result.failures[name] = _message(probed.error)
-            facts.pop(name, None)
-        elif probed.value and not all(p.ok for p in probed.value):
-            result.failures[name] = port_failure_message(probed.value)
-            facts.pop(name, None)
-    result.warnings.extend(kernel_warnings(facts.values()))
+    result.warnings.extend(kernel_warnings(o.value.facts for o in checked.values() if o.value is not None))
 
     anchor_name = choose_anchor(inv, facts)
     cluster_nodes = None

@@ -399,7 +399,7 @@ def _sshd_config(spec: LabSpec, host: LabHost) -> str:
 
 def _make_host(spec: LabSpec, host: LabHost) -> None:
     hd = spec.host_dir(host)
-    for sub in ("run", "docker", "etc-docker", "log"):
+    for sub in ("run", "docker", "etc-docker", "log", "root"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
     (hd / "ssh" / "sshd_config").write_text(_sshd_config(spec, host))
     (hd / "etc-docker" / "daemon.json").write_text(
@@ -435,6 +435,8 @@ def _make_host(spec: LabSpec, host: LabHost) -> None:
             *[f"mount --bind {q(str(hd / 'run'))} {d}" for d in run_dirs],
             f"mount --bind {q(str(hd / 'docker'))} /var/lib/docker",
             f"mount --bind {q(str(hd / 'etc-docker'))} /etc/docker",
+            # each host has its own root home, as separate machines do (no shared shell rc files)
+            f"mount --bind {q(str(hd / 'root'))} /root",
             f"hostname {q(host.name)}",
             "mkdir -p /run/sshd",
             f"{q(_which('sshd') or '/usr/sbin/sshd')} -f {q(str(hd / 'ssh' / 'sshd_config'))} "
