@@ -304,13 +304,15 @@ def _remove_lab_dir(d: Path) -> bool:
     marker = d / "lab.json"
     if not marker.is_file():
         return False
-    for child in ("hosts", "hosts.yml", "known_hosts", "id_ed25519", "id_ed25519.pub", "authorized_keys"):
+    for child in ("hosts", "hosts.yml", "known_hosts", "id_ed25519", "id_ed25519.pub"):
         p = d / child
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
     marker.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        d.rmdir()  # only when nothing else lives there
     return True
 
 
@@ -336,10 +338,9 @@ def bring_up(spec: LabSpec, report: Report = lambda _: None, timeout: float = 90
     try:
         _make_bridge(spec)
         _make_keys(spec)
-        for host in spec.hosts:
-            _make_host(spec, host)
+        procs = {host.name: _make_host(spec, host) for host in spec.hosts}
         report(f"started {len(spec.hosts)} hosts on bridge {BRIDGE} ({spec.subnet})")
-        _wait_ready(spec, timeout)
+        _wait_ready(spec, procs, timeout)
         _write_inventory(spec)
     except BaseException:
         # a half-made lab is worse than none: the next command would trip over it
@@ -363,45 +364,49 @@ def _make_bridge(spec: LabSpec) -> None:
 def _make_keys(spec: LabSpec) -> None:
     key = spec.dir / "id_ed25519"
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "swarmctl-lab", "-f", str(key)])
-    shutil.copyfile(key.with_suffix(".pub"), spec.dir / "authorized_keys")
+    public = key.with_suffix(".pub").read_text()
     lines = []
     for host in spec.hosts:
         hd = spec.host_dir(host)
-        (hd / "ssh").mkdir(parents=True, exist_ok=True)
-        hostkey = hd / "ssh" / "ssh_host_ed25519_key"
+        etc_ssh = hd / "etc-ssh"
+        etc_ssh.mkdir(parents=True, exist_ok=True)
+        hostkey = etc_ssh / "ssh_host_ed25519_key"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(hostkey)])
         kind, b64 = hostkey.with_suffix(".pub").read_text().split()[:2]
         lines.append(f"{host.address} {kind} {b64}\n")
+        dot_ssh = hd / "root" / ".ssh"
+        dot_ssh.mkdir(parents=True, mode=0o700, exist_ok=True)
+        (dot_ssh / "authorized_keys").write_text(public)
+        (dot_ssh / "authorized_keys").chmod(0o600)
     (spec.dir / "known_hosts").write_text("".join(lines))
 
 
-def _sshd_config(spec: LabSpec, host: LabHost) -> str:
-    hd = spec.host_dir(host)
+def _sshd_config(host: LabHost) -> str:
+    # Paths as seen inside the host, where its own /etc/ssh, /root and /run are mounted. sshd
+    # re-executes itself per connection and reads host keys and its log file again then.
     return "\n".join(
         [
             f"ListenAddress {host.address}",
             "Port 22",
-            f"HostKey {hd / 'ssh' / 'ssh_host_ed25519_key'}",
+            "HostKey /etc/ssh/ssh_host_ed25519_key",
             "PidFile /run/sshd.pid",
             "PermitRootLogin prohibit-password",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "UsePAM no",
-            f"AuthorizedKeysFile {spec.dir / 'authorized_keys'}",
-            # the lab directory may sit under a group-writable path (a CI workspace)
-            "StrictModes no",
+            "AuthorizedKeysFile .ssh/authorized_keys",
             "Subsystem sftp internal-sftp",
             "",
         ]
     )
 
 
-def _make_host(spec: LabSpec, host: LabHost) -> None:
+def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
     hd = spec.host_dir(host)
-    for sub in ("run", "docker", "etc-docker", "log", "root"):
+    for sub in ("run", "docker", "etc-docker", "log"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
-    (hd / "ssh" / "sshd_config").write_text(_sshd_config(spec, host))
+    (hd / "etc-ssh" / "sshd_config").write_text(_sshd_config(host))
     (hd / "etc-docker" / "daemon.json").write_text(
         json.dumps(
             {
@@ -420,34 +425,44 @@ def _make_host(spec: LabSpec, host: LabHost) -> None:
     _run(["ip", "netns", "add", host.netns])
     _run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns])
     _run(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
-    _run(["ip", "-n", host.netns, "addr", "add", f"{host.address}/{spec.prefixlen}", "dev", "eth0"])
-    _run(["ip", "-n", host.netns, "link", "set", "eth0", "up"])
-    _run(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+    # nsenter rather than `ip -n`: that remounts / (make-rslave), which fails inside a chroot
+    inside = ["nsenter", f"--net=/run/netns/{host.netns}", "ip"]
+    _run([*inside, "addr", "add", f"{host.address}/{spec.prefixlen}", "dev", "eth0"])
+    _run([*inside, "link", "set", "eth0", "up"])
+    _run([*inside, "link", "set", "lo", "up"])
 
     for d in ("/var/lib/docker", "/etc/docker"):
         Path(d).mkdir(parents=True, exist_ok=True)
     q = shlex.quote
-    run_dirs = ["/run"] + (["/var/run"] if not os.path.islink("/var/run") else [])
+    # The host's own directories, as on a separate machine. /root goes last: the lab directory
+    # may live under it, and every source path must be resolved before it is covered.
+    mounts = [(hd / "run", "/run")]
+    if not os.path.islink("/var/run"):
+        mounts.append((hd / "run", "/var/run"))
+    mounts += [
+        (hd / "docker", "/var/lib/docker"),
+        (hd / "etc-docker", "/etc/docker"),
+        (hd / "etc-ssh", "/etc/ssh"),
+        (hd / "root", "/root"),
+    ]
     script = "\n".join(
         [
             "set -eu",
             f"echo $$ > {q(str(procs))}",
-            *[f"mount --bind {q(str(hd / 'run'))} {d}" for d in run_dirs],
-            f"mount --bind {q(str(hd / 'docker'))} /var/lib/docker",
-            f"mount --bind {q(str(hd / 'etc-docker'))} /etc/docker",
-            # each host has its own root home, as separate machines do (no shared shell rc files)
-            f"mount --bind {q(str(hd / 'root'))} /root",
+            *[f"mount --bind {q(str(src))} {dst}" for src, dst in mounts],
             f"hostname {q(host.name)}",
             "mkdir -p /run/sshd",
-            f"{q(_which('sshd') or '/usr/sbin/sshd')} -f {q(str(hd / 'ssh' / 'sshd_config'))} "
-            f"-E {q(str(hd / 'log' / 'sshd.log'))}",
-            f"exec dockerd >> {q(str(hd / 'log' / 'dockerd.log'))} 2>&1",
+            f"{q(_which('sshd') or '/usr/sbin/sshd')} -E /run/sshd.log",
+            "exec dockerd >> /run/dockerd.log 2>&1",
         ]
     )
     env = dict(os.environ)
+    propagation = "private"
     if not _root_is_mountpoint():
-        # In a chroot, runc's pivot_root fails ("invalid argument"); DOCKER_RAMDISK makes it use
-        # MS_MOVE + chroot instead (moby: daemon/... DOCKER_RAMDISK, runc no_pivot_root).
+        # Inside a chroot "/" is not a mount point: its propagation cannot be changed (EINVAL), and
+        # runc's pivot_root fails likewise; DOCKER_RAMDISK makes runc use MS_MOVE + chroot instead.
+        # The chroot's own mounts are then what keeps the host's bind mounts from leaking out.
+        propagation = "unchanged"
         env["DOCKER_RAMDISK"] = "true"
     argv = [
         "nsenter",
@@ -456,13 +471,13 @@ def _make_host(spec: LabSpec, host: LabHost) -> None:
         "--mount",
         "--uts",
         "--propagation",
-        "private",
+        propagation,
         "sh",
         "-c",
         script,
     ]
     with open(hd / "log" / "host.log", "ab") as out:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env)
 
 
 def _docker_ping(sock: Path) -> bool:
@@ -486,11 +501,18 @@ def _tcp_open(address: str, port: int) -> bool:
         return False
 
 
-def _wait_ready(spec: LabSpec, timeout: float) -> None:
+def _wait_ready(spec: LabSpec, procs: dict[str, subprocess.Popen[bytes]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = {h.name: h for h in spec.hosts}
     state: dict[str, str] = {}
     while pending:
+        exited = [name for name in pending if procs[name].poll() is not None]
+        if exited:
+            details = [f"{n}: {_tail(spec.host_dir(pending[n]) / 'log' / 'host.log') or 'no output'}" for n in exited]
+            logs = [f"{n}: {_tail(spec.host_dir(pending[n]) / 'run' / 'dockerd.log')}" for n in exited]
+            raise LabError(
+                "lab host failed to start: " + "; ".join(details + [x for x in logs if not x.endswith(": ")])
+            )
         for name, host in list(pending.items()):
             docker_ok = _docker_ping(spec.docker_socket(host))
             ssh_ok = _tcp_open(host.address, 22)
@@ -502,7 +524,7 @@ def _wait_ready(spec: LabSpec, timeout: float) -> None:
         if time.monotonic() > deadline:
             details = []
             for name, host in pending.items():
-                tail = _tail(spec.host_dir(host) / "log" / "dockerd.log") or _tail(
+                tail = _tail(spec.host_dir(host) / "run" / "dockerd.log") or _tail(
                     spec.host_dir(host) / "log" / "host.log"
                 )
                 details.append(f"{name}: {state[name]}" + (f"; last log line: {tail}" if tail else ""))
