@@ -139,8 +139,29 @@ class Engine:
 
     def call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call an APIClient method; errors name this host and ``action``."""
-        with translate(self.name, action):
-            return fn(*args, **kwargs)
+        try:
+            with translate(self.name, action):
+                return fn(*args, **kwargs)
+        except EngineError as e:
+            if isinstance(e.__cause__, (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError)):
+                reason = self._diagnose()
+                if reason:
+                    raise EngineError(self.name, f"{action}: {reason}") from e
+            raise
+
+    def _diagnose(self) -> str:
+        """Why the API channel broke, in the docker CLI's words (its stderr is not ours to read)."""
+        try:
+            res = self.ssh.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=15)
+        except SwarmctlError:
+            return ""
+        if res.ok:
+            return ""
+        lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
+        reason = lines[-1] if lines else f"docker exited with status {res.rc}"
+        if "permission denied" in reason.lower() and not self.host.ssh.sudo:
+            reason += f" (user {self.host.ssh.user} may not use Docker: add it to the docker group or set `sudo: true`)"
+        return reason
 
     def info(self) -> dict[str, Any]:
         return self.call("read engine info", self.api.info)

@@ -402,6 +402,47 @@ def _sshd_config(host: LabHost) -> str:
     )
 
 
+LAB_USER = "deploy"
+LAB_UID = 4242
+
+
+def _user_mounts(spec: LabSpec, host: LabHost) -> list[tuple[Path, str]]:
+    """A non-root user `deploy` with passwordless sudo on each host, so the sudo path is real.
+
+    The host gets its own copies of the account files (the machine's plus this user) and of
+    /etc/sudoers.d and /home. Skipped when sudo is not installed on this machine.
+    """
+    if not _which("sudo") or not Path("/etc/sudoers.d").is_dir():
+        return []
+    hd = spec.host_dir(host)
+    etc = hd / "etc-accounts"
+    etc.mkdir(parents=True, exist_ok=True)
+    home = hd / "home" / LAB_USER
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec.dir / "id_ed25519.pub", home / ".ssh" / "authorized_keys")
+    for p in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
+        os.chown(p, LAB_UID, LAB_UID)
+    (home / ".ssh").chmod(0o700)
+    (home / ".ssh" / "authorized_keys").chmod(0o600)
+    extra = {
+        "passwd": f"{LAB_USER}:x:{LAB_UID}:{LAB_UID}:swarmctl lab user:/home/{LAB_USER}:/bin/sh\n",
+        "group": f"{LAB_USER}:x:{LAB_UID}:\n",
+        # "*": no password, yet not locked (sshd without PAM refuses locked accounts)
+        "shadow": f"{LAB_USER}:*:19000:0:99999:7:::\n",
+    }
+    mounts = []
+    for name, line in extra.items():
+        text = Path(f"/etc/{name}").read_text()
+        (etc / name).write_text(text + ("" if text.endswith("\n") else "\n") + line)
+        mounts.append((etc / name, f"/etc/{name}"))
+    (etc / "shadow").chmod(0o640)
+    sudoers = hd / "etc-sudoers.d"
+    sudoers.mkdir(exist_ok=True)
+    (sudoers / "swarmctl-lab").write_text(f"{LAB_USER} ALL=(ALL) NOPASSWD: ALL\n")
+    (sudoers / "swarmctl-lab").chmod(0o440)
+    return [*mounts, (sudoers, "/etc/sudoers.d"), (hd / "home", "/home")]
+
+
 def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
     hd = spec.host_dir(host)
     for sub in ("run", "docker", "etc-docker", "log"):
@@ -443,6 +484,7 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
         (hd / "docker", "/var/lib/docker"),
         (hd / "etc-docker", "/etc/docker"),
         (hd / "etc-ssh", "/etc/ssh"),
+        *_user_mounts(spec, host),
         (hd / "root", "/root"),
     ]
     script = "\n".join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from swarmctl.lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, swarmctl
 
@@ -203,3 +204,39 @@ def test_status(lab: Lab, tmp_path: Path) -> None:
     finally:
         with lab.docker("lab1") as api:
             api.remove_service("status-probe")
+
+
+def test_non_root_user_through_sudo(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    # every lab host has a user `deploy` with passwordless sudo and the lab's key
+    inv = lab.write_inventory(tmp_path / "hosts.yml", THREE, ssh={"user": "deploy"})
+    run = swarmctl("bootstrap", str(inv), cwd=tmp_path)
+    assert run.rc == 0, str(run)
+    assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}
+
+    without = lab.write_inventory(tmp_path / "nosudo.yml", THREE, ssh={"user": "deploy", "sudo": "false"})
+    denied = swarmctl("status", "-i", str(without), cwd=tmp_path)
+    assert denied.rc == 1, str(denied)
+    assert_no_traceback(denied)
+    assert "permission denied" in denied.stderr and "set `sudo: true`" in denied.stderr, str(denied)
+
+
+def test_blocked_swarm_port_fails_preflight_for_the_hosts_behind_it(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    rule = ["INPUT", "-p", "tcp", "--dport", "2377", "-j", "DROP"]
+    assert labhosts.host_exec("lab1", ["iptables", "-w", "-I", *rule]).returncode == 0
+    try:
+        inv = lab.write_inventory(tmp_path / "hosts.yml", THREE)
+        run = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
+        assert run.rc == 1, str(run)
+        failures = {f["host"]: f["error"] for f in run.json()["failures"]}
+        assert set(failures) == {"lab2", "lab3"}
+        for error in failures.values():
+            assert "cannot reach lab1 (192.168.77.11) port 2377/tcp: timeout" in error
+        # nothing was attempted on the hosts that failed preflight
+        assert lab.swarm_state("lab2") == lab.swarm_state("lab3") == "inactive"
+    finally:
+        assert labhosts.host_exec("lab1", ["iptables", "-w", "-D", *rule]).returncode == 0
+    healed = swarmctl("bootstrap", str(inv), cwd=tmp_path)
+    assert healed.rc == 0, str(healed)
+    assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}

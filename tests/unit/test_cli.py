@@ -67,3 +67,35 @@ def test_even_managers_warning_is_printed(tmp_path: Path) -> None:
     run = swarmctl("bootstrap", "hosts.yml", cwd=tmp_path)
     assert run.rc == 2
     assert "identity_file ./missing does not exist" in run.stderr
+
+
+def test_lab_needs_root_and_says_so(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to drop to an unprivileged user")
+    tmp_path.chmod(0o777)
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "swarmctl",
+            "lab",
+            "up",
+            "--dir",
+            str(tmp_path / "lab"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "error: the lab needs root (network namespaces, bridges, mounts): run it as root"
