@@ -235,6 +235,134 @@ def status(obj: Obj, as_json: bool) -> None:
         click.echo("no services")
 
 
+# -- stacks --------------------------------------------------------------------------------------
+
+
+class ProgressView:
+    """Per-service convergence: a live block on a terminal, one line per change otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.lines: dict[str, str] = {}
+        self.drawn = 0
+
+    def update(self, p: Any) -> None:
+        text = f"{p.service}: {p.running}/{p.desired} {p.state}" + (f" - {p.message}" if p.message else "")
+        if not self.tty:
+            say(text)
+            return
+        self.lines[p.service] = text
+        if self.drawn:
+            click.echo(f"\x1b[{self.drawn}A", err=True, nl=False)
+        for line in self.lines.values():
+            click.echo("\x1b[2K" + line[: self._width()], err=True)
+        self.drawn = len(self.lines)
+
+    @staticmethod
+    def _width() -> int:
+        import shutil
+
+        return max(40, shutil.get_terminal_size((120, 20)).columns - 1)
+
+
+def _change_json(c: Any) -> dict[str, Any]:
+    return {"kind": c.kind, "name": c.name, "action": c.action, "fields": list(c.fields)}
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-f", "--file", "files", multiple=True, metavar="FILE", help="Stack file (repeat: later files override).")
+@click.option("--plan", "plan_only", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--no-wait", is_flag=True, help="Do not wait for the services to converge.")
+@click.option("--prune", is_flag=True, help="Remove services, networks, secrets and configs the files no longer have.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common_options
+@click.pass_obj
+def deploy(
+    obj: Obj,
+    name: str,
+    files: tuple[str, ...],
+    plan_only: bool,
+    no_wait: bool,
+    prune: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Deploy stack NAME (stacks/NAME/stack.yml, or the -f files) and wait until it converged.
+
+    Example: swarmctl deploy web -f web.yml --plan
+    """
+    from swarmctl.engine import Session
+    from swarmctl.stack.convert import convert_stack
+    from swarmctl.stack.deploy import deploy_stack
+    from swarmctl.stack.loader import find_stack_files, load_stack
+
+    inv = _load_inventory(obj)
+    paths = find_stack_files(name, list(files), Path.cwd())
+    config = load_stack(name, paths, os.environ, inv.vars)
+    for w in config.warnings:
+        warn(w)
+    desired = convert_stack(config)
+    view = ProgressView()
+    report = (lambda msg: None) if as_json else say
+    with Session(inv) as session:
+        engine = session.manager()
+        result = deploy_stack(
+            engine,
+            desired,
+            prune=prune,
+            plan_only=plan_only,
+            wait=not no_wait,
+            timeout=timeout,
+            report=report,
+            on_progress=(lambda p: None) if as_json else view.update,
+        )
+    changes = [_change_json(c) for c in result.changes]
+    if as_json:
+        out: dict[str, Any] = {"changes": changes}
+        if not plan_only:
+            out["services"] = [
+                {"name": p.service, "running": p.running, "desired": p.desired, "state": p.state}
+                for p in result.progress.values()
+            ]
+            out["converged"] = result.waited and all(p.state == "converged" for p in result.progress.values())
+            out["seconds"] = round(result.seconds, 2)
+        emit_json(out)
+        return
+    if plan_only:
+        for c in result.changes:
+            click.echo(c.describe())
+        if not result.changes:
+            click.echo(f"no changes: stack {name} matches its files")
+        return
+    if not result.changes:
+        say(f"no changes: stack {name} matches its files")
+    if result.waited:
+        say(f"stack {name}: {len(result.progress)} services converged in {result.seconds:.1f}s")
+
+
+@cli.command("rm")
+@click.argument("name")
+@click.option("--timeout", type=click.FloatRange(min=1), default=120, show_default=True, help="Seconds to wait.")
+@common_options
+@click.pass_obj
+def rm(obj: Obj, name: str, timeout: float) -> None:
+    """Remove stack NAME (services, networks, secrets, configs) and wait until its networks are gone.
+
+    Example: swarmctl rm web
+    """
+    from swarmctl.engine import Session
+    from swarmctl.stack.deploy import remove_stack
+    from swarmctl.stack.loader import check_stack_name
+
+    check_stack_name(name)
+    inv = _load_inventory(obj)
+    with Session(inv) as session:
+        removed = remove_stack(session.manager(), name, report=say, timeout=timeout)
+    say(f"stack {name} removed ({len(removed)} objects)")
+
+
 # -- lab -----------------------------------------------------------------------------------------
 
 
@@ -263,11 +391,39 @@ def lab_up(hosts: int, managers: int, directory: Path) -> None:
     Example: swarmctl lab up --hosts 3
     """
     from swarmctl.lab import hosts as labhosts
+    from swarmctl.lab import images
+
+    def load_images(spec: labhosts.LabSpec) -> dict[str, str]:
+        archives = [images.ensure_built(r, report=say) for r in images.iter_recipes()]
+        images.load_into_hosts(spec, archives, report=say)
+        return images.lab_vars()
 
     spec = labhosts.plan_lab(directory, hosts, managers)
-    inventory = labhosts.bring_up(spec, report=say)
+    inventory = labhosts.bring_up(spec, report=say, prepare=load_images)
     say(f"lab ready: {len(spec.hosts)} hosts ({', '.join(h.name for h in spec.hosts)})")
     click.echo(str(inventory))
+
+
+@lab.command("images")
+@_dir_option
+@click.option("--rebuild", is_flag=True, help="Build again even when a cached build exists.")
+def lab_images(directory: Path, rebuild: bool) -> None:
+    """Build the lab's images (cached) and load them into every lab host that lacks them.
+
+    Example: swarmctl lab images
+    """
+    from swarmctl.lab import hosts as labhosts
+    from swarmctl.lab import images
+
+    spec = labhosts.load_spec(directory)
+    archives = []
+    for recipe in images.iter_recipes():
+        if rebuild:
+            recipe.archive().unlink(missing_ok=True)
+        archives.append(images.ensure_built(recipe, report=say))
+    images.load_into_hosts(spec, archives, report=say)
+    for recipe, archive in zip(images.iter_recipes(), archives, strict=True):
+        click.echo(f"{recipe.ref}  {images.image_id_of(archive)[:19]}  {archive}")
 
 
 @lab.command("down")

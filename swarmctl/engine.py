@@ -166,6 +166,39 @@ class Engine:
     def info(self) -> dict[str, Any]:
         return self.call("read engine info", self.api.info)
 
+    def request(
+        self,
+        action: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """A raw Docker API call with a JSON body, for specs sent exactly as built (no SDK reshaping).
+
+        ``path`` is a format string whose ``{}`` fields are filled (quoted) from ``params['_args']``.
+        """
+        params = dict(params or {})
+        args = params.pop("_args", ())
+        api: Any = self.api  # docker-py's request helpers are not in its type stubs
+        url = api._url(path, *args)
+        kwargs: dict[str, Any] = {"params": params}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+
+        def send() -> Any:
+            if method == "GET":
+                response = api._get(url, **kwargs)
+            elif method == "DELETE":
+                response = api._delete(url, **kwargs)
+            else:
+                response = api._post_json(url, data=body, **kwargs)
+            is_json = response.headers.get("Content-Type", "").startswith("application/json")
+            return api._result(response, json=is_json)
+
+        return self.call(action, send)
+
     def close(self) -> None:
         self.api.close()
 

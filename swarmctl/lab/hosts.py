@@ -326,8 +326,16 @@ def _read_global_state() -> str | None:
 # -- bring-up ------------------------------------------------------------------------------------
 
 
-def bring_up(spec: LabSpec, report: Report = lambda _: None, timeout: float = 90.0) -> Path:
-    """Create the lab described by ``spec`` after removing any earlier one. Returns the inventory path."""
+def bring_up(
+    spec: LabSpec,
+    report: Report = lambda _: None,
+    timeout: float = 90.0,
+    prepare: Callable[[LabSpec], dict[str, str]] | None = None,
+) -> Path:
+    """Create the lab described by ``spec`` after removing any earlier one. Returns the inventory path.
+
+    ``prepare`` runs once the hosts answer (e.g. to load images) and returns inventory ``vars``.
+    """
     check_prerequisites()
     teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"))
     spec.dir.mkdir(parents=True, exist_ok=True)
@@ -341,7 +349,8 @@ def bring_up(spec: LabSpec, report: Report = lambda _: None, timeout: float = 90
         procs = {host.name: _make_host(spec, host) for host in spec.hosts}
         report(f"started {len(spec.hosts)} hosts on bridge {BRIDGE} ({spec.subnet})")
         _wait_ready(spec, procs, timeout)
-        _write_inventory(spec)
+        variables = prepare(spec) if prepare else {}
+        _write_inventory(spec, variables)
     except BaseException:
         # a half-made lab is worse than none: the next command would trip over it
         teardown(spec.dir)
@@ -582,7 +591,7 @@ def _tail(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _write_inventory(spec: LabSpec) -> None:
+def _write_inventory(spec: LabSpec, variables: dict[str, str]) -> None:
     lines = [
         f"# swarmctl lab: {len(spec.hosts)} hosts in network namespaces on this machine.",
         "# Remove them with: swarmctl lab down",
@@ -597,6 +606,9 @@ def _write_inventory(spec: LabSpec) -> None:
         labels = ", ".join(f"{k}: {json.dumps(v)}" for k, v in h.labels.items())
         extra = f", labels: {{{labels}}}" if labels else ""
         lines.append(f"  {h.name}: {{address: {h.address}, role: {h.role}{extra}}}")
+    if variables:
+        lines.append("vars:  # the lab's images, built locally and loaded into every host (no registry)")
+        lines += [f"  {k}: {v}" for k, v in sorted(variables.items())]
     spec.inventory.write_text("\n".join(lines) + "\n")
 
 
@@ -656,7 +668,14 @@ def host_pid(host: str) -> int:
     raise LabError(f"lab host {host} is not running")
 
 
-def host_exec(host: str, argv: Sequence[str], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def host_exec(
+    host: str, argv: Sequence[str], input: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run a command inside a lab host's network, mount and UTS namespaces (root side, no SSH)."""
     pid = host_pid(host)
-    return subprocess.run(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv], input=input, capture_output=True)
+    return subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv],
+        input=input,
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+    )
