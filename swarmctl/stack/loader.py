@@ -47,7 +47,7 @@ def find_stack_files(name: str, files: list[str], cwd: Path) -> list[Path]:
     """The files a deploy reads: ``-f`` files as given, else ``stacks/NAME/stack.yml`` (local, then shipped)."""
     check_stack_name(name)
     if files:
-        return [Path(f) if Path(f).is_absolute() else cwd / f for f in files]
+        return [Path(f) for f in files]  # as given: messages name them the way the user did
     for root in (cwd / "stacks", SHIPPED_STACKS):
         candidate = root / name / "stack.yml"
         if candidate.is_file():

@@ -604,7 +604,9 @@ class FileChecker:
                 if "aliases" in cd:
                     entry["aliases"] = self.str_list(cd["aliases"], f"{p}.aliases", cd.line_of("aliases"))
                 if "driver_opts" in cd:
-                    entry["driver_opts"] = self.mapping_or_list(cd["driver_opts"], f"{p}.driver_opts", k)
+                    entry["driver_opts"] = self.options(
+                        cd["driver_opts"], f"{p}.driver_opts", cd.line_of("driver_opts")
+                    )
                 for addr in ("ipv4_address", "ipv6_address"):
                     if addr in cd:
                         self.string(cd[addr], f"{p}.{addr}", cd.line_of(addr))
@@ -830,9 +832,13 @@ class FileChecker:
         if "driver" in d:
             out["driver"] = self.string(d["driver"], f"{path}.driver", d.line_of("driver"))
         if "driver_opts" in d:
-            opts = self.mapping_or_list(d["driver_opts"], f"{path}.driver_opts", d.line_of("driver_opts"))
-            out["driver_opts"] = {k: v or "" for k, v in opts.items()}
+            out["driver_opts"] = self.options(d["driver_opts"], f"{path}.driver_opts", d.line_of("driver_opts"))
         return out, d
+
+    def options(self, value: Any, path: str, line: int) -> dict[str, str]:
+        """A mapping of option names to string (or number) values, such as driver_opts."""
+        self.mapping(value, path, line)
+        return {k: v or "" for k, v in self.mapping_or_list(value, path, line).items()}
 
     def network(self, name: str, spec: Any, line: int) -> dict[str, Any]:
         out, d = self.common_object("networks", name, spec, line, NETWORK_KEYS)
