@@ -334,8 +334,13 @@ def _data_changed(kind: str, obj: FileObject, have: Mapping[str, Any]) -> bool:
 Report = Callable[[str], None]
 
 
-def apply_plan(engine: Engine, desired: DesiredStack, current: Current, plan: Plan, report: Report) -> dict[str, str]:
-    """Make the changes, in dependency order. Returns service name -> ID of services created or updated."""
+def apply_plan(engine: Engine, desired: DesiredStack, current: Current, plan: Plan, report: Report) -> dict[str, float]:
+    """Make the changes, in dependency order.
+
+    Returns:
+        service name -> the engine's UpdatedAt of our write (0 for a creation), for every service
+        created or updated: an update status that started before that is not ours.
+    """
     ids: dict[str, str] = {}
     for c in plan.changes:
         if c.kind == "network" and c.action == "create":
@@ -365,7 +370,7 @@ def apply_plan(engine: Engine, desired: DesiredStack, current: Current, plan: Pl
                     params={"_args": (have["ID"],), "version": have["Version"]["Index"]},
                 )
                 report(c.describe())
-    touched: dict[str, str] = {}
+    touched: dict[str, float] = {}
     for c in plan.changes:
         if c.kind != "service" or c.action == "remove":
             continue
@@ -373,7 +378,7 @@ def apply_plan(engine: Engine, desired: DesiredStack, current: Current, plan: Pl
         spec = _service_spec_for(desired.services[c.name], current.services.get(c.name), ids)
         if c.action == "create":
             res = engine.request(f"create service {c.name}", "POST", "/services/create", spec)
-            touched[c.name] = res["ID"]
+            touched[c.name] = 0.0
         else:
             have = current.services[c.name]
             res = engine.request(
@@ -383,7 +388,8 @@ def apply_plan(engine: Engine, desired: DesiredStack, current: Current, plan: Pl
                 spec,
                 params={"_args": (have["ID"],), "version": have["Version"]["Index"]},
             )
-            touched[c.name] = have["ID"]
+            after = engine.call(f"inspect service {c.name}", engine.api.inspect_service, have["ID"])
+            touched[c.name] = _parse_time(after.get("UpdatedAt"))
         for w in (res or {}).get("Warnings") or []:
             if "could not be accessed on a registry to record its digest" not in w:
                 report(f"warning: {c.name}: {w}")
@@ -489,7 +495,7 @@ def _task_error(task: Mapping[str, Any], node_names: Mapping[str, str]) -> str:
 def wait_converged(
     engine: Engine,
     services: Iterable[str],
-    updated: Mapping[str, str],
+    updated: Mapping[str, float],
     timeout: float = DEFAULT_TIMEOUT,
     on_progress: Callable[[Progress], None] = lambda p: None,
     poll: float = 0.5,
@@ -498,7 +504,8 @@ def wait_converged(
 
     Args:
         services: full service names to watch.
-        updated: names created or updated in this run -> ID; only their update status counts.
+        updated: names created or updated in this run -> when (engine time) we wrote them; an
+            update status is ours only when it started then or later.
 
     Raises:
         ClusterError: a service rolled back, paused, or its tasks keep failing (with task errors).
@@ -524,7 +531,7 @@ def wait_converged(
             if svc is None:
                 p.state, p.message = "failed", "service disappeared"
             else:
-                _assess(engine, svc, p, name in updated, server_start, server_now, node_names)
+                _assess(engine, svc, p, updated.get(name), server_start, server_now, node_names)
             key = (p.running, p.desired, p.state, p.message)
             if last_seen.get(name) != key:
                 last_seen[name] = key
@@ -548,7 +555,7 @@ def _assess(
     engine: Engine,
     svc: Mapping[str, Any],
     p: Progress,
-    was_updated: bool,
+    written_at: float | None,
     server_start: float,
     server_now: float,
     node_names: Mapping[str, str],
@@ -556,7 +563,9 @@ def _assess(
     spec = svc["Spec"]
     mode = spec.get("Mode", {})
     status = svc.get("UpdateStatus") or {}
-    ours = was_updated and _parse_time(status.get("StartedAt")) >= _parse_time(svc.get("UpdatedAt")) - 1
+    was_updated = written_at is not None
+    # a rollback moves UpdatedAt but keeps the update's StartedAt: compare with our own write
+    ours = was_updated and bool(written_at) and _parse_time(status.get("StartedAt")) >= (written_at or 0) - 1
     state = status.get("State", "") if ours else ""
     if state in ROLLBACK_STATES:
         p.state = "rolled back" if state.startswith("rollback") else "failed"
