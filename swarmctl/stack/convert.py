@@ -21,6 +21,10 @@ from swarmctl.stack.loader import StackConfig
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 IMAGE_LABEL = "com.docker.stack.image"
 DIGEST_LABEL = "io.swarmctl.digest"  # sha256 of a secret's data: swarm never returns secret data
+CHECK_LABEL = "io.swarmctl.check"  # x-swarmctl.check: the application check verify runs
+PORT_LABEL = "io.swarmctl.port"  # x-swarmctl.port
+GROUP_LABEL = "io.swarmctl.rollout.group"  # x-swarmctl.rollout.group
+ORDER_LABEL = "io.swarmctl.rollout.order"  # x-swarmctl.rollout.order
 DEFAULT_NETWORK = "default"
 
 
@@ -238,9 +242,17 @@ def convert_service(config: StackConfig, name: str) -> dict[str, Any]:
     if "logging" in s:
         task["LogDriver"] = {"Name": s["logging"].get("driver", ""), "Options": dict(s["logging"].get("options", {}))}
 
+    labels = {**stack_labels(stack, deploy.get("labels")), IMAGE_LABEL: s["image"]}
+    ext = s.get("x-swarmctl") or {}
+    for key, label in (("check", CHECK_LABEL), ("port", PORT_LABEL)):
+        if key in ext:
+            labels[label] = str(ext[key])
+    for key, label in (("group", GROUP_LABEL), ("order", ORDER_LABEL)):
+        if key in ext.get("rollout", {}):
+            labels[label] = str(ext["rollout"][key])
     spec: dict[str, Any] = {
         "Name": scope(stack, name),
-        "Labels": {**stack_labels(stack, deploy.get("labels")), IMAGE_LABEL: s["image"]},
+        "Labels": labels,
         "TaskTemplate": task,
         "Mode": _mode(deploy),
         "EndpointSpec": _endpoint(deploy.get("endpoint_mode", ""), s.get("ports", [])),

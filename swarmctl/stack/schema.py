@@ -70,6 +70,7 @@ CONFIG_KEYS = ("external", "file", "labels", "name", "template_driver")
 TOP_KEYS = ("version", "services", "networks", "volumes", "secrets", "configs")
 
 MODES = ("replicated", "global", "replicated-job", "global-job")
+CHECKS = ("kafka", "zookeeper", "tcp")
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _OBJECT_NAME_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
 _CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(\S.*?)\s*$")
@@ -299,6 +300,9 @@ class FileChecker:
             return d.line_of(key)
 
         for key, value in d.items():
+            if key == "x-swarmctl":
+                s[key] = self.swarmctl_extension(value, f"{path}.{key}", ln(key))
+                continue
             if key.startswith("x-") or key in IGNORED_KEYS:
                 continue
             p = f"{path}.{key}"
@@ -348,6 +352,31 @@ class FileChecker:
                 self.keys(cd, ("config", "file", "registry"), p)
                 s[key] = {ck: self.string(cv, f"{p}.{ck}", cd.line_of(ck)) for ck, cv in cd.items()}
         return s
+
+    def swarmctl_extension(self, value: Any, path: str, line: int) -> dict[str, Any]:
+        """``x-swarmctl``: how verify checks a service and how updates roll it (see README)."""
+        d = self.mapping(value, path, line)
+        self.keys(d, ("check", "port", "rollout"), path)
+        out: dict[str, Any] = {}
+        if "check" in d:
+            out["check"] = self.choice(d["check"], CHECKS, f"{path}.check", d.line_of("check"))
+        if "port" in d:
+            out["port"] = self.integer(d["port"], f"{path}.port", d.line_of("port"), minimum=1)
+            _check_port(out["port"], self, f"{path}.port", d.line_of("port"))
+        if "rollout" in d:
+            rd = self.mapping(d["rollout"], f"{path}.rollout", d.line_of("rollout"))
+            self.keys(rd, ("group", "order"), f"{path}.rollout")
+            rollout: dict[str, Any] = {}
+            if "group" in rd:
+                rollout["group"] = self.string(rd["group"], f"{path}.rollout.group", rd.line_of("group"))
+            if "order" in rd:
+                rollout["order"] = self.integer(rd["order"], f"{path}.rollout.order", rd.line_of("order"))
+            out["rollout"] = rollout
+        if out.get("check") in ("kafka", "zookeeper", "tcp") and "port" not in out:
+            out["port"] = {"kafka": 9092, "zookeeper": 2181}.get(out["check"], 0) or None
+            if out["port"] is None:
+                raise self.error(path, "check: tcp needs a port", line)
+        return out
 
     def restart(self, value: Any, path: str, line: int) -> str:
         text = self.string(value, path, line)
