@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 DNS_SERVER = ("127.0.0.11", 53)
 
@@ -73,10 +74,23 @@ def _skip_name(data, pos):
         pos += n + 1
 
 
+def resolve(host):
+    """An address for host through the embedded DNS (fast failure), or raise OSError."""
+    try:
+        socket.inet_aton(host)
+        return host
+    except OSError:
+        pass
+    answer = dns_a(host)
+    if not answer.get("ips"):
+        raise OSError(f"{host} does not resolve ({answer.get('error', 'no address')})")
+    return answer["ips"][0]
+
+
 def tcp(host, port, timeout=2.0):
     start = time.time()
     try:
-        s = socket.create_connection((host, port), timeout=timeout)
+        s = socket.create_connection((resolve(host), port), timeout=timeout)
         s.close()
         return {"result": "open", "ms": int((time.time() - start) * 1000)}
     except TimeoutError:
@@ -105,7 +119,7 @@ def _recv_all(s, limit=1 << 20):
 def zookeeper(host, port, timeout=3.0):
     """The `srvr` four-letter word: mode (leader/follower/standalone) and zxid."""
     try:
-        s = socket.create_connection((host, port), timeout=timeout)
+        s = socket.create_connection((resolve(host), port), timeout=timeout)
         s.sendall(b"srvr")
         text = _recv_all(s).decode("utf-8", "replace")
         s.close()
@@ -175,7 +189,7 @@ class _R:
 def kafka(host, port, timeout=5.0):
     """ApiVersions v0 and Metadata v1 over the Kafka protocol."""
     try:
-        s = socket.create_connection((host, port), timeout=timeout)
+        s = socket.create_connection((resolve(host), port), timeout=timeout)
     except OSError as e:
         return {"error": f"cannot connect: {str(e) or type(e).__name__}"}
     try:
@@ -210,14 +224,14 @@ def kafka(host, port, timeout=5.0):
 def main(argv):
     plan = json.loads(argv[1])
     out: dict = {"hostname": socket.gethostname(), "dns": {}, "tcp": {}, "zookeeper": {}, "kafka": {}}
-    for name in plan.get("dns", []):
-        out["dns"][name] = dns_a(name)
-    for host, port in plan.get("tcp", []):
-        out["tcp"][f"{host}:{port}"] = tcp(host, port)
-    for host, port in plan.get("zookeeper", []):
-        out["zookeeper"][f"{host}:{port}"] = zookeeper(host, port)
-    for host, port in plan.get("kafka", []):
-        out["kafka"][f"{host}:{port}"] = kafka(host, port)
+    jobs: list = [("dns", name, dns_a, (name,)) for name in plan.get("dns", [])]
+    for kind, fn in (("tcp", tcp), ("zookeeper", zookeeper), ("kafka", kafka)):
+        jobs += [(kind, f"{host}:{port}", fn, (host, port)) for host, port in plan.get(kind, [])]
+    # concurrently: a name that does not resolve costs its timeout once, not once per name
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [(kind, key, pool.submit(fn, *args)) for kind, key, fn, args in jobs]
+        for kind, key, future in futures:
+            out[kind][key] = future.result()
     print(json.dumps(out))
 
 

@@ -23,7 +23,6 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -89,6 +88,7 @@ class StackView:
     services: list[ServiceInfo]
     networks: dict[str, NetworkInfo]
     nodes: dict[str, NodeInfo]
+    owners: dict[str, str] = field(default_factory=dict)  # task IP (any task, old ones too) -> node ID
 
 
 def _strip(addr: str) -> str:
@@ -99,7 +99,7 @@ def observe(engine: Engine, stack: str) -> StackView:
     """The stack's services, tasks, networks and the swarm's nodes, as the manager reports them."""
     api = engine.api
     label = {"label": [f"{NAMESPACE_LABEL}={stack}"]}
-    raw_services = engine.call("list services", api.services, filters=label)
+    raw_services = engine.call("list services", api.services, filters=label, status=True)
     if not raw_services:
         raise ClusterError(f"no stack {stack!r} on this swarm (no service is labelled {NAMESPACE_LABEL}={stack})")
     nets = {n["Id"]: n for n in engine.call("list networks", api.networks)}
@@ -118,6 +118,7 @@ def observe(engine: Engine, stack: str) -> StackView:
         )
     services = []
     networks: dict[str, NetworkInfo] = {}
+    owners: dict[str, str] = {}
     for svc in raw_services:
         spec = svc["Spec"]
         labels = spec.get("Labels") or {}
@@ -126,19 +127,23 @@ def observe(engine: Engine, stack: str) -> StackView:
             raw = nets.get(nid, {})
             networks[nid] = NetworkInfo(nid, raw.get("Name", nid), bool(raw.get("Attachable")))
         vips = {v["NetworkID"]: _strip(v["Addr"]) for v in (svc.get("Endpoint") or {}).get("VirtualIPs") or []}
-        tasks = engine.call(
-            f"list tasks of {spec['Name']}", api.tasks, filters={"service": svc["ID"], "desired-state": "running"}
-        )
+        tasks = engine.call(f"list tasks of {spec['Name']}", api.tasks, filters={"service": svc["ID"]})
         task_ips: dict[str, list[str]] = {nid: [] for nid in attach}
         task_nodes = []
         for t in tasks:
-            if (t.get("Status") or {}).get("State") != "running":
+            addresses = [
+                (na["Network"]["ID"], _strip(a))
+                for na in t.get("NetworksAttachments") or []
+                for a in na.get("Addresses") or []
+            ]
+            for _, ip in addresses:
+                owners[ip] = t.get("NodeID", "")  # old tasks too: a stale answer names its node
+            if t.get("DesiredState") != "running" or (t.get("Status") or {}).get("State") != "running":
                 continue
             task_nodes.append(t.get("NodeID", ""))
-            for na in t.get("NetworksAttachments") or []:
-                nid = na["Network"]["ID"]
+            for nid, ip in addresses:
                 if nid in task_ips:
-                    task_ips[nid] += [_strip(a) for a in na.get("Addresses") or []]
+                    task_ips[nid].append(ip)
         env = {}
         for item in spec["TaskTemplate"]["ContainerSpec"].get("Env") or []:
             k, _, v = item.partition("=")
@@ -149,7 +154,10 @@ def observe(engine: Engine, stack: str) -> StackView:
             ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
             port = ports[0]["TargetPort"] if ports else None
         m = spec.get("Mode") or {}
-        desired = int((m.get("Replicated") or {}).get("Replicas", 1)) if "Replicated" in m else len(task_nodes)
+        if "Replicated" in m:
+            desired = int(m["Replicated"].get("Replicas", 1))
+        else:
+            desired = int((svc.get("ServiceStatus") or {}).get("DesiredTasks", len(task_nodes)))
         services.append(
             ServiceInfo(
                 name=spec["Name"],
@@ -166,7 +174,7 @@ def observe(engine: Engine, stack: str) -> StackView:
             )
         )
     services.sort(key=lambda s: s.name)
-    return StackView(stack, services, networks, nodes)
+    return StackView(stack, services, networks, nodes, owners)
 
 
 # -- planning (pure) -------------------------------------------------------------------------------
@@ -287,6 +295,18 @@ def evaluate(
     """
     checks: list[Check] = []
     no_ipvs = set(no_ipvs)
+    for s in view.services:
+        running = len(s.task_nodes)
+        checks.append(
+            Check(
+                f"tasks {s.short}",
+                "",
+                running == s.desired,
+                f"{s.desired} running",
+                f"{running} running",
+                "" if running == s.desired else "the service is not converged: see `docker service ps " + s.name + "`",
+            )
+        )
     for nid, net in sorted(view.networks.items(), key=lambda kv: kv[1].name):
         if not net.attachable:
             checks.append(
@@ -301,18 +321,9 @@ def evaluate(
             continue
         expected = names_on(view, nid)
         per_node = {node: results.get((node, nid)) for node in probe_nodes(view)}
-        # what most nodes see for each name: a node that differs is suspect
-        majority: dict[str, str] = {}
-        for name in expected:
-            seen = Counter(
-                _got(r["dns"].get(name, {}))[1] for r in per_node.values() if isinstance(r, Mapping) and "dns" in r
-            )
-            if seen:
-                majority[name] = seen.most_common(1)[0][0]
+        dns_rows: list[tuple[str, str, bool, str, str, list[str] | None]] = []
         for node_id, result in per_node.items():
-            host = view.nodes[node_id].hostname
             if not isinstance(result, Mapping):
-                checks.append(Check(f"probe on {net.name}", host, False, "a probe result", "none", str(result)))
                 continue
             for name, want in sorted(expected.items()):
                 ips, text = _got(result["dns"].get(name, {}))
@@ -320,16 +331,26 @@ def evaluate(
                     ok = ips is not None and len(ips) == 1
                     wanted = "the service VIP"
                 elif not want:
-                    ok = ips in (None, []) or ips == []
+                    ok = not ips
                     wanted = "(none: no running task)"
                 else:
                     ok = ips is not None and sorted(ips) == sorted(want)
                     wanted = _fmt(want)
+                dns_rows.append((node_id, name, ok, wanted, text, None if ips is None else ips))
+        suspect = gossip_suspect(view, expected, dns_rows)
+        for node_id, result in per_node.items():
+            host = view.nodes[node_id].hostname
+            if not isinstance(result, Mapping):
+                checks.append(Check(f"probe on {net.name}", host, False, "a probe result", "none", str(result)))
+                continue
+            for row_node, name, ok, wanted, text, ips in dns_rows:
+                if row_node != node_id:
+                    continue
                 detail = ""
-                if not ok and majority.get(name) and majority[name] != text and len(per_node) > 2:
+                if not ok and suspect:
                     detail = (
-                        f"other nodes see {majority[name]}: this node's view differs - suspect gossip trouble "
-                        f"(7946/tcp+udp) on {host}"
+                        f"nodes disagree about tasks on {suspect} and what {suspect} sees of the others: "
+                        f"suspect gossip trouble (7946/tcp+udp) on {suspect}"
                     )
                 elif not ok and ips is None and text == "timeout":
                     detail = "no answer from the embedded DNS (127.0.0.11)"
@@ -340,6 +361,35 @@ def evaluate(
             checks += _zookeeper_checks(view, nid, first)
             checks += _kafka_checks(view, nid, first)
     return checks
+
+
+def gossip_suspect(
+    view: StackView,
+    expected: Mapping[str, list[str] | None],
+    rows: Iterable[tuple[str, str, bool, str, str, list[str] | None]],
+) -> str:
+    """The one node in every disagreement between an observer and the node of a task it sees wrong.
+
+    Embedded DNS learns about tasks on other nodes through gossip (7946): a node cut off from it
+    sees others' tasks stale, and the others do not see its tasks. Returns its hostname, or "".
+    """
+    pairs: list[set[str]] = []
+    for observer, name, ok, _wanted, _text, ips in rows:
+        want = expected.get(name)
+        if ok or not want:
+            continue
+        involved = (set(want) ^ set(ips or [])) if ips is not None else set(want)
+        owners = {view.owners.get(ip, "") for ip in involved} - {"", observer}
+        if owners:
+            pairs.append({observer} | owners)
+    if not pairs:
+        return ""
+    common = set.intersection(*pairs)
+    if len(common) != 1:
+        return ""  # one observer and one owner, or no node in common: cannot tell which side is cut off
+    (suspect,) = common
+    node = view.nodes.get(suspect)
+    return node.hostname if node else ""
 
 
 def _vip_checks(
