@@ -465,7 +465,7 @@ def _kafka_checks(view: StackView, nid: str, result: Mapping[str, Any]) -> list[
     out = []
     expected_ids = {b.short: broker_id(b) for b in brokers}
     seen_ids: dict[str, set[int]] = {}
-    under: list[str] = []
+    under: set[str] = set()
     for s in brokers:
         host, port = advertised(s)
         r = result.get("kafka", {}).get(f"{host}:{port}", {})
@@ -496,7 +496,7 @@ def _kafka_checks(view: StackView, nid: str, result: Mapping[str, Any]) -> list[
         for t in md["topics"]:
             for p in t["partitions"]:
                 if sorted(p["isr"]) != sorted(p["replicas"]):
-                    under.append(f"{t['name']}/{p['index']}")
+                    under.add(f"{t['name']}/{p['index']}")
     wanted = {i for i in expected_ids.values() if i is not None}
     if seen_ids and all(len(ids) == 1 for ids in seen_ids.values()) and len(brokers) > 1:
         out.append(
@@ -521,7 +521,7 @@ def _kafka_checks(view: StackView, nid: str, result: Mapping[str, Any]) -> list[
                 not under,
                 "0",
                 str(len(under)),
-                ("under-replicated: " + ", ".join(sorted(set(under))[:10])) if under else "",
+                ("under-replicated: " + ", ".join(sorted(under)[:10])) if under else "",
             )
         )
     return out

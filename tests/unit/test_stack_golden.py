@@ -26,8 +26,18 @@ CASES = {
     "override": [ROOT / "tests/stacks/parity/override-base.yml", ROOT / "tests/stacks/parity/override.yml"],
     "jobs-and-newer-keys": [GOLDEN / "jobs-and-newer-keys.yml"],
     "interpolation": [GOLDEN / "interpolation.yml"],
+    "kafka": [ROOT / "stacks/kafka/stack.yml"],
+    "kafka-external": [ROOT / "stacks/kafka/stack.yml", ROOT / "stacks/kafka/external.yml"],
 }
-ENV = {"PROBE_IMAGE": "swarmctl-lab/probe:1", "TAG": "", "EMPTY": "", "REPLICAS": "3", "NAME": "env", "HOME": "/home/x"}
+ENV = {
+    "PROBE_IMAGE": "swarmctl-lab/probe:1",
+    "TAG": "",
+    "EMPTY": "",
+    "REPLICAS": "3",
+    "NAME": "env",
+    "HOME": "/home/x",
+    **{f"KAFKA_EXTERNAL_HOST_{i}": f"10.0.0.1{i}" for i in (1, 2, 3)},
+}
 VARS = {"FROM_INVENTORY": "inventory", "FROM_DOTENV": "shadowed by .env", "REPLICAS": "9"}
 
 

@@ -1,0 +1,187 @@
+"""verify's judgement from probe answers (pure: no swarm involved)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swarmctl.verify import NetworkInfo, NodeInfo, ServiceInfo, StackView, evaluate, names_on, plan_probes
+
+NET = "n1"
+
+
+def svc(
+    short: str,
+    ips: list[str],
+    nodes: list[str],
+    mode: str = "dnsrr",
+    check: str = "",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    vip: str = "",
+    desired: int | None = None,
+) -> ServiceInfo:
+    return ServiceInfo(
+        name=f"st_{short}",
+        short=short,
+        mode=mode,
+        networks={NET: [short]},
+        vips={NET: vip} if vip else {},
+        task_ips={NET: ips},
+        task_nodes=nodes,
+        check=check,
+        port=port,
+        env=env or {},
+        desired=len(nodes) if desired is None else desired,
+    )
+
+
+NODES = {
+    f"N{i}": NodeInfo(f"N{i}", f"lab{i}", f"192.168.77.1{i}", "manager" if i == 1 else "worker", True)
+    for i in (1, 2, 3)
+}
+
+
+def view(*services: ServiceInfo, attachable: bool = True, owners: dict[str, str] | None = None) -> StackView:
+    return StackView("st", list(services), {NET: NetworkInfo(NET, "st_net", attachable)}, dict(NODES), owners or {})
+
+
+def answers(
+    v: StackView, override: dict[tuple[str, str], Any] | None = None, **extra: Any
+) -> dict[tuple[str, str], Any]:
+    """Every probe answering exactly what the API says, except where overridden."""
+    out = {}
+    for plan in plan_probes(v):
+        dns = {}
+        for name, want in names_on(v, NET).items():
+            dns[name] = {"ips": want} if want else {"error": "timeout"}
+        for (node, name), value in (override or {}).items():
+            if node == plan.node_id:
+                dns[name] = value
+        out[(plan.node_id, NET)] = {
+            "dns": dns,
+            "tcp": extra.get("tcp", {}),
+            "zookeeper": extra.get("zookeeper", {}),
+            "kafka": extra.get("kafka", {}),
+        }
+    return out
+
+
+def failed(checks: list[Any]) -> list[Any]:
+    return [c for c in checks if not c.ok]
+
+
+def test_everything_as_reported_passes() -> None:
+    v = view(svc("a", ["10.0.0.5", "10.0.0.6"], ["N2", "N3"]), svc("b", ["10.0.0.7"], ["N2"]))
+    checks = evaluate(v, answers(v))
+    assert checks and not failed(checks)
+    nodes = {c.node for c in checks if c.name.startswith("dns ")}
+    assert nodes == {"lab1", "lab2", "lab3"}  # task nodes and the manager
+
+
+def test_wrong_task_ips_fail_with_expected_and_got() -> None:
+    v = view(svc("a", ["10.0.0.5", "10.0.0.6"], ["N2", "N3"]))
+    checks = evaluate(v, answers(v, {("N2", "tasks.a"): {"ips": ["10.0.0.5"]}}))
+    (bad,) = failed(checks)
+    assert (bad.name, bad.node, bad.expected, bad.got) == (
+        "dns tasks.a on st_net",
+        "lab2",
+        "10.0.0.5, 10.0.0.6",
+        "10.0.0.5",
+    )
+
+
+def test_missing_tasks_fail() -> None:
+    v = view(svc("a", [], [], desired=1))
+    bad = failed(evaluate(v, answers(v)))
+    assert [c.name for c in bad] == ["tasks a"] and bad[0].got == "0 running"
+
+
+def test_silent_vip_is_explained_by_missing_ipvs() -> None:
+    v = view(svc("web", ["10.0.0.9"], ["N2"], mode="vip", vip="10.0.0.2", port=80))
+    tcp = {"10.0.0.2:80": {"result": "timeout"}, "10.0.0.9:80": {"result": "open"}}
+    res = answers(v, {(n, name): {"ips": ["10.0.0.2"]} for n in NODES for name in ("web", "st_web")}, tcp=tcp)
+    bad = failed(evaluate(v, res, no_ipvs={"lab1", "lab2"}))
+    assert {c.node for c in bad} == {"lab1", "lab2"}
+    assert all(c.name.startswith("vip web 10.0.0.2:80") and "kernel has no IPVS" in c.detail for c in bad)
+    ok = evaluate(v, res, no_ipvs=set())
+    assert all("load balancer is broken" in c.detail for c in failed(ok))
+
+
+def test_a_node_cut_off_from_gossip_is_named() -> None:
+    owners = {"10.0.0.5": "N1", "10.0.0.6": "N2", "10.0.0.4": "N1", "10.0.0.8": "N3"}
+    v = view(svc("a", ["10.0.0.5", "10.0.0.6"], ["N1", "N2"]), svc("b", ["10.0.0.8"], ["N3"]), owners=owners)
+    # lab3 still sees an old task of a; lab1 and lab2 do not see b's task on lab3
+    override = {("N3", "tasks.a"): {"ips": ["10.0.0.4", "10.0.0.6"]}}
+    override.update({(n, "tasks.b"): {"error": "timeout"} for n in ("N1", "N2")})
+    bad = failed(evaluate(v, answers(v, override)))
+    assert {c.node for c in bad} == {"lab1", "lab2", "lab3"}
+    assert all("suspect gossip trouble (7946/tcp+udp) on lab3" in c.detail for c in bad)
+
+
+def test_one_disagreement_does_not_blame_a_side() -> None:
+    v = view(
+        svc("a", ["10.0.0.5"], ["N1"]), svc("b", ["10.0.0.6"], ["N2"]), owners={"10.0.0.5": "N1", "10.0.0.6": "N2"}
+    )
+    bad = failed(evaluate(v, answers(v, {("N2", "tasks.a"): {"ips": []}})))
+    assert bad and not any("gossip" in c.detail for c in bad)
+
+
+def test_zookeeper_ensemble() -> None:
+    members = [svc(f"zookeeper-{i}", [f"10.0.0.{i}"], [f"N{i}"], check="zookeeper", port=2181) for i in (1, 2, 3)]
+    v = view(*members)
+    good = {f"zookeeper-{i}:2181": {"mode": m} for i, m in ((1, "follower"), (2, "leader"), (3, "follower"))}
+    assert not failed(evaluate(v, answers(v, zookeeper=good)))
+    split = {**good, "zookeeper-3:2181": {"mode": "leader"}}
+    (bad,) = failed(evaluate(v, answers(v, zookeeper=split)))
+    assert bad.name == "zookeeper ensemble" and bad.got == "leader: zookeeper-2, zookeeper-3; followers: zookeeper-1"
+    down = {**good, "zookeeper-1:2181": {"error": "timed out"}}
+    names = [c.name for c in failed(evaluate(v, answers(v, zookeeper=down)))]
+    assert names == ["zookeeper zookeeper-1 srvr", "zookeeper ensemble"]
+
+
+def broker(i: int) -> ServiceInfo:
+    env = {"BROKER_ID": str(i), "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://kafka-{i}:9092"}
+    return svc(f"kafka-{i}", [f"10.0.1.{i}"], [f"N{i}"], check="kafka", port=9092, env=env)
+
+
+def metadata(ids: list[int], own: int, partitions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "api_versions": {"error_code": 0, "apis": 40},
+        "metadata": {
+            "brokers": [{"id": i, "host": f"kafka-{i}", "port": 9092} for i in ids]
+            if len(ids) > 1
+            else [{"id": own, "host": f"kafka-{ids[0]}", "port": 9092}],
+            "controller": ids[0],
+            "topics": [{"name": "t", "partitions": partitions or []}],
+        },
+    }
+
+
+def test_kafka_cluster_and_under_replication() -> None:
+    v = view(*(broker(i) for i in (1, 2, 3)))
+    healthy = [{"index": 0, "replicas": [1, 2, 3], "isr": [3, 1, 2]}]
+    res = answers(v, kafka={f"kafka-{i}:9092": metadata([1, 2, 3], i, healthy) for i in (1, 2, 3)})
+    assert not failed(evaluate(v, res))
+    lagging = [{"index": 0, "replicas": [1, 2, 3], "isr": [1, 2]}]
+    res = answers(v, kafka={f"kafka-{i}:9092": metadata([1, 2, 3], i, lagging) for i in (1, 2, 3)})
+    (bad,) = failed(evaluate(v, res))
+    assert bad.name == "kafka under-replicated partitions" and bad.got == "1" and "t/0" in bad.detail
+
+
+def test_standalone_brokers_and_wrong_ids() -> None:
+    v = view(*(broker(i) for i in (1, 2, 3)))
+    res = answers(v, kafka={f"kafka-{i}:9092": metadata([i], i) for i in (1, 2, 3)})
+    checks = evaluate(v, res)
+    assert not failed(checks)
+    assert any(c.name == "kafka cluster" and "standalone" in c.detail for c in checks)
+    res = answers(v, kafka={f"kafka-{i}:9092": metadata([i], 111) for i in (1, 2, 3)})
+    bad = failed(evaluate(v, res))
+    assert {c.name for c in bad} == {f"kafka kafka-{i} at kafka-{i}:9092" for i in (1, 2, 3)}
+    assert bad[0].expected == "ApiVersions ok, broker id 1" and bad[0].got.endswith("broker id 111")
+
+
+def test_a_network_that_cannot_be_joined_is_skipped_not_passed_silently() -> None:
+    v = view(svc("a", ["10.0.0.5"], ["N2"]), attachable=False)
+    checks = evaluate(v, {})
+    (skip,) = [c for c in checks if c.skipped]
+    assert "not attachable" in skip.detail and "attachable: true" in skip.detail
