@@ -135,9 +135,9 @@ def main() -> None:
     print(f"{'':28}{'deploy to convergence':>22}{'no-op redeploy':>16}")
     print(f"{'swarmctl deploy':28}{med['swarmctl']:>22.2f}{med['swarmctl no-op']:>16.2f}")
     print(f"{baseline[:27]:28}{med['docker']:>22.2f}{med['docker no-op']:>16.2f}")
-    print(
-        f"ratio swarmctl/docker: deploy {med['swarmctl'] / med['docker']:.2f}, no-op {med['swarmctl no-op'] / med['docker no-op']:.2f}"
-    )
+    deploy_ratio = med["swarmctl"] / med["docker"]
+    noop_ratio = med["swarmctl no-op"] / med["docker no-op"]
+    print(f"ratio swarmctl/docker: deploy {deploy_ratio:.2f}, no-op {noop_ratio:.2f}")
     print(f"baseline: {baseline}")
 
 
