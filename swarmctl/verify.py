@@ -64,6 +64,8 @@ class ServiceInfo:
     port: int | None
     env: dict[str, str]
     desired: int
+    job: bool = False
+    completed: int = 0  # tasks of a job that ran to completion
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def observe(engine: Engine, stack: str) -> StackView:
         tasks = engine.call(f"list tasks of {spec['Name']}", api.tasks, filters={"service": svc["ID"]})
         task_ips: dict[str, list[str]] = {nid: [] for nid in attach}
         task_nodes = []
+        completed = 0
         for t in tasks:
             addresses = [
                 (na["Network"]["ID"], _strip(a))
@@ -138,6 +141,8 @@ def observe(engine: Engine, stack: str) -> StackView:
             ]
             for _, ip in addresses:
                 owners[ip] = t.get("NodeID", "")  # old tasks too: a stale answer names its node
+            if (t.get("Status") or {}).get("State") == "complete":
+                completed += 1
             if t.get("DesiredState") != "running" or (t.get("Status") or {}).get("State") != "running":
                 continue
             task_nodes.append(t.get("NodeID", ""))
@@ -154,8 +159,11 @@ def observe(engine: Engine, stack: str) -> StackView:
             ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
             port = ports[0]["TargetPort"] if ports else None
         m = spec.get("Mode") or {}
+        job = "ReplicatedJob" in m or "GlobalJob" in m
         if "Replicated" in m:
             desired = int(m["Replicated"].get("Replicas", 1))
+        elif "ReplicatedJob" in m:
+            desired = int(m["ReplicatedJob"].get("TotalCompletions") or 1)
         else:
             desired = int((svc.get("ServiceStatus") or {}).get("DesiredTasks", len(task_nodes)))
         services.append(
@@ -171,6 +179,8 @@ def observe(engine: Engine, stack: str) -> StackView:
                 port=int(port) if port else None,
                 env=env,
                 desired=desired,
+                job=job,
+                completed=completed,
             )
         )
     services.sort(key=lambda s: s.name)
@@ -296,6 +306,12 @@ def evaluate(
     checks: list[Check] = []
     no_ipvs = set(no_ipvs)
     for s in view.services:
+        if s.job:
+            done = s.completed >= s.desired if s.desired else s.completed > 0
+            checks.append(
+                Check(f"job {s.short}", "", done, f"{s.desired or 'every node'} complete", f"{s.completed} complete")
+            )
+            continue
         running = len(s.task_nodes)
         checks.append(
             Check(

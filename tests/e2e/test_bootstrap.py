@@ -5,9 +5,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from swarmctl.lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, swarmctl
+
+# these tests make and unmake swarms all the time: they run after the stack tests (see conftest)
+pytestmark = pytest.mark.churn
 
 THREE = {"lab1": "manager", "lab2": "worker", "lab3": "worker"}
 

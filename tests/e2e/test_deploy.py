@@ -6,21 +6,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from swarmctl.lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, swarmctl
 
 SLEEP = "[sh, -c, \"trap 'exit 0' TERM; while true; do sleep 1; done\"]"
-
-
-@pytest.fixture(scope="module")
-def swarm(lab: Lab) -> Lab:
-    lab.reset()
-    run = swarmctl("bootstrap", str(lab.inventory))
-    assert run.rc == 0, str(run)
-    return lab
 
 
 def write(tmp_path: Path, name: str, body: str) -> Path:

@@ -19,10 +19,8 @@ from tests.helpers import assert_no_traceback, swarmctl, wait_for
 
 
 @pytest.fixture(scope="module")
-def kafka(lab: Lab) -> Iterator[Lab]:
-    lab.reset()
-    run = swarmctl("bootstrap", str(lab.inventory))
-    assert run.rc == 0, str(run)
+def kafka(swarm: Lab) -> Iterator[Lab]:
+    lab = swarm
     run = swarmctl("deploy", "kafka", "-i", str(lab.inventory), "--json", timeout=900)
     assert run.rc == 0, str(run)
     data = run.json()

@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from swarmctl.lab import hosts as labhosts
+from swarmctl.lab import images
 from swarmctl.stack.deploy import diff_paths
 from tests.e2e.conftest import Lab
 from tests.helpers import swarmctl, wait_for
@@ -90,23 +92,25 @@ def reference_deploy(lab: Lab, files: list[Path]) -> None:
     args = [REFERENCE_CLI, "stack", "deploy", "--resolve-image", "never"]
     for f in files:
         args += ["-c", str(f)]
-    proc = labhosts.host_exec("lab1", [*args, STACK], env={"PROBE_IMAGE": "swarmctl-lab/probe:1"})
+    # the docker CLI reads ${VAR} from its environment only: give it the lab inventory's vars
+    proc = labhosts.host_exec("lab1", [*args, STACK], env=images.lab_vars())
     assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
 
 
 @pytest.fixture(scope="module")
-def swarm(lab: Lab) -> Lab:
-    lab.reset()
-    run = swarmctl("bootstrap", str(lab.inventory))
-    assert run.rc == 0, str(run)
-    with lab.docker("lab1") as api:
+def externals(swarm: Lab) -> Iterator[Lab]:
+    with swarm.docker("lab1") as api:
         api.create_network("parity-external", driver="overlay", attachable=True)
         api.create_secret("parity-external-secret", b"external")
-    return lab
+    yield swarm
+    with swarm.docker("lab1") as api:
+        api.remove_network("parity-external")
+        api.remove_secret("parity-external-secret")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_same_specs_as_docker_stack_deploy(swarm: Lab, case: str) -> None:
+def test_same_specs_as_docker_stack_deploy(externals: Lab, case: str) -> None:
+    swarm = externals
     files = [PARITY / f for f in CASES[case]]
     reference_deploy(swarm, files)
     try:
