@@ -10,17 +10,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarmctl import secrets as secret_files
 from swarmctl.errors import InputError
+from swarmctl.secrets import SecretKey
 from swarmctl.stack.loader import StackConfig
 
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 IMAGE_LABEL = "com.docker.stack.image"
 DIGEST_LABEL = "io.swarmctl.digest"  # sha256 of a secret's data: swarm never returns secret data
+SECRET_LABEL = "io.swarmctl.secret"  # on a content-versioned (encrypted) secret: its name in the stack file
 CHECK_LABEL = "io.swarmctl.check"  # x-swarmctl.check: the application check verify runs
 PORT_LABEL = "io.swarmctl.port"  # x-swarmctl.port
 GROUP_LABEL = "io.swarmctl.rollout.group"  # x-swarmctl.rollout.group
@@ -68,12 +71,12 @@ def stack_labels(stack: str, labels: Mapping[str, Any] | None) -> dict[str, str]
     return out
 
 
-def convert_stack(config: StackConfig, secret_data: Mapping[str, bytes] | None = None) -> DesiredStack:
+def convert_stack(config: StackConfig, secrets_key: Callable[[], SecretKey] | None = None) -> DesiredStack:
     """Every object the stack needs.
 
     Args:
-        secret_data: secret name (as in the file) -> bytes, for secrets whose content does not
-            come from reading ``file`` as is (encrypted secrets); others are read from disk.
+        secrets_key: gives the key for secrets whose file is encrypted (asked only when one is);
+            such a secret is decrypted in memory and named by its content (see secrets.py).
     """
     stack = config.name
     used_networks: set[str] = set()
@@ -106,44 +109,55 @@ def convert_stack(config: StackConfig, secret_data: Mapping[str, bytes] | None =
             }
         networks[name] = body
 
-    secrets, external_secrets = _file_objects(config, "secrets", secret_data or {})
-    configs, external_configs = _file_objects(config, "configs", {})
-    services = {scope(stack, name): convert_service(config, name) for name in sorted(config.services)}
+    secrets, external_secrets, secret_names = _file_objects(config, "secrets", secrets_key)
+    configs, external_configs, _ = _file_objects(config, "configs", None)
+    services = {scope(stack, name): convert_service(config, name, secret_names) for name in sorted(config.services)}
     return DesiredStack(
         stack, networks, external_networks, secrets, configs, services, external_secrets, external_configs
     )
 
 
-def _file_objects(config: StackConfig, kind: str, data: Mapping[str, bytes]) -> tuple[dict[str, FileObject], list[str]]:
+def _file_objects(
+    config: StackConfig, kind: str, secrets_key: Callable[[], SecretKey] | None
+) -> tuple[dict[str, FileObject], list[str], dict[str, str]]:
+    """(objects by swarm name, external names, file name -> swarm name)."""
     out: dict[str, FileObject] = {}
     external: list[str] = []
+    names: dict[str, str] = {}
     for name in sorted(getattr(config, kind)):
         obj = getattr(config, kind)[name]
         full = obj.get("name") or scope(config.name, name)
+        names[name] = full
         if obj.get("external"):
             external.append(full)
             continue
-        spec: dict[str, Any] = {"Name": full, "Labels": stack_labels(config.name, obj.get("labels"))}
-        if obj.get("driver"):
-            spec["Driver"] = {"Name": obj["driver"], "Options": dict(obj.get("driver_opts", {}))}
-            content = b""
-        elif name in data:
-            content = data[name]
-        else:
+        labels = stack_labels(config.name, obj.get("labels"))
+        content = b""
+        if not obj.get("driver"):
             try:
                 content = Path(obj["file"]).read_bytes()
             except OSError as e:
                 f, line = obj["_at"]
                 raise InputError(f"{kind[:-1]} {name}: cannot read {obj['file']}: {e.strerror or e}", f, line) from None
+        if kind == "secrets" and secret_files.is_encrypted(content):
+            if secrets_key is None:
+                raise InputError(f"secret {name} is encrypted, and no secrets key is at hand", *obj["_at"])
+            content = secret_files.read_secret(Path(obj["file"]), secrets_key())
+            # swarm secrets cannot change: new content gets a new name, and services move to it
+            full = names[name] = secret_files.versioned_name(full, content)
+            labels[SECRET_LABEL] = name
+        spec: dict[str, Any] = {"Name": full, "Labels": labels}
+        if obj.get("driver"):
+            spec["Driver"] = {"Name": obj["driver"], "Options": dict(obj.get("driver_opts", {}))}
         if obj.get("template_driver"):
             spec["Templating"] = {"Name": obj["template_driver"]}
         if kind == "secrets":
             spec["Labels"][DIGEST_LABEL] = hashlib.sha256(content).hexdigest()
         out[full] = FileObject(full, spec, content)
-    return out, external
+    return out, external, names
 
 
-def convert_service(config: StackConfig, name: str) -> dict[str, Any]:
+def convert_service(config: StackConfig, name: str, secret_names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One service's ServiceSpec, field for field as docker/cli's convert.Service builds it."""
     s = config.services[name]
     stack = config.name
@@ -206,7 +220,9 @@ def convert_service(config: StackConfig, name: str) -> dict[str, Any]:
         container["Ulimits"] = [
             {"Name": n, "Soft": u["soft"], "Hard": u["hard"]} for n, u in sorted(s["ulimits"].items())
         ]
-    secrets = [_file_ref(stack, r, config.secrets, "SecretName", "SecretID") for r in s.get("secrets", [])]
+    secrets = [
+        _file_ref(stack, r, config.secrets, "SecretName", "SecretID", secret_names) for r in s.get("secrets", [])
+    ]
     if secrets:
         container["Secrets"] = sorted(secrets, key=lambda r: r["SecretName"])
     configs = [_file_ref(stack, r, config.configs, "ConfigName", "ConfigID") for r in s.get("configs", [])]
@@ -310,7 +326,12 @@ def _mount(stack: str, v: Mapping[str, Any], volumes: Mapping[str, Any]) -> dict
 
 
 def _file_ref(
-    stack: str, ref: Mapping[str, Any], objects: Mapping[str, Any], name_key: str, id_key: str
+    stack: str,
+    ref: Mapping[str, Any],
+    objects: Mapping[str, Any],
+    name_key: str,
+    id_key: str,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     obj = objects[ref["source"]]
     mode = ref.get("mode", 0o444)
@@ -321,7 +342,7 @@ def _file_ref(
             "GID": ref.get("gid") or "0",
             "Mode": mode,
         },
-        name_key: obj.get("name") or scope(stack, ref["source"]),
+        name_key: (names or {}).get(ref["source"]) or obj.get("name") or scope(stack, ref["source"]),
         id_key: "",
     }
 

@@ -18,7 +18,14 @@ from typing import Any
 
 from swarmctl.engine import Engine
 from swarmctl.errors import ClusterError, HostError, InputError, SwarmctlError, TimeoutExpired
-from swarmctl.stack.convert import DIGEST_LABEL, IMAGE_LABEL, NAMESPACE_LABEL, DesiredStack, FileObject
+from swarmctl.stack.convert import (
+    DIGEST_LABEL,
+    IMAGE_LABEL,
+    NAMESPACE_LABEL,
+    SECRET_LABEL,
+    DesiredStack,
+    FileObject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +299,48 @@ def plan_stack(
             for name, existing in sorted(have_map.items()):
                 owner = existing if kind == "network" else existing.get("Spec", {})
                 labels = owner.get("Labels") or {}
-                if name not in wanted_names and labels.get(NAMESPACE_LABEL) == desired.name:
-                    changes.append(Change(kind, name, "remove"))
+                if name in wanted_names or labels.get(NAMESPACE_LABEL) != desired.name:
+                    continue
+                if kind == "secret" and labels.get(SECRET_LABEL) in _versioned_bases(desired):
+                    continue  # an earlier version: removed once the services moved off it
+                changes.append(Change(kind, name, "remove"))
     return Plan(tuple(changes), services)
+
+
+def _versioned_bases(desired: DesiredStack) -> set[str]:
+    return {o.spec["Labels"][SECRET_LABEL] for o in desired.secrets.values() if SECRET_LABEL in o.spec["Labels"]}
+
+
+def superseded_secrets(desired: DesiredStack, current: Current, in_use: set[str]) -> list[str]:
+    """Earlier versions of the stack's versioned secrets that no service uses any more (pure)."""
+    bases = _versioned_bases(desired)
+    out = []
+    for name, s in sorted(current.secrets.items()):
+        labels = s["Spec"].get("Labels") or {}
+        if (
+            labels.get(NAMESPACE_LABEL) == desired.name
+            and labels.get(SECRET_LABEL) in bases
+            and name not in desired.secrets
+            and name not in in_use
+        ):
+            out.append(name)
+    return out
+
+
+def remove_superseded(engine: Engine, desired: DesiredStack, report: Report, timeout: float = 120) -> list[str]:
+    """After the services converged: remove earlier versions of versioned secrets nothing uses."""
+    current = read_current(engine, desired)
+    in_use = {
+        ref["SecretName"]
+        for svc in current.services.values()
+        for ref in svc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
+    }
+    removed = []
+    for name in superseded_secrets(desired, current, in_use):
+        _retry_remove(engine, f"remove secret {name}", "/secrets/{0}", current.secrets[name]["ID"], timeout)
+        report(f"remove secret {name} (superseded)")
+        removed.append(name)
+    return removed
 
 
 def _network_differences(body: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
@@ -652,6 +698,7 @@ class DeployResult:
     progress: dict[str, Progress] = field(default_factory=dict)
     waited: bool = False
     seconds: float = 0.0
+    superseded: list[str] = field(default_factory=list)  # old secret versions removed after convergence
 
 
 def deploy_stack(
@@ -676,6 +723,8 @@ def deploy_stack(
     if wait and desired.services:
         result.waited = True
         result.progress = wait_converged(engine, sorted(desired.services), updated, timeout, on_progress)
+    if wait and _versioned_bases(desired):
+        result.superseded = remove_superseded(engine, desired, report)
     result.seconds = time.monotonic() - t0
     return result
 
