@@ -152,7 +152,7 @@ def decrypt(name: str, text: str, key: SecretKey, source: str) -> bytes:
     for number, line in enumerate(lines[1:], start=2):
         k, sep, v = line.partition(": ")
         if not sep:
-            raise InputError("damaged secret file: expected `field: value`", source, number)
+            raise InputError("damaged or truncated secret file: expected `field: value`", source, number)
         fields[k] = v.strip()
     missing = [f for f in ("name", "key", "nonce", "data") if f not in fields]
     if missing:
