@@ -313,6 +313,8 @@ def deploy(
     view = ProgressView()
     report = (lambda msg: None) if as_json else say
     with Session(inv) as session:
+        from swarmctl.rollout import AppGates
+
         engine = session.manager()
         result = deploy_stack(
             engine,
@@ -323,6 +325,7 @@ def deploy(
             timeout=timeout,
             report=report,
             on_progress=(lambda p: None) if as_json else view.update,
+            gates=AppGates(engine, name, _probe_image(inv, probe_image)),
         )
         verified = None
         if result.waited and not no_verify:
@@ -342,6 +345,8 @@ def deploy(
             ]
             out["converged"] = result.waited and all(p.state == "converged" for p in result.progress.values())
             out["seconds"] = round(result.seconds, 2)
+            if result.rollout:
+                out["rollout"] = [r.json() for r in result.rollout]
             if verified is not None:
                 out["verify"] = verified.json()
         emit_json(out)
@@ -453,6 +458,109 @@ def rm(obj: Obj, name: str, timeout: float) -> None:
     with Session(inv) as session:
         removed = remove_stack(session.manager(), name, report=say, timeout=timeout)
     say(f"stack {name} removed ({len(removed)} objects)")
+
+
+# -- update --------------------------------------------------------------------------------------
+
+
+def _pairs(values: tuple[str, ...], sep: str, what: str) -> list[tuple[str, str]]:
+    from swarmctl.errors import InputError
+
+    out = []
+    for v in values:
+        left, found, right = v.partition(sep)
+        if not found or not left or not right:
+            raise InputError(f"bad {what} {v!r}: expected {what.upper().replace(' ', '')}")
+        out.append((left, right))
+    return out
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@click.option("--image", "images", multiple=True, metavar="SERVICE=IMAGE", help="New image for a service (repeat).")
+@click.option("--env", "envs", multiple=True, metavar="SERVICE:KEY=VALUE", help="Set a variable (repeat).")
+@click.option("--force", is_flag=True, help="Restart the SERVICEs (all of the stack's if none) in place.")
+@click.option("--plan", "plan_only", is_flag=True, help="Show the order and the changes; change nothing.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds per service.")
+@click.option("--probe-image", metavar="IMAGE", help="Image with python3 for the application gates.")
+@click.option("--json", "as_json", is_flag=True, help="Print {services: [{name, from, to, result, seconds}]}.")
+@common_options
+@click.pass_obj
+def update(
+    obj: Obj,
+    name: str,
+    services: tuple[str, ...],
+    images: tuple[str, ...],
+    envs: tuple[str, ...],
+    force: bool,
+    plan_only: bool,
+    timeout: float,
+    probe_image: str | None,
+    as_json: bool,
+) -> None:
+    """Roll changes into stack NAME's services one at a time, behind health and application gates.
+
+    SERVICE is the name in the stack file (zookeeper-1). Without files: --image and --env change the
+    running services; --force restarts them. On a failure the failing service is rolled back and
+    the rest is left as it was.
+
+    Example: swarmctl update kafka --image zookeeper-1=quay.io/debezium/zookeeper:3.1.1
+    """
+    from swarmctl.engine import Session
+    from swarmctl.rollout import AppGates, RolloutFailed, plan_order, plan_update, roll_out
+    from swarmctl.stack.convert import NAMESPACE_LABEL
+    from swarmctl.stack.loader import check_stack_name
+
+    check_stack_name(name)
+    image_map = dict(_pairs(images, "=", "service=image"))
+    env_map: dict[str, dict[str, str]] = {}
+    for service, assignment in _pairs(envs, ":", "service:key=value"):
+        key, _, value = assignment.partition("=")
+        if not key or "=" not in assignment:
+            from swarmctl.errors import InputError
+
+            raise InputError(f"bad --env {service}:{assignment}: expected SERVICE:KEY=VALUE")
+        env_map.setdefault(service, {})[key] = value
+    inv = _load_inventory(obj)
+    view = ProgressView()
+    with Session(inv) as session:
+        engine = session.manager()
+        listed = engine.call("list services", engine.api.services, filters={"label": [f"{NAMESPACE_LABEL}={name}"]})
+        current = {svc["Spec"]["Name"]: svc for svc in listed}
+        if not current:
+            raise ClusterError(f"no stack {name!r} on this swarm")
+        steps = plan_update(name, current, list(services), image_map, env_map, force)
+        gates = AppGates(engine, name, _probe_image(inv, probe_image))
+        if plan_only:
+            gates.refresh()
+            last = gates.goes_last() if any(s.check for s in steps) else set()
+            ordered = plan_order(steps, last)
+            if as_json:
+                emit_json({"services": [{"name": s.short, "from": s.image_from(), "to": s.image_to(),
+                                         "fields": list(s.fields)} for s in ordered]})  # fmt: skip
+            else:
+                for i, s in enumerate(ordered, 1):
+                    click.echo(f"{i}. {s.short}: {', '.join(s.fields)}" + (" (goes last)" if s.short in last else ""))
+            return
+        try:
+            results = roll_out(
+                engine,
+                steps,
+                gates,
+                timeout,
+                report=(lambda m: None) if as_json else say,
+                on_progress=(lambda p: None) if as_json else view.update,
+            )
+        except RolloutFailed as e:
+            if as_json:
+                emit_json({"services": [r.json() for r in e.results], "error": str(e)})
+            raise
+    if as_json:
+        emit_json({"services": [r.json() for r in results]})
+    else:
+        rows = [(r.name, r.from_, r.to, r.result, f"{r.seconds:.1f}s") for r in results]
+        click.echo(table(rows, ("SERVICE", "FROM", "TO", "RESULT", "TIME")))
 
 
 # -- secrets -------------------------------------------------------------------------------------

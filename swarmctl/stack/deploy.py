@@ -380,14 +380,26 @@ def _data_changed(kind: str, obj: FileObject, have: Mapping[str, Any]) -> bool:
 Report = Callable[[str], None]
 
 
-def apply_plan(engine: Engine, desired: DesiredStack, current: Current, plan: Plan, report: Report) -> dict[str, float]:
+def apply_plan(
+    engine: Engine,
+    desired: DesiredStack,
+    current: Current,
+    plan: Plan,
+    report: Report,
+    update_services: bool = True,
+    ids: dict[str, str] | None = None,
+) -> dict[str, float]:
     """Make the changes, in dependency order.
+
+    Args:
+        update_services: False leaves service updates to the caller (the rollout engine).
+        ids: filled with "secret:NAME"/"config:NAME" -> ID, for specs built afterwards.
 
     Returns:
         service name -> the engine's UpdatedAt of our write (0 for a creation), for every service
         created or updated: an update status that started before that is not ours.
     """
-    ids: dict[str, str] = {}
+    ids = {} if ids is None else ids
     for c in plan.changes:
         if c.kind == "network" and c.action == "create":
             engine.request(f"create network {c.name}", "POST", "/networks/create", desired.networks[c.name])
@@ -418,7 +430,7 @@ def apply_plan(engine: Engine, desired: DesiredStack, current: Current, plan: Pl
                 report(c.describe())
     touched: dict[str, float] = {}
     for c in plan.changes:
-        if c.kind != "service" or c.action == "remove":
+        if c.kind != "service" or c.action == "remove" or (c.action == "update" and not update_services):
             continue
         # IDs of secrets/configs created just now are known only here
         spec = _service_spec_for(desired.services[c.name], current.services.get(c.name), ids)
@@ -699,6 +711,7 @@ class DeployResult:
     waited: bool = False
     seconds: float = 0.0
     superseded: list[str] = field(default_factory=list)  # old secret versions removed after convergence
+    rollout: list[Any] = field(default_factory=list)  # rollout.StepResult of each updated service
 
 
 def deploy_stack(
@@ -711,15 +724,31 @@ def deploy_stack(
     timeout: float = DEFAULT_TIMEOUT,
     report: Report = lambda _: None,
     on_progress: Callable[[Progress], None] = lambda p: None,
+    gates: Any = None,
 ) -> DeployResult:
-    """Plan and (unless ``plan_only``) apply a stack, then wait for it to converge."""
+    """Plan and (unless ``plan_only``) apply a stack, then wait for it to converge.
+
+    Updates of existing services go through the rollout engine: one service at a time, behind
+    health and application gates (``gates``: rollout.AppGates), unless ``wait`` is off.
+    """
+    from swarmctl.rollout import Step, roll_out
+
     t0 = time.monotonic()
     current = read_current(engine, desired)
     plan = plan_stack(desired, current, prune)
     result = DeployResult(list(plan.changes))
     if plan_only:
         return result
-    updated = apply_plan(engine, desired, current, plan, report)
+    ids: dict[str, str] = {}
+    updated = apply_plan(engine, desired, current, plan, report, update_services=not wait, ids=ids)
+    if wait:
+        steps = [
+            Step(c.name, c.name.removeprefix(f"{desired.name}_"), current.services[c.name],
+                 _service_spec_for(desired.services[c.name], current.services[c.name], ids), c.fields)
+            for c in plan.changes
+            if c.kind == "service" and c.action == "update"
+        ]  # fmt: skip
+        result.rollout = roll_out(engine, steps, gates, timeout, report, on_progress)
     if wait and desired.services:
         result.waited = True
         result.progress = wait_converged(engine, sorted(desired.services), updated, timeout, on_progress)
