@@ -8,6 +8,7 @@ were ever down at once (quorum lost).
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -15,12 +16,9 @@ import uuid
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-import logging
-
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
-
 
 # kazoo logs every dropped connection; members restarting on purpose make plenty of those
 logging.getLogger("kazoo").setLevel(logging.ERROR)
