@@ -364,7 +364,7 @@ def roll_out(
     results = [StepResult(s.short, s.image_from(), s.image_to()) for s in ordered]
     for step, result in zip(ordered, results, strict=True):
         t0 = time.monotonic()
-        report(f"{step.short}: updating ({', '.join(step.fields) or 'restart'})")
+        report(f"update service {step.name} ({', '.join(step.fields) or 'forced restart'})")
         try:
             written = _update(engine, step, step.spec)
             wait_converged(engine, [step.name], {step.name: written}, timeout, on_progress)
