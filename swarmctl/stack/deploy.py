@@ -94,30 +94,24 @@ def read_current(engine: Engine, desired: DesiredStack) -> Current:
             cur.missing_external.append(f"network {name}")
         elif net.get("Scope") != "swarm":
             cur.missing_external.append(f"network {name} (scope {net.get('Scope')}, not swarm)")
-    for s in engine.call("list secrets", api.secrets, filters=_label_filter(stack)):
-        cur.secrets[s["Spec"]["Name"]] = s
-    for c in engine.call("list configs", api.configs, filters=_label_filter(stack)):
-        cur.configs[c["Spec"]["Name"]] = c
-    if desired.external_secrets or desired.secrets:
-        all_secrets = {s["Spec"]["Name"]: s for s in engine.call("list secrets", api.secrets)}
-        for name in desired.external_secrets:
-            if name not in all_secrets:
-                cur.missing_external.append(f"secret {name}")
+    for kind, listing, have, external, wanted in (
+        ("secret", api.secrets, cur.secrets, desired.external_secrets, desired.secrets),
+        ("config", api.configs, cur.configs, desired.external_configs, desired.configs),
+    ):
+        for obj in engine.call(f"list {kind}s", listing, filters=_label_filter(stack)):
+            have[obj["Spec"]["Name"]] = obj
+        if not (external or wanted):
+            continue
+        # external objects, and objects of this stack made by another tool without the label
+        everyone = {o["Spec"]["Name"]: o for o in engine.call(f"list {kind}s", listing)}
+        for name in external:
+            if name not in everyone:
+                cur.missing_external.append(f"{kind} {name}")
             else:
-                cur.secrets.setdefault(name, all_secrets[name])
-        for name in desired.secrets:
-            if name in all_secrets and name not in cur.secrets:
-                cur.secrets[name] = all_secrets[name]
-    if desired.external_configs or desired.configs:
-        all_configs = {c["Spec"]["Name"]: c for c in engine.call("list configs", api.configs)}
-        for name in desired.external_configs:
-            if name not in all_configs:
-                cur.missing_external.append(f"config {name}")
-            else:
-                cur.configs.setdefault(name, all_configs[name])
-        for name in desired.configs:
-            if name in all_configs and name not in cur.configs:
-                cur.configs[name] = all_configs[name]
+                have.setdefault(name, everyone[name])
+        for name in wanted:
+            if name in everyone:
+                have.setdefault(name, everyone[name])
     for svc in engine.call("list services", api.services, filters=_label_filter(stack), status=True):
         cur.services[svc["Spec"]["Name"]] = svc
     return cur
