@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -496,10 +497,8 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
         *_user_mounts(spec, host),
         (hd / "root", "/root"),
     ]
-    script = "\n".join(
+    run_host = "\n".join(
         [
-            "set -eu",
-            f"echo $$ > {q(str(procs))}",
             *[f"mount --bind {q(str(src))} {dst}" for src, dst in mounts],
             f"hostname {q(host.name)}",
             "mkdir -p /run/sshd",
@@ -507,14 +506,13 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
             "exec dockerd >> /run/dockerd.log 2>&1",
         ]
     )
-    env = dict(os.environ)
     propagation = "private"
     if not _root_is_mountpoint():
         # Inside a chroot "/" is not a mount point: its propagation cannot be changed (EINVAL), and
-        # runc's pivot_root fails likewise; DOCKER_RAMDISK makes runc use MS_MOVE + chroot instead.
-        # The chroot's own mounts are then what keeps the host's bind mounts from leaking out.
+        # dockerd, runc and `docker exec` need one (see rootmount.py, which gives the host one).
         propagation = "unchanged"
-        env["DOCKER_RAMDISK"] = "true"
+        run_host = f"exec {q(sys.executable)} -m swarmctl.lab.rootmount sh -euc {q(run_host)}"
+    script = f"set -eu\necho $$ > {q(str(procs))}\n{run_host}"
     argv = [
         "nsenter",
         f"--net=/run/netns/{host.netns}",
@@ -528,7 +526,7 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
         script,
     ]
     with open(hd / "log" / "host.log", "ab") as out:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
 
 
 def _docker_ping(sock: Path) -> bool:
@@ -674,7 +672,7 @@ def host_exec(
     """Run a command inside a lab host's network, mount and UTS namespaces (root side, no SSH)."""
     pid = host_pid(host)
     return subprocess.run(
-        ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv],
+        ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--root", "--wd=/", "--", *argv],
         input=input,
         capture_output=True,
         env={**os.environ, **(env or {})},

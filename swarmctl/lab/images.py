@@ -358,12 +358,18 @@ def load_into_hosts(spec: LabSpec, archive: Path, report: Report = lambda _: Non
         with docker.APIClient(base_url=f"unix://{spec.docker_socket(host)}", version="1.41", timeout=900) as api:
             if all(_image_id(api, ref) == image_id for ref, image_id in wanted.items()):
                 return False
+            errors = []
             with open(archive, "rb") as f:
-                for _ in api.load_image(f):
-                    pass
-            wrong = [ref for ref, image_id in wanted.items() if _image_id(api, ref) != image_id]
+                for event in api.load_image(f):
+                    if isinstance(event, dict) and event.get("error"):
+                        errors.append(str(event["error"]).strip())
+            wrong = {ref: _image_id(api, ref) for ref, image_id in wanted.items() if _image_id(api, ref) != image_id}
             if wrong:
-                raise ImageError(f"{host_name}: loading the lab images did not give {', '.join(wrong)}")
+                got = ", ".join(
+                    f"{ref} ({have[:19] or 'missing'}, wanted {wanted[ref][:19]})" for ref, have in wrong.items()
+                )
+                why = f": docker said {'; '.join(errors)}" if errors else ""
+                raise ImageError(f"{host_name}: loading the lab images did not give {got}{why}")
             return True
 
     names = [h.name for h in spec.hosts]
