@@ -108,10 +108,17 @@ def externals(swarm: Lab) -> Iterator[Lab]:
         api.remove_secret("parity-external-secret")
 
 
+@pytest.fixture(scope="module")
+def parity_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The parity files where the lab hosts see them too: a lab host has its own /root and /home,
+    so a checkout under /root is not visible to the docker CLI running there; /tmp is shared."""
+    return Path(shutil.copytree(PARITY, tmp_path_factory.mktemp("parity") / "parity"))
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_same_specs_as_docker_stack_deploy(externals: Lab, case: str) -> None:
+def test_same_specs_as_docker_stack_deploy(externals: Lab, parity_dir: Path, case: str) -> None:
     swarm = externals
-    files = [PARITY / f for f in CASES[case]]
+    files = [parity_dir / f for f in CASES[case]]
     reference_deploy(swarm, files)
     try:
         theirs = snapshot(swarm, STACK)
