@@ -75,17 +75,18 @@ def test_lab_needs_root_and_says_so(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root to become an unprivileged user")
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to drop to an unprivileged user")
     tmp_path.chmod(0o777)
-    # uid 65534 inside a user namespace of its own: not root to swarmctl, while files are still
-    # read with the caller's rights (a checkout under /root stays importable)
+    # uid 65534, keeping only the right to read (a checkout under /root, mode 0700, stays importable)
     proc = subprocess.run(
         [
-            "unshare",
-            "--user",
-            "--map-user=65534",
-            "--map-group=65534",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+dac_read_search",
+            "--ambient-caps=+dac_read_search",
             sys.executable,
             "-m",
             "swarmctl",
