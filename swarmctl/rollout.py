@@ -30,12 +30,10 @@ from typing import Any
 from swarmctl.engine import Engine
 from swarmctl.errors import ClusterError, HostError, InputError, SwarmctlError, TimeoutExpired
 from swarmctl.stack.convert import CHECK_LABEL, GROUP_LABEL, IMAGE_LABEL, ORDER_LABEL
-from swarmctl.stack.deploy import Progress, _parse_time, comparable, diff_paths, wait_converged
+from swarmctl.stack.deploy import Progress, Report, _parse_time, comparable, diff_paths, wait_converged
 from swarmctl.verify import ProbePlan, ServiceInfo, advertised, broker_id, observe, probe_script, run_probe
 
 log = logging.getLogger(__name__)
-
-Report = Callable[[str], None]
 
 
 @dataclass(frozen=True)

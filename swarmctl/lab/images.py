@@ -38,14 +38,13 @@ import docker
 import docker.errors
 
 from swarmctl.errors import PrerequisiteError, SwarmctlError
-from swarmctl.lab.hosts import LabSpec
+from swarmctl.lab.hosts import LabSpec, Report
 
 log = logging.getLogger(__name__)
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "swarmctl" / "images"
 CREATED = "2024-01-01T00:00:00Z"  # fixed, so the same recipe gives the same image ID
 LAB_DIR = Path(__file__).resolve().parent
-Report = Callable[[str], None]
 
 
 class ImageError(SwarmctlError):
@@ -363,13 +362,14 @@ def load_into_hosts(spec: LabSpec, archive: Path, report: Report = lambda _: Non
                 for event in api.load_image(f):
                     if isinstance(event, dict) and event.get("error"):
                         errors.append(str(event["error"]).strip())
-            wrong = {ref: _image_id(api, ref) for ref, image_id in wanted.items() if _image_id(api, ref) != image_id}
+            have = {ref: _image_id(api, ref) for ref in wanted}
+            wrong = {ref: got for ref, got in have.items() if got != wanted[ref]}
             if wrong:
-                got = ", ".join(
-                    f"{ref} ({have[:19] or 'missing'}, wanted {wanted[ref][:19]})" for ref, have in wrong.items()
+                seen = ", ".join(
+                    f"{ref} ({got[:19] or 'missing'}, wanted {wanted[ref][:19]})" for ref, got in wrong.items()
                 )
                 why = f": docker said {'; '.join(errors)}" if errors else ""
-                raise ImageError(f"{host_name}: loading the lab images did not give {got}{why}")
+                raise ImageError(f"{host_name}: loading the lab images did not give {seen}{why}")
             return True
 
     names = [h.name for h in spec.hosts]
