@@ -125,6 +125,20 @@ def _short(e: BaseException) -> str:
     return (m.group(1) if m else text)[:200]
 
 
+def missing_cli_message(package: str, has_engine: bool) -> str:
+    """Why a host without the docker CLI cannot be used, and what to install there (pure)."""
+    why = "swarmctl reaches the engine through `docker system dial-stdio`, which needs the docker CLI"
+    if package == "docker-ce-cli":
+        fix = "install docker-ce-cli (Docker's own packages)"
+    elif package == "docker-cli":
+        fix = "install docker-cli (Debian 13+ packages the CLI apart from docker.io, which only recommends it)"
+    elif has_engine:
+        fix = "install the docker CLI (docker-cli on Debian 13+, docker-ce-cli with Docker's own packages)"
+    else:
+        fix = "install Docker Engine and its CLI (docker.io + docker-cli on Debian 13+, or docker-ce + docker-ce-cli)"
+    return f"no docker CLI on the host: {why}; {fix}"
+
+
 class Engine:
     """The Docker Engine of one host, reached over its SSH connection."""
 
@@ -157,6 +171,8 @@ class Engine:
             return ""
         if res.ok:
             return ""
+        if res.rc == 127:  # the shell found no `docker`: dial-stdio cannot have worked either
+            return missing_cli_message("", has_engine=True)
         lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
         reason = lines[-1] if lines else f"docker exited with status {res.rc}"
         if "permission denied" in reason.lower() and not self.host.ssh.sudo:

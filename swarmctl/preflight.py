@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from swarmctl.engine import MIN_ENGINE, Session, parse_engine_version
+from swarmctl.engine import MIN_ENGINE, Session, missing_cli_message, parse_engine_version
 from swarmctl.errors import HostError
 from swarmctl.inventory import Host
 from swarmctl.ssh import Outcome
@@ -34,7 +34,17 @@ feature() { # name, module, CONFIG_ symbol, optional /proc path that proves it i
     *) if [ -n "$kconfig" ]; then echo "$1=no"; else echo "$1=unknown"; fi ;;
   esac
 }
-echo "docker_cli=$(command -v docker || true)"
+cli=$(command -v docker 2>/dev/null || true)
+if [ -n "$cli" ] && [ ! -x "$cli" ]; then cli=""; fi
+echo "docker_cli=$cli"
+echo "dockerd=$(command -v dockerd 2>/dev/null || true)"
+if [ -z "$cli" ]; then
+  # which package gives the CLI here: Docker's own packages, or a distribution that splits it out
+  if dpkg-query -W -f='${Status}' docker-ce 2>/dev/null | grep -q 'ok installed'; then echo "cli_package=docker-ce-cli"
+  elif has apt-cache && apt-cache show docker-cli >/dev/null 2>&1; then echo "cli_package=docker-cli"
+  elif has rpm && rpm -q docker-ce >/dev/null 2>&1; then echo "cli_package=docker-ce-cli"
+  fi
+fi
 echo "bash=$(command -v bash || true)"
 echo "timeout=$(command -v timeout || true)"
 echo "kernel=$(uname -r)"
@@ -106,9 +116,7 @@ def read_facts(session: Session, host: Host) -> HostFacts:
     res = conn.run(["sh", "-c", _FACTS_SCRIPT], timeout=30).check("read host facts")
     kv = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
     if not kv.get("docker_cli"):
-        raise HostError(
-            host.name, "no `docker` command on the host: install Docker Engine (e.g. apt-get install docker.io)"
-        )
+        raise HostError(host.name, missing_cli_message(kv.get("cli_package", ""), bool(kv.get("dockerd"))))
     engine = session.engine(host)
     version = engine.call("read engine version", engine.api.version, api_version=False)
     engine_version = str(version.get("Version", "0"))

@@ -55,7 +55,7 @@ REQUIRED_COMMANDS = {
     "sshd": "openssh-server",
     "ssh-keygen": "openssh-client",
     "dockerd": "docker.io",
-    "docker": "docker.io",
+    "docker": "docker.io",  # docker-cli where the distribution packages the CLI apart (Debian 13+)
 }
 
 Report = Callable[[str], None]
@@ -145,10 +145,27 @@ def check_prerequisites() -> None:
     """Root and the commands the lab needs; a missing one is named with its Debian package."""
     if os.geteuid() != 0:
         raise PrerequisiteError("the lab needs root (network namespaces, bridges, mounts): run it as root")
-    missing = {cmd: pkg for cmd, pkg in REQUIRED_COMMANDS.items() if not _which(cmd)}
+    missing = {cmd: package_for(cmd) for cmd in REQUIRED_COMMANDS if not _which(cmd)}
     if missing:
         pkgs = " ".join(sorted(set(missing.values())))
         raise PrerequisiteError(f"missing {', '.join(missing)}: install them with `apt-get install {pkgs}`")
+
+
+def package_for(cmd: str) -> str:
+    """The Debian package that gives ``cmd`` on this machine.
+
+    Debian 13 split the docker CLI out of docker.io into docker-cli (only recommended by docker.io):
+    when this distribution has that package, it is the one that provides ``docker``.
+    """
+    if cmd == "docker" and _apt_knows("docker-cli"):
+        return "docker-cli"
+    return REQUIRED_COMMANDS[cmd]
+
+
+def _apt_knows(package: str) -> bool:
+    if not _which("apt-cache"):
+        return False
+    return subprocess.run(["apt-cache", "show", package], capture_output=True).returncode == 0
 
 
 def _which(cmd: str) -> str | None:

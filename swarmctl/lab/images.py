@@ -106,30 +106,73 @@ class Rootfs:
 BASE = Rootfs("bookworm", ("libzookeeper-java", "default-jre-headless", "python3", "netcat-openbsd"))
 
 
-def debian_mirror() -> str:
-    """The Debian mirror this machine's apt uses (override: SWARMCTL_DEBIAN_MIRROR)."""
-    if os.environ.get("SWARMCTL_DEBIAN_MIRROR"):
-        return os.environ["SWARMCTL_DEBIAN_MIRROR"]
+# Debian's release code names: a suite named by one of these (or its -updates/-backports) is a
+# Debian archive, whatever the mirror's URL looks like.
+DEBIAN_SUITES = frozenset(
+    ("buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid", "unstable", "testing", "stable", "oldstable")
+)
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+
+
+def _apt_entries(text: str) -> list[tuple[str, list[str]]]:
+    """(URI, suites) of every binary (`deb`) entry in a sources file: deb822 or one-line format."""
+    entries: list[tuple[str, list[str]]] = []
+    if re.search(r"^(Types|URIs|Suites):", text, re.M | re.I):
+        for block in re.split(r"\n\s*\n", text):
+            fields: dict[str, str] = {}
+            for line in block.splitlines():
+                if line.startswith("#") or ":" not in line or line[:1].isspace():
+                    continue
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+            if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes").lower() == "no":
+                continue
+            for uri in fields.get("uris", "").split():
+                entries.append((uri, fields.get("suites", "").split()))
+        return entries
+    for line in text.splitlines():
+        m = re.match(r"^\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", line)
+        if m:
+            entries.append((m.group(1), [m.group(2)]))
+    return entries
+
+
+def find_debian_mirror(texts: list[str]) -> str | None:
+    """The first Debian archive mirror named in these apt sources, whatever suite they use (pure).
+
+    A machine on Debian 13 names ``trixie``; the lab images are built from ``bookworm`` on the same
+    mirror. Security mirrors (only ``-security`` suites) carry no full release and are skipped.
+    """
+    for text in texts:
+        for uri, suites in _apt_entries(text):
+            releases = [s for s in suites if not s.endswith("-security") and s.split("-")[0] in DEBIAN_SUITES]
+            if releases and uri.startswith(("http://", "https://", "file:/")):
+                return uri.rstrip("/")
+    return None
+
+
+def read_apt_sources() -> list[str]:
     texts = []
-    for p in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+    files, directory = APT_SOURCES
+    for p in [files, *sorted(directory.glob("*.list")), *sorted(directory.glob("*.sources"))]:
         try:
             texts.append(p.read_text(errors="replace"))
         except OSError:
             continue
-    for text in texts:
-        for block in text.split("\n\n"):
-            uris = re.search(r"^URIs:\s*(\S+)", block, re.M)
-            suites = re.search(r"^Suites:\s*(.+)$", block, re.M)
-            if uris and suites and "bookworm" in suites.group(1).split() and "debian" in uris.group(1):
-                return uris.group(1)
-        for line in text.splitlines():
-            m = re.match(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", line)
-            if m and "debian" in m.group(1):
-                return m.group(1)
-    raise PrerequisiteError(
-        "no Debian bookworm mirror in this machine's apt sources: set SWARMCTL_DEBIAN_MIRROR to one "
-        "(e.g. http://deb.debian.org/debian)"
-    )
+    return texts
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (override: SWARMCTL_DEBIAN_MIRROR)."""
+    if os.environ.get("SWARMCTL_DEBIAN_MIRROR"):
+        return os.environ["SWARMCTL_DEBIAN_MIRROR"]
+    mirror = find_debian_mirror(read_apt_sources())
+    if mirror is None:
+        raise PrerequisiteError(
+            "this machine's apt sources name no Debian mirror (the lab images are Debian "
+            f"{BASE.suite}): set SWARMCTL_DEBIAN_MIRROR to one (e.g. http://deb.debian.org/debian)"
+        )
+    return mirror
 
 
 # -- images ------------------------------------------------------------------------------------------

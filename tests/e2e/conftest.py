@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,30 @@ class Lab:
             list(ex.map(leave, workers))
         for name in reversed([n for n in self.names if states[n][0] != "inactive" and states[n][1]]):
             leave(name)
+
+    @contextmanager
+    def without_command(self, name: str, command: str, scratch: Path) -> Iterator[None]:
+        """Hide ``command`` from one host's PATH, as on a host where its package is not installed.
+
+        Inside that host's own mount namespace an empty file without execute permission is bound
+        over every copy on the PATH; the other hosts and this machine keep theirs.
+        """
+        blank = scratch / f"no-{command}"
+        blank.write_bytes(b"")
+        blank.chmod(0o644)
+        hidden = []
+        try:
+            for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+                target = f"{d}/{command}"
+                if os.path.exists(target) and not os.path.islink(d):
+                    proc = labhosts.host_exec(name, ["mount", "--bind", str(blank), target])
+                    assert proc.returncode == 0, proc.stderr.decode()
+                    hidden.append(target)
+            assert hidden, f"no {command} on this machine to hide"
+            yield
+        finally:
+            for target in reversed(hidden):
+                labhosts.host_exec(name, ["umount", target])
 
     def write_inventory(
         self, path: Path, hosts: dict[str, str], extra_hosts: str = "", ssh: dict[str, str] | None = None

@@ -245,3 +245,22 @@ def test_blocked_swarm_port_fails_preflight_for_the_hosts_behind_it(lab: Lab, tm
     healed = swarmctl("bootstrap", str(inv), cwd=tmp_path)
     assert healed.rc == 0, str(healed)
     assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}
+
+
+def test_host_without_the_docker_cli_fails_alone_with_the_reason(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    inv = lab.write_inventory(tmp_path / "hosts.yml", THREE)
+    with lab.without_command("lab3", "docker", tmp_path):
+        run = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
+        assert run.rc == 1, str(run)
+        assert_no_traceback(run)
+        failures = {f["host"]: f["error"] for f in run.json()["failures"]}
+        assert set(failures) == {"lab3"}, str(run)
+        assert "no docker CLI on the host" in failures["lab3"] and "dial-stdio" in failures["lab3"]
+        assert "docker-cli" in failures["lab3"] and "\n" not in failures["lab3"]
+        # the others were bootstrapped; nothing ran on lab3 beyond reading its facts
+        assert set(nodes_by_hostname(lab)) == {"lab1", "lab2"}
+        assert lab.swarm_state("lab3") == "inactive"
+    healed = swarmctl("bootstrap", str(inv), cwd=tmp_path)
+    assert healed.rc == 0, str(healed)
+    assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}
