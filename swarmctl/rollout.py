@@ -31,6 +31,7 @@ from swarmctl.engine import Engine
 from swarmctl.errors import ClusterError, HostError, InputError, SwarmctlError, TimeoutExpired
 from swarmctl.stack.convert import CHECK_LABEL, GROUP_LABEL, IMAGE_LABEL, ORDER_LABEL
 from swarmctl.stack.deploy import Progress, Report, _parse_time, comparable, diff_paths, wait_converged
+from swarmctl.stack.reference import service_image
 from swarmctl.verify import ProbePlan, ServiceInfo, advertised, broker_id, observe, probe_script, run_probe
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def plan_update(
         spec = copy.deepcopy(dict(svc["Spec"]))
         container = spec["TaskTemplate"]["ContainerSpec"]
         if short in images:
-            container["Image"] = images[short]
+            container["Image"] = service_image(images[short])
             # so that a later deploy of the unchanged stack file brings the file's image back
             spec.setdefault("Labels", {})[IMAGE_LABEL] = images[short]
         if short in env:

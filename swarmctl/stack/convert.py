@@ -19,6 +19,7 @@ from swarmctl import secrets as secret_files
 from swarmctl.errors import InputError
 from swarmctl.secrets import SecretKey
 from swarmctl.stack.loader import StackConfig
+from swarmctl.stack.reference import service_image
 
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 IMAGE_LABEL = "com.docker.stack.image"
@@ -163,7 +164,7 @@ def convert_service(config: StackConfig, name: str, secret_names: Mapping[str, s
     stack = config.name
     deploy = s.get("deploy", {})
     container: dict[str, Any] = {
-        "Image": s["image"],
+        "Image": service_image(s["image"]),  # as docker's API client sends it; the label keeps the file's
         "Labels": stack_labels(stack, s.get("labels")),
         "Privileges": {"CredentialSpec": None, "SELinuxContext": None},
     }
@@ -348,24 +349,20 @@ def _file_ref(
 
 
 def _capabilities(add: list[str], drop: list[str]) -> tuple[list[str], list[str]]:
-    """docker's opts.EffectiveCapAddCapDrop: CAP_ prefix, upper case, ALL wins, dropped-and-added is kept."""
+    """docker/cli's opts.EffectiveCapAddCapDrop: upper case with a CAP_ prefix; ALL in a list replaces
+    that list; a capability in both lists is dropped from the drop list; RESET is ignored; sorted."""
 
-    def norm(caps: list[str]) -> list[str]:
-        out = []
+    def norm(caps: list[str]) -> set[str]:
+        out = set()
         for c in caps:
             c = c.strip().upper()
-            if c != "ALL" and not c.startswith("CAP_"):
+            if c not in ("ALL", "RESET") and not c.startswith("CAP_"):
                 c = "CAP_" + c
-            if c and c not in out:
-                out.append(c)
-        return sorted(out)
+            out.add(c)
+        return {"ALL"} if "ALL" in out else out
 
     a, d = norm(add), norm(drop)
-    if "ALL" in a:
-        return ["ALL"], []
-    if "ALL" in d:
-        return a, ["ALL"]
-    return a, [c for c in d if c not in a]
+    return sorted(a - {"RESET"}), sorted(d - a - {"RESET"})
 
 
 def _resources(r: Mapping[str, Any]) -> dict[str, Any]:

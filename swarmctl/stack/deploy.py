@@ -162,7 +162,8 @@ def _service_spec_for(
     if current is not None:
         cspec = current["Spec"]
         spec["TaskTemplate"]["ForceUpdate"] = cspec.get("TaskTemplate", {}).get("ForceUpdate", 0)
-        if container["Image"] == (cspec.get("Labels") or {}).get(IMAGE_LABEL):
+        # docker compares the file's image (the label) with the label of the running service
+        if spec["Labels"].get(IMAGE_LABEL) == (cspec.get("Labels") or {}).get(IMAGE_LABEL):
             container["Image"] = cspec["TaskTemplate"]["ContainerSpec"]["Image"]
     return spec
 
@@ -189,6 +190,11 @@ def comparable(spec: Mapping[str, Any], network_names: Mapping[str, str]) -> Any
     replicated = (raw.get("Mode") or {}).get("Replicated")
     if replicated is not None and replicated.get("Replicas") is None:
         replicated["Replicas"] = 1  # the engine stores the default replica count
+    job = (raw.get("Mode") or {}).get("ReplicatedJob")
+    if job is not None:
+        # and a job's defaults: one at a time, as many completions as may run at once
+        job.setdefault("MaxConcurrent", 1)
+        job.setdefault("TotalCompletions", job["MaxConcurrent"])
     s = normalize(raw)
     if "TaskTemplate" in s:
         s["TaskTemplate"] = comparable_task(s["TaskTemplate"], network_names)

@@ -1,17 +1,21 @@
 """Parity with `docker stack deploy`: the same files must give the same specs.
 
-Each case is deployed once with the docker CLI on a lab host (`docker stack deploy --resolve-image
+Each case is deployed once with a docker CLI on a lab host (`docker stack deploy --resolve-image
 never`, the reference) and once with `swarmctl deploy`, one after the other under the same stack
 name; the resulting networks, secrets, configs and services are compared field by field. Ignored:
 object IDs, versions and timestamps, subnets the engine allocated, VXLAN IDs, and swarmctl's own
-`io.swarmctl.*` labels (a documented addition). Everything else must be identical.
+`io.swarmctl.*` labels (a documented addition). Everything else must be identical. Every docker CLI
+the machine has is a reference: the distribution's and a newer one first on PATH; swarm jobs only
+with a CLI that knows them (23+), golden files cover them otherwise.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +37,37 @@ CASES = {
     "storage": ["storage.yml"],
     "override": ["override-base.yml", "override.yml"],
 }
-# the docker CLI of the Docker Engine package on the lab hosts (20.10), not a newer one on PATH
-REFERENCE_CLI = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else (shutil.which("docker") or "docker")
+# stack files docker's CLI reads only from this version on (swarm jobs came to `docker stack deploy` in 23.0)
+NEWER_CASES = {"jobs": (["jobs.yml"], (23, 0))}
+
+
+def cli_version(cli: str) -> tuple[int, ...]:
+    """``Docker version 20.10.24+dfsg1, build 297e128`` -> (20, 10, 24)."""
+    out = subprocess.run([cli, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"version (\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
+
+
+def reference_clis() -> list[str]:
+    """Every distinct docker CLI on this machine: the distribution's (/usr/bin/docker: 20.10 on Debian 12,
+    26 on Debian 13) and the one first on PATH, when that is another."""
+    found: dict[str, str] = {}
+    for cli in ("/usr/bin/docker", shutil.which("docker")):
+        if cli and os.path.isfile(cli):
+            found.setdefault(os.path.realpath(cli), cli)
+    return list(found.values())
+
+
+def parity_params() -> list[Any]:
+    params = []
+    for cli in reference_clis():
+        version = cli_version(cli)
+        label = f"cli{'.'.join(map(str, version[:2]))}"
+        params += [pytest.param(cli, case, files, id=f"{label}-{case}") for case, files in sorted(CASES.items())]
+        for case, (files, since) in sorted(NEWER_CASES.items()):
+            if version[:2] >= since:
+                params.append(pytest.param(cli, case, files, id=f"{label}-{case}"))
+    return params
 
 
 def _strip_ours(labels: dict[str, str] | None) -> dict[str, str]:
@@ -88,8 +121,8 @@ def remove(stack: str, lab: Lab) -> None:
     assert run.rc == 0, str(run)
 
 
-def reference_deploy(lab: Lab, files: list[Path]) -> None:
-    args = [REFERENCE_CLI, "stack", "deploy", "--resolve-image", "never"]
+def reference_deploy(lab: Lab, cli: str, files: list[Path]) -> None:
+    args = [cli, "stack", "deploy", "--resolve-image", "never"]
     for f in files:
         args += ["-c", str(f)]
     # the docker CLI reads ${VAR} from its environment only: give it the lab inventory's vars
@@ -115,11 +148,13 @@ def parity_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(shutil.copytree(PARITY, tmp_path_factory.mktemp("parity") / "parity"))
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_same_specs_as_docker_stack_deploy(externals: Lab, parity_dir: Path, case: str) -> None:
+@pytest.mark.parametrize(("cli", "case", "names"), parity_params())
+def test_same_specs_as_docker_stack_deploy(
+    externals: Lab, parity_dir: Path, cli: str, case: str, names: list[str]
+) -> None:
     swarm = externals
-    files = [parity_dir / f for f in CASES[case]]
-    reference_deploy(swarm, files)
+    files = [parity_dir / f for f in names]
+    reference_deploy(swarm, cli, files)
     try:
         theirs = snapshot(swarm, STACK)
     finally:

@@ -28,6 +28,7 @@ CASES = {
     "interpolation": [GOLDEN / "interpolation.yml"],
     "kafka": [ROOT / "stacks/kafka/stack.yml"],
     "kafka-external": [ROOT / "stacks/kafka/stack.yml", ROOT / "stacks/kafka/external.yml"],
+    "jobs": [ROOT / "tests/stacks/parity/jobs.yml"],
 }
 ENV = {
     "PROBE_IMAGE": "swarmctl-lab/probe:1",
