@@ -4,7 +4,8 @@ The script baseline does what a hand-written script does: `ssh host docker swarm
 after the other (init, read the token, join each worker, label each node), with OpenSSH, the
 same key and the same known_hosts. Both start from hosts that are in no swarm.
 
-usage: python -m bench.bootstrap [--sizes 3 6] [--repeat 3]      (root; builds its own lab)
+usage: python -m bench.bootstrap [--sizes 3 6] [--repeat 3] [--smoke]      (root; builds its own lab)
+       --smoke: the smallest run (3 hosts, once), to check the benchmark itself works
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 6])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="3 hosts, one repeat")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.repeat = [3], 1
 
     rows = []
     try:

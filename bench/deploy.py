@@ -1,12 +1,13 @@
 """Deploy wall time to convergence: swarmctl vs `docker stack deploy --detach=false`, same lab, same stack.
 
-A 6-service stack (12 tasks with healthchecks) is deployed onto a fresh 3-host lab by each tool in
-turn, removed in between. Also timed: a no-op redeploy of the unchanged stack by each.
+A 6-service stack (12 tasks with healthchecks; --services N for another size) is deployed onto a
+fresh 3-host lab by each tool in turn, removed in between. Also timed: a no-op redeploy of the unchanged stack by each.
 `docker stack deploy --detach=false` needs a docker CLI >= 26; with an older one the baseline is
 `docker stack deploy` followed by polling `docker service ls` until every replica runs (what a
 script would do), and the table says so.
 
-usage: python -m bench.deploy [--repeat 3]      (root; builds its own lab)
+usage: python -m bench.deploy [--repeat 3] [--services 6] [--smoke]      (root; builds its own lab)
+       --smoke: the smallest run (2 services, once), to check the benchmark itself works
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def newer_cli() -> str | None:
 def timed(argv: list[str], host_side: bool = False) -> float:
     t0 = time.monotonic()
     proc = (
-        labhosts.host_exec("lab1", argv, env={"PROBE_IMAGE": images.PROBE.ref})
+        labhosts.host_exec("lab1", argv, env=images.lab_vars())
         if host_side
         else subprocess.run(argv, capture_output=True)
     )
@@ -83,16 +84,20 @@ def wait_running(cli: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--services", type=int, default=6)
+    parser.add_argument("--smoke", action="store_true", help="2 services, one repeat")
     args = parser.parse_args()
+    if args.smoke:
+        args.services, args.repeat = 2, 1
     spec = labhosts.plan_lab(LAB_DIR, 3, 1)
 
     def load(s: labhosts.LabSpec) -> dict[str, str]:
-        images.load_into_hosts(s, [images.ensure_built(images.PROBE)])
+        images.load_into_hosts(s, images.ensure_bundle())
         return images.lab_vars()
 
     inventory = labhosts.bring_up(spec, prepare=load)
     stack_file = spec.dir / "bench-stack.yml"
-    stack_file.write_text("services:" + "".join(SERVICE.format(i=i) for i in range(1, 7)))
+    stack_file.write_text("services:" + "".join(SERVICE.format(i=i) for i in range(1, args.services + 1)))
     swarmctl = [sys.executable, "-m", "swarmctl"]
     cli = newer_cli()
     results: dict[str, list[float]] = {"swarmctl": [], "swarmctl no-op": [], "docker": [], "docker no-op": []}
@@ -131,7 +136,7 @@ def main() -> None:
 
     baseline = f"{cli} stack deploy --detach=false" if cli else "docker stack deploy + polling service ls"
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"6 services x 2 replicas with healthchecks on a 3-host lab, median of {args.repeat} (seconds)")
+    print(f"{args.services} services x 2 replicas with healthchecks on a 3-host lab, median of {args.repeat} (seconds)")
     print(f"{'':28}{'deploy to convergence':>22}{'no-op redeploy':>16}")
     print(f"{'swarmctl deploy':28}{med['swarmctl']:>22.2f}{med['swarmctl no-op']:>16.2f}")
     print(f"{baseline[:27]:28}{med['docker']:>22.2f}{med['docker no-op']:>16.2f}")

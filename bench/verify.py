@@ -5,7 +5,8 @@ and a vip-mode one on one attachable overlay network. Timed: the whole CLI, medi
 runs. On this lab's kernel the vip-mode service's VIP check fails (no IPVS): verify exits 1, which
 the benchmark expects; the number of checks is printed next to the time.
 
-usage: python -m bench.verify [--sizes 3 6] [--repeat 3]      (root; builds its own labs)
+usage: python -m bench.verify [--sizes 3 6] [--repeat 3] [--smoke]      (root; builds its own labs)
+       --smoke: the smallest run (3 hosts, once), to check the benchmark itself works
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 6])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="3 hosts, one repeat")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.repeat = [3], 1
     swarmctl = [sys.executable, "-m", "swarmctl"]
     rows = []
     try:
