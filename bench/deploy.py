@@ -13,6 +13,7 @@ usage: python -m bench.deploy [--repeat 3] [--services 6] [--smoke]      (root; 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -36,11 +37,11 @@ SERVICE = """
 
 
 def newer_cli() -> str | None:
-    for cli in ("/usr/local/bin/docker", shutil.which("docker") or ""):
-        if (
-            cli
-            and "--detach" in subprocess.run([cli, "stack", "deploy", "--help"], capture_output=True, text=True).stdout
-        ):
+    """A docker CLI on this machine whose `stack deploy` can wait (--detach=false, CLI 26+), if any."""
+    for cli in ("/usr/local/bin/docker", shutil.which("docker"), "/usr/bin/docker"):
+        if not cli or not os.path.isfile(cli):
+            continue
+        if "--detach" in subprocess.run([cli, "stack", "deploy", "--help"], capture_output=True, text=True).stdout:
             return cli
     return None
 

@@ -25,7 +25,7 @@ import docker
 from bench.zkload import ZkLoad
 from swarmctl.lab import hosts as labhosts
 from swarmctl.lab import images
-from swarmctl.stack.deploy import _parse_time
+from swarmctl.spec import parse_time
 
 LAB_DIR = Path(".swarmctl/bench-lab")
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +79,8 @@ def main() -> None:
                 cfg = svc["Spec"].get("UpdateConfig") or {}
                 configured = (cfg.get("Delay", 0) + cfg.get("Monitor", 0)) / 1e9
                 tasks = api.tasks(filters={"service": svc["ID"], "desired-state": "running"})
-                new = max(tasks, key=lambda t: _parse_time(t["CreatedAt"]))
-                start = _parse_time(new["Status"]["Timestamp"]) - _parse_time(new["CreatedAt"])
+                new = max(tasks, key=lambda t: parse_time(t["CreatedAt"]))
+                start = parse_time(new["Status"]["Timestamp"]) - parse_time(new["CreatedAt"])
                 floor += configured + start
                 rows.append((r["name"], r["seconds"], configured, start))
     finally:

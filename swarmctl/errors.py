@@ -67,7 +67,30 @@ class HostKeyError(SSHError):
 
 
 class EngineError(HostError):
-    """The Docker Engine on a host refused or failed a request."""
+    """The Docker Engine on a host refused or failed a request.
+
+    Callers branch on the subclass (what happened), never on the message (how the engine put it).
+    """
+
+
+class NotFound(EngineError):
+    """The object asked for does not exist (HTTP 404)."""
+
+
+class ImageNotFound(NotFound):
+    """The image is not on the host (and could not be pulled)."""
+
+
+class Conflict(EngineError):
+    """The request conflicts with the object's state: a name in use, an outdated version (HTTP 409)."""
+
+
+class Unavailable(EngineError):
+    """The engine answered that it cannot serve this now: not a swarm manager, no quorum (HTTP 503)."""
+
+
+class Unreachable(EngineError):
+    """The engine did not answer: the SSH channel or `docker system dial-stdio` broke or timed out."""
 
 
 class HostsFailed(SwarmctlError):

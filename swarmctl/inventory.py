@@ -18,7 +18,6 @@ Everything is checked before any connection is made; each mistake is reported as
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -29,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from swarmctl.errors import InputError
-from swarmctl.yamlfile import LineDict, load_yaml, type_name
+from swarmctl.yamlfile import LineDict, load_yaml, suggest, type_name
 
 ROLES = ("manager", "worker")
 AVAILABILITIES = ("active", "pause", "drain")
@@ -109,13 +108,6 @@ def load_inventory(path: str | Path) -> Inventory:
     return _Validator(p).inventory(data)
 
 
-def _suggest(key: str, allowed: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f" (expected one of: {', '.join(allowed)})"
-
-
 class _Validator:
     def __init__(self, path: Path):
         self.path = path
@@ -127,7 +119,9 @@ class _Validator:
     def check_keys(self, data: LineDict, allowed: tuple[str, ...], where: str) -> None:
         for key in data:
             if key not in allowed:
-                raise self.error(f"unknown key {key!r} in {where}" + _suggest(str(key), allowed), data.line_of(key))
+                raise self.error(
+                    f"unknown key {key!r} in {where}" + suggest(str(key), allowed, list_all=True), data.line_of(key)
+                )
 
     def mapping(self, value: Any, what: str, line: int) -> LineDict:
         if not isinstance(value, dict):
@@ -289,7 +283,7 @@ class _Validator:
             if policy not in HOST_KEY_POLICIES:
                 raise self.error(
                     f"{where}: host_key_policy must be one of {', '.join(HOST_KEY_POLICIES)}, not {policy!r}"
-                    + (_suggest(policy, HOST_KEY_POLICIES) if isinstance(policy, str) else ""),
+                    + (suggest(policy, HOST_KEY_POLICIES, list_all=True) if isinstance(policy, str) else ""),
                     block.line_of("host_key_policy"),
                 )
             values["host_key_policy"] = policy

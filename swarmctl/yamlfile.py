@@ -7,6 +7,8 @@ silently merges (last one wins), are an error here.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +139,11 @@ def type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+def suggest(key: str, allowed: Sequence[str], list_all: bool = False) -> str:
+    """`` (did you mean 'x'?)`` for a misspelt key; with ``list_all``, the choices when none is close."""
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (expected one of: {', '.join(allowed)})" if list_all else ""

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from swarmctl.errors import InputError, PrerequisiteError, SwarmctlError, TimeoutExpired
+from swarmctl.plan import Notify, quiet
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ PREFIX = "swlab-"
 CGROUP = "swarmctl-lab"
 COMMENT = "swarmctl-lab"
 DEFAULT_SUBNET = "192.168.77.0/24"
-DEFAULT_DIR = Path(".swarmctl/lab")
 GLOBAL_STATE = Path("/run/swarmctl-lab.json")
 FIRST_HOST_OCTET = 11
 KAFKA_SLOTS = 3
@@ -57,8 +57,6 @@ REQUIRED_COMMANDS = {
     "dockerd": "docker.io",
     "docker": "docker.io",  # docker-cli where the distribution packages the CLI apart (Debian 13+)
 }
-
-Report = Callable[[str], None]
 
 
 class LabError(SwarmctlError):
@@ -267,7 +265,7 @@ def _root_is_mountpoint() -> bool:
 # -- teardown ------------------------------------------------------------------------------------
 
 
-def teardown(directory: Path | None, report: Report = lambda _: None) -> list[str]:
+def teardown(directory: Path | None, report: Notify = quiet) -> list[str]:
     """Remove every lab object on this machine, and the data of the lab in ``directory``.
 
     Safe to run any number of times and on half-made labs. Returns what was removed.
@@ -346,7 +344,7 @@ def _read_global_state() -> str | None:
 
 def bring_up(
     spec: LabSpec,
-    report: Report = lambda _: None,
+    report: Notify = quiet,
     timeout: float = 90.0,
     prepare: Callable[[LabSpec], dict[str, str]] | None = None,
 ) -> Path:

@@ -38,7 +38,8 @@ import docker
 import docker.errors
 
 from swarmctl.errors import PrerequisiteError, SwarmctlError
-from swarmctl.lab.hosts import LabSpec, Report
+from swarmctl.lab.hosts import LabSpec
+from swarmctl.plan import Notify, quiet
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Rootfs:
     def path(self, mirror: str) -> Path:
         return CACHE / f"rootfs-{self.suite}-{self.key(mirror)}.tar"
 
-    def build(self, mirror: str, report: Report) -> Path:
+    def build(self, mirror: str, report: Notify) -> Path:
         out = self.path(mirror)
         if out.is_file():
             return out
@@ -373,7 +374,7 @@ def bundle_ids(archive: Path) -> dict[str, str]:
     return {m["RepoTags"][0]: "sha256:" + m["Config"].removesuffix(".json") for m in manifest}
 
 
-def ensure_bundle(report: Report = lambda _: None, rebuild: bool = False) -> Path:
+def ensure_bundle(report: Notify = quiet, rebuild: bool = False) -> Path:
     """The cached bundle of every lab image, built first when missing or when asked to."""
     mirror = debian_mirror()
     out = bundle_path(mirror)
@@ -391,7 +392,7 @@ def ensure_bundle(report: Report = lambda _: None, rebuild: bool = False) -> Pat
     return out
 
 
-def load_into_hosts(spec: LabSpec, archive: Path, report: Report = lambda _: None) -> dict[str, bool]:
+def load_into_hosts(spec: LabSpec, archive: Path, report: Notify = quiet) -> dict[str, bool]:
     """Load the bundle into every lab host that lacks one of its images (by ID); host -> loaded."""
     wanted = bundle_ids(archive)
 

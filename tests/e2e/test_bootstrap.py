@@ -27,7 +27,7 @@ def test_bootstrap_three_hosts_then_rerun_is_a_noop(lab: Lab, tmp_path: Path) ->
     inv = lab.write_inventory(tmp_path / "hosts.yml", THREE)
     first = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
     assert first.rc == 0, str(first)
-    actions = {(c["host"], c["action"]) for c in first.json()["changes"]}
+    actions = {(c["name"], c["action"]) for c in first.json()["changes"]}
     assert {("lab1", "init"), ("lab2", "join-worker"), ("lab3", "join-worker")} <= actions
     assert {("lab1", "label"), ("lab2", "label"), ("lab3", "label")} <= actions
     assert any("IPVS" in w for w in first.json()["warnings"])  # this lab's kernel has no ip_vs
@@ -67,7 +67,9 @@ def test_added_host_is_the_only_change(lab: Lab, tmp_path: Path) -> None:
     four = lab.write_inventory(tmp_path / "four.yml", {**THREE, "lab4": "worker"})
     run = swarmctl("bootstrap", str(four), "--json", cwd=tmp_path)
     assert run.rc == 0, str(run)
-    assert run.json()["changes"] == [{"host": "lab4", "action": "join-worker", "detail": "as worker"}]
+    assert run.json()["changes"] == [
+        {"kind": "node", "name": "lab4", "action": "join-worker", "fields": [], "detail": "as worker"}
+    ]
     assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3", "lab4"}
 
 
@@ -151,7 +153,7 @@ def test_host_in_another_swarm_needs_force(lab: Lab, tmp_path: Path) -> None:
 
     forced = swarmctl("bootstrap", str(inv), "--force", "--json", cwd=tmp_path)
     assert forced.rc == 0, str(forced)
-    assert ("lab4", "leave") in {(c["host"], c["action"]) for c in forced.json()["changes"]}
+    assert ("lab4", "leave") in {(c["name"], c["action"]) for c in forced.json()["changes"]}
     assert set(nodes_by_hostname(lab)) == {"lab1", "lab4"}
 
 
@@ -168,7 +170,7 @@ def test_roles_availability_and_prune(lab: Lab, tmp_path: Path) -> None:
     b.write_text(text.replace("role: worker,", "role: worker, availability: drain,"))
     run = swarmctl("bootstrap", str(b), "--json", cwd=tmp_path)
     assert run.rc == 0, str(run)
-    assert {(c["host"], c["action"]) for c in run.json()["changes"]} == {("lab3", "demote"), ("lab3", "availability")}
+    assert {(c["name"], c["action"]) for c in run.json()["changes"]} == {("lab3", "demote"), ("lab3", "availability")}
     assert any("lab4" in w and "--prune" in w for w in run.json()["warnings"])
     nodes = nodes_by_hostname(lab)
     assert nodes["lab3"]["Spec"]["Role"] == "worker" and nodes["lab3"]["Spec"]["Availability"] == "drain"
@@ -176,7 +178,7 @@ def test_roles_availability_and_prune(lab: Lab, tmp_path: Path) -> None:
 
     pruned = swarmctl("bootstrap", str(b), "--prune", "--json", cwd=tmp_path)
     assert pruned.rc == 0, str(pruned)
-    assert ("lab4", "remove") in {(c["host"], c["action"]) for c in pruned.json()["changes"]}
+    assert ("lab4", "remove") in {(c["name"], c["action"]) for c in pruned.json()["changes"]}
     assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}
 
 
@@ -264,3 +266,49 @@ def test_host_without_the_docker_cli_fails_alone_with_the_reason(lab: Lab, tmp_p
     healed = swarmctl("bootstrap", str(inv), cwd=tmp_path)
     assert healed.rc == 0, str(healed)
     assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}
+
+
+def swarm_snapshot(lab: Lab) -> dict[str, object]:
+    """Everything bootstrap could change: each host's swarm state, each node's role, availability,
+    labels and version."""
+    nodes = {
+        h: (n["ID"], n["Spec"]["Role"], n["Spec"]["Availability"], n["Spec"].get("Labels"), n["Version"]["Index"])
+        for h, n in nodes_by_hostname(lab).items()
+    }
+    return {"states": {name: lab.swarm_state(name) for name in lab.names}, "nodes": nodes}
+
+
+def test_plan_changes_nothing_and_apply_then_does_what_it_showed(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    start = swarmctl("bootstrap", str(lab.write_inventory(tmp_path / "two.yml", {"lab1": "manager", "lab2": "worker"})))
+    assert start.rc == 0, str(start)
+    # lab3 joins, lab2 is drained and loses the label the new inventory does not give it (--prune)
+    text = lab.write_inventory(tmp_path / "three.yml", THREE).read_text()
+    inv = tmp_path / "three.yml"
+    old = 'lab2: {address: 192.168.77.12, role: worker, labels: {kafka.slot: "2"}}'
+    assert old in text
+    inv.write_text(text.replace(old, "lab2: {address: 192.168.77.12, role: worker, availability: drain, labels: {}}"))
+    before = swarm_snapshot(lab)
+
+    plan = swarmctl("bootstrap", str(inv), "--plan", "--json", "--prune", cwd=tmp_path)
+    assert plan.rc == 0, str(plan)
+    planned = plan.json()["changes"]
+    assert {(c["name"], c["action"]) for c in planned} == {
+        ("lab3", "join-worker"),
+        ("lab3", "label"),
+        ("lab2", "availability"),
+        ("lab2", "unlabel"),
+    }, planned
+    human = swarmctl("bootstrap", str(inv), "--plan", "--prune", cwd=tmp_path)
+    assert human.rc == 0 and "1. join-worker node lab3 (as worker)" in human.stdout, str(human)
+    assert swarm_snapshot(lab) == before  # nothing changed: same states, nodes, versions
+    assert not (tmp_path / ".swarmctl").exists()  # a plan does not even remember the inventory
+
+    applied = swarmctl("bootstrap", str(inv), "--json", "--prune", cwd=tmp_path)
+    assert applied.rc == 0, str(applied)
+    assert applied.json()["changes"] == planned
+    nodes = nodes_by_hostname(lab)
+    assert nodes["lab2"]["Spec"]["Availability"] == "drain" and not nodes["lab2"]["Spec"].get("Labels")
+    assert nodes["lab3"]["Spec"]["Labels"] == {"kafka.slot": "3"}
+    again = swarmctl("bootstrap", str(inv), "--plan", "--json", "--prune", cwd=tmp_path)
+    assert again.rc == 0 and again.json()["changes"] == [], str(again)

@@ -62,10 +62,10 @@ def test_plan_deploy_redeploy_and_update(swarm: Lab, tmp_path: Path) -> None:
     plan = deploy(swarm, "app", f, "--plan", "--json")
     assert plan.rc == 0, str(plan)
     assert plan.json()["changes"] == [
-        {"kind": "network", "name": "app_default", "action": "create", "fields": []},
-        {"kind": "network", "name": "app_front", "action": "create", "fields": []},
-        {"kind": "service", "name": "app_app", "action": "create", "fields": []},
-        {"kind": "service", "name": "app_side", "action": "create", "fields": []},
+        {"kind": "network", "name": "app_default", "action": "create", "fields": [], "detail": ""},
+        {"kind": "network", "name": "app_front", "action": "create", "fields": [], "detail": ""},
+        {"kind": "service", "name": "app_app", "action": "create", "fields": [], "detail": ""},
+        {"kind": "service", "name": "app_side", "action": "create", "fields": [], "detail": ""},
     ]
     assert services(swarm, "app") == {}  # --plan changed nothing
 
@@ -95,6 +95,7 @@ def test_plan_deploy_redeploy_and_update(swarm: Lab, tmp_path: Path) -> None:
                 "name": "app_app",
                 "action": "update",
                 "fields": ["Mode.Replicated.Replicas", "TaskTemplate.ContainerSpec.Env"],
+                "detail": "",
             }
         ]
         assert {n: s["Version"]["Index"] for n, s in services(swarm, "app").items()} == versions

@@ -24,7 +24,7 @@ import pytest
 
 from swarmctl.lab import hosts as labhosts
 from swarmctl.lab import images
-from swarmctl.stack.deploy import diff_paths
+from swarmctl.spec import diff_paths
 from tests.e2e.conftest import Lab
 from tests.helpers import swarmctl, wait_for
 

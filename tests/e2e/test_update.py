@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench.zkload import ZkLoad, srvr
-from swarmctl.stack.deploy import _parse_time
+from swarmctl.spec import parse_time
 from tests.e2e.conftest import Lab
 from tests.helpers import Run, swarmctl
 
@@ -111,8 +111,8 @@ def _restart_window(lab: Lab, short: str) -> tuple[float, float]:
     """(when the replacement task was created, when it started running) for the latest restart."""
     with lab.docker("lab1") as api:
         tasks = api.tasks(filters={"service": f"kafka_{short}"})
-    new = max((t for t in tasks if t["DesiredState"] == "running"), key=lambda t: _parse_time(t["CreatedAt"]))
-    return _parse_time(new["CreatedAt"]), _parse_time(new["Status"]["Timestamp"])
+    new = max((t for t in tasks if t["DesiredState"] == "running"), key=lambda t: parse_time(t["CreatedAt"]))
+    return parse_time(new["CreatedAt"]), parse_time(new["Status"]["Timestamp"])
 
 
 def test_force_restarts_one_at_a_time(kafka: Lab) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
+from swarmctl.facts.host import HostFacts, port_targets
+from swarmctl.facts.nodes import NodeView
 from swarmctl.inventory import Host, Inventory, SSHSettings
-from swarmctl.preflight import HostFacts, port_targets
-from swarmctl.swarm import NodeView, duplicate_hostnames, plan_membership, plan_nodes
+from swarmctl.ops.bootstrap import duplicate_hostnames, plan_membership, plan_nodes
 
 
 def host(name: str, role: str, labels: dict[str, str] | None = None, availability: str | None = None) -> Host:
@@ -48,6 +49,11 @@ def node(
 ) -> NodeView:
     spec = {"Role": role, "Availability": availability, "Labels": dict(labels or {})}
     return NodeView(id, hostname, role, availability, dict(labels or {}), state, "", False, "", "20.10", 7, spec)
+
+
+def members(nodes: list[NodeView], **ids: str) -> dict[str, NodeView]:
+    by_id = {n.id: n for n in nodes}
+    return {h: by_id[i] for h, i in ids.items()}
 
 
 def test_fresh_hosts_init_first_manager_and_join_the_rest() -> None:
@@ -130,7 +136,7 @@ def test_node_plan_labels_roles_availability_in_safe_order() -> None:
         node("N2", "m2", "manager", {"old": "x"}),
         node("N3", "m3", "worker"),
     ]
-    plan = plan_nodes(inv, {"m1": "N1", "m2": "N2", "m3": "N3"}, nodes)
+    plan = plan_nodes(inv, members(nodes, m1="N1", m2="N2", m3="N3"), nodes)
     # m1 already matches: no update. m3 is promoted before m2 is demoted.
     assert [u.host for u in plan.updates] == ["m3", "m2"]
     m3, m2 = plan.updates
@@ -148,7 +154,7 @@ def test_node_plan_is_empty_when_everything_matches() -> None:
         node("N3", "m3", "manager"),
         node("N4", "w4"),
     ]
-    plan = plan_nodes(INV, {"m1": "N1", "m2": "N2", "m3": "N3", "w4": "N4"}, nodes)
+    plan = plan_nodes(INV, members(nodes, m1="N1", m2="N2", m3="N3", w4="N4"), nodes)
     assert plan.updates == () and plan.removals == () and plan.warnings == ()
 
 
@@ -158,10 +164,10 @@ def test_extra_nodes_warned_or_pruned() -> None:
         node("OLD", "m1", "worker", state="down"),
         node("X", "stray", "manager"),
     ]
-    plan = plan_nodes(INV, {"m1": "N1"}, nodes)
+    plan = plan_nodes(INV, members(nodes, m1="N1"), nodes)
     assert len(plan.warnings) == 2 and all("--prune" in w for w in plan.warnings)
     assert plan.removals == () and plan.updates == ()
-    pruned = plan_nodes(INV, {"m1": "N1"}, nodes, prune=True)
+    pruned = plan_nodes(INV, members(nodes, m1="N1"), nodes, prune=True)
     assert {n.id for n in pruned.removals} == {"OLD", "X"}
     by_host = {u.node_id: u for u in pruned.updates}
     assert by_host["N1"].spec["Labels"] == {"slot": "1"}  # unlabel extra

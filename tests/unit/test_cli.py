@@ -60,13 +60,16 @@ def test_inventory_from_environment_and_option_after_subcommand(tmp_path: Path) 
 
 
 def test_even_managers_warning_is_printed(tmp_path: Path) -> None:
+    # two managers on loopback ports where nothing listens: the inventory is valid, the warning
+    # comes before any connection, and the connections are refused at once (nothing leaves the machine)
     (tmp_path / "hosts.yml").write_text(
-        "hosts:\n  a: {address: 10.0.0.1, role: manager}\n  b: {address: 10.0.0.2, role: manager}\n"
-        "  c: {address: 10.0.0.3, role: worker, ssh: {identity_file: ./missing}}\n"
+        "ssh: {port: 9, connect_timeout: 2}\n"
+        "hosts:\n  a: {address: 127.0.0.1, role: manager}\n  b: {address: 127.0.0.2, role: manager}\n"
     )
-    run = swarmctl("bootstrap", "hosts.yml", cwd=tmp_path)
-    assert run.rc == 2
-    assert "identity_file ./missing does not exist" in run.stderr
+    run = swarmctl("status", "-i", "hosts.yml", cwd=tmp_path)
+    assert "warning: hosts.yml: 2 managers: raft needs a majority (2)" in run.stderr, str(run)
+    assert "use an odd number" in run.stderr
+    assert run.rc == 1 and "no reachable swarm manager" in run.stderr, str(run)
 
 
 def test_lab_needs_root_and_says_so(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarmctl.stack.reference import service_image
+from swarmctl.compose.reference import service_image
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

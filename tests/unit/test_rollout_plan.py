@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from swarmctl.errors import InputError
-from swarmctl.rollout import Step, plan_order, plan_update
+from swarmctl.ops.update import Step, plan_order, plan_update
 
 
 def service(short: str, image: str = "img:1", env: list[str] | None = None, **labels: str) -> dict[str, Any]:

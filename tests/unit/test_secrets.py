@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from swarmctl import labels
 from swarmctl import secrets as s
+from swarmctl.compose.convert import convert_stack
+from swarmctl.compose.loader import load_stack
 from swarmctl.errors import InputError
-from swarmctl.stack.convert import SECRET_LABEL, convert_stack
-from swarmctl.stack.deploy import Current, plan_stack, superseded_secrets
-from swarmctl.stack.loader import load_stack
+from swarmctl.facts.stack import StackObjects
+from swarmctl.ops.deploy import plan_stack, superseded_secrets
 
 
 @pytest.fixture
@@ -156,7 +158,7 @@ def test_encrypted_secret_in_a_stack_is_versioned_by_content(env: dict[str, str]
     versioned = s.versioned_name("st_db_password", b"first")
     assert set(desired.secrets) == {versioned, "st_plain"}
     obj = desired.secrets[versioned]
-    assert obj.data == b"first" and obj.spec["Labels"][SECRET_LABEL] == "db_password"
+    assert obj.data == b"first" and obj.spec["Labels"][labels.SECRET] == "db_password"
     refs = desired.services["st_app"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
     assert {r["SecretName"]: r["File"]["Name"] for r in refs} == {versioned: "db_password", "st_plain": "plain"}
     # without a key the deploy stops before anything happens
@@ -168,8 +170,10 @@ def test_encrypted_secret_in_a_stack_is_versioned_by_content(env: dict[str, str]
     newer = convert_stack(load_stack("st", [stack], {}, {}), secrets_key=lambda: s.load_key(env))
     assert s.versioned_name("st_db_password", b"second") in newer.secrets
     old = {"ID": "old", "Spec": {"Name": versioned, "Labels": obj.spec["Labels"]}, "Version": {"Index": 1}}
-    current = Current(secrets={versioned: old})
+    current = StackObjects(secrets={versioned: old})
     plan = plan_stack(newer, current, prune=True)
     assert ("secret", versioned, "remove") not in {(c.kind, c.name, c.action) for c in plan.changes}
-    assert superseded_secrets(newer, current, in_use={versioned}) == []
-    assert superseded_secrets(newer, current, in_use=set()) == [versioned]
+    using = {"ID": "s1", "Spec": {"Name": "st_app", "TaskTemplate": {"ContainerSpec": {"Secrets": [
+        {"SecretName": versioned}]}}}}  # fmt: skip
+    assert superseded_secrets(newer, StackObjects(secrets={versioned: old}, services={"st_app": using})) == []
+    assert superseded_secrets(newer, current) == [versioned]

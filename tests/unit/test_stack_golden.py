@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from swarmctl.stack.convert import convert_stack
-from swarmctl.stack.loader import load_stack
+from swarmctl.compose.convert import convert_stack
+from swarmctl.compose.loader import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"

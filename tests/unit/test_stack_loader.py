@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from swarmctl.compose.loader import find_stack_files, load_stack
 from swarmctl.errors import InputError
-from swarmctl.stack.loader import find_stack_files, load_stack
 from tests.helpers import swarmctl
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarmctl.verify import NetworkInfo, NodeInfo, ServiceInfo, StackView, evaluate, names_on, plan_probes
+from swarmctl.facts.nodes import NodeView
+from swarmctl.facts.stack import NetworkInfo, ServiceInfo, StackView
+from swarmctl.ops.verify import evaluate, names_on, plan_probes
 
 NET = "n1"
 
@@ -35,10 +37,12 @@ def svc(
     )
 
 
-NODES = {
-    f"N{i}": NodeInfo(f"N{i}", f"lab{i}", f"192.168.77.1{i}", "manager" if i == 1 else "worker", True)
-    for i in (1, 2, 3)
-}
+def lab_node(i: int) -> NodeView:
+    role = "manager" if i == 1 else "worker"
+    return NodeView(f"N{i}", f"lab{i}", role, "active", {}, "ready", f"192.168.77.1{i}", i == 1, "", "20.10", 1, {})
+
+
+NODES = {f"N{i}": lab_node(i) for i in (1, 2, 3)}
 
 
 def view(*services: ServiceInfo, attachable: bool = True, owners: dict[str, str] | None = None) -> StackView:

@@ -23,18 +23,25 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmctl.engine import Engine
+from swarmctl import labels
+from swarmctl.checks import kafka, tcp, zookeeper
+from swarmctl.checks.probe import ProbePlan, run_probe
+from swarmctl.compose.reference import service_image
+from swarmctl.converge import OnProgress, last_task_error, no_progress, wait_converged, write_service
 from swarmctl.errors import ClusterError, HostError, InputError, SwarmctlError, TimeoutExpired
-from swarmctl.stack.convert import CHECK_LABEL, GROUP_LABEL, IMAGE_LABEL, ORDER_LABEL
-from swarmctl.stack.deploy import Progress, Report, _parse_time, comparable, diff_paths, wait_converged
-from swarmctl.stack.reference import service_image
-from swarmctl.verify import ProbePlan, ServiceInfo, advertised, broker_id, observe, probe_script, run_probe
+from swarmctl.facts.services import read_services
+from swarmctl.facts.stack import ServiceInfo, observe
+from swarmctl.plan import DONE, FAILED, NOT_STARTED, ROLLED_BACK, Change, Notify, Plan, Report, Result, quiet
+from swarmctl.spec import changed_fields
+from swarmctl.transport.engine import Engine
 
 log = logging.getLogger(__name__)
+
+GATE_POLL = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,15 +60,15 @@ class Step:
 
     @property
     def check(self) -> str:
-        return self.labels.get(CHECK_LABEL, "")
+        return self.labels.get(labels.CHECK, "")
 
     @property
     def group(self) -> str:
-        return self.labels.get(GROUP_LABEL, "")
+        return self.labels.get(labels.GROUP, "")
 
     @property
     def order(self) -> int:
-        value = self.labels.get(ORDER_LABEL, "0")
+        value = self.labels.get(labels.ORDER, "0")
         return int(value) if value.lstrip("-").isdigit() else 0
 
     def image_from(self) -> str:
@@ -70,13 +77,19 @@ class Step:
     def image_to(self) -> str:
         return str(self.spec["TaskTemplate"]["ContainerSpec"]["Image"]).split("@")[0]
 
+    def change(self, last: bool = False) -> Change:
+        detail = f"{self.image_from()} -> {self.image_to()}" if self.image_from() != self.image_to() else ""
+        if last:
+            detail = (detail + "; " if detail else "") + "goes last"
+        return Change("service", self.short, "update", self.fields or ("TaskTemplate.ForceUpdate",), detail)
+
 
 @dataclass
 class StepResult:
     name: str
     from_: str
     to: str
-    result: str = "not started"  # updated | rolled back | failed | not started
+    result: str = NOT_STARTED  # updated | rolled back | failed | not started
     seconds: float = 0.0
     detail: str = ""
 
@@ -91,10 +104,16 @@ class StepResult:
         }
 
 
+UPDATED = "updated"
+
+
 class RolloutFailed(ClusterError):
     def __init__(self, message: str, results: list[StepResult]):
         self.results = results
         super().__init__(message)
+
+
+# -- planning (pure) -------------------------------------------------------------------------------
 
 
 def plan_order(steps: list[Step], last: set[str]) -> list[Step]:
@@ -138,14 +157,14 @@ def plan_update(
         if short in images:
             container["Image"] = service_image(images[short])
             # so that a later deploy of the unchanged stack file brings the file's image back
-            spec.setdefault("Labels", {})[IMAGE_LABEL] = images[short]
+            spec.setdefault("Labels", {})[labels.IMAGE] = images[short]
         if short in env:
             variables = dict(item.partition("=")[::2] for item in container.get("Env") or [])
             variables.update(env[short])
             container["Env"] = sorted(f"{k}={v}" for k, v in variables.items())
         if force and (not services or short in services):
             spec["TaskTemplate"]["ForceUpdate"] = int(spec["TaskTemplate"].get("ForceUpdate", 0)) + 1
-        fields = tuple(diff_paths(comparable(spec, {}), comparable(svc["Spec"], {})))
+        fields = tuple(changed_fields(spec, svc["Spec"], {}))
         if fields:
             steps.append(Step(svc["Spec"]["Name"], short, svc, spec, fields))
     if not steps:
@@ -169,42 +188,48 @@ class AppGates:
         self.services = {s.short: s for s in observe(self.engine, self.stack).services}
 
     def _network(self, shorts: list[str]) -> str | None:
-        view_nets: dict[str, int] = {}
+        counts: dict[str, int] = {}
         for short in shorts:
             s = self.services.get(short)
             if s is None:
                 continue
             for nid in s.networks:
-                view_nets[nid] = view_nets.get(nid, 0) + 1
-        if not view_nets:
+                counts[nid] = counts.get(nid, 0) + 1
+        if not counts:
             return None
-        raw = {n["Id"]: n for n in self.engine.call("list networks", self.engine.api.networks)}
-        for nid, _ in sorted(view_nets.items(), key=lambda kv: -kv[1]):
+        raw = {n["Id"]: n for n in self.engine.networks()}
+        for nid, _ in sorted(counts.items(), key=lambda kv: -kv[1]):
             net = raw.get(nid)
             if net and net.get("Attachable"):
                 return str(net["Name"])
         return None
 
+    def _advertised(self, short: str) -> tuple[str, int]:
+        s = self.services[short]
+        return kafka.advertised(s.env, s.short, s.port)
+
     def _probe(
-        self, zookeeper: list[str] | None = None, kafka: list[str] | None = None, tcp: list[str] | None = None
+        self, zk: list[str] | None = None, brokers: list[str] | None = None, ports: list[str] | None = None
     ) -> dict[str, Any]:
-        zookeeper, kafka, tcp = zookeeper or [], kafka or [], tcp or []
-        shorts = [*zookeeper, *kafka, *tcp]
+        zk, brokers, ports = zk or [], brokers or [], ports or []
+        shorts = [*zk, *brokers, *ports]
         network = self._network(shorts)
         if network is None:
             raise ClusterError(f"cannot check {', '.join(shorts)}: none of their networks is attachable")
         plan = ProbePlan(
             node_id="",
             network_id="",
-            dns=[],
-            tcp=[(s, self.services[s].port or 0) for s in tcp],
-            zookeeper=[(s, self.services[s].port or 2181) for s in zookeeper],
-            kafka=[advertised(self.services[s]) for s in kafka],
+            tcp=[(s, self.services[s].port or 0) for s in ports],
+            zookeeper=[(s, self.services[s].port or zookeeper.DEFAULT_PORT) for s in zk],
+            kafka=[self._advertised(s) for s in brokers],
         )
-        return run_probe(self.engine, self.stack, network, plan, self.probe_image, probe_script())
+        return run_probe(self.engine, self.stack, network, plan, self.probe_image)
 
     def members(self, check: str) -> list[str]:
         return sorted(s.short for s in self.services.values() if s.check == check and s.port)
+
+    def _modes(self, result: dict[str, Any], zk: list[str]) -> dict[str, str]:
+        return {m: zookeeper.member_mode(result, m, self.services[m].port or zookeeper.DEFAULT_PORT) for m in zk}
 
     def goes_last(self) -> set[str]:
         """The ZooKeeper leader and the Kafka controller, right now."""
@@ -212,17 +237,17 @@ class AppGates:
         zk, brokers = self.members("zookeeper"), self.members("kafka")
         if not zk and not brokers:
             return last
-        result = self._probe(zookeeper=zk, kafka=brokers)
-        for s in zk:
-            if result["zookeeper"].get(f"{s}:{self.services[s].port}", {}).get("mode") == "leader":
-                last.add(s)
+        result = self._probe(zk=zk, brokers=brokers)
+        lead = zookeeper.leader(self._modes(result, zk))
+        if lead:
+            last.add(lead)
         controllers = set()
         for s in brokers:
-            md = result["kafka"].get("{}:{}".format(*advertised(self.services[s])), {}).get("metadata")
+            md = kafka.broker_answer(result, *self._advertised(s)).get("metadata")
             if md:
                 controllers.add(md["controller"])
         for s in brokers:
-            if broker_id(self.services[s]) in controllers and len(controllers) == 1:
+            if len(controllers) == 1 and kafka.broker_id(self.services[s].env) in controllers:
                 last.add(s)
         return last
 
@@ -233,40 +258,24 @@ class AppGates:
             return True, "no application check"
         if s.check == "zookeeper":
             zk = self.members("zookeeper")
-            result = self._probe(zookeeper=zk)
-            modes = {m: result["zookeeper"].get(f"{m}:{self.services[m].port}", {}) for m in zk}
-            seen = {m: r.get("mode") or r.get("error", "no answer") for m, r in modes.items()}
-            leaders = [m for m, mode in seen.items() if mode == "leader"]
-            followers = [m for m, mode in seen.items() if mode == "follower"]
-            ok = seen.get(short) in ("leader", "follower", "standalone") and (
-                (len(leaders) == 1 and len(followers) == len(zk) - 1) or (len(zk) == 1 and seen[short] == "standalone")
-            )
-            return ok, ", ".join(f"{m}: {mode}" for m, mode in sorted(seen.items()))
+            modes = self._modes(self._probe(zk=zk), zk)
+            ok = zookeeper.judge_member(modes.get(short, "no answer")).ok and zookeeper.judge_ensemble(modes).ok
+            return ok, ", ".join(f"{m}: {mode}" for m, mode in sorted(modes.items()))
         if s.check == "kafka":
-            brokers = self.members("kafka")
-            result = self._probe(kafka=brokers)
-            host, port = advertised(s)
-            mine = result["kafka"].get(f"{host}:{port}", {})
-            md = mine.get("metadata")
-            if not md:
-                return False, f"{short} at {host}:{port}: {mine.get('error', 'no answer')}"
-            ids = {b["id"] for b in md["brokers"] if b["host"] == host and b["port"] == port}
-            want = broker_id(s)
-            if want is not None and ids != {want}:
-                return False, f"{short} answers with broker id {sorted(ids)}, expected {want}"
-            registered = {b["id"] for b in md["brokers"]}
-            under = [
-                f"{t['name']}/{p['index']}"
-                for t in md["topics"]
-                for p in t["partitions"]
-                if sorted(p["isr"]) != sorted(p["replicas"])
-            ]
-            if len(registered) > 1 and under:
-                return False, f"{len(under)} under-replicated partitions ({', '.join(under[:5])})"
-            return True, f"broker {want} answers" + ("" if len(registered) > 1 else " (standalone)")
-        result = self._probe(tcp=[short])
-        r = result["tcp"].get(f"{short}:{s.port}", {})
-        return r.get("result") == "open", f"{short}:{s.port} {r.get('result', 'not tried')}"
+            host, port = self._advertised(short)
+            found = kafka.broker_answer(self._probe(brokers=self.members("kafka")), host, port)
+            want = kafka.broker_id(s.env)
+            v = kafka.judge_broker(found, host, port, want)
+            if not v.ok:
+                return False, f"{short} at {host}:{port}: {v.got}" + (f" ({v.detail})" if v.detail else "")
+            md = found["metadata"]
+            cluster = len(kafka.registered(md)) > 1
+            replication = kafka.judge_replication(md)
+            if cluster and not replication.ok:
+                return False, f"{replication.got} partitions {replication.detail}"
+            return True, f"broker {want} answers" + ("" if cluster else " (standalone)")
+        seen = tcp.answer(self._probe(ports=[short]), short, s.port or 0)
+        return tcp.judge_port(seen).ok, f"{short}:{s.port} {seen}"
 
     def wait(self, short: str, timeout: float) -> str:
         """Poll the application gate until it passes; TimeoutExpired with what was seen last."""
@@ -280,73 +289,42 @@ class AppGates:
                 return seen
             if time.monotonic() > deadline:
                 raise TimeoutExpired(f"application check of {short} did not pass in {timeout:g}s: {seen}")
-            time.sleep(1)
+            time.sleep(GATE_POLL)
 
 
 # -- the rollout ----------------------------------------------------------------------------------------
 
 
-def _update(engine: Engine, step: Step, spec: Mapping[str, Any], rollback: bool = False) -> float:
-    current = engine.call(f"inspect service {step.name}", engine.api.inspect_service, step.current["ID"])
-    params: dict[str, Any] = {"_args": (current["ID"],), "version": current["Version"]["Index"]}
-    if rollback:
-        params["rollback"] = "previous"
-    engine.request(
-        f"{'roll back' if rollback else 'update'} service {step.name}",
-        "POST",
-        "/services/{0}/update",
-        dict(spec),
-        params=params,
-    )
-    after = engine.call(f"inspect service {step.name}", engine.api.inspect_service, current["ID"])
-    return _parse_time(after.get("UpdatedAt"))
-
-
-def _last_task_error(engine: Engine, service_id: str) -> str:
-    tasks = engine.call("list tasks", engine.api.tasks, filters={"service": service_id})
-    failed = [t for t in tasks if (t.get("Status") or {}).get("State") in ("failed", "rejected", "complete")]
-    failed.sort(key=lambda t: _parse_time((t.get("Status") or {}).get("Timestamp")))
-    if not failed:
-        return ""
-    st = failed[-1]["Status"]
-    return f"{st.get('State')}: {st.get('Err') or st.get('Message', '')}".strip()
-
-
-def _roll_back(engine: Engine, step: Step, report: Report, timeout: float) -> str:
+def _roll_back(engine: Engine, step: Step, notify: Notify, timeout: float) -> str:
     """Bring the service back to the spec it had before this rollout."""
-    svc = engine.call(f"inspect service {step.name}", engine.api.inspect_service, step.current["ID"])
+    svc = engine.inspect_service(step.current["ID"])
     state = (svc.get("UpdateStatus") or {}).get("State", "")
     if state == "rollback_completed":
         return "rolled back by swarm (failure_action rollback)"
     if state != "rollback_started":
-        report(f"{step.short}: rolling back")
-        _update(engine, step, svc.get("PreviousSpec") or step.current["Spec"], rollback=True)
+        notify(f"{step.short}: rolling back")
+        write_service(engine, step.current["ID"], svc.get("PreviousSpec") or step.current["Spec"], rollback=True,
+                      what=step.name)  # fmt: skip
     deadline = time.monotonic() + timeout
     while True:
-        svc = engine.call(f"inspect service {step.name}", engine.api.inspect_service, step.current["ID"])
+        svc = engine.inspect_service(step.current["ID"])
         state = (svc.get("UpdateStatus") or {}).get("State", "")
         if state in ("rollback_completed", "rollback_paused") or state == "":
-            back = not diff_paths(comparable(svc["Spec"], {}), comparable(step.current["Spec"], {}))
+            back = not changed_fields(svc["Spec"], step.current["Spec"], {})
             return "rolled back" + ("" if back else f" (swarm says {state or 'done'}; the spec differs from before)")
         if time.monotonic() > deadline:
             return f"rollback still {state} after {timeout:g}s"
-        time.sleep(1)
+        time.sleep(GATE_POLL)
 
 
-def roll_out(
-    engine: Engine,
-    steps: list[Step],
-    gates: AppGates | None,
-    timeout: float,
-    report: Report = lambda _: None,
-    on_progress: Callable[[Progress], None] = lambda p: None,
-    on_start: Callable[[list[Step]], None] = lambda steps: None,
-) -> list[StepResult]:
-    """Update ``steps`` one at a time behind the gates; raise RolloutFailed at the first failure."""
-    if not steps:
-        return []
+def prepare(steps: list[Step], gates: AppGates | None) -> tuple[list[Step], set[str]]:
+    """Order the steps (asking the gates who goes last) after checking the application is healthy.
+
+    Raises:
+        RolloutFailed: a service with an application check is unhealthy before anything changed.
+    """
     last: set[str] = set()
-    if gates is not None:
+    if gates is not None and steps:
         gates.refresh()
         if any(s.check for s in steps):
             last = gates.goes_last()
@@ -358,27 +336,40 @@ def roll_out(
                             f"not starting: {s.short} is not healthy before the update ({seen}); nothing was changed",
                             [StepResult(x.short, x.image_from(), x.image_to()) for x in steps],
                         )
-    ordered = plan_order(steps, last)
-    on_start(ordered)
+    return plan_order(steps, last), last
+
+
+def roll_out(
+    engine: Engine,
+    steps: list[Step],
+    gates: AppGates | None,
+    timeout: float,
+    notify: Notify = quiet,
+    on_progress: OnProgress = no_progress,
+) -> list[StepResult]:
+    """Update ``steps`` one at a time behind the gates; raise RolloutFailed at the first failure."""
+    if not steps:
+        return []
+    ordered, _ = prepare(steps, gates)
     results = [StepResult(s.short, s.image_from(), s.image_to()) for s in ordered]
     for step, result in zip(ordered, results, strict=True):
         t0 = time.monotonic()
-        report(f"update service {step.name} ({', '.join(step.fields) or 'forced restart'})")
+        notify(f"update service {step.name} ({', '.join(step.fields) or 'forced restart'})")
         try:
-            written = _update(engine, step, step.spec)
+            written, _ = write_service(engine, step.current["ID"], step.spec, what=step.name)
             wait_converged(engine, [step.name], {step.name: written}, timeout, on_progress)
             if gates is not None and step.check:
                 gates.refresh()
                 seen = gates.wait(step.short, timeout)
-                report(f"{step.short}: application check passed ({seen})")
+                notify(f"{step.short}: application check passed ({seen})")
         except SwarmctlError as e:
             result.seconds = time.monotonic() - t0
-            error = _last_task_error(engine, step.current["ID"])
-            rolled = _roll_back(engine, step, report, timeout)
-            result.result = "rolled back" if rolled.startswith("rolled back") else "failed"
+            error = last_task_error(engine, step.current["ID"])
+            rolled = _roll_back(engine, step, notify, timeout)
+            result.result = ROLLED_BACK if rolled.startswith("rolled back") else FAILED
             result.detail = f"{e}" + (f"; last task error: {error}" if error else "") + f"; {rolled}"
-            untouched = [r.name for r in results if r.result == "not started"]
-            done = [r.name for r in results if r.result == "updated"]
+            untouched = [r.name for r in results if r.result == NOT_STARTED]
+            done = [r.name for r in results if r.result == UPDATED]
             raise RolloutFailed(
                 f"update of {step.short} failed: {e}"
                 + (f" (last task error: {error})" if error else "")
@@ -387,7 +378,58 @@ def roll_out(
                 + (f"; left as they were: {', '.join(untouched)}" if untouched else ""),
                 results,
             ) from e
-        result.result = "updated"
+        result.result = UPDATED
         result.seconds = time.monotonic() - t0
-        report(f"{step.short}: updated in {result.seconds:.1f}s")
+        notify(f"{step.short}: updated in {result.seconds:.1f}s")
     return results
+
+
+def read_stack_services(engine: Engine, stack: str) -> dict[str, dict[str, Any]]:
+    """The stack's services by full name.
+
+    Raises:
+        ClusterError: the stack has none.
+    """
+    current = {svc["Spec"]["Name"]: svc for svc in read_services(engine, stack)}
+    if not current:
+        raise ClusterError(f"no stack {stack!r} on this swarm")
+    return current
+
+
+def update_stack(
+    engine: Engine,
+    stack: str,
+    services: list[str],
+    images: Mapping[str, str],
+    env: Mapping[str, Mapping[str, str]],
+    force: bool,
+    gates: AppGates | None,
+    timeout: float,
+    plan_only: bool = False,
+    notify: Notify = quiet,
+    on_progress: OnProgress = no_progress,
+) -> Report:
+    """The update operation: read the stack's services, plan the steps (pure), order them, roll them out.
+
+    Returns:
+        A Report whose plan lists the updates in rollout order; unless ``plan_only``, a Result
+        per step and ``data["services"]`` (StepResult per service).
+
+    Raises:
+        InputError: unknown services or nothing to change; RolloutFailed: see ``roll_out``.
+    """
+    steps = plan_update(stack, read_stack_services(engine, stack), services, images, env, force)
+    if plan_only:
+        last: set[str] = set()
+        if gates is not None:
+            gates.refresh()
+            if any(s.check for s in steps):
+                last = gates.goes_last()
+        ordered = plan_order(steps, last)
+        return Report(plan=Plan(tuple(s.change(s.short in last) for s in ordered)))
+    results = roll_out(engine, steps, gates, timeout, notify, on_progress)
+    by_short = {s.short: s for s in steps}
+    report = Report(plan=Plan(tuple(by_short[r.name].change() for r in results)), data={"services": results})
+    for r in results:
+        report.results.append(Result(by_short[r.name].change(), DONE, r.detail, r.seconds))
+    return report

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarmctl.compose.interpolate import chain_lookup, interpolate, parse_dotenv
+from swarmctl.compose.schema import FileChecker, FileContext, check_merged_service
 from swarmctl.errors import InputError
-from swarmctl.stack.interpolate import chain_lookup, interpolate, parse_dotenv
-from swarmctl.stack.schema import FileChecker, FileContext, check_merged_service
 from swarmctl.yamlfile import load_yaml
 
 STACK_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")

@@ -15,20 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarmctl import labels as label
 from swarmctl import secrets as secret_files
+from swarmctl.compose.loader import StackConfig
+from swarmctl.compose.reference import service_image
 from swarmctl.errors import InputError
 from swarmctl.secrets import SecretKey
-from swarmctl.stack.loader import StackConfig
-from swarmctl.stack.reference import service_image
 
-NAMESPACE_LABEL = "com.docker.stack.namespace"
-IMAGE_LABEL = "com.docker.stack.image"
-DIGEST_LABEL = "io.swarmctl.digest"  # sha256 of a secret's data: swarm never returns secret data
-SECRET_LABEL = "io.swarmctl.secret"  # on a content-versioned (encrypted) secret: its name in the stack file
-CHECK_LABEL = "io.swarmctl.check"  # x-swarmctl.check: the application check verify runs
-PORT_LABEL = "io.swarmctl.port"  # x-swarmctl.port
-GROUP_LABEL = "io.swarmctl.rollout.group"  # x-swarmctl.rollout.group
-ORDER_LABEL = "io.swarmctl.rollout.order"  # x-swarmctl.rollout.order
 DEFAULT_NETWORK = "default"
 
 
@@ -68,7 +61,7 @@ def scope(stack: str, name: str) -> str:
 
 def stack_labels(stack: str, labels: Mapping[str, Any] | None) -> dict[str, str]:
     out = {k: ("" if v is None else str(v)) for k, v in (labels or {}).items()}
-    out[NAMESPACE_LABEL] = stack
+    out[label.NAMESPACE] = stack
     return out
 
 
@@ -146,14 +139,14 @@ def _file_objects(
             content = secret_files.read_secret(Path(obj["file"]), secrets_key())
             # swarm secrets cannot change: new content gets a new name, and services move to it
             full = names[name] = secret_files.versioned_name(full, content)
-            labels[SECRET_LABEL] = name
+            labels[label.SECRET] = name
         spec: dict[str, Any] = {"Name": full, "Labels": labels}
         if obj.get("driver"):
             spec["Driver"] = {"Name": obj["driver"], "Options": dict(obj.get("driver_opts", {}))}
         if obj.get("template_driver"):
             spec["Templating"] = {"Name": obj["template_driver"]}
         if kind == "secrets":
-            spec["Labels"][DIGEST_LABEL] = hashlib.sha256(content).hexdigest()
+            spec["Labels"][label.DIGEST] = hashlib.sha256(content).hexdigest()
         out[full] = FileObject(full, spec, content)
     return out, external, names
 
@@ -259,14 +252,14 @@ def convert_service(config: StackConfig, name: str, secret_names: Mapping[str, s
     if "logging" in s:
         task["LogDriver"] = {"Name": s["logging"].get("driver", ""), "Options": dict(s["logging"].get("options", {}))}
 
-    labels = {**stack_labels(stack, deploy.get("labels")), IMAGE_LABEL: s["image"]}
+    labels = {**stack_labels(stack, deploy.get("labels")), label.IMAGE: s["image"]}
     ext = s.get("x-swarmctl") or {}
-    for key, label in (("check", CHECK_LABEL), ("port", PORT_LABEL)):
+    for key, tag in (("check", label.CHECK), ("port", label.PORT)):
         if key in ext:
-            labels[label] = str(ext[key])
-    for key, label in (("group", GROUP_LABEL), ("order", ORDER_LABEL)):
+            labels[tag] = str(ext[key])
+    for key, tag in (("group", label.GROUP), ("order", label.ORDER)):
         if key in ext.get("rollout", {}):
-            labels[label] = str(ext["rollout"][key])
+            labels[tag] = str(ext["rollout"][key])
     spec: dict[str, Any] = {
         "Name": scope(stack, name),
         "Labels": labels,

@@ -1,4 +1,4 @@
-"""Facts about each host, read before anything changes: engine, swarm membership, kernel, ports.
+"""Facts about each host, read before anything changes (preflight): engine, swarm membership, kernel, ports.
 
 Everything here only reads. Results are per host; a host that fails is a value, not an exception.
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from swarmctl.engine import MIN_ENGINE, Session, missing_cli_message, parse_engine_version
 from swarmctl.errors import HostError
 from swarmctl.inventory import Host
-from swarmctl.ssh import Outcome
+from swarmctl.transport.engine import MIN_ENGINE, Session, missing_cli_message, parse_engine_version
+from swarmctl.transport.ssh import Outcome
 
 SWARM_PORT = 2377  # manager API, tcp
 GOSSIP_PORT = 7946  # node gossip, tcp + udp
@@ -118,7 +118,7 @@ def read_facts(session: Session, host: Host) -> HostFacts:
     if not kv.get("docker_cli"):
         raise HostError(host.name, missing_cli_message(kv.get("cli_package", ""), bool(kv.get("dockerd"))))
     engine = session.engine(host)
-    version = engine.call("read engine version", engine.api.version, api_version=False)
+    version = engine.version()
     engine_version = str(version.get("Version", "0"))
     if parse_engine_version(engine_version)[:2] < MIN_ENGINE:
         need = ".".join(map(str, MIN_ENGINE))

@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 
 import paramiko
 
-from swarmctl.errors import HostError, HostKeyError, HostsFailed, SSHError, SwarmctlError
+from swarmctl.errors import HostError, HostKeyError, SSHError, SwarmctlError
 from swarmctl.inventory import Host
 
 log = logging.getLogger(__name__)
@@ -328,14 +328,6 @@ def fan_out(
     return results
 
 
-def raise_failures(outcomes: dict[str, Outcome[T]], action: str) -> dict[str, T]:
-    """Values of a fan-out, or one HostsFailed naming every failed host."""
-    failed = {name: o.error for name, o in outcomes.items() if o.error is not None}
-    if failed:
-        raise HostsFailed(action, failed)
-    return {name: o.value for name, o in outcomes.items()}  # type: ignore[misc]
-
-
 class Pool:
     """The connections of one swarmctl invocation: one per host, opened lazily, closed together."""
 
@@ -352,9 +344,6 @@ class Pool:
     def connection(self, host: Host | str) -> Connection:
         name = host if isinstance(host, str) else host.name
         return self._connections[name]
-
-    def add(self, host: Host) -> Connection:
-        return self._connections.setdefault(host.name, Connection(host))
 
     def fan_out(self, hosts: Iterable[Host], fn: Callable[[Host], T]) -> dict[str, Outcome[T]]:
         return fan_out(hosts, fn, self.parallel)

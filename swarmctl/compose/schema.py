@@ -14,7 +14,6 @@ the key ``"_at"`` so that a dangling reference is reported where it was written.
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -22,9 +21,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from swarmctl.compose.interpolate import Interpolated, Lookup
 from swarmctl.errors import InputError
-from swarmctl.stack.interpolate import Interpolated, Lookup
-from swarmctl.yamlfile import LineDict, LineList, type_name
+from swarmctl.yamlfile import LineDict, LineList, suggest, type_name
 
 SERVICE_KEYS = (
     "build", "cap_add", "cap_drop", "cgroup_parent", "cgroupns_mode", "command", "configs", "container_name",
@@ -92,11 +91,6 @@ class FileContext:
     warnings: list[str] = field(default_factory=list)
 
 
-def _suggest(key: str, allowed: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 class FileChecker:
     """Check and normalize one compose file (already interpolated)."""
 
@@ -126,7 +120,7 @@ class FileChecker:
                 raise self.error(path, f"keys must be strings, not {key!r}", d.line_of(key))
             if key in allowed or (extensions and key.startswith("x-")):
                 continue
-            raise self.error(path, f"unknown key {key!r}{_suggest(key, allowed)}", d.line_of(key))
+            raise self.error(path, f"unknown key {key!r}{suggest(key, allowed)}", d.line_of(key))
 
     def string(self, value: Any, path: str, line: int, numbers: bool = False) -> str:
         if isinstance(value, str):
@@ -171,7 +165,7 @@ class FileChecker:
     def choice(self, value: Any, choices: tuple[str, ...], path: str, line: int) -> str:
         text = self.string(value, path, line)
         if text not in choices:
-            raise self.error(path, f"must be one of {', '.join(choices)}, not {text!r}{_suggest(text, choices)}", line)
+            raise self.error(path, f"must be one of {', '.join(choices)}, not {text!r}{suggest(text, choices)}", line)
         return text
 
     def duration(self, value: Any, path: str, line: int) -> int:
@@ -1027,13 +1021,3 @@ def parse_size(text: str) -> int | None:
     except InvalidOperation:
         return None
     return int(amount * _SIZE_UNITS[(m.group(2) or "").lower()])
-
-
-def format_duration(ns: int) -> str:
-    """Nanoseconds as a short Go-style duration (for messages)."""
-    if ns % 10**9 == 0:
-        s = ns // 10**9
-        h, rest = divmod(s, 3600)
-        m, sec = divmod(rest, 60)
-        return (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{sec}s" if sec or not (h or m) else "")
-    return f"{ns / 10**9:g}s"

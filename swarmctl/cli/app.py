@@ -1,0 +1,152 @@
+"""The command group, its shared options, and the entry point that turns errors into one line.
+
+Command modules (``cli.swarm``, ``cli.stack``, ``cli.secrets``, ``cli.lab``) each parse their
+arguments, call one operation and render its result (``cli.render``). Operations are imported
+inside the commands, so that ``swarmctl --help`` does not load the Docker SDK and paramiko.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from swarmctl import __version__
+from swarmctl.cli.render import error_line, warn
+from swarmctl.errors import ExitStatus, SwarmctlError
+
+DEBUG_LOG = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "swarmctl" / "debug.log"
+
+
+class Obj:
+    """Options of the top-level group, handed to every subcommand."""
+
+    def __init__(self, inventory: str | None = None, verbose: int = 0):
+        self.inventory = inventory
+        self.verbose = verbose
+
+    def inventory_path(self) -> Path:
+        from swarmctl.inventory import resolve_inventory_path
+
+        return resolve_inventory_path(self.inventory, os.environ, Path.cwd())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "-i",
+    "--inventory",
+    metavar="FILE",
+    help="Inventory (hosts.yml). Default: $SWARMCTL_INVENTORY, then the one last bootstrapped here.",
+)
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
+@click.version_option(__version__, prog_name="swarmctl")
+@click.pass_context
+def cli(ctx: click.Context, inventory: str | None, verbose: int) -> None:
+    """Stand up and run Docker Swarm clusters over SSH."""
+    _setup_logging(verbose)
+    ctx.obj = Obj(inventory, verbose)
+
+
+def _set_inventory(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(Obj).inventory = value
+
+
+def _add_verbosity(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        obj = ctx.ensure_object(Obj)
+        obj.verbose += value
+        _setup_logging(obj.verbose)
+
+
+def common_options(fn: Any) -> Any:
+    """-i and -v are accepted after the subcommand too: `swarmctl status -i hosts.yml`."""
+    fn = click.option(
+        "-i",
+        "--inventory",
+        "inventory_option",
+        metavar="FILE",
+        expose_value=False,
+        callback=_set_inventory,
+        help="Inventory (hosts.yml).",
+    )(fn)
+    fn = click.option("-v", "--verbose", count=True, expose_value=False, callback=_add_verbosity, help="More detail.")(
+        fn
+    )
+    return fn
+
+
+def json_option(what: str) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON (only JSON on stdout).")
+
+
+def plan_option(fn: Any) -> Any:
+    return click.option("--plan", "plan_only", is_flag=True, help="Show what would change; change nothing.")(fn)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def load_inventory(obj: Obj, explicit: str | None = None) -> Any:
+    """The inventory of this command (its warnings shown once)."""
+    from swarmctl.inventory import load_inventory as load
+
+    path = Path(explicit) if explicit else obj.inventory_path()
+    inv = load(path)
+    for w in inv.warnings:
+        warn(f"{path}: {w}")
+    return inv
+
+
+def probe_image(inv: Any, explicit: str | None) -> str:
+    from swarmctl.checks.probe import DEFAULT_IMAGE
+
+    return explicit or os.environ.get("PROBE_IMAGE") or inv.vars.get("PROBE_IMAGE") or DEFAULT_IMAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map expected errors to one line and an exit status, bugs to a logged traceback."""
+    try:
+        rv = cli.main(args=argv, prog_name="swarmctl", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else ExitStatus.OK
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+        return ExitStatus.USAGE
+    except click.UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        error_line(f"{e.format_message()}{hint}")
+        return ExitStatus.USAGE
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        error_line("interrupted")
+        return ExitStatus.INTERRUPTED
+    except SwarmctlError as e:
+        error_line(str(e))
+        return e.exit_status
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else ExitStatus.FAILURE
+    except Exception as e:  # a bug: keep the traceback out of the user's face, but keep it
+        error_line(f"internal error: {type(e).__name__}: {e}; {_save_traceback()}")
+        return ExitStatus.INTERNAL
+
+
+def _save_traceback() -> str:
+    try:
+        DEBUG_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with open(DEBUG_LOG, "a", encoding="utf-8") as f:
+            f.write(traceback.format_exc() + "\n")
+        return f"the traceback is in {DEBUG_LOG}; please report it"
+    except OSError:
+        return "please report it with the command you ran"

@@ -1,0 +1,130 @@
+"""secrets: encrypted at rest in secrets/, decrypted only in memory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from swarmctl.cli.app import cli
+from swarmctl.cli.render import emit_json, say, table
+
+
+@cli.group()
+def secrets() -> None:
+    """Secrets encrypted at rest (AES-256-GCM) in secrets/, decrypted only in memory."""
+
+
+_secrets_dir = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("secrets"),
+    show_default=True,
+    help="Where the encrypted secret files live.",
+)
+
+
+@secrets.command("init")
+def secrets_init() -> None:
+    """Create a new random key file (mode 0600); never overwrites one.
+
+    Example: swarmctl secrets init
+    """
+    from swarmctl.secrets import create_key_file
+
+    path, key = create_key_file(os.environ)
+    say(f"created {path} (key fingerprint {key.fingerprint})")
+    say("back it up somewhere safe: without it the secrets cannot be decrypted")
+
+
+@secrets.command("set")
+@click.argument("name")
+@click.option("--from-file", "from_file", type=click.Path(dir_okay=False, path_type=Path), help="Read the value here.")
+@_secrets_dir
+def secrets_set(name: str, from_file: Path | None, directory: Path) -> None:
+    """Encrypt a value into DIR/NAME.enc, from --from-file or stdin (never from the command line).
+
+    Example: swarmctl secrets set db_password < password.txt
+    """
+    from swarmctl.errors import InputError
+    from swarmctl.secrets import SUFFIX, check_name, load_key, write_secret
+
+    check_name(name)
+    key = load_key(os.environ)
+    if from_file is not None:
+        try:
+            value = from_file.read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read: {e.strerror or e}", from_file) from None
+    elif sys.stdin.isatty():
+        value = click.prompt(f"value of {name}", hide_input=True, confirmation_prompt=True, err=True).encode()
+    else:
+        value = sys.stdin.buffer.read()
+    if not value:
+        raise InputError("the value is empty")
+    path = directory / f"{name}{SUFFIX}"
+    write_secret(path, value, key)
+    say(f"{path}: {len(value)} bytes, key {key.fingerprint}")
+
+
+@secrets.command("list")
+@_secrets_dir
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def secrets_list(directory: Path, as_json: bool) -> None:
+    """Names and sizes of the secrets, and the key's fingerprint (never a value).
+
+    Example: swarmctl secrets list
+    """
+    from swarmctl.secrets import list_secrets, load_key
+
+    key = load_key(os.environ)
+    listed = list_secrets(directory, key)
+    if as_json:
+        emit_json(
+            {
+                "key": key.fingerprint,
+                "secrets": [{"name": x.name, "bytes": x.size, "file": str(x.path)} for x in listed],
+            }
+        )
+        return
+    rows = [(x.name, str(x.size), str(x.path)) for x in listed]
+    click.echo(table(rows, ("NAME", "BYTES", "FILE")) if rows else f"no secrets in {directory}")
+    click.echo(f"key: {key.fingerprint} ({key.source})")
+
+
+@secrets.command("show")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Write the value even when stdout is not a terminal.")
+@_secrets_dir
+def secrets_show(name: str, force: bool, directory: Path) -> None:
+    """Print a secret's value - only to a terminal, unless --force.
+
+    Example: swarmctl secrets show db_password
+    """
+    from swarmctl.errors import InputError
+    from swarmctl.secrets import SUFFIX, check_name, load_key, read_secret
+
+    check_name(name)
+    if not sys.stdout.isatty() and not force:
+        raise InputError("refusing to write a secret to a pipe or a file; add --force if that is what you want")
+    value = read_secret(directory / f"{name}{SUFFIX}", load_key(os.environ))
+    sys.stdout.buffer.write(value)
+    if sys.stdout.isatty() and not value.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+
+
+@secrets.command("rekey")
+@_secrets_dir
+def secrets_rekey(directory: Path) -> None:
+    """Re-encrypt every secret under a new key, all or nothing; the key file gets the new key.
+
+    Example: swarmctl secrets rekey
+    """
+    from swarmctl.secrets import rekey
+
+    old, new, count = rekey(directory, os.environ)
+    say(f"re-encrypted {count} secrets in {directory}: key {old.fingerprint} -> {new.fingerprint} ({new.source})")

@@ -1,0 +1,270 @@
+"""deploy, update, verify and rm: stacks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from swarmctl.cli.app import Obj, cli, common_options, json_option, load_inventory, plan_option, probe_image
+from swarmctl.cli.render import (
+    emit_json,
+    failed_summary,
+    notifier,
+    progress_callback,
+    render_checks,
+    render_plan,
+    render_warnings,
+    say,
+    table,
+)
+from swarmctl.errors import ClusterError, InputError
+
+VERIFY_AFTER_DEPLOY = 30.0  # names take a moment to reach every node's DNS after the tasks run
+
+
+def key_loader() -> Any:
+    """Loads the secrets key once, the first time an encrypted secret needs it."""
+    from swarmctl.secrets import load_key
+
+    cache: list[Any] = []
+
+    def get() -> Any:
+        if not cache:
+            cache.append(load_key(os.environ))
+        return cache[0]
+
+    return get
+
+
+_probe_image_option = click.option(
+    "--probe-image", metavar="IMAGE", help="Image with python3 for the probes (default: PROBE_IMAGE var)."
+)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-f", "--file", "files", multiple=True, metavar="FILE", help="Stack file (repeat: later files override).")
+@plan_option
+@click.option("--no-wait", is_flag=True, help="Do not wait for the services to converge.")
+@click.option("--prune", is_flag=True, help="Remove services, networks, secrets and configs the files no longer have.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait.")
+@click.option("--no-verify", is_flag=True, help="Do not run `swarmctl verify` after the stack converged.")
+@_probe_image_option
+@json_option("{changes, services, converged, seconds}")
+@common_options
+@click.pass_obj
+def deploy(
+    obj: Obj,
+    name: str,
+    files: tuple[str, ...],
+    plan_only: bool,
+    no_wait: bool,
+    prune: bool,
+    timeout: float,
+    no_verify: bool,
+    probe_image: str | None,
+    as_json: bool,
+) -> None:
+    """Deploy stack NAME (stacks/NAME/stack.yml, or the -f files) and wait until it converged.
+
+    Example: swarmctl deploy web -f web.yml --plan
+    """
+    from swarmctl.compose.convert import convert_stack
+    from swarmctl.compose.loader import find_stack_files, load_stack
+    from swarmctl.ops.deploy import deploy_and_verify
+    from swarmctl.transport.engine import Session
+
+    inv = load_inventory(obj)
+    paths = find_stack_files(name, list(files), Path.cwd())
+    config = load_stack(name, paths, os.environ, inv.vars)
+    render_warnings(config.warnings)
+    desired = convert_stack(config, secrets_key=key_loader())
+    image = _image(inv, probe_image)
+    with Session(inv) as session:
+        report = deploy_and_verify(
+            session,
+            desired,
+            prune=prune,
+            plan_only=plan_only,
+            wait=not no_wait,
+            timeout=timeout,
+            probe_image=image,
+            verify=not no_verify,
+            verify_wait=VERIFY_AFTER_DEPLOY,
+            notify=notifier(as_json),
+            on_progress=progress_callback(as_json),
+        )
+    if plan_only:
+        if as_json:
+            emit_json(report.plan.json())
+        else:
+            render_plan(report.plan, f"no changes: stack {name} matches its files")
+        return
+    verified = report.data.get("verify")
+    if as_json:
+        emit_json(report.json())
+    else:
+        render_warnings(report.warnings)
+        if not report.plan.changes:
+            say(f"no changes: stack {name} matches its files")
+        if verified is not None:
+            render_checks(name, verified.data["checks"], verified.data["seconds"], verified.data["rounds"])
+        elif report.data.get("services"):
+            say(f"stack {name}: {len(report.data['services'])} services converged in {report.data['seconds']:.1f}s")
+    if verified is not None and not verified.data["ok"]:
+        summary = "" if as_json else f": {failed_summary(verified.data['checks'])}"
+        raise ClusterError(f"stack {name} converged but verify failed{summary}")
+
+
+def _image(inv: Any, explicit: str | None) -> str:
+    return probe_image(inv, explicit)
+
+
+@cli.command()
+@click.argument("name")
+@_probe_image_option
+@click.option(
+    "--wait", "wait", type=click.FloatRange(min=0), default=0, show_default=True,
+    help="Check again for up to SECONDS until every check passes.",
+)  # fmt: skip
+@json_option("{ok, checks}")
+@common_options
+@click.pass_obj
+def verify(obj: Obj, name: str, probe_image: str | None, wait: float, as_json: bool) -> None:
+    """Check stack NAME from inside its overlay networks on every node: DNS, VIPs, ZooKeeper, Kafka.
+
+    Example: swarmctl verify kafka
+    """
+    from swarmctl.compose.loader import check_stack_name
+    from swarmctl.ops.verify import verify_stack
+    from swarmctl.transport.engine import Session
+
+    check_stack_name(name)
+    inv = load_inventory(obj)
+    with Session(inv) as session:
+        report = verify_stack(session, name, _image(inv, probe_image), wait=wait, notify=say)
+    checks = report.data["checks"]
+    if as_json:
+        emit_json(report.json())
+    else:
+        render_checks(name, checks, report.data["seconds"], report.data["rounds"])
+    if not report.data["ok"]:
+        raise ClusterError(f"verify {name} failed: {failed_summary(checks)}")
+
+
+@cli.command("rm")
+@click.argument("name")
+@click.option("--timeout", type=click.FloatRange(min=1), default=120, show_default=True, help="Seconds to wait.")
+@common_options
+@click.pass_obj
+def rm(obj: Obj, name: str, timeout: float) -> None:
+    """Remove stack NAME (services, networks, secrets, configs) and wait until its networks are gone.
+
+    Example: swarmctl rm web
+    """
+    from swarmctl.compose.loader import check_stack_name
+    from swarmctl.ops.deploy import remove_stack
+    from swarmctl.transport.engine import Session
+
+    check_stack_name(name)
+    inv = load_inventory(obj)
+    with Session(inv) as session:
+        report = remove_stack(session.manager(), name, notify=say, timeout=timeout)
+    say(f"stack {name} removed ({len(report.changes)} objects)")
+
+
+def _pairs(values: tuple[str, ...], sep: str, what: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        left, found, right = v.partition(sep)
+        if not found or not left or not right:
+            raise InputError(f"bad {what} {v!r}: expected {what.upper().replace(' ', '')}")
+        out.append((left, right))
+    return out
+
+
+def _env_map(envs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for service, assignment in _pairs(envs, ":", "service:key=value"):
+        key, _, value = assignment.partition("=")
+        if not key or "=" not in assignment:
+            raise InputError(f"bad --env {service}:{assignment}: expected SERVICE:KEY=VALUE")
+        out.setdefault(service, {})[key] = value
+    return out
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@click.option("--image", "images", multiple=True, metavar="SERVICE=IMAGE", help="New image for a service (repeat).")
+@click.option("--env", "envs", multiple=True, metavar="SERVICE:KEY=VALUE", help="Set a variable (repeat).")
+@click.option("--force", is_flag=True, help="Restart the SERVICEs (all of the stack's if none) in place.")
+@plan_option
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds per service.")
+@click.option("--probe-image", metavar="IMAGE", help="Image with python3 for the application gates.")
+@json_option("{services: [{name, from, to, result, seconds}]}")
+@common_options
+@click.pass_obj
+def update(
+    obj: Obj,
+    name: str,
+    services: tuple[str, ...],
+    images: tuple[str, ...],
+    envs: tuple[str, ...],
+    force: bool,
+    plan_only: bool,
+    timeout: float,
+    probe_image: str | None,
+    as_json: bool,
+) -> None:
+    """Roll changes into stack NAME's services one at a time, behind health and application gates.
+
+    SERVICE is the name in the stack file (zookeeper-1). Without files: --image and --env change the
+    running services; --force restarts them. On a failure the failing service is rolled back and
+    the rest is left as it was.
+
+    Example: swarmctl update kafka --image zookeeper-1=quay.io/debezium/zookeeper:3.1.3.Final
+    """
+    from swarmctl.compose.loader import check_stack_name
+    from swarmctl.ops.update import AppGates, RolloutFailed, update_stack
+    from swarmctl.transport.engine import Session
+
+    check_stack_name(name)
+    image_map = dict(_pairs(images, "=", "service=image"))
+    env_map = _env_map(envs)
+    inv = load_inventory(obj)
+    with Session(inv) as session:
+        engine = session.manager()
+        try:
+            report = update_stack(
+                engine,
+                name,
+                list(services),
+                image_map,
+                env_map,
+                force,
+                AppGates(engine, name, _image(inv, probe_image)),
+                timeout,
+                plan_only=plan_only,
+                notify=notifier(as_json),
+                on_progress=progress_callback(as_json),
+            )
+        except RolloutFailed as e:
+            if as_json:
+                emit_json({"services": [r.json() for r in e.results], "error": str(e)})
+            raise
+    if plan_only:
+        if as_json:
+            emit_json(report.plan.json())
+        else:
+            render_plan(report.plan, f"nothing to update in stack {name}")
+        return
+    results = report.data["services"]
+    if as_json:
+        emit_json(report.json())
+    else:
+        rows = [(r.name, r.from_, r.to, r.result, f"{r.seconds:.1f}s") for r in results]
+        click.echo(table(rows, ("SERVICE", "FROM", "TO", "RESULT", "TIME")))

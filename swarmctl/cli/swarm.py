@@ -1,0 +1,90 @@
+"""bootstrap and status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from swarmctl.cli.app import Obj, cli, common_options, json_option, load_inventory, plan_option
+from swarmctl.cli.render import emit_json, notifier, render_plan, render_warnings, say, table
+
+
+@cli.command()
+@click.argument("inventory", required=False, metavar="[INVENTORY]")
+@click.option("--force", is_flag=True, help="Make hosts that are in another swarm leave it and join this one.")
+@click.option("--prune", is_flag=True, help="Remove nodes and node labels the inventory does not name.")
+@plan_option
+@json_option("{changes, warnings, failures}")
+@common_options
+@click.pass_obj
+def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_only: bool, as_json: bool) -> None:
+    """Create or converge the swarm described by INVENTORY (hosts.yml).
+
+    Preflight on every host, init on the first manager, join the rest in parallel, apply roles,
+    labels and availability. Running it again changes nothing. --plan shows what it would do.
+
+    Example: swarmctl bootstrap hosts.yml --plan
+    """
+    from swarmctl.errors import HostsFailed
+    from swarmctl.inventory import remember_inventory
+    from swarmctl.ops.bootstrap import bootstrap as run_bootstrap
+    from swarmctl.transport.engine import Session
+
+    inv = load_inventory(obj, inventory)
+    with Session(inv) as session:
+        report = run_bootstrap(session, force=force, prune=prune, plan_only=plan_only, notify=notifier(as_json))
+    if plan_only:
+        if as_json:
+            emit_json(report.plan.json())
+        else:
+            render_plan(report.plan, f"nothing to do: the swarm already matches {inv.path}")
+        if report.failures:
+            raise HostsFailed("bootstrap --plan", report.failures)
+        return
+    if report.data["swarm_ready"]:
+        remember_inventory(inv.path, Path.cwd())
+    if as_json:
+        emit_json(report.json())
+    else:
+        render_warnings(report.warnings)
+        if report.data["swarm_ready"] and not report.failures:
+            nodes = report.data["nodes"]
+            if report.changes:
+                say(f"swarm ready: {nodes} nodes, {len(report.changes)} changes")
+            else:
+                say(f"nothing to do: the swarm already matches {inv.path} ({nodes} nodes)")
+    if report.failures:
+        raise HostsFailed("bootstrap", report.failures)
+
+
+@cli.command()
+@json_option("{manager, nodes, services}")
+@common_options
+@click.pass_obj
+def status(obj: Obj, as_json: bool) -> None:
+    """Show the swarm's nodes and services (running/desired tasks).
+
+    Example: swarmctl status
+    """
+    from swarmctl.ops.status import read_status
+    from swarmctl.transport.engine import Session
+
+    inv = load_inventory(obj)
+    with Session(inv) as session:
+        st = read_status(session)
+    if as_json:
+        emit_json(st.json())
+        return
+    rows = []
+    for n in st.nodes:
+        role = n.role + (" (leader)" if n.leader else "")
+        labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())) or "-"
+        rows.append((st.names.get(n.id, "-"), n.hostname, role, n.state, n.availability, n.engine_version, labels))
+    click.echo(table(rows, ("NAME", "HOSTNAME", "ROLE", "STATE", "AVAILABILITY", "ENGINE", "LABELS")))
+    click.echo()
+    if st.services:
+        srows = [(s.name, s.mode, f"{s.running}/{s.desired}", s.image) for s in st.services]
+        click.echo(table(srows, ("SERVICE", "MODE", "TASKS", "IMAGE")))
+    else:
+        click.echo("no services")

@@ -1,0 +1,1 @@
+"""Facts: API and host data parsed once into views (nodes, services, stacks, host preflight)."""

@@ -1,0 +1,115 @@
+"""Swarm nodes as a manager reports them, and which inventory host each one is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from swarmctl.inventory import Host
+from swarmctl.transport.engine import Engine
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A swarm node as a manager reports it."""
+
+    id: str
+    hostname: str
+    role: str
+    availability: str
+    labels: Mapping[str, str]
+    state: str  # ready | down | unknown | disconnected
+    addr: str
+    leader: bool
+    reachability: str  # managers: reachable | unreachable | unknown
+    engine_version: str
+    version: int
+    spec: Mapping[str, Any]
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role == "manager"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def label(self) -> str:
+        """How messages name it: its hostname, else the start of its ID."""
+        return self.hostname or self.id[:12]
+
+
+def node_address(raw: Mapping[str, Any]) -> str:
+    """The node's address: ``Status.Addr``, else (engines that report 0.0.0.0 for managers) its raft address."""
+    addr = str((raw.get("Status") or {}).get("Addr", ""))
+    manager = raw.get("ManagerStatus") or {}
+    if addr in ("", "0.0.0.0") and manager.get("Addr"):
+        addr = str(manager["Addr"]).rsplit(":", 1)[0]
+    return addr
+
+
+def node_view(raw: Mapping[str, Any]) -> NodeView:
+    spec = raw.get("Spec") or {}
+    manager = raw.get("ManagerStatus") or {}
+    description = raw.get("Description") or {}
+    return NodeView(
+        id=raw["ID"],
+        hostname=str(description.get("Hostname", "")),
+        role=str(spec.get("Role", "worker")),
+        availability=str(spec.get("Availability", "active")),
+        labels=dict(spec.get("Labels") or {}),
+        state=str((raw.get("Status") or {}).get("State", "unknown")),
+        addr=node_address(raw),
+        leader=bool(manager.get("Leader")),
+        reachability=str(manager.get("Reachability", "")),
+        engine_version=str((description.get("Engine") or {}).get("EngineVersion", "")),
+        version=int((raw.get("Version") or {}).get("Index", 0)),
+        spec=dict(spec),
+    )
+
+
+def read_nodes(engine: Engine) -> list[NodeView]:
+    return [node_view(n) for n in engine.nodes()]
+
+
+def match_hosts(
+    hosts: Iterable[Host],
+    nodes: Iterable[NodeView],
+    known_ids: Mapping[str, str] | None = None,
+    hostnames: Mapping[str, str] | None = None,
+) -> dict[str, NodeView]:
+    """Inventory host name -> its swarm node, on proof only (pure).
+
+    A host's node is the one with the node ID the host itself reported (``known_ids``); failing
+    that, the one at the host's address; failing that, the one whose hostname is the hostname the
+    host reported (``hostnames``) or, for a host that could not be asked, its inventory name. A
+    node is given to one host at most, in that order of evidence.
+    """
+    known_ids, hostnames = dict(known_ids or {}), dict(hostnames or {})
+    hosts, nodes = list(hosts), list(nodes)
+    out: dict[str, NodeView] = {}
+    taken: set[str] = set()
+
+    def claim(host: Host, node: NodeView | None) -> None:
+        if node is not None and node.id not in taken and host.name not in out:
+            out[host.name] = node
+            taken.add(node.id)
+
+    by_id = {n.id: n for n in nodes}
+    for h in hosts:
+        claim(h, by_id.get(known_ids.get(h.name, "")))
+    for h in hosts:
+        if h.name not in known_ids:
+            claim(h, next((n for n in nodes if n.addr == h.address and n.id not in taken), None))
+    for h in hosts:
+        if h.name not in known_ids:
+            name = hostnames.get(h.name, h.name)
+            claim(h, next((n for n in nodes if n.hostname == name and n.id not in taken), None))
+    return out
+
+
+def node_names(nodes: Iterable[NodeView]) -> dict[str, str]:
+    """Node ID -> how messages name the node."""
+    return {n.id: n.label for n in nodes}

@@ -1,0 +1,489 @@
+"""Bootstrap: read facts -> plan (pure) -> apply. Idempotent; a second run changes nothing.
+
+1. Read: preflight on every host in parallel (``facts.host``); the swarm's nodes from the first
+   inventory manager that runs one (the anchor). A host that fails is left alone and named.
+2. Plan (``plan_bootstrap``, pure): membership - init the swarm on the first manager when no
+   inventory manager runs one, join every other host with the token of its role; hosts in another
+   swarm are an error unless ``force`` (they leave it first), a half-done join (pending/error) is
+   redone - then nodes: roles (promotions before demotions, so quorum never shrinks first), labels
+   and availability as the inventory says, predicted for the hosts that are about to join. Nodes
+   the inventory does not name are left alone unless ``prune`` (drain, demote, remove).
+3. Apply: membership changes (joins in parallel), then the node changes, planned again from the
+   nodes as they are after the joins (they match the plan unless something else changed them).
+Join tokens stay in memory: never printed, logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarmctl.errors import HostError, TimeoutExpired
+from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, preflight
+from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
+from swarmctl.inventory import Host, Inventory
+from swarmctl.plan import Change, Notify, Plan, Report, quiet
+from swarmctl.transport.engine import Engine, Session
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT = 60.0
+POLL = 0.5
+
+# -- read ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BootstrapState:
+    """What bootstrap knows before it changes anything.
+
+    Attributes:
+        facts: every host that answered preflight (also those that failed a check after answering).
+        ready: hosts that passed preflight: only these are changed.
+        blocked: host -> why it fails (unreachable, failed a check).
+        nodes: the swarm's nodes as the anchor manager reports them; None without an anchor.
+    """
+
+    inventory: Inventory
+    facts: Mapping[str, HostFacts]
+    ready: frozenset[str]
+    blocked: Mapping[str, str]
+    nodes: tuple[NodeView, ...] | None
+    warnings: tuple[str, ...] = ()
+
+    def usable(self) -> dict[str, HostFacts]:
+        return {n: f for n, f in self.facts.items() if n in self.ready}
+
+
+def _message(e: BaseException) -> str:
+    return e.message if isinstance(e, HostError) else str(e)
+
+
+def read_state(session: Session) -> BootstrapState:
+    """Preflight every host (in parallel) and read the swarm's nodes through the anchor manager."""
+    inv = session.inventory
+    checked = preflight(session, inv.hosts)
+    blocked: dict[str, str] = {name: _message(o.error) for name, o in checked.items() if o.error is not None}
+    unreachable = set(blocked)
+    facts: dict[str, HostFacts] = {}
+    for name, o in checked.items():
+        if o.value is None:
+            continue
+        facts[name] = o.value.facts
+        # a probe towards a host that is down says nothing about this host
+        bad = o.value.port_failures(ignore=unreachable)
+        if bad:
+            blocked[name] = port_failure_message(bad)
+    blocked.update(duplicate_hostnames(inv, {n: f for n, f in facts.items() if n not in blocked}))
+    ready = frozenset(n for n in facts if n not in blocked)
+    warnings = (*inv.warnings, *kernel_warnings(facts.values()))
+    anchor = choose_anchor(inv, {n: f for n, f in facts.items() if n in ready})
+    nodes = tuple(read_nodes(session.engine(anchor))) if anchor is not None else None
+    return BootstrapState(inv, facts, ready, blocked, nodes, tuple(warnings))
+
+
+# -- planning (pure) -------------------------------------------------------------------------------
+
+
+def choose_anchor(inventory: Inventory, facts: Mapping[str, HostFacts]) -> str | None:
+    """The first inventory manager (in file order) that runs a swarm manager (pure)."""
+    for host in inventory.managers:
+        f = facts.get(host.name)
+        if f is not None and f.in_swarm and f.control_available:
+            return host.name
+    return None
+
+
+def duplicate_hostnames(inventory: Inventory, facts: Mapping[str, HostFacts]) -> dict[str, str]:
+    """Hosts reporting a hostname an earlier inventory host already has -> error (pure)."""
+    counts = Counter(f.hostname for f in facts.values())
+    first: dict[str, str] = {}
+    errors = {}
+    for host in inventory.hosts:
+        f = facts.get(host.name)
+        if f is None or counts[f.hostname] < 2:
+            continue
+        if f.hostname in first:
+            errors[host.name] = (
+                f"hostname {f.hostname!r} is also the hostname of {first[f.hostname]}: swarm node names "
+                "must be unique (set a distinct hostname on each host)"
+            )
+        else:
+            first[f.hostname] = host.name
+    return errors
+
+
+@dataclass(frozen=True)
+class MembershipPlan:
+    anchor: str | None  # the manager the swarm is run through; None: nothing can be done
+    init: str | None  # host that initializes a new swarm
+    leave: tuple[str, ...]  # hosts that leave their current swarm before joining
+    join: tuple[tuple[str, str], ...]  # (host, role)
+    members: tuple[str, ...]  # hosts already in the swarm
+    errors: Mapping[str, str] = field(default_factory=dict)  # host -> why it is left alone
+
+
+def plan_membership(
+    inventory: Inventory,
+    facts: Mapping[str, HostFacts],
+    cluster_nodes: frozenset[str] | None,
+    force: bool = False,
+) -> MembershipPlan:
+    """Who inits, who leaves, who joins with which role (pure).
+
+    Args:
+        facts: hosts that passed preflight; hosts missing here are skipped silently (the caller
+            already reports why).
+        cluster_nodes: node IDs of the swarm run by the anchor, None when there is no swarm yet.
+    """
+    errors: dict[str, str] = {}
+    leave: list[str] = []
+    join: list[tuple[str, str]] = []
+    members: list[str] = []
+    anchor = choose_anchor(inventory, facts)
+    init = None
+    if anchor is None:
+        first = inventory.managers[0]
+        f = facts.get(first.name)
+        blocked = None
+        if f is None:
+            blocked = f"the swarm cannot be initialized: the first manager {first.name} failed preflight"
+        elif f.swarm_state == "locked":
+            blocked = f"the swarm cannot be initialized: {first.name} is in a locked swarm"
+        elif f.in_swarm and not force:
+            errors[first.name] = _foreign(f)
+            blocked = f"the swarm cannot be initialized: {first.name} is in another swarm"
+        if blocked:
+            for host in inventory.hosts:
+                if host.name in facts and host.name not in errors:
+                    errors[host.name] = blocked
+            return MembershipPlan(None, None, (), (), (), errors)
+        assert f is not None
+        init = anchor = first.name
+        if f.swarm_state != "inactive":
+            leave.append(first.name)
+    for host in inventory.hosts:
+        f = facts.get(host.name)
+        if f is None or host.name == init:
+            continue
+        if f.swarm_state == "locked":
+            errors[host.name] = "its swarm is locked (autolock): run `docker swarm unlock` on it first"
+        elif f.in_swarm:
+            if cluster_nodes is not None and f.node_id in cluster_nodes:
+                members.append(host.name)
+            elif force:
+                leave.append(host.name)
+                join.append((host.name, host.role))
+            else:
+                errors[host.name] = _foreign(f)
+        else:
+            if f.swarm_state != "inactive":  # pending/error: a join that never finished
+                leave.append(host.name)
+            join.append((host.name, host.role))
+    return MembershipPlan(anchor, init, tuple(leave), tuple(join), tuple(members), errors)
+
+
+def _foreign(f: HostFacts) -> str:
+    what = f"cluster {f.cluster_id[:12]}" if f.cluster_id else f"node {f.node_id[:12]}"
+    return f"already in another swarm ({what}); use --force to make it leave that swarm and join this one"
+
+
+@dataclass(frozen=True)
+class NodeUpdate:
+    node_id: str
+    host: str
+    version: int
+    spec: Mapping[str, Any]
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    updates: tuple[NodeUpdate, ...]  # in apply order: promotions first, demotions last
+    removals: tuple[NodeView, ...]  # nodes to remove after their update (prune)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> list[Change]:
+        out = [c for u in self.updates for c in u.changes]
+        return out + [removal_change(n) for n in self.removals]
+
+
+def removal_change(node: NodeView) -> Change:
+    return Change("node", node.label, "remove", detail=f"node {node.id[:12]} (not in the inventory)")
+
+
+def plan_nodes(
+    inventory: Inventory,
+    members: Mapping[str, NodeView],
+    nodes: list[NodeView],
+    prune: bool = False,
+    claimed: frozenset[str] = frozenset(),
+) -> NodePlan:
+    """Roles, labels and availability the inventory asks for (pure).
+
+    Args:
+        members: inventory host name -> its swarm node (hosts that are, or are about to be, members).
+        nodes: every node of the swarm, as the anchor manager reports it.
+        claimed: IDs of nodes that belong to inventory hosts left alone this time (unreachable,
+            failed preflight): never treated as nodes the inventory does not name.
+    """
+    promote: list[NodeUpdate] = []
+    other: list[NodeUpdate] = []
+    demote: list[NodeUpdate] = []
+    for host in inventory.hosts:
+        node = members.get(host.name)
+        if node is None:
+            continue
+        spec = dict(node.spec)
+        changes: list[Change] = []
+        if node.role != host.role:
+            spec["Role"] = host.role
+            action = "promote" if host.is_manager else "demote"
+            changes.append(Change("node", host.name, action, ("Role",), f"to {host.role}"))
+        labels = dict(node.labels)
+        for key, value in host.labels.items():
+            if labels.get(key) != value:
+                labels[key] = value
+                changes.append(Change("node", host.name, "label", (f"Labels.{key}",), f"{key}={value}"))
+        if prune:
+            for key in sorted(set(labels) - set(host.labels)):
+                del labels[key]
+                changes.append(Change("node", host.name, "unlabel", (f"Labels.{key}",), key))
+        spec["Labels"] = labels
+        if host.availability and node.availability != host.availability:
+            spec["Availability"] = host.availability
+            changes.append(Change("node", host.name, "availability", ("Availability",), host.availability))
+        if not changes:
+            continue
+        update = NodeUpdate(node.id, host.name, node.version, spec, tuple(changes))
+        if node.role != host.role:
+            (promote if host.is_manager else demote).append(update)
+        else:
+            other.append(update)
+
+    known = {n.id for n in members.values()} | claimed
+    warnings: list[str] = []
+    removals: list[NodeView] = []
+    for n in nodes:
+        if n.id in known:
+            continue
+        what = f"{n.label} ({n.role}, {n.state}, id {n.id[:12]})"
+        if not prune:
+            warnings.append(f"node {what} is in the swarm but not in the inventory: left alone (--prune removes it)")
+            continue
+        spec = dict(n.spec)
+        changes = []
+        if n.role == "manager":
+            spec["Role"] = "worker"
+            changes.append(Change("node", n.label, "demote", ("Role",), "to worker (not in the inventory)"))
+        if n.availability != "drain" and n.state == "ready":
+            spec["Availability"] = "drain"
+            changes.append(Change("node", n.label, "availability", ("Availability",), "drain (not in the inventory)"))
+        if changes:
+            demote.append(NodeUpdate(n.id, n.label, n.version, spec, tuple(changes)))
+        removals.append(n)
+    return NodePlan(tuple(promote + other + demote), tuple(removals), tuple(warnings))
+
+
+def joined_node(host: Host, role: str) -> NodeView:
+    """The node a host becomes right after joining (or initializing) a swarm: no labels, active."""
+    return NodeView(
+        id=f"(new node of {host.name})",
+        hostname=host.name,
+        role=role,
+        availability="active",
+        labels={},
+        state="ready",
+        addr=host.address,
+        leader=False,
+        reachability="",
+        engine_version="",
+        version=0,
+        spec={"Role": role, "Availability": "active", "Labels": {}},
+    )
+
+
+def membership_changes(inventory: Inventory, m: MembershipPlan) -> list[Change]:
+    changes = []
+    if m.init is not None:
+        host = inventory.host(m.init)
+        if m.init in m.leave:
+            changes.append(Change("swarm", host.name, "leave", detail="its earlier swarm (--force)"))
+        changes.append(Change("swarm", host.name, "init", detail=f"new swarm, advertising {host.address}"))
+    for name, role in m.join:
+        if name in m.leave:
+            changes.append(Change("swarm", name, "leave", detail="its earlier swarm"))
+        changes.append(Change("node", name, f"join-{role}", detail=f"as {role}"))
+    return changes
+
+
+@dataclass(frozen=True)
+class BootstrapPlan:
+    membership: MembershipPlan
+    nodes: NodePlan
+    plan: Plan
+
+
+def claimed_nodes(state: BootstrapState, members: Mapping[str, NodeView], nodes: list[NodeView]) -> frozenset[str]:
+    """Nodes of the inventory hosts that are not members this time: a host that could not be asked
+    or failed preflight still owns its node (matched by the ID it reported, else address, hostname)."""
+    inv = state.inventory
+    rest = [h for h in inv.hosts if h.name not in members]
+    ids = {n: f.node_id for n, f in state.facts.items() if n not in members}
+    hostnames = {n: f.hostname for n, f in state.facts.items()}
+    return frozenset(n.id for n in match_hosts(rest, nodes, ids, hostnames).values())
+
+
+def plan_bootstrap(state: BootstrapState, force: bool = False, prune: bool = False) -> BootstrapPlan:
+    """Everything bootstrap would do, in apply order (pure)."""
+    inv = state.inventory
+    usable = state.usable()
+    nodes = list(state.nodes or ())
+    cluster = frozenset(n.id for n in nodes) if state.nodes is not None else None
+    m = plan_membership(inv, usable, cluster, force)
+    blocked = {**state.blocked, **m.errors}
+    members = match_hosts(
+        [inv.host(n) for n in m.members],
+        nodes,
+        known_ids={n: usable[n].node_id for n in m.members},
+    )
+    future = dict(members)
+    if m.init is not None:
+        future[m.init] = joined_node(inv.host(m.init), "manager")
+    for name, role in m.join:
+        future[name] = joined_node(inv.host(name), role)
+    node_plan = plan_nodes(inv, future, nodes, prune, claimed_nodes(state, future, nodes))
+    changes = (*membership_changes(inv, m), *node_plan.changes) if m.anchor is not None else ()
+    warnings = (*state.warnings, *node_plan.warnings)
+    return BootstrapPlan(m, node_plan, Plan(tuple(changes), tuple(dict.fromkeys(warnings)), blocked))
+
+
+# -- apply -----------------------------------------------------------------------------------------
+
+
+def bootstrap(
+    session: Session,
+    force: bool = False,
+    prune: bool = False,
+    plan_only: bool = False,
+    notify: Notify = quiet,
+    join_timeout: float = JOIN_TIMEOUT,
+) -> Report:
+    """Make the swarm match the inventory. Failures on some hosts do not stop the others.
+
+    Returns:
+        A Report: what changed, warnings, and per-host failures (the caller decides the exit
+        status); ``data``: ``swarm_ready`` (a swarm exists and its anchor answers), ``nodes``.
+    """
+    state = read_state(session)
+    planned = plan_bootstrap(state, force, prune)
+    report = Report(plan=planned.plan, warnings=list(planned.plan.warnings), failures=dict(planned.plan.blocked))
+    report.data.update(swarm_ready=False, nodes=0)
+    m = planned.membership
+    if plan_only or m.anchor is None:
+        report.data["swarm_ready"] = m.anchor is not None and m.init is None
+        report.data["nodes"] = len(state.nodes or ())
+        return report
+    inv = session.inventory
+    anchor = session.engine(m.anchor)
+    changes = {(c.kind, c.name, c.action): c for c in planned.plan.changes}
+    known_ids = {name: state.facts[name].node_id for name in m.members}
+    if m.init is not None:
+        host = inv.host(m.init)
+        try:
+            if m.init in m.leave:
+                anchor.leave_swarm(force=True)
+                report.done(changes[("swarm", host.name, "leave")], notify=notify)
+            anchor.init_swarm(host.address, f"0.0.0.0:{SWARM_PORT}")
+        except HostError as e:
+            report.failures[host.name] = e.message
+            for name, _ in m.join:
+                report.failures.setdefault(name, f"not joined: the swarm could not be initialized on {host.name}")
+            return report
+        known_ids[host.name] = _node_id(anchor)
+        report.done(changes[("swarm", host.name, "init")], notify=notify)
+    report.data["swarm_ready"] = True
+
+    if m.join:
+        joined = _join(session, anchor, m)
+        for name, done in joined.items():
+            role = dict(m.join)[name]
+            if done.error is not None:
+                report.failures[name] = _message(done.error)
+                continue
+            assert done.value is not None
+            known_ids[name] = done.value
+            if name in m.leave:
+                report.done(changes[("swarm", name, "leave")], notify=notify)
+            report.done(changes[("node", name, f"join-{role}")], done.seconds, notify=notify)
+        try:
+            _wait_registered(anchor, {known_ids[n] for n, _ in m.join if n in known_ids}, join_timeout)
+        except TimeoutExpired as e:
+            report.failures[m.anchor] = str(e)
+            return report
+
+    nodes = read_nodes(anchor)
+    members = match_hosts([inv.host(n) for n in known_ids], nodes, known_ids=known_ids)
+    node_plan = plan_nodes(inv, members, nodes, prune, claimed_nodes(state, members, nodes))
+    report.warn(node_plan.warnings)
+    for update in node_plan.updates:
+        try:
+            anchor.update_node(update.node_id, update.version, dict(update.spec), what=update.host)
+        except HostError as e:
+            report.failures[update.host] = e.message
+            continue
+        for c in update.changes:
+            report.done(c, notify=notify)
+    for node in node_plan.removals:
+        try:
+            anchor.remove_node(node.id, force=True, what=node.label)
+        except HostError as e:
+            report.failures[node.label] = e.message
+            continue
+        report.done(removal_change(node), notify=notify)
+    report.data["nodes"] = len(read_nodes(anchor)) if node_plan.removals else len(nodes)
+    return report
+
+
+def _join(session: Session, anchor: Engine, m: MembershipPlan) -> Any:
+    inv = session.inventory
+    tokens = anchor.inspect_swarm()["JoinTokens"]
+    assert m.anchor is not None
+    managers = [inv.host(m.anchor).address] + [
+        inv.host(n).address for n in m.members if inv.host(n).is_manager and n != m.anchor
+    ]
+    remotes = [f"{a}:{SWARM_PORT}" for a in managers]
+    roles = dict(m.join)
+
+    def join_one(host: Host) -> str:
+        engine = session.engine(host)
+        if host.name in m.leave:
+            engine.leave_swarm(force=True)
+        token = tokens["Manager" if roles[host.name] == "manager" else "Worker"]
+        engine.join_swarm(remotes, token, host.address, f"0.0.0.0:{SWARM_PORT}")
+        return _node_id(engine)
+
+    return session.fan_out(join_one, [inv.host(n) for n, _ in m.join])
+
+
+def _node_id(engine: Engine) -> str:
+    return str((engine.info().get("Swarm") or {}).get("NodeID", ""))
+
+
+def _wait_registered(anchor: Engine, node_ids: set[str], timeout: float) -> None:
+    """Poll until every joined node is listed and ready on the anchor manager."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = {n.id: n for n in read_nodes(anchor)}
+        seen = {i: (nodes[i].state if i in nodes else "not listed") for i in node_ids}
+        if all(s == "ready" for s in seen.values()):
+            return
+        if time.monotonic() > deadline:
+            detail = ", ".join(f"{i[:12]}: {s}" for i, s in sorted(seen.items()))
+            raise TimeoutExpired(f"joined nodes not ready after {timeout:g}s ({detail})")
+        time.sleep(POLL)

@@ -1,0 +1,449 @@
+"""Deploy a stack: read what the swarm has -> plan (pure) -> apply -> wait for convergence; and rm.
+
+Unlike ``docker stack deploy``, an unchanged object is not written at all (a redeploy restarts
+nothing and bumps no version), changes swarm cannot apply in place are refused before anything
+is touched, ``prune`` covers networks, secrets and configs too, updates of existing services roll
+one at a time behind the rollout gates (``ops.update``), and a rollback is a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from swarmctl import labels
+from swarmctl.compose.convert import DesiredStack, FileObject
+from swarmctl.converge import DEFAULT_TIMEOUT, OnProgress, no_progress, wait_converged, write_service
+from swarmctl.errors import ClusterError, HostError, InputError, NotFound, TimeoutExpired
+from swarmctl.facts.services import stack_filter
+from swarmctl.facts.stack import StackObjects, Wanted, read_objects
+from swarmctl.ops.update import AppGates, Step, roll_out
+from swarmctl.ops.verify import verify_stack
+from swarmctl.plan import DONE, Change, Notify, Plan, Report, Result, quiet
+from swarmctl.spec import changed_fields
+from swarmctl.transport.engine import Engine, Session
+
+log = logging.getLogger(__name__)
+
+REMOVE_TIMEOUT = 120.0
+POLL = 0.5
+# tasks in these states may still hold a network or secret
+LIVE_TASK_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running")
+
+
+def wanted(desired: DesiredStack) -> Wanted:
+    return Wanted(
+        networks=frozenset(desired.networks),
+        external_networks=frozenset(desired.external_networks),
+        secrets=frozenset(desired.secrets),
+        external_secrets=frozenset(desired.external_secrets),
+        configs=frozenset(desired.configs),
+        external_configs=frozenset(desired.external_configs),
+    )
+
+
+def read(engine: Engine, desired: DesiredStack) -> StackObjects:
+    return read_objects(engine, desired.name, wanted(desired))
+
+
+# -- planning (pure) -------------------------------------------------------------------------------
+
+
+def object_ids(current: StackObjects) -> dict[str, str]:
+    """``secret:NAME`` / ``config:NAME`` -> ID of every secret and config the swarm has for the stack."""
+    ids = {}
+    for kind in ("secret", "config"):
+        for name, have in current.of_kind(kind).items():
+            ids[f"{kind}:{name}"] = have["ID"]
+    return ids
+
+
+def spec_to_send(
+    desired: Mapping[str, Any], current: Mapping[str, Any] | None, ids: Mapping[str, str]
+) -> dict[str, Any]:
+    """The spec to send: secret/config IDs filled in; for an existing service its ForceUpdate and,
+    when the stack file's image is unchanged, its (possibly digest-pinned) image kept - as docker does."""
+    spec = copy.deepcopy(dict(desired))
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    for ref in container.get("Secrets", []):
+        ref["SecretID"] = ids.get("secret:" + ref["SecretName"], "")
+    for ref in container.get("Configs", []):
+        ref["ConfigID"] = ids.get("config:" + ref["ConfigName"], "")
+    cred = container.get("Privileges", {}).get("CredentialSpec") or {}
+    if "Config" in cred:
+        cred["Config"] = ids.get("config:" + cred["Config"], cred["Config"])
+    if current is not None:
+        cspec = current["Spec"]
+        spec["TaskTemplate"]["ForceUpdate"] = cspec.get("TaskTemplate", {}).get("ForceUpdate", 0)
+        # docker compares the file's image (the label) with the label of the running service
+        if spec["Labels"].get(labels.IMAGE) == (cspec.get("Labels") or {}).get(labels.IMAGE):
+            container["Image"] = cspec["TaskTemplate"]["ContainerSpec"]["Image"]
+    return spec
+
+
+def plan_stack(desired: DesiredStack, current: StackObjects, prune: bool = False) -> Plan:
+    """What to create, update and remove, in apply order (pure).
+
+    Raises:
+        InputError: a change swarm cannot make in place, or a missing external object; says what to do.
+    """
+    if current.missing_external:
+        raise InputError(
+            "declared external but not found on the swarm: "
+            + ", ".join(current.missing_external)
+            + " (create it first, e.g. `docker network create -d overlay NAME`)"
+        )
+    problems: list[str] = []
+    changes: list[Change] = []
+    for name in sorted(current.foreign_networks):
+        problems.append(f"network {name} exists but is not part of stack {desired.name}: remove or rename it")
+    for name, body in sorted(desired.networks.items()):
+        have = current.networks.get(name)
+        if have is None:
+            if name not in current.foreign_networks:
+                changes.append(Change("network", name, "create"))
+            continue
+        fields = _network_differences(body, have)
+        if fields:
+            problems.append(
+                f"network {name} differs in {', '.join(fields)}, which swarm cannot change on an existing network: "
+                f"remove the stack (`swarmctl rm {desired.name}`) and deploy again, or give the network a new name"
+            )
+    for kind, asked in (("secret", desired.secrets), ("config", desired.configs)):
+        have_map = current.of_kind(kind)
+        for name, obj in sorted(asked.items()):
+            have = have_map.get(name)
+            if have is None:
+                changes.append(Change(kind, name, "create"))
+            elif _data_changed(kind, obj, have):
+                hint = " or keep it encrypted in secrets/, where swarmctl versions it by content"
+                problems.append(
+                    f"{kind} {name} has new content, but swarm {kind}s are immutable: give it a new name "
+                    f"(`name: {name}_v2` in the stack file)" + (hint if kind == "secret" else "")
+                )
+            elif (have["Spec"].get("Labels") or {}) != obj.spec["Labels"]:
+                changes.append(Change(kind, name, "update", ("Labels",)))
+    if problems:
+        raise InputError("; ".join(problems))
+
+    ids = object_ids(current)
+    for name, spec in sorted(desired.services.items()):
+        have = current.services.get(name)
+        if have is None:
+            changes.append(Change("service", name, "create"))
+            continue
+        fields = changed_fields(spec_to_send(spec, have, ids), have["Spec"], current.network_names)
+        if fields:
+            changes.append(Change("service", name, "update", tuple(fields)))
+    if prune:
+        changes += _prunable(desired, current)
+    return Plan(tuple(changes))
+
+
+def _prunable(desired: DesiredStack, current: StackObjects) -> list[Change]:
+    out = []
+    for kind, wanted_names in (
+        ("service", set(desired.services)),
+        ("network", set(desired.networks)),
+        ("secret", set(desired.secrets) | set(desired.external_secrets)),
+        ("config", set(desired.configs) | set(desired.external_configs)),
+    ):
+        for name, existing in sorted(current.of_kind(kind).items()):
+            owner = existing if kind == "network" else existing.get("Spec", {})
+            tags = owner.get("Labels") or {}
+            if name in wanted_names or tags.get(labels.NAMESPACE) != desired.name:
+                continue
+            if kind == "secret" and tags.get(labels.SECRET) in _versioned_bases(desired):
+                continue  # an earlier version: removed once the services moved off it
+            out.append(Change(kind, name, "remove"))
+    return out
+
+
+def _versioned_bases(desired: DesiredStack) -> set[str]:
+    return {o.spec["Labels"][labels.SECRET] for o in desired.secrets.values() if labels.SECRET in o.spec["Labels"]}
+
+
+def superseded_secrets(desired: DesiredStack, current: StackObjects) -> list[str]:
+    """Earlier versions of the stack's versioned secrets that no service uses any more (pure)."""
+    bases = _versioned_bases(desired)
+    in_use = current.secrets_in_use()
+    out = []
+    for name, s in sorted(current.secrets.items()):
+        tags = s["Spec"].get("Labels") or {}
+        if (
+            tags.get(labels.NAMESPACE) == desired.name
+            and tags.get(labels.SECRET) in bases
+            and name not in desired.secrets
+            and name not in in_use
+        ):
+            out.append(name)
+    return out
+
+
+def _network_differences(body: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
+    fields = []
+    if (body.get("Driver") or "overlay") != have.get("Driver"):
+        fields.append("driver")
+    if (body.get("Options") or {}) != {
+        k: v
+        for k, v in (have.get("Options") or {}).items()
+        if not k.startswith("com.docker.network.driver.overlay.vxlanid")
+    }:
+        fields.append("driver_opts")
+    if bool(body.get("Internal")) != bool(have.get("Internal")):
+        fields.append("internal")
+    if bool(body.get("Attachable")) != bool(have.get("Attachable")):
+        fields.append("attachable")
+    wanted_subnets = sorted(c["Subnet"] for c in (body.get("IPAM") or {}).get("Config", []))
+    have_subnets = sorted(c.get("Subnet", "") for c in ((have.get("IPAM") or {}).get("Config") or []))
+    if wanted_subnets and wanted_subnets != have_subnets:
+        fields.append("ipam")
+    if (body.get("Labels") or {}) != (have.get("Labels") or {}):
+        fields.append("labels")
+    return fields
+
+
+def _data_changed(kind: str, obj: FileObject, have: Mapping[str, Any]) -> bool:
+    if kind == "config":
+        data = base64.b64decode(have["Spec"].get("Data") or b"")
+        return data != obj.data
+    digest = (have["Spec"].get("Labels") or {}).get(labels.DIGEST)
+    # a secret made by docker stack deploy carries no digest: its content cannot be compared
+    return digest is not None and digest != obj.digest
+
+
+# -- apply -----------------------------------------------------------------------------------------
+
+
+def apply_plan(
+    engine: Engine,
+    desired: DesiredStack,
+    current: StackObjects,
+    plan: Plan,
+    report: Report,
+    notify: Notify = quiet,
+    update_services: bool = True,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Make the changes, in dependency order; each one done becomes a Result in ``report``.
+
+    Args:
+        update_services: False leaves service updates to the caller (the rollout engine).
+
+    Returns:
+        service name -> the engine's UpdatedAt of our write (0 for a creation), for every service
+        created or updated (an update status that started before that is not ours); and the
+        ``secret:NAME``/``config:NAME`` -> ID map including the objects created just now.
+    """
+    ids = object_ids(current)
+    for c in plan.changes:
+        if c.kind == "network" and c.action == "create":
+            engine.create_network(desired.networks[c.name])
+            report.done(c, notify=notify)
+    for kind, objects in (("secret", desired.secrets), ("config", desired.configs)):
+        for c in plan.changes:
+            if c.kind != kind:
+                continue
+            if c.action == "create":
+                ids[f"{kind}:{c.name}"] = engine.create_object(kind, objects[c.name].body())["ID"]
+                report.done(c, notify=notify)
+            elif c.action == "update":
+                have = current.of_kind(kind)[c.name]
+                spec = {**have["Spec"], "Labels": objects[c.name].spec["Labels"]}
+                engine.update_object(kind, have["ID"], have["Version"]["Index"], spec, what=c.name)
+                report.done(c, notify=notify)
+    written: dict[str, float] = {}
+    for c in plan.changes:
+        if c.kind != "service" or c.action == "remove" or (c.action == "update" and not update_services):
+            continue
+        # IDs of secrets/configs created just now are known only here
+        spec = spec_to_send(desired.services[c.name], current.services.get(c.name), ids)
+        if c.action == "create":
+            warnings = engine.create_service(spec).get("Warnings") or []
+            written[c.name] = 0.0
+        else:
+            written[c.name], warnings = write_service(engine, current.services[c.name]["ID"], spec, what=c.name)
+        for w in warnings:
+            if "could not be accessed on a registry to record its digest" not in w:
+                report.warn([f"{c.name}: {w}"])
+        report.done(c, notify=notify)
+    removals = [c for c in plan.changes if c.action == "remove"]
+    if removals:
+        _remove(engine, current, removals, report, notify)
+    return written, ids
+
+
+def _remove(
+    engine: Engine, current: StackObjects, removals: list[Change], report: Report, notify: Notify,
+    timeout: float = REMOVE_TIMEOUT,
+) -> None:  # fmt: skip
+    services = [c for c in removals if c.kind == "service"]
+    for c in services:
+        engine.remove_service(current.services[c.name]["ID"], what=c.name)
+        report.done(c, notify=notify)
+    if services:
+        _wait_tasks_gone(engine, [current.services[c.name]["ID"] for c in services], timeout)
+    for c in removals:
+        if c.kind != "service":
+            obj = current.of_kind(c.kind)[c.name]
+            _retry_remove(engine, c.kind, str(obj.get("ID") or obj.get("Id")), c.name, timeout)
+            report.done(c, notify=notify)
+
+
+def _remove_object(engine: Engine, kind: str, ident: str, name: str) -> None:
+    if kind == "network":
+        engine.remove_network(ident, what=name)
+    else:
+        engine.remove_object(kind, ident, what=name)
+
+
+def _retry_remove(engine: Engine, kind: str, ident: str, name: str, timeout: float) -> None:
+    """Removing a network or secret fails while a task still uses it: retry until it goes or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _remove_object(engine, kind, ident, name)
+            return
+        except NotFound:
+            return
+        except HostError as e:
+            if time.monotonic() > deadline:
+                raise
+            log.debug("remove %s %s: %s; retrying", kind, name, e)
+        time.sleep(POLL)
+
+
+def _wait_tasks_gone(engine: Engine, service_ids: list[str], timeout: float) -> None:
+    """Wait until no task of the removed services runs (their containers hold networks and secrets)."""
+    deadline = time.monotonic() + timeout
+    ids = set(service_ids)
+    while True:
+        # all tasks, filtered here: a filter on a removed service's ID is an error, not an empty list
+        left = [
+            t
+            for t in engine.tasks()
+            if t.get("ServiceID") in ids and t.get("Status", {}).get("State") in LIVE_TASK_STATES
+        ]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutExpired(f"{len(left)} tasks of removed services still running after {timeout:g}s")
+        time.sleep(POLL)
+
+
+def remove_superseded(engine: Engine, desired: DesiredStack, report: Report, notify: Notify) -> list[str]:
+    """After the services converged: remove earlier versions of versioned secrets nothing uses."""
+    current = read(engine, desired)
+    removed = []
+    for name in superseded_secrets(desired, current):
+        _retry_remove(engine, "secret", current.secrets[name]["ID"], name, REMOVE_TIMEOUT)
+        report.done(Change("secret", name, "remove", detail="superseded"), notify=notify)
+        removed.append(name)
+    return removed
+
+
+# -- the operations ----------------------------------------------------------------------------------
+
+
+def deploy_stack(
+    engine: Engine,
+    desired: DesiredStack,
+    *,
+    prune: bool = False,
+    plan_only: bool = False,
+    wait: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    notify: Notify = quiet,
+    on_progress: OnProgress = no_progress,
+    gates: AppGates | None = None,
+) -> Report:
+    """Plan and (unless ``plan_only``) apply a stack, then wait for it to converge.
+
+    Updates of existing services go through the rollout engine: one service at a time, behind
+    health and application gates, unless ``wait`` is off.
+
+    Returns:
+        A Report; after applying, ``data`` has ``services`` (Progress of each), ``converged``,
+        ``seconds`` and, when services were rolled, ``rollout`` (StepResult of each).
+    """
+    t0 = time.monotonic()
+    current = read(engine, desired)
+    plan = plan_stack(desired, current, prune)
+    report = Report(plan=plan)
+    if plan_only:
+        return report
+    written, ids = apply_plan(engine, desired, current, plan, report, notify, update_services=not wait)
+    progress = {}
+    if wait:
+        updates = [c for c in plan.changes if c.kind == "service" and c.action == "update"]
+        steps = [
+            Step(c.name, c.name.removeprefix(f"{desired.name}_"), current.services[c.name],
+                 spec_to_send(desired.services[c.name], current.services[c.name], ids), c.fields)
+            for c in updates
+        ]  # fmt: skip
+        rolled = roll_out(engine, steps, gates, timeout, notify, on_progress)
+        for c in updates:
+            report.results.append(Result(c, DONE))
+        if rolled:
+            report.data["rollout"] = rolled
+        if desired.services:
+            progress = wait_converged(engine, sorted(desired.services), written, timeout, on_progress)
+        if _versioned_bases(desired):
+            remove_superseded(engine, desired, report, notify)
+    report.data["services"] = list(progress.values())
+    report.data["converged"] = bool(progress) and all(p.state == "converged" for p in progress.values())
+    report.data["seconds"] = round(time.monotonic() - t0, 2)
+    return report
+
+
+def remove_stack(engine: Engine, stack: str, notify: Notify = quiet, timeout: float = REMOVE_TIMEOUT) -> Report:
+    """Remove every object labelled with the stack; wait until its tasks and networks are gone."""
+    current = read_objects(engine, stack)
+    if not any((current.services, current.networks, current.secrets, current.configs)):
+        raise ClusterError(f"no stack {stack!r} on this swarm (nothing is labelled {labels.NAMESPACE}={stack})")
+    empty = DesiredStack(stack, {}, [], {}, {}, {})
+    plan = plan_stack(empty, current, prune=True)
+    report = Report(plan=plan)
+    _remove(engine, current, list(plan.changes), report, notify, timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [n["Name"] for n in engine.networks(filters=stack_filter(stack))]
+        if not left:
+            return report
+        if time.monotonic() > deadline:
+            raise TimeoutExpired(f"networks still present after {timeout:g}s: {', '.join(left)}")
+        time.sleep(POLL)
+
+
+def deploy_and_verify(
+    session: Session,
+    desired: DesiredStack,
+    *,
+    probe_image: str,
+    verify: bool = True,
+    verify_wait: float = 30.0,
+    prune: bool = False,
+    plan_only: bool = False,
+    wait: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    notify: Notify = quiet,
+    on_progress: OnProgress = no_progress,
+) -> Report:
+    """The deploy operation: ``deploy_stack`` through the first answering manager, its updates
+    gated by the stack's application checks, then (once converged) ``verify`` from every node.
+
+    Returns:
+        deploy_stack's Report; with verify, ``data["verify"]`` is verify's Report.
+    """
+    engine = session.manager()
+    gates = AppGates(engine, desired.name, probe_image)
+    report = deploy_stack(engine, desired, prune=prune, plan_only=plan_only, wait=wait, timeout=timeout,
+                          notify=notify, on_progress=on_progress, gates=gates)  # fmt: skip
+    if verify and not plan_only and report.data.get("services"):
+        count, seconds = len(report.data["services"]), report.data["seconds"]
+        notify(f"stack {desired.name}: {count} services converged in {seconds:.1f}s; verifying")
+        report.data["verify"] = verify_stack(session, desired.name, probe_image, wait=verify_wait, notify=notify)
+    return report

@@ -1,0 +1,440 @@
+"""The Docker Engine of each host, over swarmctl's own SSH connections: typed calls, typed errors.
+
+docker-py's ``ssh://`` support reads ``~/.ssh/config`` and ``~/.ssh/known_hosts`` only. swarmctl's
+inventory has its own identity file, port, known_hosts and sudo, so the HTTP requests run over a
+channel of the host's existing paramiko connection executing ``docker system dial-stdio`` (the same
+mechanism the docker CLI uses for ``DOCKER_HOST=ssh://``).
+
+Everything above this module calls :class:`Engine`'s methods, never docker-py: swarm specs travel
+as the JSON swarmctl built (no SDK reshaping), and every failure is one of the typed errors of
+``swarmctl.errors`` (``NotFound``, ``Conflict``, ``Unavailable``, ``Unreachable``...), which callers
+branch on instead of matching message text. Only docker-py's public API is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import docker
+import docker.errors
+import requests
+import urllib3
+import urllib3.connection
+import urllib3.connectionpool
+from docker.transport.basehttpadapter import BaseHTTPAdapter
+
+from swarmctl.errors import (
+    ClusterError,
+    Conflict,
+    EngineError,
+    HostError,
+    ImageNotFound,
+    NotFound,
+    SwarmctlError,
+    Unavailable,
+    Unreachable,
+)
+from swarmctl.inventory import Host, Inventory
+from swarmctl.transport.ssh import Connection, Outcome, Pool
+
+log = logging.getLogger(__name__)
+# urllib3 logs request lines at DEBUG; request bodies (join tokens, secret data) are never logged,
+# but keep the transport quiet so -v output stays about swarmctl
+logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+# The API version swarmctl speaks: Docker Engine 20.10's. Newer engines serve it unchanged, so
+# specs mean the same thing on every supported engine.
+API_VERSION = "1.41"
+MIN_ENGINE = (20, 10)
+DEFAULT_TIMEOUT = 60.0
+_POOL_SIZE = 4
+
+T = TypeVar("T")
+Filters = Mapping[str, Iterable[str]]
+
+
+class _DialStdioConnection(urllib3.connection.HTTPConnection):
+    def __init__(self, ssh: Connection, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._ssh = ssh
+
+    def connect(self) -> None:
+        channel = self._ssh.open_channel(["docker", "system", "dial-stdio"])
+        if isinstance(self.timeout, (int, float)):
+            channel.settimeout(self.timeout)
+        self.sock = channel
+
+
+class _DialStdioPool(urllib3.connectionpool.HTTPConnectionPool):
+    def __init__(self, ssh: Connection, timeout: float):
+        super().__init__("localhost", timeout=timeout, maxsize=_POOL_SIZE)
+        self._ssh = ssh
+        self._channel_timeout = timeout
+
+    def _new_conn(self) -> _DialStdioConnection:  # urllib3's documented extension point
+        return _DialStdioConnection(self._ssh, self._channel_timeout)
+
+
+class _DialStdioAdapter(BaseHTTPAdapter):
+    def __init__(self, ssh: Connection, timeout: float):
+        super().__init__()
+        self._pool = _DialStdioPool(ssh, timeout)
+
+    def get_connection(self, url: str | bytes, proxies: Any = None) -> _DialStdioPool:
+        return self._pool
+
+    def close(self) -> None:
+        super().close()
+        self._pool.close()
+
+
+_BASE_URL = "http+docker://ssh"
+
+
+class _SSHAPIClient(docker.APIClient):
+    """docker.APIClient whose requests travel over an existing SSH connection.
+
+    It is built for a placeholder socket that is never opened; its adapters are replaced by one
+    mounted (requests' public ``mount``) on the URL prefix every request of this client uses.
+    """
+
+    def __init__(self, ssh: Connection, timeout: float):
+        super().__init__(base_url="unix:///nonexistent/swarmctl.sock", version=API_VERSION, timeout=int(timeout))
+        for adapter in self.adapters.values():
+            adapter.close()
+        self.adapters.clear()
+        self.mount(_BASE_URL, _DialStdioAdapter(ssh, timeout))
+        self.base_url = _BASE_URL
+
+
+def explain(e: BaseException) -> str:
+    """The useful part of a Docker API error."""
+    if isinstance(e, docker.errors.APIError):
+        text = e.explanation if isinstance(e.explanation, str) and e.explanation else str(e)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        return text.strip()
+    return str(e).strip() or type(e).__name__
+
+
+_BY_STATUS: dict[int, type[EngineError]] = {404: NotFound, 409: Conflict, 503: Unavailable}
+
+
+@contextmanager
+def translate(host: str, action: str) -> Iterator[None]:
+    """Turn Docker SDK and transport errors into the typed EngineError naming the host and the action."""
+    try:
+        yield
+    except SwarmctlError:
+        raise
+    except docker.errors.ImageNotFound as e:
+        raise ImageNotFound(host, f"{action}: {explain(e)}") from e
+    except docker.errors.APIError as e:
+        cls = _BY_STATUS.get(e.status_code or 0, EngineError)
+        raise cls(host, f"{action}: {explain(e)}") from e
+    except requests.exceptions.Timeout as e:
+        raise Unreachable(host, f"{action}: Docker Engine did not answer in time over SSH ({_short(e)})") from e
+    except requests.exceptions.RequestException as e:
+        raise Unreachable(host, f"{action}: Docker Engine did not answer over SSH ({_short(e)})") from e
+    except docker.errors.DockerException as e:
+        raise EngineError(host, f"{action}: {explain(e)}") from e
+    except (OSError, urllib3.exceptions.HTTPError) as e:
+        raise Unreachable(host, f"{action}: connection to the Docker Engine failed ({_short(e)})") from e
+
+
+def _short(e: BaseException) -> str:
+    text = str(e)
+    # requests nests the whole urllib3 retry story; the innermost reason is what a user needs
+    m = re.search(r"\(Caused by [A-Za-z]+\((.*)\)\)$", text)
+    return (m.group(1) if m else text)[:200]
+
+
+def missing_cli_message(package: str, has_engine: bool) -> str:
+    """Why a host without the docker CLI cannot be used, and what to install there (pure)."""
+    why = "swarmctl reaches the engine through `docker system dial-stdio`, which needs the docker CLI"
+    if package == "docker-ce-cli":
+        fix = "install docker-ce-cli (Docker's own packages)"
+    elif package == "docker-cli":
+        fix = "install docker-cli (Debian 13+ packages the CLI apart from docker.io, which only recommends it)"
+    elif has_engine:
+        fix = "install the docker CLI (docker-cli on Debian 13+, docker-ce-cli with Docker's own packages)"
+    else:
+        fix = "install Docker Engine and its CLI (docker.io + docker-cli on Debian 13+, or docker-ce + docker-ce-cli)"
+    return f"no docker CLI on the host: {why}; {fix}"
+
+
+def _filters(filters: Filters | None) -> dict[str, str]:
+    """The API's ``filters`` query parameter: JSON of {name: [values]}."""
+    if not filters:
+        return {}
+    return {"filters": json.dumps({k: [v] if isinstance(v, str) else list(v) for k, v in filters.items()})}
+
+
+class Engine:
+    """The Docker Engine of one host, reached over its SSH connection."""
+
+    def __init__(self, host: Host, ssh: Connection, timeout: float = DEFAULT_TIMEOUT):
+        self.host = host
+        self.ssh = ssh
+        self.timeout = timeout
+        self._api = _SSHAPIClient(ssh, timeout)
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call an SDK method; errors name this host and ``action``."""
+        try:
+            with translate(self.name, action):
+                return fn(*args, **kwargs)
+        except Unreachable as e:
+            if isinstance(e.__cause__, requests.exceptions.Timeout):
+                raise  # a hung engine: asking the docker CLI would only wait again
+            reason = self._diagnose()
+            if reason:
+                raise Unreachable(self.name, f"{action}: {reason}") from e
+            raise
+
+    def _diagnose(self) -> str:
+        """Why the API channel broke, in the docker CLI's words (its stderr is not ours to read)."""
+        try:
+            res = self.ssh.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=15)
+        except SwarmctlError:
+            return ""
+        if res.ok:
+            return ""
+        if res.rc == 127:  # the shell found no `docker`: dial-stdio cannot have worked either
+            return missing_cli_message("", has_engine=True)
+        lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
+        reason = lines[-1] if lines else f"docker exited with status {res.rc}"
+        if "permission denied" in reason.lower() and not self.host.ssh.sudo:
+            reason += f" (user {self.host.ssh.user} may not use Docker: add it to the docker group or set `sudo: true`)"
+        return reason
+
+    def _json(
+        self,
+        action: str,
+        method: str,
+        path: str,
+        *args: str,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        versioned: bool = True,
+    ) -> Any:
+        """One API request with a JSON body sent exactly as built; ``path``'s ``{}`` are filled, quoted."""
+        prefix = f"{self._api.base_url}/v{API_VERSION}" if versioned else self._api.base_url
+        url = prefix + path.format(*(quote(a, safe="") for a in args))
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+
+        def send() -> Any:
+            response = self._api.request(
+                method, url, data=data, params=dict(params or {}), headers=headers, timeout=timeout or self.timeout
+            )
+            try:
+                response.raise_for_status()
+            except requests.exceptions.HTTPError as e:
+                docker.errors.create_api_error_from_http_exception(e)  # raises the typed docker error
+            if response.headers.get("Content-Type", "").startswith("application/json"):
+                return response.json()
+            return response.text
+
+        return self._call(action, send)
+
+    # -- engine and swarm ------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._json("read engine info", "GET", "/info"))
+
+    def version(self) -> dict[str, Any]:
+        # unversioned: an engine older than API_VERSION must still say which version it is
+        return dict(self._json("read engine version", "GET", "/version", versioned=False))
+
+    def inspect_swarm(self) -> dict[str, Any]:
+        return dict(self._json("read the swarm", "GET", "/swarm"))
+
+    def init_swarm(self, advertise_addr: str, listen_addr: str) -> str:
+        body = {"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr}
+        return str(self._json("initialize the swarm", "POST", "/swarm/init", body=body))
+
+    def join_swarm(self, remote_addrs: list[str], token: str, advertise_addr: str, listen_addr: str) -> None:
+        body = {
+            "RemoteAddrs": remote_addrs,
+            "JoinToken": token,
+            "AdvertiseAddr": advertise_addr,
+            "ListenAddr": listen_addr,
+        }
+        try:
+            self._json("join the swarm", "POST", "/swarm/join", body=body)
+        except HostError as e:
+            # the engine's message should never carry the token, but make sure no error ever does
+            raise type(e)(e.host, e.message.replace(token, "<join token>")) from None
+
+    def leave_swarm(self, force: bool = False) -> None:
+        self._json("leave the swarm", "POST", "/swarm/leave", params={"force": "1" if force else "0"})
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._json("list swarm nodes", "GET", "/nodes"))
+
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
+        self._json(f"update node {what or node_id[:12]}", "POST", "/nodes/{}/update", node_id,
+                   body=dict(spec), params={"version": version})  # fmt: skip
+
+    def remove_node(self, node_id: str, force: bool = False, what: str = "") -> None:
+        self._json(f"remove node {what or node_id[:12]}", "DELETE", "/nodes/{}", node_id,
+                   params={"force": "1" if force else "0"})  # fmt: skip
+
+    # -- services and tasks ----------------------------------------------------------------------
+
+    def services(self, filters: Filters | None = None, status: bool = False) -> list[dict[str, Any]]:
+        params = {**_filters(filters), **({"status": "1"} if status else {})}
+        return list(self._json("list services", "GET", "/services", params=params))
+
+    def inspect_service(self, ident: str) -> dict[str, Any]:
+        return dict(self._json(f"inspect service {ident}", "GET", "/services/{}", ident))
+
+    def create_service(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json(f"create service {spec.get('Name', '')}", "POST", "/services/create", body=dict(spec)))
+
+    def update_service(
+        self, ident: str, version: int, spec: Mapping[str, Any], rollback: bool = False, what: str = ""
+    ) -> dict[str, Any]:
+        """Write a service spec (or ask swarm to roll back to the previous one); returns the answer."""
+        params: dict[str, Any] = {"version": version}
+        if rollback:
+            params["rollback"] = "previous"
+        verb = "roll back" if rollback else "update"
+        answer = self._json(f"{verb} service {what or ident}", "POST", "/services/{}/update", ident,
+                            body=dict(spec), params=params)  # fmt: skip
+        return dict(answer or {})
+
+    def remove_service(self, ident: str, what: str = "") -> None:
+        self._json(f"remove service {what or ident}", "DELETE", "/services/{}", ident)
+
+    def tasks(self, filters: Filters | None = None) -> list[dict[str, Any]]:
+        return list(self._json("list tasks", "GET", "/tasks", params=_filters(filters)))
+
+    # -- networks, secrets, configs --------------------------------------------------------------
+
+    def networks(self, filters: Filters | None = None) -> list[dict[str, Any]]:
+        return list(self._json("list networks", "GET", "/networks", params=_filters(filters)))
+
+    def create_network(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json(f"create network {body.get('Name', '')}", "POST", "/networks/create", body=dict(body)))
+
+    def remove_network(self, ident: str, what: str = "") -> None:
+        self._json(f"remove network {what or ident}", "DELETE", "/networks/{}", ident)
+
+    def objects(self, kind: str, filters: Filters | None = None) -> list[dict[str, Any]]:
+        """Secrets or configs (``kind``: secret | config)."""
+        return list(self._json(f"list {kind}s", "GET", f"/{kind}s", params=_filters(filters)))
+
+    def create_object(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json(f"create {kind} {body.get('Name', '')}", "POST", f"/{kind}s/create", body=dict(body)))
+
+    def update_object(self, kind: str, ident: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
+        self._json(f"update {kind} {what or ident}", "POST", f"/{kind}s/{{}}/update", ident,
+                   body=dict(spec), params={"version": version})  # fmt: skip
+
+    def remove_object(self, kind: str, ident: str, what: str = "") -> None:
+        self._json(f"remove {kind} {what or ident}", "DELETE", f"/{kind}s/{{}}", ident)
+
+    # -- containers (verify's probes) ------------------------------------------------------------
+
+    def containers(self, label: str) -> list[dict[str, Any]]:
+        return list(self._json("list containers", "GET", "/containers/json",
+                               params={"all": "1", **_filters({"label": [label]})}))  # fmt: skip
+
+    def run_container(self, image: str, command: list[str], network: str, labels: Mapping[str, str], name: str) -> str:
+        """Create and start a container attached to ``network``; returns its ID."""
+        body = {"Image": image, "Cmd": command, "Labels": dict(labels), "HostConfig": {"NetworkMode": network}}
+        created = self._json(f"start a container on {network}", "POST", "/containers/create",
+                             body=body, params={"name": name})  # fmt: skip
+        ident = str(created["Id"])
+        self._json("start the container", "POST", "/containers/{}/start", ident)
+        return ident
+
+    def wait_container(self, ident: str, timeout: float) -> int:
+        answer = self._json("wait for the container", "POST", "/containers/{}/wait", ident, timeout=timeout)
+        return int(answer.get("StatusCode", -1))
+
+    def container_output(self, ident: str, stderr: bool = False) -> bytes:
+        """A finished container's stdout (or stderr), demultiplexed (docker-py's public logs())."""
+        which = "errors" if stderr else "output"
+        out = self._call(f"read the container's {which}", self._api.logs, ident, stdout=not stderr, stderr=stderr)
+        return out if isinstance(out, bytes) else b""
+
+    def remove_container(self, ident: str) -> None:
+        self._json("remove the container", "DELETE", "/containers/{}", ident, params={"force": "1"})
+
+    def close(self) -> None:
+        self._api.close()
+
+
+def parse_engine_version(text: str) -> tuple[int, ...]:
+    """``20.10.24+dfsg1`` -> (20, 10, 24); unparseable parts count as 0."""
+    parts = []
+    for piece in re.split(r"[.+~-]", text)[:3]:
+        parts.append(int(piece) if piece.isdigit() else 0)
+    return tuple(parts)
+
+
+class Session:
+    """Everything one swarmctl command talks to: an SSH connection and an Engine per host, lazily."""
+
+    def __init__(self, inventory: Inventory, parallel: int = 16):
+        self.inventory = inventory
+        self.pool = Pool(inventory.hosts, parallel)
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def engine(self, host: Host | str) -> Engine:
+        h = self.inventory.host(host) if isinstance(host, str) else host
+        with self._lock:
+            engine = self._engines.get(h.name)
+            if engine is None:
+                engine = self._engines[h.name] = Engine(h, self.pool.connection(h))
+            return engine
+
+    def fan_out(self, fn: Callable[[Host], T], hosts: Iterable[Host] | None = None) -> dict[str, Outcome[T]]:
+        return self.pool.fan_out(self.inventory.hosts if hosts is None else hosts, fn)
+
+    def manager(self) -> Engine:
+        """The first inventory manager whose engine is an active swarm manager.
+
+        Raises:
+            ClusterError: no manager answered; says what each one said.
+        """
+        reasons = []
+        for host in self.inventory.managers:
+            try:
+                engine = self.engine(host)
+                swarm = engine.info().get("Swarm") or {}
+            except HostError as e:
+                reasons.append(f"{host.name}: {e.message}")
+                continue
+            if swarm.get("ControlAvailable"):
+                return engine
+            state = swarm.get("LocalNodeState") or "unknown"
+            reasons.append(f"{host.name}: not a swarm manager (swarm state {state})")
+        raise ClusterError("no reachable swarm manager (" + "; ".join(reasons) + "); run `swarmctl bootstrap` first")
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self.pool.close()
