@@ -1,0 +1,156 @@
+"""An Engine that replays API responses recorded from the lab (tests/recorded), for the unit tier.
+
+It answers the calls the convergence and rollout code makes - info, nodes, services, tasks,
+inspect/update service, networks - from recorded snapshots. Each service moves between recorded
+phases when it is written, as swarm moved it when the recording was made:
+
+    before --update (outcome "ok")--> updated
+    before --update (outcome "fail")--> rolled_back     (swarm's failure_action rollback)
+    any    --update rollback=previous--> reverted       (rolled_back, its spec the one before)
+
+It stands in for a swarm only where the unit tier tests pure logic over real answers; the same
+paths run against a real swarm in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swarmctl.errors import NotFound
+from swarmctl.spec import parse_time
+
+RECORDED = Path(__file__).resolve().parents[1] / "recorded"
+
+
+def recorded(name: str) -> Any:
+    return json.loads((RECORDED / f"{name}.json").read_text().replace("<ROOT>", str(RECORDED.parents[1])))
+
+
+def _rename(snapshot: Mapping[str, Any], ident: str, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    snap = copy.deepcopy(dict(snapshot))
+    old = snap["service"]["ID"]
+    snap["service"]["ID"] = ident
+    snap["service"]["Spec"]["Name"] = name
+    snap["service"]["Spec"]["Labels"] = {**(snap["service"]["Spec"].get("Labels") or {}), **labels}
+    for t in snap["tasks"]:
+        t["ServiceID"] = ident
+        t["ID"] = t["ID"].replace(old[:8], ident[:8])
+    return snap
+
+
+@dataclass
+class FakeService:
+    phases: dict[str, dict[str, Any]]  # before | updated | rolled_back | reverted -> recorded snapshot
+    outcome: str = "ok"  # what an update leads to: ok | fail
+    phase: str = "before"
+    just_written: str | None = None  # UpdatedAt to answer with right after a write
+
+    @property
+    def snap(self) -> dict[str, Any]:
+        return self.phases[self.phase]
+
+
+@dataclass
+class FakeEngine:
+    services_by_id: dict[str, FakeService] = field(default_factory=dict)
+    node_list: list[dict[str, Any]] = field(default_factory=lambda: recorded("nodes"))
+    writes: list[tuple[str, str]] = field(default_factory=list)  # (service name, "update" | "rollback")
+    name: str = "lab1"
+
+    @classmethod
+    def rollout(cls, services: Iterable[tuple[str, Mapping[str, str], str]]) -> FakeEngine:
+        """Services cloned from the recorded rollout: (name, labels, outcome) each."""
+        data = recorded("rollout")
+        engine = cls()
+        for i, (name, labels, outcome) in enumerate(services):
+            ident = f"svc{i:02d}" + "x" * 19
+            phases = {p: _rename(data[p], ident, name, labels) for p in ("before", "updated", "rolled_back")}
+            for p in ("updated", "rolled_back"):
+                phases[p]["written_at"] = data[p]["written_at"]
+            # an explicit rollback returns to the spec before the rollout (the recording rolled back
+            # from a second update, so its spec is the first update's)
+            phases["reverted"] = copy.deepcopy(phases["rolled_back"])
+            phases["reverted"]["service"]["Spec"] = copy.deepcopy(phases["before"]["service"]["Spec"])
+            engine.services_by_id[ident] = FakeService(phases, outcome)
+        return engine
+
+    def _find(self, ident: str) -> FakeService:
+        for sid, s in self.services_by_id.items():
+            if ident in (sid, s.snap["service"]["Spec"]["Name"]):
+                return s
+        raise NotFound(self.name, f"inspect service {ident}: service {ident} not found")
+
+    def info(self) -> dict[str, Any]:
+        now = max((s.snap["now"] for s in self.services_by_id.values()), key=parse_time, default="")
+        return {"SystemTime": now, "Swarm": {"ControlAvailable": True, "LocalNodeState": "active"}}
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.node_list)
+
+    def services(self, filters: Mapping[str, Iterable[str]] | None = None, status: bool = False) -> list[Any]:
+        out = [copy.deepcopy(s.snap["service"]) for s in self.services_by_id.values()]
+        for wanted in (filters or {}).get("label", []):
+            key, _, value = wanted.partition("=")
+            out = [svc for svc in out if (svc["Spec"].get("Labels") or {}).get(key) == value]
+        return out
+
+    def inspect_service(self, ident: str) -> dict[str, Any]:
+        s = self._find(ident)
+        svc = copy.deepcopy(s.snap["service"])
+        if s.just_written is not None:
+            svc["UpdatedAt"], s.just_written = s.just_written, None
+        return svc
+
+    def update_service(
+        self, ident: str, version: int, spec: Mapping[str, Any], rollback: bool = False, what: str = ""
+    ) -> dict[str, Any]:
+        s = self._find(ident)
+        name = s.snap["service"]["Spec"]["Name"]
+        self.writes.append((name, "rollback" if rollback else "update"))
+        s.phase = "reverted" if rollback else "rolled_back" if s.outcome == "fail" else "updated"
+        s.just_written = s.snap["written_at"]
+        return {}
+
+    def tasks(self, filters: Mapping[str, Iterable[str]] | None = None) -> list[dict[str, Any]]:
+        ids = set((filters or {}).get("service", self.services_by_id))
+        out = []
+        for sid in ids:
+            if sid in self.services_by_id:
+                out += copy.deepcopy(self.services_by_id[sid].snap["tasks"])
+        return out
+
+    def networks(self, filters: Any = None) -> list[dict[str, Any]]:
+        return []
+
+
+@dataclass
+class FakeGates:
+    """Application gates with scripted answers: who goes last, and which services fail their gate."""
+
+    last: set[str] = field(default_factory=set)
+    unhealthy_before: set[str] = field(default_factory=set)
+    failing: set[str] = field(default_factory=set)
+    events: list[str] = field(default_factory=list)
+
+    def refresh(self) -> None:
+        self.events.append("refresh")
+
+    def goes_last(self) -> set[str]:
+        return set(self.last)
+
+    def check(self, short: str) -> tuple[bool, str]:
+        ok = short not in self.unhealthy_before
+        return ok, f"{short}: {'follower' if ok else 'no answer'}"
+
+    def wait(self, short: str, timeout: float) -> str:
+        from swarmctl.errors import TimeoutExpired
+
+        self.events.append(f"gate {short}")
+        if short in self.failing:
+            raise TimeoutExpired(f"application check of {short} did not pass in {timeout:g}s: {short}: no answer")
+        return f"{short}: follower"

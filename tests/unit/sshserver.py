@@ -1,0 +1,115 @@
+"""A real SSH server in this process on 127.0.0.1 (paramiko's server side), for the unit tier.
+
+It accepts public-key authentication with one client key, runs ``exec`` requests by answering
+with a fixed output, and can be made to stop answering after the TCP handshake (a hung host).
+Nothing leaves the machine: it listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+
+class _Server(paramiko.ServerInterface):
+    def __init__(self, client_key: paramiko.PKey, output: bytes):
+        self.client_key = client_key
+        self.output = output
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return paramiko.AUTH_SUCCESSFUL if key == self.client_key else paramiko.AUTH_FAILED
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        def answer() -> None:
+            # paramiko replies to the exec request after this method returns: closing the channel
+            # before that reply would fail the request, so the client closes it once it has the status
+            channel.sendall(self.output)
+            channel.send_exit_status(0)
+
+        threading.Thread(target=answer, daemon=True).start()
+        return True
+
+
+@dataclass
+class SSHServer:
+    port: int
+    host_key: paramiko.PKey
+    client_key_file: Path
+    connections: int = 0
+    transports: list[paramiko.Transport] = field(default_factory=list)
+
+
+@contextmanager
+def ssh_server(tmp: Path, host_key: paramiko.PKey | None = None, output: bytes = b"ok\n") -> Iterator[SSHServer]:
+    """Serve SSH on 127.0.0.1 (a free port) until the block ends."""
+    host_key = host_key or paramiko.Ed25519Key.from_private_key_file(str(_new_key(tmp, "host")))
+    client_file = _new_key(tmp, "client")
+    client_key = paramiko.Ed25519Key.from_private_key_file(str(client_file))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    server = SSHServer(listener.getsockname()[1], host_key, client_file)
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            server.connections += 1
+            t = paramiko.Transport(sock)
+            t.add_server_key(host_key)
+            server.transports.append(t)
+            try:
+                t.start_server(server=_Server(client_key, output))
+            except (paramiko.SSHException, EOFError, OSError):
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        listener.close()
+        for t in server.transports:
+            t.close()
+        thread.join(timeout=2)
+
+
+def _new_key(tmp: Path, name: str) -> Path:
+    """An ed25519 key written in OpenSSH format (paramiko cannot generate ed25519: use cryptography)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = tmp / f"{name}_ed25519"
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            )
+        )
+        path.chmod(0o600)
+    return path
+
+
+def other_host_key(tmp: Path) -> paramiko.PKey:
+    return paramiko.Ed25519Key.from_private_key_file(str(_new_key(tmp, "otherhost")))

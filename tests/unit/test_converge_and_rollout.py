@@ -1,0 +1,115 @@
+"""Convergence judged from recorded services and tasks, and the rollout engine's order, gates,
+failure and rollback paths over a fake engine replaying recorded API responses (tests/recorded).
+
+The same paths against a real swarm: tests/e2e/test_update.py and test_deploy.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from swarmctl.converge import assess
+from swarmctl.ops.update import RolloutFailed, Step, roll_out
+from swarmctl.spec import parse_time
+from tests.unit.fakeengine import FakeEngine, FakeGates, recorded
+
+CONVERGENCE = recorded("convergence")
+
+
+@pytest.mark.parametrize("case", sorted(CONVERGENCE))
+def test_convergence_of_recorded_services(case: str) -> None:
+    rec = CONVERGENCE[case]
+    written = rec["written_at"]
+    written_at = parse_time(written) if isinstance(written, str) else written
+    p = assess(rec["service"], rec["tasks"], written_at, parse_time(rec["since"]), parse_time(rec["now"]), {})
+    assert p.state == rec["expect"], (p, [t["Status"]["State"] for t in rec["tasks"]])
+    if p.state == "failed":
+        assert "exit" in p.message or "paused" in p.message  # the task error or swarm's reason, in words
+
+
+def test_running_tasks_inside_the_monitor_window_are_not_converged_yet() -> None:
+    rec = CONVERGENCE["running"]
+    started = max(parse_time(t["Status"]["Timestamp"]) for t in rec["tasks"])
+    p = assess(rec["service"], rec["tasks"], None, parse_time(rec["since"]), started + 1, {})
+    assert p.state == "updating" and "watching" in p.message
+
+
+def test_an_update_status_from_before_our_write_is_not_ours() -> None:
+    rec = CONVERGENCE["rolled-back"]
+    # a rollback that started before this run wrote the service says nothing about our write
+    late = parse_time(rec["service"]["UpdateStatus"]["StartedAt"]) + 60
+    p = assess(rec["service"], rec["tasks"], late, parse_time(rec["since"]), parse_time(rec["now"]), {})
+    assert p.state != "rolled back"
+
+
+ZK = {"io.swarmctl.check": "zookeeper", "io.swarmctl.rollout.group": "zookeeper", "io.swarmctl.rollout.order": "1"}
+KAFKA = {"io.swarmctl.check": "kafka", "io.swarmctl.rollout.group": "kafka", "io.swarmctl.rollout.order": "2"}
+
+
+def steps_for(engine: FakeEngine, command: list[str] | None = None) -> list[Step]:
+    good = command or recorded("rollout")["updated"]["command"]
+    out = []
+    for svc in engine.services():
+        spec = {**svc["Spec"], "TaskTemplate": {**svc["Spec"]["TaskTemplate"]}}
+        spec["TaskTemplate"]["ContainerSpec"] = {**spec["TaskTemplate"]["ContainerSpec"], "Command": good}
+        name = svc["Spec"]["Name"]
+        out.append(Step(name, name.removeprefix("kafka_"), svc, spec, ("TaskTemplate.ContainerSpec.Command",)))
+    return out
+
+
+def stack(outcomes: dict[str, str] | None = None) -> FakeEngine:
+    outcomes = outcomes or {}
+    members: list[tuple[str, dict[str, str], str]] = []
+    for i in (1, 2, 3):
+        members.append((f"kafka_zookeeper-{i}", ZK, outcomes.get(f"zookeeper-{i}", "ok")))
+    for i in (1, 2):
+        members.append((f"kafka_kafka-{i}", KAFKA, outcomes.get(f"kafka-{i}", "ok")))
+    return FakeEngine.rollout(members)
+
+
+def test_one_at_a_time_in_stack_order_leader_and_controller_last_behind_the_gates() -> None:
+    engine = stack()
+    gates = FakeGates(last={"zookeeper-2", "kafka-1"})
+    results = roll_out(engine, steps_for(engine), gates, timeout=30)  # type: ignore[arg-type]
+    order = ["zookeeper-1", "zookeeper-3", "zookeeper-2", "kafka-2", "kafka-1"]
+    assert [r.name for r in results] == order and all(r.result == "updated" for r in results)
+    assert engine.writes == [(f"kafka_{n}", "update") for n in order]
+    # each service's application gate passed before the next service was written
+    assert [e for e in gates.events if e.startswith("gate")] == [f"gate {n}" for n in order]
+
+
+def test_a_failed_update_stops_the_rollout_and_leaves_the_rest_untouched() -> None:
+    engine = stack({"zookeeper-3": "fail"})
+    with pytest.raises(RolloutFailed) as e:
+        roll_out(engine, steps_for(engine), FakeGates(last={"zookeeper-2"}), timeout=30)  # type: ignore[arg-type]
+    by_name = {r.name: r.result for r in e.value.results}
+    assert by_name == {"zookeeper-1": "updated", "zookeeper-3": "rolled back", "zookeeper-2": "not started",
+                       "kafka-1": "not started", "kafka-2": "not started"}  # fmt: skip
+    assert "rolled back by swarm" in str(e.value) and "left as they were: zookeeper-2, kafka-1, kafka-2" in str(e.value)
+    assert [w for w, _ in engine.writes] == ["kafka_zookeeper-1", "kafka_zookeeper-3"]  # swarm rolled back itself
+
+
+def test_an_application_gate_that_never_passes_rolls_the_service_back_explicitly() -> None:
+    engine = stack()
+    gates = FakeGates(failing={"zookeeper-1"})
+    with pytest.raises(RolloutFailed) as e:
+        roll_out(engine, steps_for(engine), gates, timeout=30)  # type: ignore[arg-type]
+    first = e.value.results[0]
+    assert (first.name, first.result) == ("zookeeper-1", "rolled back")
+    assert "application check of zookeeper-1 did not pass" in first.detail
+    assert engine.writes == [("kafka_zookeeper-1", "update"), ("kafka_zookeeper-1", "rollback")]
+    assert "spec differs" not in first.detail  # back on the spec it had before
+
+
+def test_nothing_starts_while_the_application_is_unhealthy() -> None:
+    engine = stack()
+    with pytest.raises(RolloutFailed) as e:
+        roll_out(engine, steps_for(engine), FakeGates(unhealthy_before={"kafka-2"}), timeout=30)  # type: ignore[arg-type]
+    assert "not starting: kafka-2 is not healthy" in str(e.value) and engine.writes == []
+    assert {r.result for r in e.value.results} == {"not started"}
+
+
+def test_without_gates_every_step_still_waits_for_convergence() -> None:
+    engine = stack()
+    results = roll_out(engine, steps_for(engine)[:2], None, timeout=30)  # type: ignore[arg-type]
+    assert [r.result for r in results] == ["updated", "updated"]
