@@ -5,6 +5,7 @@ Core code raises these; only the CLI turns them into one red line and an exit st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import IntEnum
 from pathlib import Path
@@ -24,13 +25,23 @@ class SwarmctlError(Exception):
     exit_status: ExitStatus = ExitStatus.FAILURE
 
 
+MAX_SHOWN = 80  # the longest quoted value an error message repeats back
+_QUOTED = re.compile(r"""(['"])([^'"\n]{""" + str(MAX_SHOWN + 1) + r""",})\1""")
+
+
+def clip_values(message: str) -> str:
+    """Quoted values in a message, cut to MAX_SHOWN characters: a hostile or mistaken input of
+    megabytes is named, not repeated."""
+    return _QUOTED.sub(lambda m: f"{m.group(1)}{m.group(2)[: MAX_SHOWN - 3]}...{m.group(1)}", message)
+
+
 class InputError(SwarmctlError):
     """Bad input, found before anything was changed. Renders as ``FILE:LINE: message``."""
 
     exit_status = ExitStatus.USAGE
 
     def __init__(self, message: str, file: str | Path | None = None, line: int | None = None):
-        self.message = message
+        self.message = clip_values(message)
         self.file = str(file) if file is not None else None
         self.line = line
         super().__init__(self._render())
@@ -110,6 +121,16 @@ class HostsFailed(SwarmctlError):
 
 class ClusterError(SwarmctlError):
     """The swarm as a whole is not in a state the command can work with."""
+
+
+class Refused(ClusterError):
+    """A safety rule stopped the operation before it changed anything; the message says what to do instead."""
+
+
+class Interrupted(SwarmctlError):
+    """Ctrl-C or SIGTERM after an operation changed something; the message says what it had done."""
+
+    exit_status = ExitStatus.INTERRUPTED
 
 
 class TimeoutExpired(SwarmctlError):

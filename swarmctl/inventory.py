@@ -19,6 +19,7 @@ Everything is checked before any connection is made; each mistake is reported as
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -28,11 +29,13 @@ from types import MappingProxyType
 from typing import Any
 
 from swarmctl.errors import InputError
+from swarmctl.files import write_atomic
 from swarmctl.yamlfile import LineDict, load_yaml, suggest, type_name
 
 ROLES = ("manager", "worker")
 AVAILABILITIES = ("active", "pause", "drain")
 HOST_KEY_POLICIES = ("reject", "accept-new")
+MAX_TIMEOUT = 600  # seconds: every wait has a deadline, and a deadline of hours is none
 
 TOP_KEYS = ("ssh", "hosts", "vars")
 SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "host_key_policy", "sudo", "connect_timeout")
@@ -95,6 +98,11 @@ class Inventory:
             if h.name == name:
                 return h
         raise KeyError(name)
+
+
+def majority(managers: int) -> int:
+    """How many of ``managers`` raft needs to agree."""
+    return managers // 2 + 1
 
 
 def load_inventory(path: str | Path) -> Inventory:
@@ -170,7 +178,7 @@ class _Validator:
         warnings = []
         if len(managers) % 2 == 0:
             warnings.append(
-                f"{len(managers)} managers: raft needs a majority ({len(managers) // 2 + 1}) to agree, so an even "
+                f"{len(managers)} managers: raft needs a majority ({majority(len(managers))}) to agree, so an even "
                 f"number tolerates no more failures than {len(managers) - 1} managers would; use an odd number"
             )
         return Inventory(
@@ -293,9 +301,16 @@ class _Validator:
             values["sudo"] = block["sudo"]
         if "connect_timeout" in block:
             t = block["connect_timeout"]
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
+            if (
+                isinstance(t, bool)
+                or not isinstance(t, (int, float))
+                or not math.isfinite(t)
+                or not 0 < t <= MAX_TIMEOUT
+            ):
                 raise self.error(
-                    f"{where}: connect_timeout must be a positive number of seconds", block.line_of("connect_timeout")
+                    f"{where}: connect_timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT}, "
+                    f"not {t!r}",
+                    block.line_of("connect_timeout"),
                 )
             values["connect_timeout"] = float(t)
         settings = SSHSettings(**{**base.__dict__, **values})
@@ -356,8 +371,4 @@ def resolve_inventory_path(explicit: str | None, env: Mapping[str, str], cwd: Pa
 
 def remember_inventory(path: Path, cwd: Path) -> None:
     """Record the inventory just bootstrapped so later commands in ``cwd`` need no ``-i``."""
-    state = cwd / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    tmp = state / (LAST_INVENTORY + ".tmp")
-    tmp.write_text(str(path.resolve()) + "\n", encoding="utf-8")
-    tmp.replace(state / LAST_INVENTORY)
+    write_atomic(cwd / STATE_DIR / LAST_INVENTORY, str(path.resolve()) + "\n", 0o644)

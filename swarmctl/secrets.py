@@ -10,9 +10,19 @@ A secret file (convention ``secrets/<name>.enc``) is a few text lines, so it dif
 
 The associated data binds the format version, the secret's name (the file's name without
 ``.enc``) and the key fingerprint: a file renamed to another secret's name, edited, truncated or
-read with another key does not decrypt. The key is 32 random bytes, base64, from
-``SWARMCTL_SECRETS_KEY`` or a key file (default ``~/.config/swarmctl/secrets.key``) that only its
-owner may read. Only the key's fingerprint is ever shown.
+read with another key does not decrypt.
+
+Keys are 32 random bytes, base64. They come from ``SWARMCTL_SECRETS_KEY`` (one key) or from a
+**keyring** file (default ``~/.config/swarmctl/secrets.key``, only its owner may read it): the first
+key encrypts, the ``retired`` ones still decrypt what they encrypted. A key is never deleted:
+``rekey`` adds a new key, re-encrypts a directory and retires the old key, so other directories
+sharing the keyring keep decrypting. rekey is all or nothing across crashes: a journal is written
+first, every file is replaced crash-safe, and the next command that touches the directory finishes
+(or, when the new key never reached the keyring, undoes) an interrupted rekey.
+
+Nothing derived from a plaintext leaves the machine except the secret itself: swarm secret names
+and the content label carry an HMAC of the content keyed by a key derived from the secrets key
+(HKDF, for this use only), never a plain hash. Only key fingerprints are ever shown.
 """
 
 from __future__ import annotations
@@ -20,18 +30,24 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
+import json
 import os
 import re
 import secrets as random
+import signal
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from swarmctl.errors import InputError
+from swarmctl.files import create_exclusive, remove_durably, write_atomic
 
 MAGIC = "swarmctl-secret"
 FORMAT_VERSION = 1
@@ -41,19 +57,64 @@ DEFAULT_KEY_FILE = Path("~/.config/swarmctl/secrets.key")
 SUFFIX = ".enc"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SIZE = 500 * 1024  # swarm's own limit for a secret
+KEYRING_HEADER = (
+    "# swarmctl secrets keyring: the first key encrypts; `retired` keys only decrypt what they encrypted.\n"
+    "# Never delete a line: files encrypted with a retired key need it.\n"
+)
+RETIRED = "retired"
+DIGEST_SCHEME = "hmac-sha256:"  # the content label: keyed, so it cannot be checked against a guess
+JOURNAL = ".swarmctl-rekey"
+# fault injection for the crash tests of rekey: SIGKILL this process at the named step
+CRASH_ENV = "SWARMCTL_TEST_CRASH"
 
 
 @dataclass(frozen=True)
 class SecretKey:
-    raw: bytes = b""
+    raw: bytes = field(default=b"", repr=False)
     source: str = ""
 
     @property
     def fingerprint(self) -> str:
         return hashlib.sha256(b"swarmctl-secrets-key\0" + self.raw).hexdigest()[:16]
 
+    def derive(self, purpose: str) -> bytes:
+        """A key for one use only (HKDF-SHA256), so no use of the key leaks into another."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"swarmctl {purpose}".encode())
+        return hkdf.derive(self.raw)
+
     def __repr__(self) -> str:  # never the key itself, not even in a traceback
         return f"SecretKey(fingerprint={self.fingerprint}, source={self.source})"
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The current key (encrypts, names) and the retired ones (decrypt only)."""
+
+    current: SecretKey
+    retired: tuple[SecretKey, ...] = ()
+    source: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return self.current.fingerprint
+
+    def find(self, fingerprint: str) -> SecretKey | None:
+        for k in (self.current, *self.retired):
+            if k.fingerprint == fingerprint:
+                return k
+        return None
+
+    def digest(self, plaintext: bytes) -> str:
+        """The keyed content digest (HMAC-SHA256 under a key derived for it), hex."""
+        return hmac.new(self.current.derive("secret digests v1"), plaintext, hashlib.sha256).hexdigest()
+
+    def content_label(self, plaintext: bytes) -> str:
+        return DIGEST_SCHEME + self.digest(plaintext)
+
+    def text(self) -> str:
+        lines = [base64.b64encode(self.current.raw).decode()]
+        lines += [f"{RETIRED} {base64.b64encode(k.raw).decode()}" for k in self.retired]
+        return KEYRING_HEADER + "\n".join(lines) + "\n"
 
 
 def key_file_path(env: Mapping[str, str]) -> Path:
@@ -70,43 +131,102 @@ def _decode_key(text: str, source: str) -> SecretKey:
     return SecretKey(raw, source)
 
 
-def load_key(env: Mapping[str, str]) -> SecretKey:
-    """The key from SWARMCTL_SECRETS_KEY, else from the key file.
+def parse_keyring(text: str, source: str) -> Keyring:
+    """A keyring file's text (a file with one bare key, as older swarmctl wrote, is a keyring too)."""
+    keys: list[SecretKey] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        retired = word == RETIRED
+        if keys and not retired:
+            raise InputError(f"more than one current key (only the first line may be unmarked): line {number}", source)
+        if not keys and retired:
+            raise InputError(f"the first key is marked retired: line {number}", source)
+        keys.append(_decode_key(rest if retired else line, f"{source}:{number}"))
+    if not keys:
+        raise InputError("no key in it", source)
+    return Keyring(keys[0], tuple(keys[1:]), source)
+
+
+def load_key(env: Mapping[str, str]) -> Keyring:
+    """The keyring: SWARMCTL_SECRETS_KEY (one key), else the key file.
 
     Raises:
-        InputError: no key, a malformed key, or a key file others may read.
+        InputError: no key, a malformed key, or a key file that someone else owns or others may read.
     """
     if env.get(KEY_ENV):
-        return _decode_key(env[KEY_ENV], KEY_ENV)
+        return Keyring(_decode_key(env[KEY_ENV], KEY_ENV), (), KEY_ENV)
     path = key_file_path(env)
     try:
-        st = path.stat()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise InputError(
             f"no secrets key: set {KEY_ENV}, or create a key file with `swarmctl secrets init` ({path})"
         ) from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(
-            f"refusing the secrets key file {path}: it is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"run `chmod 600 {path}`"
-        )
-    return _decode_key(path.read_text(encoding="ascii", errors="replace"), str(path))
+    except OSError as e:
+        raise InputError(f"cannot read the secrets key file {path}: {e.strerror}") from None
+    try:
+        # checked on the open file, not the path: what is read is what was checked
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"the secrets key file {path} is not a regular file")
+        if st.st_uid != os.geteuid():
+            raise InputError(f"refusing the secrets key file {path}: it belongs to uid {st.st_uid}, not to you")
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise InputError(
+                f"refusing the secrets key file {path}: it is readable by others "
+                f"(mode {stat.S_IMODE(st.st_mode):o}); run `chmod 600 {path}`"
+            )
+        with os.fdopen(os.dup(fd), "rb") as f:
+            text = f.read(64 * 1024).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
+    return parse_keyring(text, str(path))
 
 
-def create_key_file(env: Mapping[str, str]) -> tuple[Path, SecretKey]:
-    """A new random key in the key file (mode 0600); never overwrites one."""
+def load_key_if_any(env: Mapping[str, str]) -> Keyring | None:
+    """The keyring when one is configured (for what works without one, too); None when there is none."""
+    if not env.get(KEY_ENV) and not key_file_path(env).exists():
+        return None
+    return load_key(env)
+
+
+class KeySource:
+    """The keyring of one command, loaded once when first needed: required by encrypted secrets
+    (``required``: raises when there is none), optional for what merely benefits from it."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self._keys: Keyring | None = None
+        self._looked = False
+
+    def required(self) -> Keyring:
+        if self._keys is None:
+            self._keys = load_key(self.env)
+            self._looked = True
+        return self._keys
+
+    def optional(self) -> Keyring | None:
+        if not self._looked:
+            self._keys = load_key_if_any(self.env)
+            self._looked = True
+        return self._keys
+
+
+def create_key_file(env: Mapping[str, str]) -> tuple[Path, Keyring]:
+    """A new keyring with one random key (mode 0600); never overwrites one."""
     path = key_file_path(env)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = SecretKey(random.token_bytes(32), str(path))
+    ring = Keyring(SecretKey(random.token_bytes(32), str(path)), (), str(path))
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_exclusive(path, ring.text(), 0o600)
     except FileExistsError:
         raise InputError(
             f"{path} exists already: refusing to overwrite a key (it would lock out its secrets)"
         ) from None
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(base64.b64encode(key.raw).decode() + "\n")
-    return path, key
+    return path, ring
 
 
 def check_name(name: str) -> None:
@@ -136,8 +256,14 @@ def is_encrypted(data: bytes) -> bool:
     return data.startswith(MAGIC.encode() + b" ")
 
 
-def decrypt(name: str, text: str, key: SecretKey, source: str) -> bytes:
-    """The plaintext of an encrypted secret file.
+def key_of(text: str) -> str:
+    """The fingerprint a secret file names in its header ("?" when it names none)."""
+    m = re.search(r"^key: (\S+)$", text, re.M)
+    return m.group(1) if m else "?"
+
+
+def decrypt(name: str, text: str, keys: Keyring, source: str) -> bytes:
+    """The plaintext of an encrypted secret file, with the key its header names.
 
     Raises:
         InputError: naming the file and what is wrong - never the content.
@@ -157,9 +283,12 @@ def decrypt(name: str, text: str, key: SecretKey, source: str) -> bytes:
     missing = [f for f in ("name", "key", "nonce", "data") if f not in fields]
     if missing:
         raise InputError(f"damaged or truncated secret file: no {', '.join(missing)}", source)
-    if fields["key"] != key.fingerprint:
+    key = keys.find(fields["key"])
+    if key is None:
         raise InputError(
-            f"encrypted with key {fields['key']}, but the key in use ({key.source}) is {key.fingerprint}", source
+            f"encrypted with key {fields['key']}, which is neither the current key ({keys.fingerprint}) nor a "
+            f"retired one in {keys.source}",
+            source,
         )
     try:
         nonce = base64.b64decode(fields["nonce"], validate=True)
@@ -184,29 +313,45 @@ def name_of(path: Path) -> str:
     return path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
 
 
-def read_secret(path: Path, key: SecretKey) -> bytes:
+MAX_FILE = 2 * MAX_SIZE  # a secret file: base64 of at most MAX_SIZE bytes and a short header
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_FILE:
+            raise InputError(f"the file is {size} bytes; a secret file is at most {MAX_FILE}", path)
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError("no such secret file", path) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a secret file", path) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read: {e}", path) from None
-    return decrypt(name_of(path), text, key, str(path))
+        raise InputError(f"cannot read: {getattr(e, 'strerror', None) or e}", path) from None
 
 
-def write_secret(path: Path, plaintext: bytes, key: SecretKey) -> None:
-    """Encrypt and write atomically (the plaintext never touches the disk)."""
+def read_secret(path: Path, keys: Keyring, env: Mapping[str, str] | None = None) -> bytes:
+    """Decrypt one secret file (an interrupted rekey of its directory is finished first)."""
+    if env is not None:
+        recover(path.parent, env)
+    return decrypt(name_of(path), _read_text(path), keys, str(path))
+
+
+def write_secret(path: Path, plaintext: bytes, keys: Keyring) -> None:
+    """Encrypt with the current key and write crash-safe (the plaintext never touches the disk)."""
     if len(plaintext) > MAX_SIZE:
         raise InputError(f"a secret holds at most {MAX_SIZE} bytes (swarm's limit); this one has {len(plaintext)}")
-    text = encrypt(name_of(path), plaintext, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, encrypt(name_of(path), plaintext, keys.current), 0o644)
 
 
-def versioned_name(base: str, plaintext: bytes) -> str:
-    """``<base>_<first 12 hex of sha256(plaintext)>``: new content, new swarm secret."""
+def versioned_name(base: str, plaintext: bytes, keys: Keyring) -> str:
+    """``<base>_<first 12 hex of the keyed digest>``: new content, new swarm secret; a name that
+    cannot be checked against a guessed value without the key."""
+    return f"{base}_{keys.digest(plaintext)[:12]}"
+
+
+def legacy_versioned_name(base: str, plaintext: bytes) -> str:
+    """The name older swarmctl gave (the unsalted sha256 of the content): recognised, never given."""
     return f"{base}_{hashlib.sha256(plaintext).hexdigest()[:12]}"
 
 
@@ -214,60 +359,113 @@ def versioned_name(base: str, plaintext: bytes) -> str:
 class Listed:
     name: str
     path: Path
-    size: int  # plaintext bytes
+    size: int  # plaintext bytes; -1 when it could not be read
     key: str  # fingerprint the file names
+    problem: str = ""  # why it is not a usable secret file
 
 
-def list_secrets(directory: Path, key: SecretKey | None) -> list[Listed]:
-    """Every ``*.enc`` in directory; sizes need the key (a file it cannot open is an error)."""
+def list_secrets(directory: Path, keys: Keyring | None) -> list[Listed]:
+    """Every ``*.enc`` in directory; sizes need the key. Entries that are not secret files are
+    listed with the problem (a directory, a dangling link, unreadable), not fatal."""
     out = []
     for path in sorted(directory.glob(f"*{SUFFIX}")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        m = re.search(r"^key: (\S+)$", text, re.M)
-        fingerprint = m.group(1) if m else "?"
-        size = len(decrypt(name_of(path), text, key, str(path))) if key is not None else -1
-        out.append(Listed(name_of(path), path, size, fingerprint))
+        problem = ""
+        if path.is_symlink() and not path.exists():
+            problem = "a dangling symbolic link"
+        elif path.is_dir():
+            problem = "a directory, not a secret file"
+        elif not path.is_file():
+            problem = "not a regular file"
+        if problem:
+            out.append(Listed(name_of(path), path, -1, "?", problem))
+            continue
+        try:
+            text = _read_text(path)
+            size = len(decrypt(name_of(path), text, keys, str(path))) if keys is not None else -1
+        except InputError as e:
+            out.append(Listed(name_of(path), path, -1, "?", e.message))
+            continue
+        out.append(Listed(name_of(path), path, size, key_of(text)))
     return out
 
 
-def rekey(directory: Path, env: Mapping[str, str]) -> tuple[SecretKey, SecretKey, int]:
-    """Re-encrypt every secret under a new key, all or nothing. Returns (old, new, count).
+# -- rekey: all or nothing, across crashes ---------------------------------------------------------
 
-    Every file is decrypted first (nothing changes if one fails); then the new files and the new
-    key are written beside the old ones and renamed into place; a failure while renaming puts the
-    old ones back.
+
+def _crash_point(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Rekeyed:
+    old: str  # fingerprints
+    new: str
+    count: int
+    source: str
+
+
+def recover(directory: Path, env: Mapping[str, str]) -> str:
+    """Finish (or undo) a rekey of ``directory`` that was interrupted; returns what was done, or "".
+
+    The journal names the old and new keys and the files. If the new key reached the keyring, the
+    files still under another key are re-encrypted with it; if not, no file was touched and the
+    journal is dropped.
     """
-    old = load_key(env)
+    journal = directory / JOURNAL
+    try:
+        data = json.loads(journal.read_text(encoding="utf-8"))
+        new, files = str(data["new"]), [str(f) for f in data["files"]]
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(
+            f"an interrupted rekey left a damaged journal ({e}); restore {directory} from git", journal
+        ) from None
+    keys = load_key(env)
+    if keys.fingerprint != new:
+        remove_durably(journal)
+        return f"an interrupted rekey of {directory} had changed nothing: undone"
+    done = 0
+    for name in files:
+        path = directory / name
+        text = _read_text(path)
+        if key_of(text) != new:
+            write_atomic(path, encrypt(name_of(path), decrypt(name_of(path), text, keys, str(path)), keys.current))
+            done += 1
+    remove_durably(journal)
+    return f"finished an interrupted rekey of {directory} (key {new}): {done} of {len(files)} files re-encrypted now"
+
+
+def rekey(directory: Path, env: Mapping[str, str]) -> Rekeyed:
+    """Re-encrypt every secret of ``directory`` under a new key; the old key is retired, not deleted.
+
+    Every file is decrypted first (nothing changes if one fails). Then a journal is written, the
+    keyring gains the new key (the old one retired), each file is replaced, and the journal goes.
+    A crash or Ctrl-C anywhere leaves a state that decrypts, and ``recover`` completes it.
+    """
     if env.get(KEY_ENV):
         raise InputError(
             f"rekey writes the new key to the key file; unset {KEY_ENV} (the key comes from the environment)"
         )
+    recover(directory, env)
+    keys = load_key(env)
     path = key_file_path(env)
-    files = sorted(directory.glob(f"*{SUFFIX}"))
-    plain = {p: read_secret(p, old) for p in files}
+    files = sorted(p for p in directory.glob(f"*{SUFFIX}") if p.is_file())
+    plain = {p: read_secret(p, keys) for p in files}
     new = SecretKey(random.token_bytes(32), str(path))
-    staged: list[tuple[Path, Path]] = []
-    for p, data in plain.items():
-        tmp = p.with_name(p.name + ".rekey")
-        tmp.write_text(encrypt(name_of(p), data, new), encoding="utf-8")
-        staged.append((tmp, p))
-    key_tmp = path.with_name(path.name + ".rekey")
-    fd = os.open(key_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(base64.b64encode(new.raw).decode() + "\n")
-    backups: list[tuple[Path, Path]] = []
+    journal = {"version": 1, "old": keys.fingerprint, "new": new.fingerprint, "files": [p.name for p in files]}
     try:
-        for tmp, target in [*staged, (key_tmp, path)]:
-            backup = target.with_name(target.name + ".pre-rekey")
-            os.link(target, backup)
-            backups.append((backup, target))
-            tmp.replace(target)
-    except OSError:
-        for backup, target in backups:
-            backup.replace(target)
-        for tmp, _ in [*staged, (key_tmp, path)]:
-            tmp.unlink(missing_ok=True)
+        write_atomic(directory / JOURNAL, json.dumps(journal, indent=1) + "\n", 0o600)
+        _crash_point("journal")
+        write_atomic(path, Keyring(new, (keys.current, *keys.retired), str(path)).text(), 0o600)
+        _crash_point("keyring")
+        for i, (p, data) in enumerate(plain.items()):
+            write_atomic(p, encrypt(name_of(p), data, new), 0o644)
+            _crash_point(f"file:{i}")
+        remove_durably(directory / JOURNAL)
+    except BaseException:
+        # Ctrl-C, a full disk...: complete what can be completed, or undo what changed nothing
+        recover(directory, env)
         raise
-    for backup, _ in backups:
-        backup.unlink(missing_ok=True)
-    return old, new, len(files)
+    return Rekeyed(keys.fingerprint, new.fingerprint, len(files), str(path))

@@ -92,12 +92,89 @@ _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
 
 
-def parse_yaml(text: str, file_name: str) -> Any:
-    """Parse one YAML document; errors become InputError with the file and line."""
-    loader_cls = type("_FileLoader", (_Loader,), {"file_name": file_name})
-    loader = loader_cls(text)
+MAX_BYTES = 1024 * 1024  # an inventory or stack file is kilobytes; more is a mistake or an attack
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_VALUES = 100_000  # values once aliases and merge keys are expanded ("billion laughs")
+
+
+def _check_depth(text: str, file_name: str) -> None:
+    """Nesting deeper than MAX_DEPTH is refused from the event stream (PyYAML's parser is not
+    recursive; its composer is, and would overflow the stack on thousands of nested brackets)."""
+    loader = yaml.SafeLoader(text)
+    depth = 0
     try:
-        return loader.get_single_data()
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else None
+                    raise InputError(f"nested more than {MAX_DEPTH} levels deep", file_name, line)
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, file_name: str) -> None:
+    """Refuse a document whose aliases and merge keys expand to more than MAX_VALUES values.
+
+    Sizes are counted on the node graph with each shared (aliased) node counted once per use but
+    computed once, so a bomb is measured in linear time without being built.
+    """
+    sizes: dict[int, int] = {}
+    order: list[yaml.Node] = []
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if not expanded and children:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        sizes[id(node)] = min(1 + sum(sizes.get(id(c), 1) for c in children), MAX_VALUES + 1)
+        order.append(node)
+    if sizes[id(root)] <= MAX_VALUES:
+        return
+    # name the innermost node that expands past the limit on its own: where the bomb is
+    culprit = next(n for n in order if sizes[id(n)] > MAX_VALUES)
+    raise InputError(
+        f"aliases and merge keys here expand to more than {MAX_VALUES} values: refusing to expand them",
+        file_name,
+        culprit.start_mark.line + 1,
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def parse_yaml(text: str, file_name: str) -> Any:
+    """Parse one YAML document; errors become InputError with the file and line.
+
+    Hostile input is bad input like any other: a size cap, a depth cap and a cap on what aliases
+    and merge keys may expand to, each refused in well under a second with the line.
+    """
+    if len(text) > MAX_BYTES:
+        raise InputError(f"the file is {len(text)} bytes; swarmctl reads YAML files of at most {MAX_BYTES}", file_name)
+    loader_cls = type("_FileLoader", (_Loader,), {"file_name": file_name})
+    try:
+        _check_depth(text, file_name)
+        loader = loader_cls(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node, file_name)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -105,13 +182,16 @@ def parse_yaml(text: str, file_name: str) -> Any:
         raise InputError(f"invalid YAML: {problem}", file_name, line) from None
     except yaml.YAMLError as e:
         raise InputError(f"invalid YAML: {e}", file_name) from None
-    finally:
-        loader.dispose()
+    except RecursionError:
+        raise InputError(f"nested too deeply (more than {MAX_DEPTH} levels)", file_name) from None
 
 
 def load_yaml(path: Path) -> Any:
-    """Read and parse a YAML file; a missing or unreadable file is an InputError."""
+    """Read and parse a YAML file; a missing, unreadable or oversized file is an InputError."""
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise InputError(f"the file is {size} bytes; swarmctl reads YAML files of at most {MAX_BYTES}", path)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError("no such file", path) from None

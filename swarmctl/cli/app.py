@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -115,8 +116,13 @@ def probe_image(inv: Any, explicit: str | None) -> str:
     return explicit or os.environ.get("PROBE_IMAGE") or inv.vars.get("PROBE_IMAGE") or DEFAULT_IMAGE
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a command the way Ctrl-C does: leaving a known state
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map expected errors to one line and an exit status, bugs to a logged traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         rv = cli.main(args=argv, prog_name="swarmctl", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else ExitStatus.OK

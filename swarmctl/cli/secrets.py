@@ -17,6 +17,15 @@ def secrets() -> None:
     """Secrets encrypted at rest (AES-256-GCM) in secrets/, decrypted only in memory."""
 
 
+def _recovered(directory: Path) -> None:
+    """Finish (or undo) an interrupted rekey of ``directory`` before anything reads or writes it."""
+    from swarmctl.secrets import recover
+
+    done = recover(directory, os.environ)
+    if done:
+        say(done)
+
+
 _secrets_dir = click.option(
     "--dir",
     "directory",
@@ -29,7 +38,7 @@ _secrets_dir = click.option(
 
 @secrets.command("init")
 def secrets_init() -> None:
-    """Create a new random key file (mode 0600); never overwrites one.
+    """Create a new key file (a keyring with one random key, mode 0600); never overwrites one.
 
     Example: swarmctl secrets init
     """
@@ -53,6 +62,7 @@ def secrets_set(name: str, from_file: Path | None, directory: Path) -> None:
     from swarmctl.secrets import SUFFIX, check_name, load_key, write_secret
 
     check_name(name)
+    _recovered(directory)
     key = load_key(os.environ)
     if from_file is not None:
         try:
@@ -78,21 +88,34 @@ def secrets_list(directory: Path, as_json: bool) -> None:
 
     Example: swarmctl secrets list
     """
+    from swarmctl.cli.render import warn
     from swarmctl.secrets import list_secrets, load_key
 
+    _recovered(directory)
     key = load_key(os.environ)
     listed = list_secrets(directory, key)
     if as_json:
         emit_json(
             {
                 "key": key.fingerprint,
-                "secrets": [{"name": x.name, "bytes": x.size, "file": str(x.path)} for x in listed],
+                "secrets": [
+                    {"name": x.name, "bytes": x.size, "file": str(x.path), "key": x.key, "problem": x.problem}
+                    for x in listed
+                ],
             }
         )
         return
-    rows = [(x.name, str(x.size), str(x.path)) for x in listed]
-    click.echo(table(rows, ("NAME", "BYTES", "FILE")) if rows else f"no secrets in {directory}")
-    click.echo(f"key: {key.fingerprint} ({key.source})")
+    rows = [(x.name, str(x.size), x.key, str(x.path)) for x in listed if not x.problem]
+    click.echo(table(rows, ("NAME", "BYTES", "KEY", "FILE")) if rows else f"no secrets in {directory}")
+    click.echo(f"key: {key.fingerprint} ({key.source}, {len(key.retired)} retired)")
+    for x in listed:
+        if x.problem:
+            warn(f"{x.path}: {x.problem}")
+    old = sorted({x.key for x in listed if not x.problem and x.key != key.fingerprint})
+    if old:
+        warn(
+            f"some secrets use a retired key ({', '.join(old)}): `swarmctl secrets rekey --dir {directory}` moves them"
+        )
 
 
 @secrets.command("show")
@@ -110,7 +133,7 @@ def secrets_show(name: str, force: bool, directory: Path) -> None:
     check_name(name)
     if not sys.stdout.isatty() and not force:
         raise InputError("refusing to write a secret to a pipe or a file; add --force if that is what you want")
-    value = read_secret(directory / f"{name}{SUFFIX}", load_key(os.environ))
+    value = read_secret(directory / f"{name}{SUFFIX}", load_key(os.environ), os.environ)
     sys.stdout.buffer.write(value)
     if sys.stdout.isatty() and not value.endswith(b"\n"):
         sys.stdout.buffer.write(b"\n")
@@ -120,11 +143,14 @@ def secrets_show(name: str, force: bool, directory: Path) -> None:
 @secrets.command("rekey")
 @_secrets_dir
 def secrets_rekey(directory: Path) -> None:
-    """Re-encrypt every secret under a new key, all or nothing; the key file gets the new key.
+    """Re-encrypt every secret of DIR under a new key, all or nothing; the old key is retired (kept
+    in the key file, so that other directories sharing it still decrypt), never deleted.
 
     Example: swarmctl secrets rekey
     """
     from swarmctl.secrets import rekey
 
-    old, new, count = rekey(directory, os.environ)
-    say(f"re-encrypted {count} secrets in {directory}: key {old.fingerprint} -> {new.fingerprint} ({new.source})")
+    done = rekey(directory, os.environ)
+    say(f"re-encrypted {done.count} secrets in {directory}: key {done.old} -> {done.new} ({done.source})")
+    say(f"key {done.old} is retired, not deleted: other directories that use it still decrypt")
+    say("the swarm secrets of these files get new names at their next deploy (their services restart once)")

@@ -25,20 +25,6 @@ from swarmctl.errors import ClusterError, InputError
 VERIFY_AFTER_DEPLOY = 30.0  # names take a moment to reach every node's DNS after the tasks run
 
 
-def key_loader() -> Any:
-    """Loads the secrets key once, the first time an encrypted secret needs it."""
-    from swarmctl.secrets import load_key
-
-    cache: list[Any] = []
-
-    def get() -> Any:
-        if not cache:
-            cache.append(load_key(os.environ))
-        return cache[0]
-
-    return get
-
-
 _probe_image_option = click.option(
     "--probe-image", metavar="IMAGE", help="Image with python3 for the probes (default: PROBE_IMAGE var)."
 )
@@ -75,28 +61,35 @@ def deploy(
     from swarmctl.compose.convert import convert_stack
     from swarmctl.compose.loader import find_stack_files, load_stack
     from swarmctl.ops.deploy import deploy_and_verify
+    from swarmctl.secrets import KeySource
     from swarmctl.transport.engine import Session
 
     inv = load_inventory(obj)
     paths = find_stack_files(name, list(files), Path.cwd())
     config = load_stack(name, paths, os.environ, inv.vars)
     render_warnings(config.warnings)
-    desired = convert_stack(config, secrets_key=key_loader())
+    desired = convert_stack(config, KeySource(os.environ))
+    from swarmctl.ops.update import RolloutFailed
+
     image = _image(inv, probe_image)
     with Session(inv) as session:
-        report = deploy_and_verify(
-            session,
-            desired,
-            prune=prune,
-            plan_only=plan_only,
-            wait=not no_wait,
-            timeout=timeout,
-            probe_image=image,
-            verify=not no_verify,
-            verify_wait=VERIFY_AFTER_DEPLOY,
-            notify=notifier(as_json),
-            on_progress=progress_callback(as_json),
-        )
+        try:
+            report = deploy_and_verify(
+                session,
+                desired,
+                prune=prune,
+                plan_only=plan_only,
+                wait=not no_wait,
+                timeout=timeout,
+                probe_image=image,
+                verify=not no_verify,
+                verify_wait=VERIFY_AFTER_DEPLOY,
+                notify=notifier(as_json),
+                on_progress=progress_callback(as_json),
+            )
+        except RolloutFailed as e:  # an update of the stack failed or was interrupted
+            render_rollout(e.results, as_json, error=str(e))
+            raise
     if plan_only:
         if as_json:
             emit_json(report.plan.json())
@@ -252,9 +245,8 @@ def update(
                 notify=notifier(as_json),
                 on_progress=progress_callback(as_json),
             )
-        except RolloutFailed as e:
-            if as_json:
-                emit_json({"services": [r.json() for r in e.results], "error": str(e)})
+        except RolloutFailed as e:  # failed or interrupted: what was done, rolled back, not started
+            render_rollout(e.results, as_json, error=str(e))
             raise
     if plan_only:
         if as_json:
@@ -262,9 +254,19 @@ def update(
         else:
             render_plan(report.plan, f"nothing to update in stack {name}")
         return
-    results = report.data["services"]
     if as_json:
         emit_json(report.json())
     else:
-        rows = [(r.name, r.from_, r.to, r.result, f"{r.seconds:.1f}s") for r in results]
-        click.echo(table(rows, ("SERVICE", "FROM", "TO", "RESULT", "TIME")))
+        render_rollout(report.data["services"], as_json)
+
+
+def render_rollout(results: list[Any], as_json: bool, error: str = "") -> None:
+    """Each service of a rollout: from, to, result (updated, rolled back, failed, not started), time."""
+    if as_json:
+        emit_json({"services": [r.json() for r in results], "error": error})
+        return
+    rows = [(r.name, r.from_, r.to, r.result, f"{r.seconds:.1f}s") for r in results]
+    click.echo(table(rows, ("SERVICE", "FROM", "TO", "RESULT", "TIME")))
+    for r in results:
+        if r.detail and r.result != "updated":
+            click.echo(f"  {r.name}: {r.detail}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from swarmctl.cli.app import Obj, cli, common_options, json_option, load_inventory, plan_option
-from swarmctl.cli.render import emit_json, notifier, render_plan, render_warnings, say, table
+from swarmctl.cli.render import emit_json, notifier, render_plan, render_warnings, say, table, warn
 
 
 @cli.command()
@@ -76,6 +76,8 @@ def status(obj: Obj, as_json: bool) -> None:
     if as_json:
         emit_json(st.json())
         return
+    for host, why in sorted(st.skipped.items()):
+        warn(f"{host}: skipped ({why}); the swarm as {st.manager} sees it")
     rows = []
     for n in st.nodes:
         role = n.role + (" (leader)" if n.leader else "")

@@ -8,9 +8,8 @@ Deliberate additions are labels under ``io.swarmctl.`` only.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from swarmctl import secrets as secret_files
 from swarmctl.compose.loader import StackConfig
 from swarmctl.compose.reference import service_image
 from swarmctl.errors import InputError
-from swarmctl.secrets import SecretKey
+from swarmctl.secrets import KeySource
 
 DEFAULT_NETWORK = "default"
 
@@ -31,12 +30,9 @@ class FileObject:
 
     name: str
     spec: dict[str, Any]
-    data: bytes
+    data: bytes = field(repr=False)  # secret data: never in a repr, a log or a traceback
     external: bool = False
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    digest: str | None = None  # a secret's keyed content digest (None without a secrets key)
 
     def body(self) -> dict[str, Any]:
         """The API body, data included."""
@@ -53,6 +49,7 @@ class DesiredStack:
     services: dict[str, dict[str, Any]]  # full name -> ServiceSpec (secret/config IDs left empty)
     external_secrets: list[str] = field(default_factory=list)
     external_configs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def scope(stack: str, name: str) -> str:
@@ -65,12 +62,13 @@ def stack_labels(stack: str, labels: Mapping[str, Any] | None) -> dict[str, str]
     return out
 
 
-def convert_stack(config: StackConfig, secrets_key: Callable[[], SecretKey] | None = None) -> DesiredStack:
+def convert_stack(config: StackConfig, keys: KeySource | None = None) -> DesiredStack:
     """Every object the stack needs.
 
     Args:
-        secrets_key: gives the key for secrets whose file is encrypted (asked only when one is);
-            such a secret is decrypted in memory and named by its content (see secrets.py).
+        keys: the secrets keyring, asked for only when a secret needs it: an encrypted secret is
+            decrypted in memory and named by a keyed digest of its content (see secrets.py); a
+            plain one gets that digest as a label, so that a changed file is noticed.
     """
     stack = config.name
     used_networks: set[str] = set()
@@ -103,16 +101,17 @@ def convert_stack(config: StackConfig, secrets_key: Callable[[], SecretKey] | No
             }
         networks[name] = body
 
-    secrets, external_secrets, secret_names = _file_objects(config, "secrets", secrets_key)
-    configs, external_configs, _ = _file_objects(config, "configs", None)
+    warnings: list[str] = []
+    secrets, external_secrets, secret_names = _file_objects(config, "secrets", keys, warnings)
+    configs, external_configs, _ = _file_objects(config, "configs", None, warnings)
     services = {scope(stack, name): convert_service(config, name, secret_names) for name in sorted(config.services)}
     return DesiredStack(
-        stack, networks, external_networks, secrets, configs, services, external_secrets, external_configs
+        stack, networks, external_networks, secrets, configs, services, external_secrets, external_configs, warnings
     )
 
 
 def _file_objects(
-    config: StackConfig, kind: str, secrets_key: Callable[[], SecretKey] | None
+    config: StackConfig, kind: str, keys: KeySource | None, warnings: list[str]
 ) -> tuple[dict[str, FileObject], list[str], dict[str, str]]:
     """(objects by swarm name, external names, file name -> swarm name)."""
     out: dict[str, FileObject] = {}
@@ -133,21 +132,33 @@ def _file_objects(
             except OSError as e:
                 f, line = obj["_at"]
                 raise InputError(f"{kind[:-1]} {name}: cannot read {obj['file']}: {e.strerror or e}", f, line) from None
+        ring = None
         if kind == "secrets" and secret_files.is_encrypted(content):
-            if secrets_key is None:
+            if keys is None:
                 raise InputError(f"secret {name} is encrypted, and no secrets key is at hand", *obj["_at"])
-            content = secret_files.read_secret(Path(obj["file"]), secrets_key())
+            ring = keys.required()
+            content = secret_files.read_secret(Path(obj["file"]), ring, keys.env)
             # swarm secrets cannot change: new content gets a new name, and services move to it
-            full = names[name] = secret_files.versioned_name(full, content)
+            full = names[name] = secret_files.versioned_name(full, content, ring)
             labels[label.SECRET] = name
+        elif kind == "secrets" and not obj.get("driver"):
+            ring = keys.optional() if keys is not None else None
+            if ring is None:
+                warnings.append(
+                    f"secret {name}: without a secrets key swarmctl cannot tell a changed file from an unchanged "
+                    "one (swarm keeps no readable copy, and swarmctl labels no plain hash); `swarmctl secrets init` "
+                    f"or {secret_files.KEY_ENV} enables it"
+                )
         spec: dict[str, Any] = {"Name": full, "Labels": labels}
         if obj.get("driver"):
             spec["Driver"] = {"Name": obj["driver"], "Options": dict(obj.get("driver_opts", {}))}
         if obj.get("template_driver"):
             spec["Templating"] = {"Name": obj["template_driver"]}
-        if kind == "secrets":
-            spec["Labels"][label.DIGEST] = hashlib.sha256(content).hexdigest()
-        out[full] = FileObject(full, spec, content)
+        digest = None
+        if ring is not None:
+            digest = ring.digest(content)
+            spec["Labels"][label.DIGEST] = secret_files.DIGEST_SCHEME + digest
+        out[full] = FileObject(full, spec, content, digest=digest)
     return out, external, names
 
 

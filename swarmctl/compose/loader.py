@@ -18,7 +18,7 @@ from typing import Any
 from swarmctl.compose.interpolate import chain_lookup, interpolate, parse_dotenv
 from swarmctl.compose.schema import FileChecker, FileContext, check_merged_service
 from swarmctl.errors import InputError
-from swarmctl.yamlfile import load_yaml
+from swarmctl.yamlfile import MAX_BYTES, load_yaml
 
 STACK_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 SHIPPED_STACKS = Path(__file__).resolve().parent.parent / "stacks"
@@ -80,6 +80,10 @@ def load_stack(
     dotenv: dict[str, str] = {}
     env_path = files[0].parent / ".env"
     if env_path.is_file():
+        if env_path.stat().st_size > MAX_BYTES:
+            raise InputError(
+                f"the file is {env_path.stat().st_size} bytes; swarmctl reads at most {MAX_BYTES}", env_path
+            )
         dotenv = parse_dotenv(env_path.read_text(encoding="utf-8"), str(env_path))
     lookup = chain_lookup(environ, dotenv, inventory_vars or {})
     warnings: list[str] = []

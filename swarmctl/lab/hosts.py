@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from swarmctl.errors import InputError, PrerequisiteError, SwarmctlError, TimeoutExpired
+from swarmctl.files import write_atomic
 from swarmctl.plan import Notify, quiet
 
 log = logging.getLogger(__name__)
@@ -355,9 +356,11 @@ def bring_up(
     check_prerequisites()
     teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"))
     spec.dir.mkdir(parents=True, exist_ok=True)
-    GLOBAL_STATE.write_text(json.dumps({"dir": str(spec.dir)}))
-    (spec.dir / "lab.json").write_text(
-        json.dumps({"subnet": spec.subnet, "hosts": [asdict(h) for h in spec.hosts]}, indent=2) + "\n"
+    write_atomic(GLOBAL_STATE, json.dumps({"dir": str(spec.dir)}), 0o644)
+    write_atomic(
+        spec.dir / "lab.json",
+        json.dumps({"subnet": spec.subnet, "hosts": [asdict(h) for h in spec.hosts]}, indent=2) + "\n",
+        0o644,
     )
     try:
         _make_bridge(spec)
@@ -401,9 +404,8 @@ def _make_keys(spec: LabSpec) -> None:
         lines.append(f"{host.address} {kind} {b64}\n")
         dot_ssh = hd / "root" / ".ssh"
         dot_ssh.mkdir(parents=True, mode=0o700, exist_ok=True)
-        (dot_ssh / "authorized_keys").write_text(public)
-        (dot_ssh / "authorized_keys").chmod(0o600)
-    (spec.dir / "known_hosts").write_text("".join(lines))
+        write_atomic(dot_ssh / "authorized_keys", public, 0o600)
+    write_atomic(spec.dir / "known_hosts", "".join(lines), 0o644)
 
 
 def _sshd_config(host: LabHost) -> str:
@@ -458,13 +460,13 @@ def _user_mounts(spec: LabSpec, host: LabHost) -> list[tuple[Path, str]]:
     mounts = []
     for name, line in extra.items():
         text = Path(f"/etc/{name}").read_text()
-        (etc / name).write_text(text + ("" if text.endswith("\n") else "\n") + line)
+        write_atomic(
+            etc / name, text + ("" if text.endswith("\n") else "\n") + line, 0o640 if name == "shadow" else 0o644
+        )
         mounts.append((etc / name, f"/etc/{name}"))
-    (etc / "shadow").chmod(0o640)
     sudoers = hd / "etc-sudoers.d"
     sudoers.mkdir(exist_ok=True)
-    (sudoers / "swarmctl-lab").write_text(f"{LAB_USER} ALL=(ALL) NOPASSWD: ALL\n")
-    (sudoers / "swarmctl-lab").chmod(0o440)
+    write_atomic(sudoers / "swarmctl-lab", f"{LAB_USER} ALL=(ALL) NOPASSWD: ALL\n", 0o440)
     return [*mounts, (sudoers, "/etc/sudoers.d"), (hd / "home", "/home")]
 
 
@@ -472,8 +474,9 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
     hd = spec.host_dir(host)
     for sub in ("run", "docker", "etc-docker", "log"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
-    (hd / "etc-ssh" / "sshd_config").write_text(_sshd_config(host))
-    (hd / "etc-docker" / "daemon.json").write_text(
+    write_atomic(hd / "etc-ssh" / "sshd_config", _sshd_config(host), 0o644)
+    write_atomic(
+        hd / "etc-docker" / "daemon.json",
         json.dumps(
             {
                 # container processes land in the host's cgroup, so teardown finds them
@@ -482,7 +485,8 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
             },
             indent=2,
         )
-        + "\n"
+        + "\n",
+        0o644,
     )
     daemons = _tracking_root() / host.name / "daemons"
     daemons.mkdir(parents=True, exist_ok=True)
@@ -622,7 +626,7 @@ def _write_inventory(spec: LabSpec, variables: dict[str, str]) -> None:
     if variables:
         lines.append("vars:  # the lab's images, built locally and loaded into every host (no registry)")
         lines += [f"  {k}: {v}" for k, v in sorted(variables.items())]
-    spec.inventory.write_text("\n".join(lines) + "\n")
+    write_atomic(spec.inventory, "\n".join(lines) + "\n", 0o644)
 
 
 # -- status and host access ----------------------------------------------------------------------
@@ -665,9 +669,15 @@ def host_status(spec: LabSpec) -> list[HostStatus]:
     ]
 
 
+def host_cgroup_procs(host: str) -> Path:
+    """The cgroup.procs file of a lab host's daemons: a process written there is the host's, and
+    `lab down` removes it with the rest."""
+    return _tracking_root() / host / "daemons" / "cgroup.procs"
+
+
 def host_pid(host: str) -> int:
     """A process inside the lab host (its dockerd), for nsenter."""
-    procs = _tracking_root() / host / "daemons" / "cgroup.procs"
+    procs = host_cgroup_procs(host)
     try:
         pids = [int(p) for p in procs.read_text().split()]
     except OSError:

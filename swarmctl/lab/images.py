@@ -38,6 +38,7 @@ import docker
 import docker.errors
 
 from swarmctl.errors import PrerequisiteError, SwarmctlError
+from swarmctl.files import finish_atomic, write_atomic
 from swarmctl.lab.hosts import LabSpec
 from swarmctl.plan import Notify, quiet
 
@@ -97,7 +98,7 @@ class Rootfs:
             partial.unlink(missing_ok=True)
             tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
             raise ImageError(f"mmdebstrap failed ({proc.returncode}): {' | '.join(tail)}")
-        os.replace(partial, out)
+        finish_atomic(partial, out)
         for old in CACHE.glob(f"rootfs-{self.suite}-*.tar"):
             if old != out:
                 old.unlink(missing_ok=True)
@@ -346,7 +347,7 @@ def write_bundle(base_tar: Path, out: Path) -> dict[str, str]:
                 )
                 ids[image.ref] = "sha256:" + image_id
             _add_file(bundle, "manifest.json", json.dumps(manifest).encode())
-        os.replace(partial, out)
+        finish_atomic(partial, out)
     return ids
 
 
@@ -362,7 +363,7 @@ def _cached_file_hash(path: Path) -> str:
     except (OSError, ValueError):
         pass
     digest = _file_hash(path)
-    side.write_text(f"{stamp} {digest}\n")
+    write_atomic(side, f"{stamp} {digest}\n", 0o644)
     return digest
 
 

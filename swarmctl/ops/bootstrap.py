@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmctl.errors import HostError, TimeoutExpired
+from swarmctl.errors import HostError, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, preflight
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
-from swarmctl.inventory import Host, Inventory
+from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Engine, Session
 
@@ -150,6 +150,9 @@ def plan_membership(
         first = inventory.managers[0]
         f = facts.get(first.name)
         blocked = None
+        # hosts that say they are in a swarm no inventory manager runs: a new swarm beside it would
+        # split the cluster, so init waits for proof that it is gone (--force, every host reachable)
+        stranded = sorted(n for n, hf in facts.items() if hf.in_swarm or hf.swarm_state == "locked")
         if f is None:
             blocked = f"the swarm cannot be initialized: the first manager {first.name} failed preflight"
         elif f.swarm_state == "locked":
@@ -157,6 +160,12 @@ def plan_membership(
         elif f.in_swarm and not force:
             errors[first.name] = _foreign(f)
             blocked = f"the swarm cannot be initialized: {first.name} is in another swarm"
+        elif stranded and not force:
+            blocked = (
+                f"refusing to initialize a new swarm while {', '.join(stranded)} report being in a swarm whose "
+                "managers cannot be reached (a second swarm would split the cluster): bring a manager of that "
+                "swarm back, or, if it is gone for good, run with --force (every inventory host reachable)"
+            )
         if blocked:
             for host in inventory.hosts:
                 if host.name in facts and host.name not in errors:
@@ -206,6 +215,7 @@ class NodePlan:
     updates: tuple[NodeUpdate, ...]  # in apply order: promotions first, demotions last
     removals: tuple[NodeView, ...]  # nodes to remove after their update (prune)
     warnings: tuple[str, ...] = ()
+    refused: Mapping[str, str] = field(default_factory=dict)  # node -> why its demotion/removal is refused
 
     @property
     def changes(self) -> list[Change]:
@@ -290,6 +300,54 @@ def plan_nodes(
     return NodePlan(tuple(promote + other + demote), tuple(removals), tuple(warnings))
 
 
+def guard_quorum(plan: NodePlan, nodes: list[NodeView], anchor_id: str) -> NodePlan:
+    """The node plan minus every demotion or removal that would leave fewer reachable managers than
+    a majority of the managers before it, or would remove the manager swarmctl works through (pure).
+
+    Changes are taken in apply order, promotions first: a promotion counts before a demotion.
+    """
+    managers = {n.id for n in nodes if n.is_manager}
+    reachable = {n.id for n in nodes if n.is_manager and n.ready and n.reachability in ("reachable", "")}
+    refused: dict[str, str] = {}
+
+    def refusal(node_id: str, name: str, verb: str) -> str:
+        if node_id == anchor_id:
+            return f"refusing to {verb} {name}: it is the manager swarmctl works through"
+        left = reachable - {node_id}
+        if len(left) >= majority(len(managers)):
+            return ""
+        return (
+            f"refusing to {verb} {name}: of {len(managers)} managers {len(reachable)} are reachable, and without it "
+            f"{len(left)} would be, fewer than a majority ({majority(len(managers))}): bring the unreachable "
+            "managers back (or promote another host first), then run again"
+        )
+
+    updates = []
+    for u in plan.updates:
+        role = next((c.action for c in u.changes if c.action in ("promote", "demote")), "")
+        if role == "promote":
+            managers.add(u.node_id)
+            reachable.add(u.node_id)
+        elif role == "demote":
+            why = refusal(u.node_id, u.host, "demote")
+            if why:
+                refused[u.host] = why
+                continue
+            managers.discard(u.node_id)
+            reachable.discard(u.node_id)
+        updates.append(u)
+    removals = []
+    for n in plan.removals:
+        if n.label in refused:
+            refused[n.label] += "; not removed either"
+            continue
+        if n.id == anchor_id:
+            refused[n.label] = f"refusing to remove {n.label}: it is the manager swarmctl works through"
+            continue
+        removals.append(n)
+    return NodePlan(tuple(updates), tuple(removals), plan.warnings, {**plan.refused, **refused})
+
+
 def joined_node(host: Host, role: str) -> NodeView:
     """The node a host becomes right after joining (or initializing) a swarm: no labels, active."""
     return NodeView(
@@ -301,7 +359,7 @@ def joined_node(host: Host, role: str) -> NodeView:
         state="ready",
         addr=host.address,
         leader=False,
-        reachability="",
+        reachability="reachable" if role == "manager" else "",
         engine_version="",
         version=0,
         spec={"Role": role, "Availability": "active", "Labels": {}},
@@ -340,8 +398,21 @@ def claimed_nodes(state: BootstrapState, members: Mapping[str, NodeView], nodes:
 
 
 def plan_bootstrap(state: BootstrapState, force: bool = False, prune: bool = False) -> BootstrapPlan:
-    """Everything bootstrap would do, in apply order (pure)."""
+    """Everything bootstrap would do, in apply order (pure).
+
+    Raises:
+        Refused: --prune or --force while an inventory host cannot be checked (unreachable, failed
+            preflight): what it would prune or re-join could be that host's own node.
+    """
     inv = state.inventory
+    if (force or prune) and state.blocked:
+        flags = " and ".join(f for f, on in (("--prune", prune), ("--force", force)) if on)
+        hosts = "; ".join(f"{h} ({why})" for h, why in sorted(state.blocked.items()))
+        raise Refused(
+            f"refusing {flags} while inventory hosts cannot be checked: {hosts}. Their nodes could be taken for "
+            f"nodes of no one, or their swarm for a foreign one: bring them back or take them out of the "
+            f"inventory, or run without {flags} (the other hosts are then bootstrapped)"
+        )
     usable = state.usable()
     nodes = list(state.nodes or ())
     cluster = frozenset(n.id for n in nodes) if state.nodes is not None else None
@@ -358,8 +429,12 @@ def plan_bootstrap(state: BootstrapState, force: bool = False, prune: bool = Fal
     for name, role in m.join:
         future[name] = joined_node(inv.host(name), role)
     node_plan = plan_nodes(inv, future, nodes, prune, claimed_nodes(state, future, nodes))
+    anchor_id = future[m.anchor].id if m.anchor in future else ""
+    newcomers = [future[n] for n in future if n not in members]
+    node_plan = guard_quorum(node_plan, [*nodes, *newcomers], anchor_id)
     changes = (*membership_changes(inv, m), *node_plan.changes) if m.anchor is not None else ()
     warnings = (*state.warnings, *node_plan.warnings)
+    blocked.update(node_plan.refused)
     return BootstrapPlan(m, node_plan, Plan(tuple(changes), tuple(dict.fromkeys(warnings)), blocked))
 
 
@@ -430,6 +505,8 @@ def bootstrap(
     nodes = read_nodes(anchor)
     members = match_hosts([inv.host(n) for n in known_ids], nodes, known_ids=known_ids)
     node_plan = plan_nodes(inv, members, nodes, prune, claimed_nodes(state, members, nodes))
+    node_plan = guard_quorum(node_plan, nodes, known_ids.get(m.anchor, ""))
+    report.failures.update(node_plan.refused)
     report.warn(node_plan.warnings)
     for update in node_plan.updates:
         try:

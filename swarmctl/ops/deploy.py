@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -18,12 +19,13 @@ from typing import Any
 from swarmctl import labels
 from swarmctl.compose.convert import DesiredStack, FileObject
 from swarmctl.converge import DEFAULT_TIMEOUT, OnProgress, no_progress, wait_converged, write_service
-from swarmctl.errors import ClusterError, HostError, InputError, NotFound, TimeoutExpired
+from swarmctl.errors import ClusterError, HostError, InputError, Interrupted, NotFound, TimeoutExpired
 from swarmctl.facts.services import stack_filter
 from swarmctl.facts.stack import StackObjects, Wanted, read_objects
 from swarmctl.ops.update import AppGates, Step, roll_out
 from swarmctl.ops.verify import verify_stack
 from swarmctl.plan import DONE, Change, Notify, Plan, Report, Result, quiet
+from swarmctl.secrets import DIGEST_SCHEME
 from swarmctl.spec import changed_fields
 from swarmctl.transport.engine import Engine, Session
 
@@ -125,7 +127,7 @@ def plan_stack(desired: DesiredStack, current: StackObjects, prune: bool = False
                     f"{kind} {name} has new content, but swarm {kind}s are immutable: give it a new name "
                     f"(`name: {name}_v2` in the stack file)" + (hint if kind == "secret" else "")
                 )
-            elif (have["Spec"].get("Labels") or {}) != obj.spec["Labels"]:
+            elif (have["Spec"].get("Labels") or {}) != _wanted_labels(obj, have):
                 changes.append(Change(kind, name, "update", ("Labels",)))
     if problems:
         raise InputError("; ".join(problems))
@@ -141,7 +143,13 @@ def plan_stack(desired: DesiredStack, current: StackObjects, prune: bool = False
             changes.append(Change("service", name, "update", tuple(fields)))
     if prune:
         changes += _prunable(desired, current)
-    return Plan(tuple(changes))
+    warnings = [
+        f"secret {name} was named by an unsalted hash of its content (an older swarmctl), which lets anyone who "
+        "can inspect the swarm check a guess: it is deployed once more under a keyed name (its services restart "
+        "once) and the old one is removed"
+        for name in legacy_versioned(current)
+    ]
+    return Plan(tuple(changes), tuple(desired.warnings) + tuple(warnings))
 
 
 def _prunable(desired: DesiredStack, current: StackObjects) -> list[Change]:
@@ -212,8 +220,31 @@ def _data_changed(kind: str, obj: FileObject, have: Mapping[str, Any]) -> bool:
         data = base64.b64decode(have["Spec"].get("Data") or b"")
         return data != obj.data
     digest = (have["Spec"].get("Labels") or {}).get(labels.DIGEST)
-    # a secret made by docker stack deploy carries no digest: its content cannot be compared
-    return digest is not None and digest != obj.digest
+    if digest is None:
+        return False  # made by docker stack deploy, or without a secrets key: it cannot be compared
+    if digest.startswith(DIGEST_SCHEME):
+        return obj.digest is not None and digest != DIGEST_SCHEME + obj.digest
+    # an older swarmctl's plain sha256: compared once, then replaced by the keyed label
+    return hashlib.sha256(obj.data).hexdigest() != digest
+
+
+def _wanted_labels(obj: FileObject, have: Mapping[str, Any]) -> dict[str, str]:
+    """The labels to give an existing secret/config; without a key the content label it has is kept."""
+    wanted = dict(obj.spec["Labels"])
+    current = have["Spec"].get("Labels") or {}
+    if labels.DIGEST not in wanted and str(current.get(labels.DIGEST, "")).startswith(DIGEST_SCHEME):
+        wanted[labels.DIGEST] = current[labels.DIGEST]
+    return wanted
+
+
+def legacy_versioned(current: StackObjects) -> list[str]:
+    """The stack's content-versioned secrets named by an older swarmctl's unsalted hash (pure)."""
+    return sorted(
+        name
+        for name, s in current.secrets.items()
+        if labels.SECRET in (s["Spec"].get("Labels") or {})
+        and not str((s["Spec"].get("Labels") or {}).get(labels.DIGEST, "")).startswith(DIGEST_SCHEME)
+    )
 
 
 # -- apply -----------------------------------------------------------------------------------------
@@ -252,7 +283,7 @@ def apply_plan(
                 report.done(c, notify=notify)
             elif c.action == "update":
                 have = current.of_kind(kind)[c.name]
-                spec = {**have["Spec"], "Labels": objects[c.name].spec["Labels"]}
+                spec = {**have["Spec"], "Labels": _wanted_labels(objects[c.name], have)}
                 engine.update_object(kind, have["ID"], have["Version"]["Index"], spec, what=c.name)
                 report.done(c, notify=notify)
     written: dict[str, float] = {}
@@ -372,9 +403,32 @@ def deploy_stack(
     t0 = time.monotonic()
     current = read(engine, desired)
     plan = plan_stack(desired, current, prune)
-    report = Report(plan=plan)
+    report = Report(plan=plan, warnings=list(plan.warnings))
     if plan_only:
         return report
+    try:
+        return _apply_and_wait(engine, desired, current, report, wait, timeout, notify, on_progress, gates, t0)
+    except KeyboardInterrupt:
+        done = ", ".join(c.describe() for c in report.changes) or "nothing"
+        raise Interrupted(
+            f"interrupted; done before: {done}. What was written stays, and swarm goes on converging it: "
+            f"`swarmctl deploy {desired.name} --plan` shows what is left"
+        ) from None
+
+
+def _apply_and_wait(
+    engine: Engine,
+    desired: DesiredStack,
+    current: StackObjects,
+    report: Report,
+    wait: bool,
+    timeout: float,
+    notify: Notify,
+    on_progress: OnProgress,
+    gates: AppGates | None,
+    t0: float,
+) -> Report:
+    plan = report.plan
     written, ids = apply_plan(engine, desired, current, plan, report, notify, update_services=not wait)
     progress = {}
     if wait:

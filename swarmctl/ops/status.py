@@ -17,6 +17,7 @@ class ClusterStatus:
     nodes: tuple[NodeView, ...]
     services: tuple[ServiceView, ...]
     names: Mapping[str, str]  # node ID -> inventory host name
+    skipped: Mapping[str, str]  # managers that did not answer before this one, and why
 
     def json(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class ClusterStatus:
                 for n in self.nodes
             ],
             "services": [s.json() for s in self.services],
+            "skipped": [{"host": h, "error": e} for h, e in sorted(self.skipped.items())],
         }
 
 
@@ -47,4 +49,4 @@ def read_status(session: Session) -> ClusterStatus:
     names = {node.id: host for host, node in match_hosts(session.inventory.hosts, nodes).items()}
     services = sorted((service_view(s) for s in read_services(engine)), key=lambda s: s.name)
     nodes.sort(key=lambda n: (n.role != "manager", n.hostname))
-    return ClusterStatus(engine.name, tuple(nodes), tuple(services), names)
+    return ClusterStatus(engine.name, tuple(nodes), tuple(services), names, dict(session.skipped))

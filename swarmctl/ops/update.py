@@ -32,7 +32,7 @@ from swarmctl.checks import kafka, tcp, zookeeper
 from swarmctl.checks.probe import ProbePlan, run_probe
 from swarmctl.compose.reference import service_image
 from swarmctl.converge import OnProgress, last_task_error, no_progress, wait_converged, write_service
-from swarmctl.errors import ClusterError, HostError, InputError, SwarmctlError, TimeoutExpired
+from swarmctl.errors import ClusterError, ExitStatus, HostError, InputError, SwarmctlError, TimeoutExpired
 from swarmctl.facts.services import read_services
 from swarmctl.facts.stack import ServiceInfo, observe
 from swarmctl.plan import DONE, FAILED, NOT_STARTED, ROLLED_BACK, Change, Notify, Plan, Report, Result, quiet
@@ -42,6 +42,7 @@ from swarmctl.transport.engine import Engine
 log = logging.getLogger(__name__)
 
 GATE_POLL = 1.0
+ROLLBACK_POLL = 0.5  # an interrupted rollout exits soon after its rollback finished
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,23 @@ class RolloutFailed(ClusterError):
     def __init__(self, message: str, results: list[StepResult]):
         self.results = results
         super().__init__(message)
+
+
+class RolloutInterrupted(RolloutFailed):
+    """Ctrl-C or SIGTERM during a rollout: the service being changed was rolled back (or, its update
+    already complete, left updated); the results say what was done, rolled back and not started."""
+
+    exit_status = ExitStatus.INTERRUPTED
+
+
+def _summary(results: list[StepResult]) -> str:
+    parts = []
+    for label, kind in (("updated", UPDATED), ("rolled back", ROLLED_BACK), ("failed", FAILED),
+                        ("not started", NOT_STARTED)):  # fmt: skip
+        names = [r.name for r in results if r.result == kind]
+        if names:
+            parts.append(f"{label}: {', '.join(names)}")
+    return "; ".join(parts)
 
 
 # -- planning (pure) -------------------------------------------------------------------------------
@@ -314,7 +332,32 @@ def _roll_back(engine: Engine, step: Step, notify: Notify, timeout: float) -> st
             return "rolled back" + ("" if back else f" (swarm says {state or 'done'}; the spec differs from before)")
         if time.monotonic() > deadline:
             return f"rollback still {state} after {timeout:g}s"
-        time.sleep(GATE_POLL)
+        time.sleep(ROLLBACK_POLL)
+
+
+def _interrupted(engine: Engine, step: Step, result: StepResult, notify: Notify, timeout: float) -> None:
+    """Leave the service being changed in a known state after Ctrl-C: rolled back, or - when swarm
+    had already completed its update - updated. A second Ctrl-C gives up waiting for the rollback."""
+    try:
+        svc = engine.inspect_service(step.current["ID"])
+        if not changed_fields(svc["Spec"], step.current["Spec"], {}):
+            result.detail = "interrupted before its update was written: left as it was"
+            return
+        state = (svc.get("UpdateStatus") or {}).get("State", "")
+        if state == "completed":
+            result.result = UPDATED
+            result.detail = "interrupted after swarm completed its update: left updated"
+            return
+        notify(f"interrupted: rolling {step.short} back (Ctrl-C again to stop waiting)")
+        rolled = _roll_back(engine, step, notify, timeout)
+        result.result = ROLLED_BACK if rolled.startswith("rolled back") else FAILED
+        result.detail = f"interrupted during its update; {rolled}"
+    except KeyboardInterrupt:
+        result.result = FAILED
+        result.detail = "interrupted twice: its rollback was asked for but not waited for (see `docker service ps`)"
+    except SwarmctlError as e:
+        result.result = FAILED
+        result.detail = f"interrupted during its update; the rollback failed: {e}"
 
 
 def prepare(steps: list[Step], gates: AppGates | None) -> tuple[list[Step], set[str]]:
@@ -362,6 +405,10 @@ def roll_out(
                 gates.refresh()
                 seen = gates.wait(step.short, timeout)
                 notify(f"{step.short}: application check passed ({seen})")
+        except KeyboardInterrupt:
+            result.seconds = time.monotonic() - t0
+            _interrupted(engine, step, result, notify, timeout)
+            raise RolloutInterrupted(f"interrupted: {_summary(results)}", results) from None
         except SwarmctlError as e:
             result.seconds = time.monotonic() - t0
             error = last_task_error(engine, step.current["ID"])

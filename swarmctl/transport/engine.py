@@ -53,7 +53,7 @@ logging.getLogger("urllib3").setLevel(logging.WARNING)
 # specs mean the same thing on every supported engine.
 API_VERSION = "1.41"
 MIN_ENGINE = (20, 10)
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 30.0  # per API call; a host that does not answer in that time is named as failed
 _POOL_SIZE = 4
 
 T = TypeVar("T")
@@ -264,7 +264,7 @@ class Engine:
 
     def init_swarm(self, advertise_addr: str, listen_addr: str) -> str:
         body = {"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr}
-        return str(self._json("initialize the swarm", "POST", "/swarm/init", body=body))
+        return str(self._json("initialize the swarm", "POST", "/swarm/init", body=body, timeout=2 * DEFAULT_TIMEOUT))
 
     def join_swarm(self, remote_addrs: list[str], token: str, advertise_addr: str, listen_addr: str) -> None:
         body = {
@@ -274,7 +274,8 @@ class Engine:
             "ListenAddr": listen_addr,
         }
         try:
-            self._json("join the swarm", "POST", "/swarm/join", body=body)
+            # a join answers once the node is in: it may take longer than an ordinary call
+            self._json("join the swarm", "POST", "/swarm/join", body=body, timeout=2 * DEFAULT_TIMEOUT)
         except HostError as e:
             # the engine's message should never carry the token, but make sure no error ever does
             raise type(e)(e.host, e.message.replace(token, "<join token>")) from None
@@ -396,6 +397,7 @@ class Session:
         self.pool = Pool(inventory.hosts, parallel)
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
+        self.skipped: dict[str, str] = {}  # managers passed over by manager(), and why
 
     def __enter__(self) -> Session:
         return self
@@ -429,6 +431,7 @@ class Session:
                 reasons.append(f"{host.name}: {e.message}")
                 continue
             if swarm.get("ControlAvailable"):
+                self.skipped = {r.split(": ", 1)[0]: r.split(": ", 1)[1] for r in reasons}
                 return engine
             state = swarm.get("LocalNodeState") or "unknown"
             reasons.append(f"{host.name}: not a swarm manager (swarm state {state})")

@@ -14,19 +14,21 @@ import fcntl
 import hashlib
 import logging
 import os
+import queue
 import select
 import shlex
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import paramiko
 
 from swarmctl.errors import HostError, HostKeyError, SSHError, SwarmctlError
+from swarmctl.files import write_atomic
 from swarmctl.inventory import Host
 
 log = logging.getLogger(__name__)
@@ -96,9 +98,20 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         with _KNOWN_HOSTS_LOCK:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                f.write(line)
+            # read, add, replace crash-safe; the directory's lock keeps other swarmctl processes out
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    text = path.read_text(encoding="utf-8")
+                    mode = stat.S_IMODE(path.stat().st_mode)
+                except FileNotFoundError:
+                    text, mode = "", 0o600
+                if text and not text.endswith("\n"):
+                    text += "\n"
+                write_atomic(path, text + line, mode)
+            finally:
+                os.close(fd)
         client.get_host_keys().add(hostname, key.get_name(), key)
         log.warning("%s: recorded new host key %s %s in %s", self.host.name, key.get_name(), fingerprint(key), path)
 
@@ -109,6 +122,8 @@ class Connection:
     def __init__(self, host: Host):
         self.host = host
         self._client: paramiko.SSHClient | None = None
+        self._connecting: paramiko.SSHClient | None = None  # while a connect is under way
+        self._closed = False
         self._lock = threading.Lock()
 
     def __enter__(self) -> Connection:
@@ -129,6 +144,8 @@ class Connection:
             SSHError, HostKeyError: naming the host and what went wrong.
         """
         with self._lock:
+            if self._closed:
+                raise SSHError(self.host.name, "the connection was closed (interrupted)")
             if not self.connected:
                 self._client = self._connect()
             assert self._client is not None
@@ -147,13 +164,16 @@ class Connection:
         client.set_missing_host_key_policy(_AcceptNew(h) if s.host_key_policy == "accept-new" else _RejectUnknown(h))
         where = f"{s.user}@{h.address}:{s.port}"
         t0 = time.monotonic()
+        self._connecting = client
         try:
             client.connect(
                 h.address,
                 port=s.port,
                 username=s.user,
                 key_filename=str(s.identity_file) if s.identity_file else None,
-                allow_agent=True,
+                # an inventory that names a key uses that key alone: the agent's keys are not
+                # offered to every host
+                allow_agent=s.identity_file is None,
                 look_for_keys=s.identity_file is None,
                 timeout=s.connect_timeout,
                 banner_timeout=s.connect_timeout,
@@ -186,6 +206,8 @@ class Connection:
         except (OSError, paramiko.SSHException, EOFError) as e:
             client.close()
             raise SSHError(h.name, f"cannot connect to {where}: {e or type(e).__name__}") from None
+        finally:
+            self._connecting = None
         t = client.get_transport()
         if t is not None:
             t.set_keepalive(15)
@@ -204,13 +226,29 @@ class Connection:
         return command
 
     def open_channel(self, argv: Sequence[str] | str, sudo: bool | None = None) -> paramiko.Channel:
-        """Start a command and return its channel (stdin/stdout as a byte stream)."""
+        """Start a command and return its channel (stdin/stdout as a byte stream).
+
+        Opening the channel and starting the command each get ``connect_timeout``: a host that
+        stops answering is given up on, never waited for (paramiko's own waits have no deadline).
+        """
         command = self.wrap(argv, sudo)
+        limit = self.host.ssh.connect_timeout
         try:
-            channel = self.transport().open_session()
+            channel = self.transport().open_session(timeout=limit)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise SSHError(self.host.name, f"cannot open a channel: {e or type(e).__name__}") from e
+        # exec_command waits for the host's reply without a deadline: closing the channel ends that wait
+        watchdog = threading.Timer(limit, channel.close)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
             channel.exec_command(command)
-        except paramiko.SSHException as e:
-            raise SSHError(self.host.name, f"cannot start a command: {e}") from e
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            if not watchdog.is_alive():
+                raise SSHError(self.host.name, f"the host did not start a command within {limit:g}s") from e
+            raise SSHError(self.host.name, f"cannot start a command: {e or type(e).__name__}") from e
+        finally:
+            watchdog.cancel()
         return channel
 
     def run(
@@ -271,10 +309,13 @@ class Connection:
         self.run(argv, input=data, timeout=timeout).check(f"write {path}")
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        """Close the connection - and abort one under way: it never waits for a host (Ctrl-C)."""
+        self._closed = True
+        for client in (self._connecting, self._client):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+        self._client = None
 
 
 def _reason(err: BaseException) -> str:
@@ -322,10 +363,35 @@ def fan_out(
         except SwarmctlError as e:
             return Outcome(host.name, error=e, seconds=time.monotonic() - t0)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts))), thread_name_prefix="swarmctl") as ex:
-        for outcome in ex.map(one, hosts):
-            results[outcome.host] = outcome
-    return results
+    # Daemon threads and a main thread that waits in short, interruptible steps: Ctrl-C ends the
+    # command at once, whatever a host is doing (a ThreadPoolExecutor would join hung workers).
+    todo: queue.Queue[Host] = queue.Queue()
+    for h in hosts:
+        todo.put(h)
+    done: queue.Queue[Outcome[T] | BaseException] = queue.Queue()
+
+    def worker() -> None:
+        while True:
+            try:
+                host = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put(one(host))
+            except BaseException as e:  # a bug: handed to the main thread, which raises it
+                done.put(e)
+
+    for i in range(max(1, min(parallel, len(hosts)))):
+        threading.Thread(target=worker, name=f"swarmctl-{i}", daemon=True).start()
+    while len(results) < len(hosts):
+        try:
+            item = done.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if isinstance(item, BaseException):
+            raise item
+        results[item.host] = item
+    return {h.name: results[h.name] for h in hosts}
 
 
 class Pool:

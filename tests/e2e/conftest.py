@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import docker
 import pytest
 
 from swarmctl.lab import hosts as labhosts
-from tests.helpers import swarmctl
+from tests.helpers import swarmctl, wait_for
 
 LAB_HOSTS = 4
 
@@ -105,6 +106,42 @@ class Lab:
         finally:
             for target in reversed(hidden):
                 labhosts.host_exec(name, ["umount", target])
+
+    def sshd_pid(self, name: str) -> int:
+        return int((self.spec.host_dir(self.host(name)) / "run" / "sshd.pid").read_text().split()[0])
+
+    def stop_sshd(self, name: str) -> None:
+        """The host's sshd stops (its master process: no new connection is accepted)."""
+        os.kill(self.sshd_pid(name), signal.SIGTERM)
+        wait_for(f"sshd of {name} to stop", lambda: labhosts.host_status(self.spec), lambda st: not next(
+            h for h in st if h.name == name).sshd)  # fmt: skip
+
+    def start_sshd(self, name: str) -> None:
+        """Start the host's sshd again, in the host's cgroup (so that `lab down` finds it)."""
+        procs = labhosts.host_cgroup_procs(name)
+        sshd = shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/sshd"
+        proc = labhosts.host_exec(name, ["sh", "-c", f"echo $$ > {procs}; exec {sshd} -E /run/sshd.log"])
+        assert proc.returncode == 0, proc.stderr.decode()
+        wait_for(f"sshd of {name}", lambda: labhosts.host_status(self.spec), lambda st: next(
+            h for h in st if h.name == name).sshd)  # fmt: skip
+
+    @contextmanager
+    def frozen_sshd(self, name: str) -> Iterator[None]:
+        """The host's sshd frozen (SIGSTOP): connections are accepted by the kernel and never answered."""
+        pid = self.sshd_pid(name)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def node_table(self) -> dict[str, tuple[str, str, str]]:
+        """`docker node ls` on lab1: hostname -> (ID, role, availability)."""
+        with self.docker("lab1") as api:
+            return {
+                n["Description"]["Hostname"]: (n["ID"], n["Spec"]["Role"], n["Spec"]["Availability"])
+                for n in api.nodes()
+            }
 
     def write_inventory(
         self, path: Path, hosts: dict[str, str], extra_hosts: str = "", ssh: dict[str, str] | None = None

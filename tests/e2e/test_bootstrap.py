@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,53 @@ def test_plan_changes_nothing_and_apply_then_does_what_it_showed(lab: Lab, tmp_p
     assert nodes["lab3"]["Spec"]["Labels"] == {"kafka.slot": "3"}
     again = swarmctl("bootstrap", str(inv), "--plan", "--json", "--prune", cwd=tmp_path)
     assert again.rc == 0 and again.json()["changes"] == [], str(again)
+
+
+ALL4 = {"lab1": "manager", "lab2": "manager", "lab3": "manager", "lab4": "worker"}
+
+
+def test_prune_and_force_refuse_while_a_manager_cannot_be_reached(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    inv = lab.write_inventory(tmp_path / "hosts.yml", ALL4, ssh={"connect_timeout": "5"})
+    assert swarmctl("bootstrap", str(inv), cwd=tmp_path).rc == 0
+    before = lab.node_table()
+    lab.stop_sshd("lab3")
+    try:
+        for flag in ("--prune", "--force"):
+            run = swarmctl("bootstrap", str(inv), flag, cwd=tmp_path)
+            assert run.rc == 1, str(run)
+            assert_no_traceback(run)
+            assert f"refusing {flag} while inventory hosts cannot be checked: lab3 (cannot connect" in run.stderr
+            assert "take them out of the inventory, or run without" in run.stderr  # what to do instead
+            assert lab.node_table() == before  # same IDs, roles, availability: nothing was done
+        # without the flags the others are bootstrapped and lab3's node is left alone, not pruned
+        plain = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
+        assert plain.rc == 1 and [f["host"] for f in plain.json()["failures"]] == ["lab3"], str(plain)
+        assert plain.json()["changes"] == [] and lab.node_table() == before
+    finally:
+        lab.start_sshd("lab3")
+
+
+def test_a_frozen_sshd_is_named_within_connect_timeout_and_the_others_are_done(lab: Lab, tmp_path: Path) -> None:
+    lab.reset()
+    inv = lab.write_inventory(tmp_path / "hosts.yml", ALL4, ssh={"connect_timeout": "5"})
+    assert swarmctl("bootstrap", str(inv), cwd=tmp_path).rc == 0
+    # the inventory now wants a label on lab4: the change the others must still get
+    labelled = tmp_path / "labelled.yml"
+    labelled.write_text(inv.read_text().replace("role: worker, labels: {}", 'role: worker, labels: {zone: "b"}'))
+    with lab.frozen_sshd("lab1"):
+        t0 = time.monotonic()
+        st = swarmctl("status", "-i", str(labelled), "--json", timeout=60)
+        took = time.monotonic() - t0
+        assert st.rc == 0 and took < 5 + 30, (took, str(st))
+        assert st.json()["manager"] == "lab2" and st.json()["skipped"][0]["host"] == "lab1", str(st)
+        t0 = time.monotonic()
+        boot = swarmctl("bootstrap", str(labelled), "--json", cwd=tmp_path, timeout=120)
+        took = time.monotonic() - t0
+    assert boot.rc == 1 and took < 5 + 30, (took, str(boot))
+    failures = {f["host"]: f["error"] for f in boot.json()["failures"]}
+    assert list(failures) == ["lab1"] and "timed out" in failures["lab1"], str(boot)
+    assert ("lab4", "label") in {(c["name"], c["action"]) for c in boot.json()["changes"]}
+    with lab.docker("lab2") as api:
+        nodes = {n["Description"]["Hostname"]: n for n in api.nodes()}
+    assert nodes["lab4"]["Spec"]["Labels"] == {"zone": "b"}

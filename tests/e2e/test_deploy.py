@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,8 @@ def write(tmp_path: Path, name: str, body: str) -> Path:
     return f
 
 
-def deploy(lab: Lab, stack: str, f: Path, *extra: str) -> Any:
-    return swarmctl("deploy", stack, "-f", str(f), "-i", str(lab.inventory), *extra, timeout=400)
+def deploy(lab: Lab, stack: str, f: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
+    return swarmctl("deploy", stack, "-f", str(f), "-i", str(lab.inventory), *extra, timeout=400, env=env)
 
 
 def services(lab: Lab, stack: str) -> dict[str, dict[str, Any]]:
@@ -177,16 +179,18 @@ def test_changes_swarm_cannot_make_in_place_are_refused(swarm: Lab, tmp_path: Pa
       token: {{file: ./token.txt}}
     """
     f = write(tmp_path, "imm.yml", body)
+    # a changed plain file is told by its keyed content label, which needs the secrets key
+    key = {"SWARMCTL_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode()}
     try:
-        assert deploy(swarm, "imm", f).rc == 0
+        assert deploy(swarm, "imm", f, env=key).rc == 0
         version = services(swarm, "imm")["imm_app"]["Version"]["Index"]
         (tmp_path / "token.txt").write_text("two")
-        run = deploy(swarm, "imm", f)
+        run = deploy(swarm, "imm", f, env=key)
         assert run.rc == 2, str(run)
         assert "secret imm_token has new content, but swarm secrets are immutable" in run.stderr
         (tmp_path / "token.txt").write_text("one")
         f.write_text(f.read_text().replace('"1400"', '"1300"'))
-        run = deploy(swarm, "imm", f)
+        run = deploy(swarm, "imm", f, env=key)
         assert run.rc == 2, str(run)
         assert "network imm_net differs in driver_opts" in run.stderr and "swarmctl rm imm" in run.stderr
         assert services(swarm, "imm")["imm_app"]["Version"]["Index"] == version

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 import secrets as random
 import threading
@@ -167,7 +169,7 @@ def test_bad_secret_files_change_nothing(swarm: Lab, project: tuple[Path, dict[s
         assert len(lines) == 1 and fragment in lines[0], str(run)
 
     other_key = {"SWARMCTL_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode()}
-    expect(deploy(swarm, directory, other_key), "but the key in use")
+    expect(deploy(swarm, directory, other_key), "which is neither the current key")
     lines = good.splitlines()
     data = bytearray(base64.b64decode(lines[4].split(": ", 1)[1]))
     data[-1] ^= 0x01  # one flipped bit in the tag
@@ -184,3 +186,48 @@ def test_bad_secret_files_change_nothing(swarm: Lab, project: tuple[Path, dict[s
     assert {n: s["Version"]["Index"] for n, s in swarm_secrets(swarm).items()} == before
     with swarm.docker("lab1") as api:
         assert api.inspect_service("sec_reader")["Version"]["Index"] == service_version
+
+
+def test_no_name_or_label_lets_a_plaintext_be_checked(swarm: Lab, project: tuple[Path, dict[str, str]]) -> None:
+    """A weak value, encrypted and plain: neither its unsalted sha256 nor any prefix of it appears in
+    what `docker secret inspect` and `docker service inspect` show."""
+    directory, env = project
+    weak = b"hunter2"
+    set_secret(directory, env, weak)
+    (directory / "plain.txt").write_bytes(weak)
+    stack = STACK.replace("secrets: [token]", "secrets: [token, plain]") + "  plain:\n    file: ./plain.txt\n"
+    (directory / "stack.yml").write_text(stack)
+    run = deploy(swarm, directory, env)
+    assert run.rc == 0, str(run)
+    digest = hashlib.sha256(weak).hexdigest()
+    with swarm.docker("lab1") as api:
+        shown = json.dumps([api.inspect_secret(x["ID"]) for x in swarm_secrets(swarm).values()])
+        shown += json.dumps(api.inspect_service("sec_reader"))
+    assert len(swarm_secrets(swarm)) == 2 and "hmac-sha256:" in shown
+    assert digest[:12] not in shown and digest[:8] not in shown  # not even the start of it
+    again = deploy(swarm, directory, env, "--json")
+    assert again.rc == 0 and again.json()["changes"] == [], str(again)  # keyed, and still stable
+
+
+def test_a_secret_named_by_an_older_swarmctl_moves_to_a_keyed_name_once(
+    swarm: Lab, project: tuple[Path, dict[str, str]]
+) -> None:
+    directory, env = project
+    value = random.token_hex(8).encode()
+    set_secret(directory, env, value)
+    # the stack as an older swarmctl left it: the secret named and labelled by the plain sha256
+    legacy = f"sec_token_{hashlib.sha256(value).hexdigest()[:12]}"
+    tags = {"com.docker.stack.namespace": "sec", "io.swarmctl.secret": "token",
+            "io.swarmctl.digest": hashlib.sha256(value).hexdigest()}  # fmt: skip
+    with swarm.docker("lab1") as api:
+        sid = api.create_secret(legacy, value, labels=tags)["ID"]
+    run = deploy(swarm, directory, env)  # creates the service on the keyed name, with a warning
+    assert run.rc == 0, str(run)
+    assert f"secret {legacy} was named by an unsalted hash" in run.stderr, str(run)
+    names = list(swarm_secrets(swarm))
+    assert legacy not in names and len(names) == 1 and names[0].startswith("sec_token_"), names
+    with swarm.docker("lab1") as api:
+        assert sid not in {x["ID"] for x in api.secrets()}  # the old one is gone (superseded)
+    assert read_in_containers(swarm) == {value}
+    again = deploy(swarm, directory, env, "--json")
+    assert again.rc == 0 and again.json()["changes"] == [] and not again.json()["warnings"], str(again)

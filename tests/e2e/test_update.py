@@ -3,6 +3,11 @@ writing through the ensemble the whole time."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -13,7 +18,7 @@ import pytest
 from bench.zkload import ZkLoad, srvr
 from swarmctl.spec import parse_time
 from tests.e2e.conftest import Lab
-from tests.helpers import Run, swarmctl
+from tests.helpers import Run, swarmctl, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["-f", str(ROOT / "stacks/kafka/stack.yml"), "-f", str(ROOT / "tests/stacks/kafka-fast.yml"),
@@ -145,3 +150,58 @@ def test_deploy_rolls_changed_services_through_the_same_engine(kafka: Lab, tmp_p
     windows = [_restart_window(kafka, r["name"]) for r in data["rollout"]]
     for (_, running), (next_created, _) in pairwise(windows):
         assert next_created > running
+
+
+THREE = """
+services:
+  a: &svc
+    image: ${PROBE_IMAGE}
+    command: [python3, -c, "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); time.sleep(1e9)"]
+    deploy:
+      update_config: {parallelism: 1, monitor: 20s, order: stop-first}
+  b: *svc
+  c: *svc
+"""
+
+
+def test_ctrl_c_rolls_back_the_service_being_updated_and_reports(swarm: Lab, tmp_path: Path) -> None:
+    """SIGINT while the second of three services updates: it is rolled back, the third is not
+    touched, the report says so, and the command exits 130 within 2 s of the rollback finishing."""
+    stack = tmp_path / "three.yml"
+    stack.write_text(THREE)
+    inv = str(swarm.inventory)
+    assert swarmctl("deploy", "three", "-f", str(stack), "-i", inv, "--no-verify").rc == 0
+    try:
+        with swarm.docker("lab1") as api:
+            before = {n: api.inspect_service(f"three_{n}") for n in "abc"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swarmctl", "update", "three", "--force", "-i", inv, "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        # wait (on what the swarm shows) until b's update is under way, then interrupt
+        wait_for("b to be updating", lambda: update_state(swarm, "three_b"), lambda s: s == "updating", timeout=120)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+        exited = time.time()
+        assert proc.returncode == 130, out + err
+        report = {r["name"]: r for r in json.loads(out)["services"]}
+        assert {n: r["result"] for n, r in report.items()} == {"a": "updated", "b": "rolled back", "c": "not started"}
+        assert "interrupted" in report["b"]["detail"]
+        with swarm.docker("lab1") as api:
+            b = api.inspect_service("three_b")
+            c = api.inspect_service("three_c")
+        assert b["UpdateStatus"]["State"] == "rollback_completed"
+        finished = parse_time(b["UpdateStatus"]["CompletedAt"])
+        assert exited - finished < 2.0 + 0.5, f"exited {exited - finished:.1f}s after the rollback finished"
+        # b runs its previous spec again; c was never written
+        spec = b["Spec"]["TaskTemplate"]
+        assert spec["ForceUpdate"] == before["b"]["Spec"]["TaskTemplate"]["ForceUpdate"]
+        assert c["Version"]["Index"] == before["c"]["Version"]["Index"]
+        assert "Traceback" not in err
+    finally:
+        swarmctl("rm", "three", "-i", inv)
+
+
+def update_state(lab: Lab, service: str) -> str:
+    with lab.docker("lab1") as api:
+        return str((api.inspect_service(service).get("UpdateStatus") or {}).get("State", ""))

@@ -18,9 +18,10 @@ import paramiko
 
 
 class _Server(paramiko.ServerInterface):
-    def __init__(self, client_key: paramiko.PKey, output: bytes):
+    def __init__(self, client_key: paramiko.PKey, output: bytes, hang: threading.Event | None = None):
         self.client_key = client_key
         self.output = output
+        self.hang = hang  # set: channel requests are never answered (a host that stopped)
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         return paramiko.AUTH_SUCCESSFUL if key == self.client_key else paramiko.AUTH_FAILED
@@ -29,6 +30,8 @@ class _Server(paramiko.ServerInterface):
         return "publickey"
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
+        if self.hang is not None:
+            self.hang.wait(60)  # holds the server's transport thread: nothing more is answered
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
@@ -52,8 +55,18 @@ class SSHServer:
 
 
 @contextmanager
-def ssh_server(tmp: Path, host_key: paramiko.PKey | None = None, output: bytes = b"ok\n") -> Iterator[SSHServer]:
-    """Serve SSH on 127.0.0.1 (a free port) until the block ends."""
+def ssh_server(
+    tmp: Path,
+    host_key: paramiko.PKey | None = None,
+    output: bytes = b"ok\n",
+    hang_channels: bool = False,
+    silent: bool = False,
+) -> Iterator[SSHServer]:
+    """Serve SSH on 127.0.0.1 (a free port) until the block ends.
+
+    hang_channels: authenticate, then never answer a channel request. silent: accept TCP
+    connections and never say a word (not even the SSH banner), like a frozen sshd.
+    """
     host_key = host_key or paramiko.Ed25519Key.from_private_key_file(str(_new_key(tmp, "host")))
     client_file = _new_key(tmp, "client")
     client_key = paramiko.Ed25519Key.from_private_key_file(str(client_file))
@@ -63,6 +76,8 @@ def ssh_server(tmp: Path, host_key: paramiko.PKey | None = None, output: bytes =
     listener.listen(8)
     server = SSHServer(listener.getsockname()[1], host_key, client_file)
     stop = threading.Event()
+    released = threading.Event()
+    held: list[socket.socket] = []
 
     def serve() -> None:
         listener.settimeout(0.2)
@@ -74,11 +89,14 @@ def ssh_server(tmp: Path, host_key: paramiko.PKey | None = None, output: bytes =
             except OSError:
                 return
             server.connections += 1
+            if silent:
+                held.append(sock)
+                continue
             t = paramiko.Transport(sock)
             t.add_server_key(host_key)
             server.transports.append(t)
             try:
-                t.start_server(server=_Server(client_key, output))
+                t.start_server(server=_Server(client_key, output, released if hang_channels else None))
             except (paramiko.SSHException, EOFError, OSError):
                 continue
 
@@ -88,6 +106,9 @@ def ssh_server(tmp: Path, host_key: paramiko.PKey | None = None, output: bytes =
         yield server
     finally:
         stop.set()
+        released.set()
+        for held_sock in held:
+            held_sock.close()
         listener.close()
         for t in server.transports:
             t.close()

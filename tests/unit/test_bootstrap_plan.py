@@ -85,13 +85,26 @@ def test_anchor_is_first_manager_that_runs_the_swarm() -> None:
 
 
 def test_host_in_another_swarm_is_an_error_unless_forced() -> None:
-    f = {n: facts(n) for n in ("m1", "m2", "m3")}
+    f = {n: facts(n, "active", f"N{n[-1]}", "C", manager=True) for n in ("m1", "m2", "m3")}
     f["w4"] = facts("w4", "active", "X9", "")
-    plan = plan_membership(INV, f, None)
+    plan = plan_membership(INV, f, frozenset({"N1", "N2", "N3"}))
     assert "already in another swarm" in plan.errors["w4"] and "--force" in plan.errors["w4"]
     assert "w4" not in dict(plan.join)
-    forced = plan_membership(INV, f, None, force=True)
+    forced = plan_membership(INV, f, frozenset({"N1", "N2", "N3"}), force=True)
     assert "w4" in forced.leave and ("w4", "worker") in forced.join and not forced.errors
+
+
+def test_no_new_swarm_beside_one_whose_managers_cannot_be_reached() -> None:
+    # the case: m1 is a worker of a swarm, its managers are not reachable: no init
+    f = {"m1": facts("m1", "active", "Y1", ""), "m3": facts("m3"), "w4": facts("w4", "active", "Y4", "")}
+    plan = plan_membership(INV, f, None)
+    assert plan.anchor is None and plan.init is None and plan.join == ()
+    assert all("refusing to initialize a new swarm" in why or "another swarm" in why for why in plan.errors.values())
+    assert set(plan.errors) == {"m1", "m3", "w4"}
+    # a fresh first manager beside a stranded worker: refused too
+    g = {n: facts(n) for n in ("m1", "m2", "m3")} | {"w4": facts("w4", "active", "Y4", "")}
+    assert plan_membership(INV, g, None).init is None
+    assert plan_membership(INV, g, None, force=True).init == "m1"  # proof given: every host reachable, --force
 
 
 def test_first_manager_in_another_swarm_blocks_init_and_names_everyone() -> None:

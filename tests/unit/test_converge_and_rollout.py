@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from swarmctl.converge import assess
-from swarmctl.ops.update import RolloutFailed, Step, roll_out
+from swarmctl.ops.update import RolloutFailed, RolloutInterrupted, Step, roll_out
 from swarmctl.spec import parse_time
 from tests.unit.fakeengine import FakeEngine, FakeGates, recorded
 
@@ -113,3 +113,29 @@ def test_without_gates_every_step_still_waits_for_convergence() -> None:
     engine = stack()
     results = roll_out(engine, steps_for(engine)[:2], None, timeout=30)  # type: ignore[arg-type]
     assert [r.result for r in results] == ["updated", "updated"]
+
+
+class InterruptingGates(FakeGates):
+    """Gates whose wait for one service is where the operator presses Ctrl-C."""
+
+    def __init__(self, at: str):
+        super().__init__()
+        self.at = at
+
+    def wait(self, short: str, timeout: float) -> str:
+        if short == self.at:
+            raise KeyboardInterrupt
+        return super().wait(short, timeout)
+
+
+def test_ctrl_c_after_swarm_completed_an_update_leaves_it_updated_and_reports() -> None:
+    engine = stack()
+    with pytest.raises(RolloutInterrupted) as e:
+        roll_out(engine, steps_for(engine), InterruptingGates("zookeeper-2"), timeout=30)  # type: ignore[arg-type]
+    assert e.value.exit_status == 130
+    by_name = {r.name: (r.result, r.detail) for r in e.value.results}
+    assert by_name["zookeeper-1"][0] == "updated"
+    assert by_name["zookeeper-2"] == ("updated", "interrupted after swarm completed its update: left updated")
+    assert {by_name[n][0] for n in ("zookeeper-3", "kafka-1", "kafka-2")} == {"not started"}
+    assert "updated: zookeeper-1, zookeeper-2; not started: zookeeper-3, kafka-1, kafka-2" in str(e.value)
+    assert [n for n, _ in engine.writes] == ["kafka_zookeeper-1", "kafka_zookeeper-2"]  # the rest untouched

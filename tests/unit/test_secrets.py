@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from swarmctl.compose.loader import load_stack
 from swarmctl.errors import InputError
 from swarmctl.facts.stack import StackObjects
 from swarmctl.ops.deploy import plan_stack, superseded_secrets
+from tests.helpers import swarmctl
 
 
 @pytest.fixture
@@ -40,7 +42,8 @@ def test_round_trip_and_a_fresh_nonce_every_write(env: dict[str, str], tmp_path:
 def test_key_file_is_0600_and_never_overwritten(env: dict[str, str]) -> None:
     path = Path(env[s.KEY_FILE_ENV])
     assert (path.stat().st_mode & 0o777) == 0o600
-    assert len(base64.b64decode(path.read_text())) == 32
+    ring = s.parse_keyring(path.read_text(), str(path))
+    assert len(ring.current.raw) == 32 and ring.retired == ()
     with pytest.raises(InputError, match="refusing to overwrite"):
         s.create_key_file(env)
 
@@ -55,7 +58,7 @@ def test_a_key_file_others_can_read_is_refused(env: dict[str, str], mode: int) -
 def test_key_from_the_environment_and_bad_keys(tmp_path: Path) -> None:
     raw = os.urandom(32)
     key = s.load_key({s.KEY_ENV: base64.b64encode(raw).decode()})
-    assert key.raw == raw and key.source == s.KEY_ENV
+    assert key.current.raw == raw and key.source == s.KEY_ENV
     assert raw.hex() not in repr(key) and base64.b64encode(raw).decode() not in repr(key)
     with pytest.raises(InputError, match="not base64"):
         s.load_key({s.KEY_ENV: "not a key!"})
@@ -94,7 +97,7 @@ def test_truncation_fails(env: dict[str, str], tmp_path: Path) -> None:
 def test_another_key_fails(env: dict[str, str], tmp_path: Path) -> None:
     path = encrypted(env, tmp_path)
     other = s.load_key({s.KEY_ENV: base64.b64encode(os.urandom(32)).decode()})
-    with pytest.raises(InputError, match=r"encrypted with key .* but the key in use"):
+    with pytest.raises(InputError, match=r"encrypted with key .*, which is neither the current key"):
         s.read_secret(path, other)
 
 
@@ -130,19 +133,74 @@ def test_rekey_all_or_nothing(env: dict[str, str], tmp_path: Path) -> None:
     for name, value in (("a", b"1"), ("b", b"2")):
         s.write_secret(d / f"{name}.enc", value, key)
     before = {p.name: p.read_text() for p in d.iterdir()}
-    old, new, count = s.rekey(d, env)
-    assert count == 2 and old.fingerprint != new.fingerprint
-    assert s.load_key(env).fingerprint == new.fingerprint
-    assert [s.read_secret(d / f"{n}.enc", new) for n in "ab"] == [b"1", b"2"]
-    assert sorted(p.name for p in d.iterdir()) == ["a.enc", "b.enc"]  # nothing left over
+    done = s.rekey(d, env)
+    ring = s.load_key(env)
+    assert done.count == 2 and done.old != done.new == ring.fingerprint
+    assert [k.fingerprint for k in ring.retired] == [done.old]  # retired, not deleted
+    assert [s.read_secret(d / f"{n}.enc", ring) for n in "ab"] == [b"1", b"2"]
+    assert {s.key_of((d / f"{n}.enc").read_text()) for n in "ab"} == {done.new}
+    assert sorted(p.name for p in d.iterdir()) == ["a.enc", "b.enc"]  # no journal, no temporary file left
     # one file that does not decrypt: nothing changes at all
-    (d / "c.enc").write_text(before["a.enc"])
+    (d / "c.enc").write_text(before["a.enc"].replace("name: a", "name: c"))
     snapshot = {p.name: p.read_text() for p in d.iterdir()}
     key_before = Path(env[s.KEY_FILE_ENV]).read_text()
     with pytest.raises(InputError):
         s.rekey(d, env)
     assert {p.name: p.read_text() for p in d.iterdir()} == snapshot
     assert Path(env[s.KEY_FILE_ENV]).read_text() == key_before
+
+
+def test_two_directories_sharing_a_key_rekey_in_one_the_other_still_decrypts(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    ring = s.load_key(env)
+    s.write_secret(tmp_path / "one" / "a.enc", b"first project", ring)
+    s.write_secret(tmp_path / "two" / "b.enc", b"second project", ring)
+    s.rekey(tmp_path / "one", env)
+    after = s.load_key(env)
+    assert s.read_secret(tmp_path / "two" / "b.enc", after) == b"second project"  # through the retired key
+    assert s.list_secrets(tmp_path / "two", after)[0].key == ring.fingerprint != after.fingerprint
+    s.rekey(tmp_path / "two", env)
+    final = s.load_key(env)
+    assert len(final.retired) == 2
+    assert s.read_secret(tmp_path / "one" / "a.enc", final) == b"first project"
+    assert s.read_secret(tmp_path / "two" / "b.enc", final) == b"second project"
+
+
+def test_a_key_file_of_an_older_swarmctl_is_a_keyring(tmp_path: Path) -> None:
+    raw = os.urandom(32)
+    path = tmp_path / "old.key"
+    path.write_text(base64.b64encode(raw).decode() + "\n")
+    path.chmod(0o600)
+    ring = s.load_key({s.KEY_FILE_ENV: str(path)})
+    assert ring.current.raw == raw and ring.retired == ()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the key file to another user needs root")
+def test_a_key_file_someone_else_owns_is_refused(env: dict[str, str]) -> None:
+    os.chown(env[s.KEY_FILE_ENV], 65534, 65534)
+    with pytest.raises(InputError, match="belongs to uid 65534"):
+        s.load_key(env)
+
+
+def test_listing_names_what_is_not_a_secret_file(env: dict[str, str], tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    s.write_secret(d / "good.enc", b"x", s.load_key(env))
+    (d / "x.enc").mkdir()
+    (d / "gone.enc").symlink_to(tmp_path / "nowhere")
+    listed = {x.name: x for x in s.list_secrets(d, s.load_key(env))}
+    assert listed["good"].size == 1 and not listed["good"].problem
+    assert "directory" in listed["x"].problem and "dangling" in listed["gone"].problem
+
+
+def test_names_and_labels_cannot_be_checked_against_a_guess(env: dict[str, str]) -> None:
+    ring = s.load_key(env)
+    name = s.versioned_name("st_db", b"hunter2", ring)
+    plain = hashlib.sha256(b"hunter2").hexdigest()
+    assert plain[:12] not in name and name == s.versioned_name("st_db", b"hunter2", ring)
+    assert plain not in ring.content_label(b"hunter2") and ring.content_label(b"hunter2").startswith("hmac-sha256:")
+    other = s.load_key({s.KEY_ENV: base64.b64encode(os.urandom(32)).decode()})
+    assert s.versioned_name("st_db", b"hunter2", other) != name  # keyed: another key, another name
 
 
 def test_encrypted_secret_in_a_stack_is_versioned_by_content(env: dict[str, str], tmp_path: Path) -> None:
@@ -154,8 +212,8 @@ def test_encrypted_secret_in_a_stack_is_versioned_by_content(env: dict[str, str]
         "services:\n  app:\n    image: x\n    secrets: [db_password, plain]\n"
         "secrets:\n  db_password: {file: ./secrets/db_password.enc}\n  plain: {file: ./plain.txt}\n"
     )
-    desired = convert_stack(load_stack("st", [stack], {}, {}), secrets_key=lambda: s.load_key(env))
-    versioned = s.versioned_name("st_db_password", b"first")
+    desired = convert_stack(load_stack("st", [stack], {}, {}), s.KeySource(env))
+    versioned = s.versioned_name("st_db_password", b"first", s.load_key(env))
     assert set(desired.secrets) == {versioned, "st_plain"}
     obj = desired.secrets[versioned]
     assert obj.data == b"first" and obj.spec["Labels"][labels.SECRET] == "db_password"
@@ -163,12 +221,13 @@ def test_encrypted_secret_in_a_stack_is_versioned_by_content(env: dict[str, str]
     assert {r["SecretName"]: r["File"]["Name"] for r in refs} == {versioned: "db_password", "st_plain": "plain"}
     # without a key the deploy stops before anything happens
     with pytest.raises(InputError, match="secret db_password is encrypted"):
-        convert_stack(load_stack("st", [stack], {}, {}), secrets_key=None)
+        convert_stack(load_stack("st", [stack], {}, {}), None)
 
     # new content: a new name; the old version is neither desired nor pruned, and goes once unused
     s.write_secret(tmp_path / "secrets" / "db_password.enc", b"second", s.load_key(env))
-    newer = convert_stack(load_stack("st", [stack], {}, {}), secrets_key=lambda: s.load_key(env))
-    assert s.versioned_name("st_db_password", b"second") in newer.secrets
+    newer = convert_stack(load_stack("st", [stack], {}, {}), s.KeySource(env))
+    assert s.versioned_name("st_db_password", b"second", s.load_key(env)) in newer.secrets
+    assert "b'first'" not in repr(desired) and "b'plain'" not in repr(desired)  # no secret data in a repr
     old = {"ID": "old", "Spec": {"Name": versioned, "Labels": obj.spec["Labels"]}, "Version": {"Index": 1}}
     current = StackObjects(secrets={versioned: old})
     plan = plan_stack(newer, current, prune=True)
@@ -177,3 +236,30 @@ def test_encrypted_secret_in_a_stack_is_versioned_by_content(env: dict[str, str]
         {"SecretName": versioned}]}}}}  # fmt: skip
     assert superseded_secrets(newer, StackObjects(secrets={versioned: old}, services={"st_app": using})) == []
     assert superseded_secrets(newer, current) == [versioned]
+
+
+REKEY_STEPS = ["journal", "keyring", "file:0", "file:1", "file:2"]
+
+
+@pytest.mark.parametrize("step", REKEY_STEPS)
+def test_a_rekey_killed_at_any_step_is_finished_or_undone_by_the_next_command(
+    env: dict[str, str], tmp_path: Path, step: str
+) -> None:
+    """SIGKILL injected right after each step (SWARMCTL_TEST_CRASH): the next command finds a
+    consistent state - one current key for every file, no journal - and every secret decrypts."""
+    d = tmp_path / "secrets"
+    values = {f"s{i}": f"value {i}".encode() for i in range(3)}
+    for name, value in values.items():
+        s.write_secret(d / f"{name}.enc", value, s.load_key(env))
+    old = s.load_key(env).fingerprint
+    killed = swarmctl("secrets", "rekey", "--dir", str(d), env={**env, s.CRASH_ENV: step})
+    assert killed.rc == -9, str(killed)  # it really died there
+    after = swarmctl("secrets", "list", "--dir", str(d), "--json", env=env)
+    assert after.rc == 0, str(after)
+    listed = after.json()
+    assert {x["name"]: (x["bytes"], x["problem"]) for x in listed["secrets"]} == {n: (7, "") for n in values}
+    assert {x["key"] for x in listed["secrets"]} == {listed["key"]}  # all or nothing
+    assert (listed["key"] == old) == (step == "journal")  # undone before the keyring, finished after
+    assert not (d / s.JOURNAL).exists()
+    ring = s.load_key(env)
+    assert {n: s.read_secret(d / f"{n}.enc", ring) for n in values} == values

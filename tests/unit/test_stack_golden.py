@@ -6,6 +6,7 @@ and review the diff.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 
 from swarmctl.compose.convert import convert_stack
 from swarmctl.compose.loader import load_stack
+from swarmctl.secrets import KEY_ENV as SECRETS_KEY_ENV
+from swarmctl.secrets import KeySource
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -42,14 +45,18 @@ ENV = {
 VARS = {"FROM_INVENTORY": "inventory", "FROM_DOTENV": "shadowed by .env", "REPLICAS": "9"}
 
 
+# a fixed secrets key, so that the keyed content labels of secrets are the same on every run
+KEYS = KeySource({SECRETS_KEY_ENV: base64.b64encode(bytes(range(32))).decode()})
+
+
 def render(case: str) -> dict[str, Any]:
     config = load_stack("golden", CASES[case], ENV, VARS)
-    desired = convert_stack(config)
+    desired = convert_stack(config, KEYS)
     data = {
         "warnings": [w.replace(str(ROOT), "<ROOT>") for w in config.warnings],
         "networks": desired.networks,
         "external_networks": desired.external_networks,
-        "secrets": {n: {"spec": o.spec, "sha256": o.digest} for n, o in desired.secrets.items()},
+        "secrets": {n: {"spec": o.spec, "keyed_digest": o.digest} for n, o in desired.secrets.items()},
         "configs": {n: {"spec": o.spec, "data": o.data.decode()} for n, o in desired.configs.items()},
         "services": desired.services,
     }
