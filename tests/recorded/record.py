@@ -143,7 +143,9 @@ def record_convergence(engine: Engine, probe: str) -> None:
     running = create(engine, "rec-running", probe, SLEEP, Mode={"Replicated": {"Replicas": 2}}, UpdateConfig=watch)
     health = {"Test": ["CMD", "true"], "Interval": 60 * 10**9, "StartPeriod": 60 * 10**9}
     starting = create(engine, "rec-starting", probe, SLEEP, container={"Healthcheck": health})
-    failing = create(engine, "rec-failing", probe, ["sh", "-c", "exit 3"], restart={"Condition": "any", "Delay": 10**8})
+    # restarted after 2 s: the recording is taken between attempts, none of them running
+    retry = {"Condition": "any", "Delay": 2 * 10**9}
+    failing = create(engine, "rec-failing", probe, ["sh", "-c", "exit 3"], restart=retry)
     job = create(
         engine, "rec-job", probe, ["true"], Mode={"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 2}}
     )
@@ -156,7 +158,8 @@ def record_convergence(engine: Engine, probe: str) -> None:
     settling = create(engine, "rec-settling", probe, SLEEP, UpdateConfig={"Parallelism": 1, "Monitor": 60 * 10**9})
     until("a running task", lambda: tasks_in(engine, settling, "running", 1))
     out["settling"] = {**snapshot(engine, settling), "since": since, "written_at": 0.0, "expect": "updating"}
-    until("3 failed tasks", lambda: tasks_in(engine, failing, "failed", 3))
+    until("3 failed tasks, none running", lambda: tasks_in(engine, failing, "failed", 3)
+          and not tasks_in(engine, failing, "running", 1), timeout=180)  # fmt: skip
     out["failing"] = {**snapshot(engine, failing), "since": since, "written_at": None, "expect": "failed"}
     until("a complete job", lambda: tasks_in(engine, job, "complete", 2))
     out["job"] = {**snapshot(engine, job), "since": since, "written_at": 0.0, "expect": "converged"}
