@@ -150,9 +150,13 @@ def plan_membership(
         first = inventory.managers[0]
         f = facts.get(first.name)
         blocked = None
-        # hosts that say they are in a swarm no inventory manager runs: a new swarm beside it would
-        # split the cluster, so init waits for proof that it is gone (--force, every host reachable)
-        stranded = sorted(n for n, hf in facts.items() if hf.in_swarm or hf.swarm_state == "locked")
+        # hosts that say they are in a swarm whose managers cannot be reached (a worker, a locked
+        # node: a reachable manager of another swarm is just a foreign swarm, refused per host):
+        # a new swarm beside theirs would split the cluster, so init waits for proof that it is
+        # gone (--force, every host reachable)
+        stranded = sorted(
+            n for n, hf in facts.items() if (hf.in_swarm and not hf.control_available) or hf.swarm_state == "locked"
+        )
         if f is None:
             blocked = f"the swarm cannot be initialized: the first manager {first.name} failed preflight"
         elif f.swarm_state == "locked":

@@ -32,8 +32,9 @@ from swarmctl.files import write_atomic
 from swarmctl.inventory import Host
 
 log = logging.getLogger(__name__)
-# paramiko logs every channel at DEBUG; nothing there helps a user and it is noisy
-logging.getLogger("paramiko").setLevel(logging.WARNING)
+# paramiko logs every channel at DEBUG, and at ERROR (with tracebacks, from its own threads) the
+# failures swarmctl reports itself in one line naming the host: keep it quiet
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 DEFAULT_PARALLEL = 16
 _KNOWN_HOSTS_LOCK = threading.Lock()
@@ -205,6 +206,14 @@ class Connection:
             raise SSHError(h.name, f"cannot connect to {where}: {', '.join(sorted(reasons))}") from None
         except (OSError, paramiko.SSHException, EOFError) as e:
             client.close()
+            if time.monotonic() - t0 >= s.connect_timeout:
+                # paramiko's handshake wait ends at the deadline without an error of its own, and the
+                # next step then fails obscurely ("No existing session"): say what happened
+                raise SSHError(
+                    h.name,
+                    f"cannot connect to {where}: timed out after {s.connect_timeout:g}s (the host accepted the "
+                    "connection but its SSH server did not answer)",
+                ) from None
             raise SSHError(h.name, f"cannot connect to {where}: {e or type(e).__name__}") from None
         finally:
             self._connecting = None
