@@ -11,6 +11,7 @@ DIGEST = "io.swarmctl.digest"  # a keyed hash of a secret's data: swarm never re
 SECRET = "io.swarmctl.secret"  # on a content-versioned (encrypted) secret: its name in the stack file
 CHECK = "io.swarmctl.check"  # x-swarmctl.check: the application check of verify and of rollout gates
 PORT = "io.swarmctl.port"  # x-swarmctl.port
+STANDALONE = "io.swarmctl.standalone"  # x-swarmctl.standalone: "true" for brokers declared not to form a cluster
 GROUP = "io.swarmctl.rollout.group"  # x-swarmctl.rollout.group
 ORDER = "io.swarmctl.rollout.order"  # x-swarmctl.rollout.order
 PROBE = "io.swarmctl.probe"  # on verify's probe containers, so a crashed run's leftovers are found

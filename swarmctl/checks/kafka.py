@@ -3,14 +3,16 @@ cluster's brokers see each other and no partition is under-replicated."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from swarmctl.checks import Verdict
 
 DEFAULT_PORT = 9092
-# where a broker's id comes from, in the order the stack's image reads them
-ID_VARIABLES = ("BROKER_ID", "KAFKA_BROKER_ID", "NODE_ID", "KAFKA_NODE_ID")
+# where a broker's id comes from, in the order debezium's kafka image reads them (its entrypoint:
+# NODE_ID, else the deprecated BROKER_ID, else 1; it overwrites KAFKA_NODE_ID and KAFKA_BROKER_ID)
+ID_VARIABLES = ("NODE_ID", "BROKER_ID")
+DEFAULT_ID = 1
 
 
 def advertised(env: Mapping[str, str], name: str, port: int | None) -> tuple[str, int]:
@@ -24,11 +26,45 @@ def advertised(env: Mapping[str, str], name: str, port: int | None) -> tuple[str
     return name, port or DEFAULT_PORT
 
 
-def broker_id(env: Mapping[str, str]) -> int | None:
+def broker_id(env: Mapping[str, str]) -> int:
+    """The id the broker of this environment registers with (the image's rule, see ID_VARIABLES)."""
     for key in ID_VARIABLES:
-        if env.get(key, "").lstrip("-").isdigit():
-            return int(env[key])
-    return None
+        if env.get(key, "").strip():
+            value = env[key].strip()
+            return int(value) if value.lstrip("-").isdigit() else DEFAULT_ID
+    return DEFAULT_ID
+
+
+def replication_factor(envs: Iterable[Mapping[str, str]]) -> int:
+    """The replication factor the brokers give new topics (KAFKA_DEFAULT_REPLICATION_FACTOR, the
+    highest when they differ; Kafka's default is 1)."""
+    factors = [env.get("KAFKA_DEFAULT_REPLICATION_FACTOR", "").strip() for env in envs]
+    return max((int(f) for f in factors if f.isdigit()), default=1)
+
+
+def judge_produce(found: Mapping[str, Any] | None, standalone: bool, own: int) -> Verdict:
+    """A message produced with acks=all through this broker was read back through every other
+    broker (through itself when standalone)."""
+    if found is None:
+        return Verdict(False, "produced and read back", "no result")
+    if "error" in found:
+        return Verdict(False, "produced and read back", "error", str(found["error"]))
+    read = dict(found.get("read") or {})
+    bad = {where: how for where, how in read.items() if how != "ok"}
+    via = "itself" if standalone else ", ".join(sorted(read)) or "(no other broker)"
+    got = f"offset {found.get('produced')} in partition {found.get('partition')}, read back via " + (
+        "itself" if standalone and not bad else (", ".join(f"{w}: {h}" for w, h in sorted(read.items())) or "nothing")
+    )
+    notes = []
+    if bad:
+        notes.append("not read back via " + ", ".join(sorted(bad)))
+    if found.get("leader") not in (None, own):
+        notes.append(f"it leads no partition of the verify topic: the write went to broker {found.get('leader')}")
+    if standalone:
+        notes.append("standalone by declaration")
+    ok = bool(read) and not bad
+    return Verdict(ok, f"acks=all write (replication {found.get('replication')}) read back via {via}", got,
+                   "; ".join(notes))  # fmt: skip
 
 
 def broker_answer(result: Mapping[str, Any], host: str, port: int) -> Mapping[str, Any]:
@@ -69,12 +105,17 @@ def judge_replication(metadata: Mapping[str, Any]) -> Verdict:
     return Verdict(not under, "0", str(len(under)), detail)
 
 
-def is_standalone(seen: Mapping[str, set[int]]) -> bool:
-    """Several brokers that each list only themselves: not one cluster."""
-    return len(seen) > 1 and all(len(ids) == 1 for ids in seen.values())
-
-
-def judge_members(seen: Mapping[str, set[int]], wanted: set[int]) -> Verdict:
-    """Every expected broker id is registered with the cluster the brokers see."""
-    union = set().union(*seen.values()) if seen else set()
-    return Verdict(wanted <= union, f"brokers {sorted(wanted)}", f"brokers {sorted(union)}")
+def judge_sees(seen_ids: set[int], wanted: set[int], standalone: bool, own: int) -> Verdict:
+    """What one broker's metadata lists: every expected broker of the cluster - or, for a broker
+    declared standalone, itself."""
+    want = {own} if standalone else wanted
+    ok = want <= seen_ids
+    detail = ""
+    if not ok and seen_ids == {own} and not standalone:
+        detail = (
+            "it lists only itself: not one cluster (brokers that are standalone on purpose, like the lab's, "
+            "are declared so with x-swarmctl.standalone)"
+        )
+    elif not ok:
+        detail = f"missing brokers {sorted(want - seen_ids)}: split cluster, or brokers not registered in ZooKeeper"
+    return Verdict(ok, f"brokers {sorted(want)}", f"brokers {sorted(seen_ids)}", detail)

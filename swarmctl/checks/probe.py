@@ -24,6 +24,28 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "python:3-alpine"
 TIMEOUT = 90
+PRODUCE_TIMEOUT = 90  # more, for verify --produce: topic creation, leader election, writes, reads
+
+
+@dataclass(frozen=True)
+class ProduceCheck:
+    """``verify --produce``: write through each broker with acks=all and read back through the others.
+
+    ``topic`` is created (one partition per broker, ``replication`` replicas) and removed afterwards;
+    standalone brokers are each given their own topic, read back through themselves."""
+
+    brokers: list[tuple[str, int, int]]  # advertised host, port, broker id
+    topic: str
+    replication: int
+    standalone: bool = False
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "brokers": [list(b) for b in self.brokers],
+            "topic": self.topic,
+            "replication": self.replication,
+            "standalone": self.standalone,
+        }
 
 
 @dataclass(frozen=True)
@@ -36,9 +58,13 @@ class ProbePlan:
     tcp: list[tuple[str, int]] = field(default_factory=list)
     zookeeper: list[tuple[str, int]] = field(default_factory=list)
     kafka: list[tuple[str, int]] = field(default_factory=list)
+    produce: ProduceCheck | None = None
 
     def json(self) -> str:
-        return json.dumps({"dns": self.dns, "tcp": self.tcp, "zookeeper": self.zookeeper, "kafka": self.kafka})
+        out: dict[str, Any] = {"dns": self.dns, "tcp": self.tcp, "zookeeper": self.zookeeper, "kafka": self.kafka}
+        if self.produce:
+            out["produce"] = self.produce.json()
+        return json.dumps(out)
 
 
 @cache
@@ -64,7 +90,7 @@ def run_probe(engine: Engine, stack: str, network: str, plan: ProbePlan, image: 
             "(inventory vars) to an image with python3 that the node has",
         ) from e
     try:
-        status = engine.wait_container(ident, timeout=TIMEOUT)
+        status = engine.wait_container(ident, timeout=TIMEOUT + (PRODUCE_TIMEOUT if plan.produce else 0))
         out = engine.container_output(ident)
         if status != 0:
             err = engine.container_output(ident, stderr=True)

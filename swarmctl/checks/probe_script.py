@@ -4,7 +4,8 @@ Sent as ``python3 -c <this file> <plan JSON>``; prints one JSON object. Standard
 Python 3.6+, so any image with python3 can be the probe. Plan::
 
     {"dns": ["web", "tasks.web"], "tcp": [["10.0.1.2", 80]],
-     "zookeeper": [["zookeeper-1", 2181]], "kafka": [["kafka-1", 9092]]}
+     "zookeeper": [["zookeeper-1", 2181]], "kafka": [["kafka-1", 9092]],
+     "produce": {"brokers": [["kafka-1", 9092, 1]], "topic": "...", "replication": 3, "standalone": false}}
 
 DNS goes straight to Docker's embedded server (127.0.0.11) so that "no such name" and "no
 answer" are told apart.
@@ -12,6 +13,7 @@ answer" are told apart.
 
 import json
 import random
+import re
 import socket
 import struct
 import sys
@@ -221,6 +223,313 @@ def kafka(host, port, timeout=5.0):
         s.close()
 
 
+# -- produce and read back (verify --produce) ----------------------------------------------------
+
+KAFKA_ERRORS = {
+    0: "none", 3: "UNKNOWN_TOPIC_OR_PARTITION", 5: "LEADER_NOT_AVAILABLE", 6: "NOT_LEADER_OR_FOLLOWER",
+    7: "REQUEST_TIMED_OUT", 19: "NOT_ENOUGH_REPLICAS", 20: "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    36: "TOPIC_ALREADY_EXISTS", 37: "INVALID_PARTITIONS", 38: "INVALID_REPLICATION_FACTOR", 41: "NOT_CONTROLLER",
+}  # fmt: skip
+
+
+def _error_name(code):
+    return KAFKA_ERRORS.get(code, f"error {code}")
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli), the checksum of Kafka's record batches."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _varint(n):
+    n = (n << 1) ^ (n >> 63)  # zigzag
+    out = b""
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+
+def _read_varint(data, pos):
+    shift = n = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return (n >> 1) ^ -(n & 1), pos
+
+
+def record_batch(value, timestamp_ms):
+    """One uncompressed record (no key, no headers) in a magic-2 record batch."""
+    body = b"\x00" + _varint(0) + _varint(0) + _varint(-1) + _varint(len(value)) + value + _varint(0)
+    record = _varint(len(body)) + body
+    after_crc = struct.pack(">hiqqqhii", 0, 0, timestamp_ms, timestamp_ms, -1, -1, -1, 1) + record
+    head = struct.pack(">ib", -1, 2) + struct.pack(">I", crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(head)) + head
+
+
+def batch_values(records):
+    """The (offset, value) of every record in a fetch response's record set (magic 2, uncompressed)."""
+    out, pos = [], 0
+    while pos + 12 <= len(records):
+        base, length = struct.unpack(">qi", records[pos : pos + 12])
+        end = pos + 12 + length
+        if end > len(records):
+            break  # a partial batch at the end of a fetch
+        magic = records[pos + 16]
+        attributes = struct.unpack(">h", records[pos + 21 : pos + 23])[0]
+        if magic == 2 and not attributes & 0x7:
+            count = struct.unpack(">i", records[pos + 57 : pos + 61])[0]
+            p = pos + 61
+            for _ in range(count):
+                length_r, p = _read_varint(records, p)
+                start = p
+                p += 1  # attributes
+                _, p = _read_varint(records, p)  # timestamp delta
+                delta, p = _read_varint(records, p)
+                key_len, p = _read_varint(records, p)
+                p += max(key_len, 0)
+                value_len, p = _read_varint(records, p)
+                out.append((base + delta, records[p : p + max(value_len, 0)]))
+                p = start + length_r
+        pos = end
+    return out
+
+
+def _str(text):
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+class _Kafka:
+    """One connection to one broker, for the few requests verify --produce makes."""
+
+    def __init__(self, host, port, timeout=10.0):
+        self.where = f"{host}:{port}"
+        self.sock = socket.create_connection((resolve(host), port), timeout=timeout)
+        self.correlation = 100
+
+    def call(self, api_key, version, body):
+        self.correlation += 1
+        return _R(_kafka_request(self.sock, api_key, version, self.correlation, body))
+
+    def metadata(self, topic):
+        """Metadata v4 for one topic, with auto-creation off: (brokers, controller, leaders).
+
+        v4, not v1: with v1 a broker with auto.create.topics.enable (Kafka's default) would
+        create the topic on the first look, with its default partitions and replication."""
+        r = self.call(3, 4, struct.pack(">i", 1) + _str(topic) + b"\x00")
+        r.i32()  # throttle time
+        brokers = {}
+        for _ in range(r.i32()):
+            bid, host, port, _rack = r.i32(), r.s(), r.i32(), r.s()
+            brokers[bid] = (host, port)
+        r.s()  # cluster id
+        controller = r.i32()
+        leaders = {}
+        for _ in range(r.i32()):
+            r.i16(), r.s(), r.i8()
+            for _ in range(r.i32()):
+                p_error, index, leader = r.i16(), r.i32(), r.i32()
+                r.ints(), r.ints()
+                if p_error == 0 and leader >= 0:
+                    leaders[index] = leader
+        return brokers, controller, leaders
+
+    def topic_names(self):
+        """Every topic's name (Metadata v4, all topics, no auto-creation)."""
+        r = self.call(3, 4, struct.pack(">i", -1) + b"\x00")
+        r.i32()
+        for _ in range(r.i32()):
+            r.i32(), r.s(), r.i32(), r.s()
+        r.s(), r.i32()
+        names = []
+        for _ in range(r.i32()):
+            r.i16()
+            names.append(r.s())
+            r.i8()
+            for _ in range(r.i32()):
+                r.i16(), r.i32(), r.i32()
+                r.ints(), r.ints()
+        return names
+
+    def create_topic(self, topic, partitions, replication):
+        body = struct.pack(">i", 1) + _str(topic) + struct.pack(">ihii", partitions, replication, 0, 0)
+        r = self.call(19, 2, body + struct.pack(">ib", 15000, 0))
+        r.i32()
+        for _ in range(r.i32()):
+            r.s()
+            code = r.i16()
+            message = r.s()
+            if code not in (0, 36):
+                raise ValueError(f"creating the topic: {_error_name(code)}" + (f" ({message})" if message else ""))
+
+    def delete_topic(self, topic):
+        r = self.call(20, 1, struct.pack(">i", 1) + _str(topic) + struct.pack(">i", 15000))
+        r.i32()
+        codes = []
+        for _ in range(r.i32()):
+            r.s()
+            codes.append(r.i16())
+        return codes
+
+    def produce(self, topic, partition, value):
+        batch = record_batch(value, int(time.time() * 1000))
+        data = struct.pack(">i", 1) + _str(topic) + struct.pack(">ii", 1, partition) + struct.pack(">i", len(batch))
+        r = self.call(0, 3, struct.pack(">hhi", -1, -1, 15000) + data + batch)  # acks=all
+        for _ in range(r.i32()):
+            r.s()
+            for _ in range(r.i32()):
+                r.i32()
+                code = r.i16()
+                offset = struct.unpack(">q", r.d[r.p : r.p + 8])[0]
+                r.p += 16
+                if code:
+                    raise ValueError(f"produce (acks=all) answered {_error_name(code)}")
+                return offset
+        raise ValueError("produce: no answer for the partition")
+
+    def fetch(self, topic, partition, offset):
+        body = struct.pack(">iiiib", -1, 2000, 1, 1 << 20, 0) + struct.pack(">i", 1) + _str(topic)
+        body += struct.pack(">iiqi", 1, partition, offset, 1 << 20)
+        r = self.call(1, 4, body)
+        r.i32()
+        for _ in range(r.i32()):
+            r.s()
+            for _ in range(r.i32()):
+                r.i32()
+                code = r.i16()
+                r.p += 16  # high watermark, last stable offset
+                aborted = r.i32()
+                r.p += max(aborted, 0) * 16
+                size = r.i32()
+                records = r.d[r.p : r.p + max(size, 0)]
+                r.p += max(size, 0)
+                if code:
+                    raise ValueError(f"fetch answered {_error_name(code)}")
+                return batch_values(records)
+        return []
+
+    def close(self):
+        self.sock.close()
+
+
+def _wait_leaders(entry, topic, partitions, deadline):
+    while True:
+        brokers, _controller, leaders = entry.metadata(topic)
+        if len(leaders) >= partitions:
+            return brokers, leaders
+        if time.time() > deadline:
+            raise ValueError(f"{entry.where} does not see a leader for each partition of {topic} (leaders: {leaders})")
+        time.sleep(0.5)
+
+
+VERIFY_TOPIC = re.compile(r"^swarmctl-verify-(\d+)-[0-9a-f]+$")
+STALE_AFTER = 600  # seconds: a verify topic this old was left by a run that was killed
+
+
+def sweep_topics(admin, now):
+    """Remove verify topics that killed runs left (named with their creation time); their names."""
+    stale = []
+    for name in admin.topic_names():
+        m = VERIFY_TOPIC.match(name or "")
+        if m and int(m.group(1)) < now - STALE_AFTER:
+            admin.delete_topic(name)
+            stale.append(name)
+    return stale
+
+
+def produce_check(plan):
+    """Produce with acks=all through each broker, read back through every other one (or, for
+    standalone brokers, through the same one), on a topic made for it and removed afterwards.
+
+    The topic has one partition per broker and the stack's replication factor; each broker
+    writes to a partition it leads."""
+    brokers = [(h, p, bid) for h, p, bid in plan["brokers"]]
+    topic, standalone = plan["topic"], plan.get("standalone", False)
+    results, cleanup, swept = {}, [], []
+    groups = [[b] for b in brokers] if standalone else [brokers]
+    for group in groups:
+        replication = 1 if standalone else int(plan.get("replication", 1))
+        partitions = len(group)
+        conns = {}
+        try:
+            for h, p, bid in group:
+                conns[bid] = _Kafka(h, p)
+            first = conns[group[0][2]]
+            addresses, controller, _ = first.metadata(topic)
+            admin = _connect_to(conns, addresses, controller, first)
+            swept += sweep_topics(admin, time.time())
+            admin.create_topic(topic, partitions, replication)
+            deadline = time.time() + float(plan.get("leader_wait", 20))
+            for h, p, bid in group:
+                key = f"{h}:{p}"
+                try:
+                    addresses, leaders = _wait_leaders(conns[bid], topic, partitions, deadline)
+                    partition = next((i for i, lead in sorted(leaders.items()) if lead == bid), 0)
+                    leader = _connect_to(conns, addresses, leaders[partition], conns[bid])
+                    value = f"swarmctl verify via {key} {random.getrandbits(64):016x}".encode()
+                    offset = leader.produce(topic, partition, value)
+                    readers = [g for g in group if g[2] != bid] or [(h, p, bid)]
+                    read = {}
+                    for rh, rp, rid in readers:
+                        try:
+                            r_addresses, r_leaders = _wait_leaders(conns[rid], topic, partitions, deadline)
+                            source = _connect_to(conns, r_addresses, r_leaders[partition], conns[rid])
+                            got = dict(source.fetch(topic, partition, offset))
+                            read[f"{rh}:{rp}"] = "ok" if got.get(offset) == value else "not the message produced"
+                        except (OSError, ValueError, KeyError, struct.error) as e:
+                            read[f"{rh}:{rp}"] = f"error: {e}"
+                    results[key] = {"produced": offset, "partition": partition, "leader": leaders[partition],
+                                    "replication": replication, "read": read}  # fmt: skip
+                except (OSError, ValueError, KeyError, struct.error) as e:
+                    results[key] = {"error": str(e) or type(e).__name__}
+            try:
+                codes = admin.delete_topic(topic)
+                if any(codes):
+                    cleanup.append(f"removing {topic} via {admin.where}: {', '.join(map(_error_name, codes))}")
+            except (OSError, ValueError, struct.error) as e:
+                cleanup.append(f"removing {topic} via {admin.where}: {e}")
+        except (OSError, ValueError, KeyError, struct.error) as e:
+            for h, p, _ in group:
+                results.setdefault(f"{h}:{p}", {"error": str(e) or type(e).__name__})
+        finally:
+            for c in conns.values():
+                c.close()
+    return {"topic": topic, "brokers": results, "cleanup": "; ".join(cleanup), "swept": swept}
+
+
+def _connect_to(conns, addresses, broker_id, fallback):
+    """The connection to broker_id (opened at the address its metadata gives, when not open yet)."""
+    if broker_id in conns:
+        return conns[broker_id]
+    if broker_id in addresses:
+        conns[broker_id] = _Kafka(*addresses[broker_id])
+        return conns[broker_id]
+    return fallback
+
+
 def main(argv):
     plan = json.loads(argv[1])
     out: dict = {"hostname": socket.gethostname(), "dns": {}, "tcp": {}, "zookeeper": {}, "kafka": {}}
@@ -232,6 +541,8 @@ def main(argv):
         futures = [(kind, key, pool.submit(fn, *args)) for kind, key, fn, args in jobs]
         for kind, key, future in futures:
             out[kind][key] = future.result()
+    if plan.get("produce"):
+        out["produce"] = produce_check(plan["produce"])
     print(json.dumps(out))
 
 

@@ -123,13 +123,18 @@ def _image(inv: Any, explicit: str | None) -> str:
     "--wait", "wait", type=click.FloatRange(min=0), default=0, show_default=True,
     help="Check again for up to SECONDS until every check passes.",
 )  # fmt: skip
+@click.option(
+    "--produce", is_flag=True,
+    help="Also write a message with acks=all through each Kafka broker and read it back through the others "
+    "(on a topic made for it, with the stack's replication factor, removed afterwards).",
+)  # fmt: skip
 @json_option("{ok, checks}")
 @common_options
 @click.pass_obj
-def verify(obj: Obj, name: str, probe_image: str | None, wait: float, as_json: bool) -> None:
+def verify(obj: Obj, name: str, probe_image: str | None, wait: float, produce: bool, as_json: bool) -> None:
     """Check stack NAME from inside its overlay networks on every node: DNS, VIPs, ZooKeeper, Kafka.
 
-    Example: swarmctl verify kafka
+    Example: swarmctl verify kafka --produce
     """
     from swarmctl.compose.loader import check_stack_name
     from swarmctl.ops.verify import verify_stack
@@ -138,7 +143,7 @@ def verify(obj: Obj, name: str, probe_image: str | None, wait: float, as_json: b
     check_stack_name(name)
     inv = load_inventory(obj)
     with Session(inv) as session:
-        report = verify_stack(session, name, _image(inv, probe_image), wait=wait, notify=say)
+        report = verify_stack(session, name, _image(inv, probe_image), wait=wait, notify=say, produce=produce)
     checks = report.data["checks"]
     if as_json:
         emit_json(report.json())

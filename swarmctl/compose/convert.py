@@ -268,6 +268,8 @@ def convert_service(config: StackConfig, name: str, secret_names: Mapping[str, s
     for key, tag in (("check", label.CHECK), ("port", label.PORT)):
         if key in ext:
             labels[tag] = str(ext[key])
+    if ext.get("standalone"):
+        labels[label.STANDALONE] = "true"
     for key, tag in (("group", label.GROUP), ("order", label.ORDER)):
         if key in ext.get("rollout", {}):
             labels[tag] = str(ext["rollout"][key])

@@ -77,8 +77,8 @@ def interpolate(node: Any, lookup: Lookup, file: str, unset: list[str]) -> Any:
         out.line = node.line
         out.key_lines = dict(node.key_lines)
         for key, value in node.items():
-            if isinstance(key, str) and key.startswith("x-"):
-                out[key] = value  # extension fields are the user's own business
+            if isinstance(key, str) and key.startswith("x-") and key != "x-swarmctl":
+                out[key] = value  # extension fields are the user's own business (x-swarmctl is ours)
                 continue
             out[key] = _one(value, lookup, file, node.line_of(key), unset)
         return out

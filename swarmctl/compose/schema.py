@@ -350,8 +350,11 @@ class FileChecker:
     def swarmctl_extension(self, value: Any, path: str, line: int) -> dict[str, Any]:
         """``x-swarmctl``: how verify checks a service and how updates roll it (see README)."""
         d = self.mapping(value, path, line)
-        self.keys(d, ("check", "port", "rollout"), path)
+        self.keys(d, ("check", "port", "rollout", "standalone"), path)
         out: dict[str, Any] = {}
+        if "standalone" in d:
+            # Kafka brokers that do not form one cluster, by declaration (the lab's, for one)
+            out["standalone"] = self.boolean(d["standalone"], f"{path}.standalone", d.line_of("standalone"))
         if "check" in d:
             out["check"] = self.choice(d["check"], CHECKS, f"{path}.check", d.line_of("check"))
         if "port" in d:

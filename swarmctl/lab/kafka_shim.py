@@ -1,10 +1,11 @@
 """The lab Kafka image's entrypoint: run tansu and give it the broker id the stack asks for.
 
 tansu (the Kafka-wire-compatible broker in the lab image) reports a fixed node id, 111, compiled
-in. Stacks written for real Kafka set BROKER_ID per broker, and clients and swarmctl's verifier
-expect to see it. This shim listens where KAFKA_LISTENERS says, forwards every request to tansu on
-a loopback port unchanged, and rewrites the node id in the responses that carry one (Metadata,
-FindCoordinator, DescribeCluster). Everything else passes through byte for byte.
+in. Stacks written for real Kafka set NODE_ID per broker (or the deprecated BROKER_ID; debezium's
+rule: NODE_ID, else BROKER_ID, else 1), and clients and swarmctl's verifier expect to see it.
+This shim listens where KAFKA_LISTENERS says, forwards every request to tansu on a loopback port
+unchanged, and rewrites the node id in the responses that carry one (Metadata, FindCoordinator,
+DescribeCluster). Everything else passes through byte for byte.
 
 Runs inside the image (python3 standard library only); also imported by swarmctl's unit tests.
 """
@@ -355,7 +356,8 @@ async def _serve(
 
 def main() -> int:
     env = os.environ
-    node_id = int(env.get("BROKER_ID") or env.get("NODE_ID") or "1")
+    # the id rule of debezium's entrypoint: NODE_ID, else the deprecated BROKER_ID, else 1
+    node_id = int(env.get("NODE_ID") or env.get("BROKER_ID") or "1")
     listen = _hostport(env.get("KAFKA_LISTENERS", "PLAINTEXT://0.0.0.0:9092"), 9092)
     advertised = _hostport(env.get("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://{os.uname().nodename}:9092"), 9092)
     upstream = ("127.0.0.1", int(env.get("TANSU_PORT", "19092")))

@@ -287,11 +287,16 @@ class AppGates:
             if not v.ok:
                 return False, f"{short} at {host}:{port}: {v.got}" + (f" ({v.detail})" if v.detail else "")
             md = found["metadata"]
-            cluster = len(kafka.registered(md)) > 1
+            wanted = {kafka.broker_id(self.services[b].env) for b in self.members("kafka")}
+            sees = kafka.judge_sees(kafka.registered(md), wanted, s.standalone, want)
+            if not sees.ok:
+                return False, f"{short} sees {sees.got}, expected {sees.expected}" + (
+                    f" ({sees.detail})" if sees.detail else ""
+                )
             replication = kafka.judge_replication(md)
-            if cluster and not replication.ok:
+            if not s.standalone and not replication.ok:
                 return False, f"{replication.got} partitions {replication.detail}"
-            return True, f"broker {want} answers" + ("" if cluster else " (standalone)")
+            return True, f"broker {want} answers" + (" (standalone by declaration)" if s.standalone else "")
         seen = tcp.answer(self._probe(ports=[short]), short, s.port or 0)
         return tcp.judge_port(seen).ok, f"{short}:{s.port} {seen}"
 

@@ -13,20 +13,23 @@ container (any image with python3) joins the network and asks Docker's embedded 
 
 Application checks (``x-swarmctl.check``, kept as the label ``io.swarmctl.check``) are judged by
 ``swarmctl.checks``: ZooKeeper members serving with one leader, Kafka brokers answering at their
-advertised name with their id and, in a cluster, seeing each other with nothing under-replicated.
-Everything here reads; probes are removed in all cases (and leftovers of a crashed run first).
+advertised name with their id, seeing every expected broker (unless declared standalone with
+``x-swarmctl.standalone``) with nothing under-replicated. With ``produce``, a message written with
+acks=all through each broker is read back through every other one, on a topic made for it.
+Everything else here reads; probes are removed in all cases (and leftovers of a crashed run first).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from swarmctl.checks import kafka, tcp, zookeeper
-from swarmctl.checks.probe import ProbePlan, run_probe, sweep_probes
+from swarmctl.checks.probe import ProbePlan, ProduceCheck, run_probe, sweep_probes
 from swarmctl.errors import HostError
 from swarmctl.facts.host import read_facts
 from swarmctl.facts.nodes import match_hosts
@@ -96,10 +99,31 @@ def app_targets(view: StackView, network_id: str) -> tuple[list[tuple[str, int]]
     return zk, brokers
 
 
-def plan_probes(view: StackView) -> list[ProbePlan]:
-    """One probe per (node, attachable network); application checks from the first node only (pure)."""
+def plan_produce(view: StackView, network_id: str, topic: str) -> ProduceCheck | None:
+    """``--produce`` through the stack's brokers on one network (None: no brokers there) (pure).
+
+    Brokers are treated as standalone only when every one of them is declared so."""
+    brokers = [s for s in view.services if s.check == "kafka" and network_id in s.networks and s.port]
+    if not brokers:
+        return None
+    return ProduceCheck(
+        brokers=[(*kafka.advertised(b.env, b.short, b.port), kafka.broker_id(b.env)) for b in brokers],
+        topic=topic,
+        replication=kafka.replication_factor(b.env for b in brokers),
+        standalone=all(b.standalone for b in brokers),
+    )
+
+
+def plan_probes(view: StackView, produce_topic: str = "") -> list[ProbePlan]:
+    """One probe per (node, attachable network); application checks from the first node only (pure).
+
+    Args:
+        produce_topic: run ``--produce`` on a topic of this name (from the first probe of the first
+            network with brokers).
+    """
     plans = []
     nodes = probe_nodes(view)
+    produce: ProduceCheck | None = None
     for nid, net in sorted(view.networks.items(), key=lambda kv: kv[1].name):
         if not net.attachable:
             continue
@@ -111,10 +135,26 @@ def plan_probes(view: StackView) -> list[ProbePlan]:
                 if s.task_ips.get(nid):
                     targets.append((s.task_ips[nid][0], s.port))
         zk, brokers = app_targets(view, nid)
+        if produce_topic and produce is None:
+            produce = plan_produce(view, nid, produce_topic)
+            here = produce
+        else:
+            here = None
         for i, node in enumerate(nodes):
             first = i == 0
-            plans.append(ProbePlan(node, nid, sorted(names), targets, zk if first else [], brokers if first else []))
+            plans.append(
+                ProbePlan(
+                    node, nid, sorted(names), targets, zk if first else [], brokers if first else [],
+                    here if first else None,
+                )
+            )  # fmt: skip
     return plans
+
+
+def verify_topic(now: float, token: str) -> str:
+    """The name of a ``--produce`` topic: its creation time lets a later run remove it if a killed
+    run left it behind."""
+    return f"swarmctl-verify-{int(now)}-{token}"
 
 
 # -- judging (pure) --------------------------------------------------------------------------------
@@ -214,6 +254,8 @@ def evaluate(
         if isinstance(first, Mapping):
             checks += _zookeeper_checks(view, nid, first)
             checks += _kafka_checks(view, nid, first)
+            if "produce" in first:
+                checks += _produce_checks(view, nid, first["produce"])
     return checks
 
 
@@ -276,39 +318,55 @@ def _zookeeper_checks(view: StackView, nid: str, result: Mapping[str, Any]) -> l
 
 
 def _kafka_checks(view: StackView, nid: str, result: Mapping[str, Any]) -> list[Check]:
+    """Each broker answers at its advertised address with its id and sees the expected brokers; a
+    cluster has nothing under-replicated. Brokers that each list only themselves pass only when
+    the stack declares them standalone (x-swarmctl.standalone)."""
     brokers = [s for s in view.services if s.check == "kafka" and nid in s.networks and s.port]
     if not brokers:
         return []
     out = []
-    expected_ids = {b.short: kafka.broker_id(b.env) for b in brokers}
-    seen_ids: dict[str, set[int]] = {}
-    under: list[Check] = []
+    expected = {b.short: kafka.broker_id(b.env) for b in brokers}
+    wanted = set(expected.values())
+    seen: dict[str, set[int]] = {}
+    under: set[str] = set()
     for s in brokers:
         host, port = kafka.advertised(s.env, s.short, s.port)
         found = kafka.broker_answer(result, host, port)
-        v = kafka.judge_broker(found, host, port, expected_ids[s.short])
+        v = kafka.judge_broker(found, host, port, expected[s.short])
         out.append(Check(f"kafka {s.short} at {host}:{port}", "", v.ok, v.expected, v.got, v.detail))
-        if "metadata" in found:
-            seen_ids[s.short] = kafka.registered(found["metadata"])
-            r = kafka.judge_replication(found["metadata"])
-            if not r.ok:
-                under.append(Check("kafka under-replicated partitions", "", r.ok, r.expected, r.got, r.detail))
-    wanted = {i for i in expected_ids.values() if i is not None}
-    if kafka.is_standalone(seen_ids):
+        if "metadata" not in found:
+            continue
+        seen[s.short] = kafka.registered(found["metadata"])
+        sees = kafka.judge_sees(seen[s.short], wanted, s.standalone, expected[s.short])
+        detail = sees.detail or ("standalone by declaration" if s.standalone else "")
+        out.append(Check(f"kafka {s.short} cluster", "", sees.ok, sees.expected, sees.got, detail))
+        if not s.standalone:
+            under.update(kafka.under_replicated(found["metadata"]))
+    if any(not b.standalone and b.short in seen for b in brokers):
+        detail = ("under-replicated: " + ", ".join(sorted(under)[:10])) if under else ""
+        out.append(Check("kafka under-replicated partitions", "", not under, "0", str(len(under)), detail))
+    return out
+
+
+def _produce_checks(view: StackView, nid: str, produced: Mapping[str, Any]) -> list[Check]:
+    out = []
+    results = produced.get("brokers") or {}
+    for s in view.services:
+        if s.check != "kafka" or nid not in s.networks or not s.port:
+            continue
+        host, port = kafka.advertised(s.env, s.short, s.port)
+        v = kafka.judge_produce(results.get(f"{host}:{port}"), s.standalone, kafka.broker_id(s.env))
+        out.append(Check(f"kafka {s.short} produce", "", v.ok, v.expected, v.got, v.detail))
+    if produced.get("cleanup"):
         out.append(
             Check(
-                "kafka cluster",
-                "",
-                True,
-                f"brokers {sorted(wanted)}",
-                "each broker lists only itself",
-                "standalone brokers, not one cluster (the lab's tansu broker does not form clusters)",
+                "kafka verify topic removed", "", False, f"{produced.get('topic')} removed", "still there",
+                f"{produced['cleanup']}: remove it with kafka-topics.sh --delete (a later --produce removes it "
+                "after 10 minutes)",
             )
-        )
-    elif seen_ids:
-        m = kafka.judge_members(seen_ids, wanted)
-        out.append(Check("kafka cluster brokers", "", m.ok, m.expected, m.got))
-        out.append(under[0] if under else Check("kafka under-replicated partitions", "", True, "0", "0"))
+        )  # fmt: skip
+    for name in produced.get("swept") or []:
+        log.info("removed the verify topic %s, left by an earlier run", name)
     return out
 
 
@@ -319,8 +377,13 @@ def all_ok(checks: Iterable[Check]) -> bool:
     return all(c.ok for c in checks)
 
 
-def verify_stack(session: Session, stack: str, probe_image: str, wait: float = 0.0, notify: Notify = quiet) -> Report:
+def verify_stack(
+    session: Session, stack: str, probe_image: str, wait: float = 0.0, notify: Notify = quiet, produce: bool = False
+) -> Report:
     """Run every check once; with ``wait`` > 0, again (every few seconds) until all pass or time is up.
+
+    ``produce``: also write through every Kafka broker and read back (``verify --produce``), on a
+    topic made for each round and removed afterwards.
 
     Returns:
         A Report whose ``data`` has ``ok``, ``checks`` (list of Check), ``seconds`` and ``rounds``.
@@ -335,7 +398,7 @@ def verify_stack(session: Session, stack: str, probe_image: str, wait: float = 0
     while True:
         rounds += 1
         view = observe(manager, stack)
-        plans = plan_probes(view)
+        plans = plan_probes(view, verify_topic(time.time(), uuid.uuid4().hex[:8]) if produce else "")
         node_ids = sorted({p.node_id for p in plans})
         by_host = match_hosts(session.inventory.hosts, [view.nodes[n] for n in node_ids])
         hosts: dict[str, Host | None] = {nid: None for nid in node_ids}
@@ -384,6 +447,13 @@ def verify_stack(session: Session, stack: str, probe_image: str, wait: float = 0
                         )
         no_ipvs = {view.nodes[nid].hostname for nid, h in hosts.items() if h is not None and not ipvs.get(h.name, True)}
         checks = evaluate(view, outcomes, no_ipvs)
+        if produce and not any(p.produce for p in plans):
+            checks.append(
+                Check(
+                    "kafka produce", "", True, skipped=True,
+                    detail="no Kafka brokers here (services with x-swarmctl.check: kafka on an attachable network)",
+                )
+            )  # fmt: skip
         if all_ok(checks) or time.monotonic() > deadline:
             break
         failing = [c for c in checks if not c.ok]

@@ -1,7 +1,7 @@
 """The Kafka/ZooKeeper stack on the lab, and `swarmctl verify` telling healthy from broken.
 
 Runs on the session lab (4 hosts, kafka.slot 1-3 on lab1-3) with the lab's images: ZooKeeper from
-Debian's packages, the tansu broker behind its BROKER_ID shim, the python3 probe.
+Debian's packages, the tansu broker behind its NODE_ID shim, the python3 probe.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def test_kafka_deploys_and_verifies_on_every_node(kafka: Lab) -> None:
     for i in (1, 2, 3):
         row = by_name[f"kafka kafka-{i} at kafka-{i}:9092"][0]
         assert row["ok"] and row["got"] == f"ApiVersions error 0, broker id {i}"
-    assert "standalone brokers" in by_name["kafka cluster"][0]["detail"]
+    for i in (1, 2, 3):  # the lab's brokers are standalone on purpose, and say so
+        row = by_name[f"kafka kafka-{i} cluster"][0]
+        assert row["ok"] and row["got"] == f"brokers [{i}]" and row["detail"] == "standalone by declaration"
     assert probes_left(kafka) == []
 
     human = swarmctl("verify", "kafka", "-i", str(kafka.inventory))
@@ -82,6 +84,44 @@ def test_a_killed_zookeeper_task_is_reported_until_swarm_replaced_it(kafka: Lab)
     healed = verify(kafka, "kafka", "--wait", "240")
     assert healed.rc == 0, str(healed)
     assert probes_left(kafka) == []
+
+
+def test_verify_produce_writes_and_reads_back_through_every_broker(kafka: Lab) -> None:
+    run = verify(kafka, "kafka", "--produce")
+    assert run.rc == 0, str(run)
+    produced = {c["name"]: c for c in run.json()["checks"] if c["name"].endswith(" produce")}
+    assert sorted(produced) == [f"kafka kafka-{i} produce" for i in (1, 2, 3)]
+    for i in (1, 2, 3):
+        row = produced[f"kafka kafka-{i} produce"]
+        assert row["ok"] and row["got"].endswith("read back via itself"), row
+        assert row["detail"] == "standalone by declaration"
+    assert not any(c["name"] == "kafka verify topic removed" for c in run.json()["checks"])
+    assert probes_left(kafka) == []
+
+
+def test_brokers_not_declared_standalone_fail_verify_by_name(kafka: Lab) -> None:
+    """Without the lab's declaration its brokers are what they are, three one-broker clusters:
+    verify (and --produce) must fail, naming each broker, where it used to pass them."""
+    inv = str(kafka.inventory)
+    undeclared = swarmctl("deploy", "kafka", "-i", inv, "--no-verify", env={"KAFKA_STANDALONE": "false"}, timeout=600)
+    try:
+        assert undeclared.rc == 0, str(undeclared)
+        run = verify(kafka)
+        assert run.rc == 1, str(run)
+        assert_no_traceback(run)
+        bad = {c["name"]: c for c in run.json()["checks"] if not c["ok"]}
+        assert sorted(bad) == [f"kafka kafka-{i} cluster" for i in (1, 2, 3)], bad
+        assert all("lists only itself: not one cluster" in c["detail"] for c in bad.values())
+        human = swarmctl("verify", "kafka", "-i", inv, "--produce", timeout=400)
+        assert human.rc == 1, str(human)
+        assert_no_traceback(human)
+        out = human.stdout + human.stderr
+        for i in (1, 2, 3):
+            assert f"kafka kafka-{i} cluster" in out and f"kafka kafka-{i} produce" in out, out
+        assert "verify kafka failed: kafka kafka-1 cluster" in human.stderr, str(human)
+    finally:
+        restored = swarmctl("deploy", "kafka", "-i", inv, "--json", timeout=900)
+        assert restored.rc == 0 and restored.json()["verify"]["ok"] is True, str(restored)
 
 
 DNS_STACK = """

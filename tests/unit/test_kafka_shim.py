@@ -1,4 +1,4 @@
-"""The lab Kafka image's shim: node id 111 becomes BROKER_ID in responses, nothing else changes.
+"""The lab Kafka image's shim: node id 111 becomes NODE_ID (or BROKER_ID) in responses, nothing else changes.
 
 Responses are built here field by field from the Kafka protocol's message layouts, for old
 (non-flexible) and new (flexible, compact) versions.

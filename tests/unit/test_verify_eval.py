@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from swarmctl.checks import kafka
+from swarmctl.checks.probe import ProduceCheck
 from swarmctl.facts.nodes import NodeView
 from swarmctl.facts.stack import NetworkInfo, ServiceInfo, StackView
-from swarmctl.ops.verify import evaluate, names_on, plan_probes
+from swarmctl.ops.verify import evaluate, names_on, plan_probes, plan_produce
 
 NET = "n1"
 
@@ -143,9 +146,10 @@ def test_zookeeper_ensemble() -> None:
     assert names == ["zookeeper zookeeper-1 srvr", "zookeeper ensemble"]
 
 
-def broker(i: int) -> ServiceInfo:
-    env = {"BROKER_ID": str(i), "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://kafka-{i}:9092"}
-    return svc(f"kafka-{i}", [f"10.0.1.{i}"], [f"N{i}"], check="kafka", port=9092, env=env)
+def broker(i: int, standalone: bool = False, id_var: str = "NODE_ID") -> ServiceInfo:
+    env = {id_var: str(i), "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://kafka-{i}:9092"}
+    info = svc(f"kafka-{i}", [f"10.0.1.{i}"], [f"N{i}"], check="kafka", port=9092, env=env)
+    return dataclasses.replace(info, standalone=standalone)
 
 
 def metadata(ids: list[int], own: int, partitions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -172,16 +176,39 @@ def test_kafka_cluster_and_under_replication() -> None:
     assert bad.name == "kafka under-replicated partitions" and bad.got == "1" and "t/0" in bad.detail
 
 
-def test_standalone_brokers_and_wrong_ids() -> None:
+def test_brokers_that_each_list_only_themselves_fail_unless_declared_standalone() -> None:
+    alone = {f"kafka-{i}:9092": metadata([i], i) for i in (1, 2, 3)}
     v = view(*(broker(i) for i in (1, 2, 3)))
-    res = answers(v, kafka={f"kafka-{i}:9092": metadata([i], i) for i in (1, 2, 3)})
-    checks = evaluate(v, res)
+    bad = failed(evaluate(v, answers(v, kafka=alone)))
+    assert {c.name for c in bad} == {f"kafka kafka-{i} cluster" for i in (1, 2, 3)}
+    assert "lists only itself: not one cluster" in bad[0].detail and "x-swarmctl.standalone" in bad[0].detail
+    declared = view(*(broker(i, standalone=True) for i in (1, 2, 3)))
+    checks = evaluate(declared, answers(declared, kafka=alone))
     assert not failed(checks)
-    assert any(c.name == "kafka cluster" and "standalone" in c.detail for c in checks)
+    assert all(c.detail == "standalone by declaration" for c in checks if c.name.endswith(" cluster"))
+    assert not any("under-replicated" in c.name for c in checks)  # nothing to replicate alone
+
+
+def test_a_broker_that_misses_expected_brokers_is_named() -> None:
+    v = view(*(broker(i) for i in (1, 2, 3)))
+    split = {f"kafka-{i}:9092": metadata([1, 2, 3], i) for i in (1, 2)} | {"kafka-3:9092": metadata([3, 4], 3)}
+    (bad,) = failed(evaluate(v, answers(v, kafka=split)))
+    assert (
+        bad.name == "kafka kafka-3 cluster"
+        and bad.expected == "brokers [1, 2, 3]"
+        and "missing brokers [1, 2]" in bad.detail
+    )
+
+
+def test_wrong_ids_and_the_images_id_rule() -> None:
+    v = view(*(broker(i, standalone=True) for i in (1, 2, 3)))
     res = answers(v, kafka={f"kafka-{i}:9092": metadata([i], 111) for i in (1, 2, 3)})
-    bad = failed(evaluate(v, res))
+    bad = [c for c in failed(evaluate(v, res)) if " at " in c.name]
     assert {c.name for c in bad} == {f"kafka kafka-{i} at kafka-{i}:9092" for i in (1, 2, 3)}
     assert bad[0].expected == "ApiVersions ok, broker id 1" and bad[0].got.endswith("broker id 111")
+    # debezium's entrypoint: NODE_ID, else the deprecated BROKER_ID, else 1
+    assert kafka.broker_id({"NODE_ID": "7", "BROKER_ID": "3"}) == 7
+    assert kafka.broker_id({"BROKER_ID": "3"}) == 3 and kafka.broker_id({}) == 1
 
 
 def test_a_network_that_cannot_be_joined_is_skipped_not_passed_silently() -> None:
@@ -189,3 +216,71 @@ def test_a_network_that_cannot_be_joined_is_skipped_not_passed_silently() -> Non
     checks = evaluate(v, {})
     (skip,) = [c for c in checks if c.skipped]
     assert "not attachable" in skip.detail and "attachable: true" in skip.detail
+
+
+def produced(i: int, readers: dict[str, str], leader: int | None = None) -> dict[str, Any]:
+    return {"produced": 0, "partition": i - 1, "leader": leader or i, "replication": 3, "read": readers}
+
+
+def test_produce_is_planned_once_with_the_stacks_replication_factor() -> None:
+    brokers = [broker(i) for i in (1, 2, 3)]
+    brokers[0] = dataclasses.replace(brokers[0], env={**brokers[0].env, "KAFKA_DEFAULT_REPLICATION_FACTOR": "3"})
+    v = view(*brokers)
+    plans = plan_probes(v, "swarmctl-verify-1-ab")
+    (with_produce,) = [p for p in plans if p.produce]
+    assert with_produce.node_id == plans[0].node_id
+    assert with_produce.produce == ProduceCheck(
+        [("kafka-1", 9092, 1), ("kafka-2", 9092, 2), ("kafka-3", 9092, 3)], "swarmctl-verify-1-ab", 3, False
+    )
+    assert not any(p.produce for p in plan_probes(v))  # only when asked
+    assert kafka.replication_factor([{}]) == 1  # Kafka's default.replication.factor
+    mixed = view(broker(1, standalone=True), broker(2))
+    assert plan_produce(mixed, NET, "t") == ProduceCheck([("kafka-1", 9092, 1), ("kafka-2", 9092, 2)], "t", 1, False)
+
+
+def test_produce_results_are_judged_per_broker() -> None:
+    v = view(*(broker(i) for i in (1, 2, 3)))
+    others = {i: {f"kafka-{j}:9092": "ok" for j in (1, 2, 3) if j != i} for i in (1, 2, 3)}
+    res = answers(v)
+    first = next(iter(res))
+    res[first]["produce"] = {
+        "topic": "swarmctl-verify-1-ab",
+        "brokers": {
+            "kafka-1:9092": produced(1, others[1]),
+            "kafka-2:9092": produced(2, {**others[2], "kafka-3:9092": "error: fetch answered NOT_LEADER_OR_FOLLOWER"}),
+            "kafka-3:9092": {"error": "produce (acks=all) answered NOT_ENOUGH_REPLICAS"},
+        },
+        "cleanup": "",
+        "swept": [],
+    }
+    checks = {c.name: c for c in evaluate(v, res) if c.name.endswith(" produce")}
+    assert checks["kafka kafka-1 produce"].ok
+    assert (
+        checks["kafka kafka-1 produce"].expected
+        == "acks=all write (replication 3) read back via kafka-2:9092, kafka-3:9092"
+    )
+    bad2 = checks["kafka kafka-2 produce"]
+    assert not bad2.ok and bad2.detail == "not read back via kafka-3:9092" and "NOT_LEADER" in bad2.got
+    bad3 = checks["kafka kafka-3 produce"]
+    assert not bad3.ok and "NOT_ENOUGH_REPLICAS" in bad3.detail
+
+
+def test_produce_on_standalone_brokers_and_a_topic_left_behind() -> None:
+    v = view(*(broker(i, standalone=True) for i in (1, 2)))
+    res = answers(v)
+    first = next(iter(res))
+    res[first]["produce"] = {
+        "topic": "t",
+        "brokers": {f"kafka-{i}:9092": {**produced(i, {f"kafka-{i}:9092": "ok"}), "partition": 0} for i in (1, 2)},
+        "cleanup": "removing t via kafka-2:9092: error 41",
+        "swept": [],
+    }
+    checks = [c for c in evaluate(v, res) if "produce" in c.name or "topic" in c.name]
+    assert [c.ok for c in checks] == [True, True, False]
+    assert all(c.detail == "standalone by declaration" for c in checks[:2])
+    assert checks[0].got == "offset 0 in partition 0, read back via itself"
+    assert checks[2].name == "kafka verify topic removed" and "kafka-topics.sh --delete" in checks[2].detail
+    # a broker the probe never got to is a failure, not a pass
+    res[first]["produce"]["brokers"].pop("kafka-2:9092")
+    bad = [c.name for c in failed(evaluate(v, res)) if "produce" in c.name or "topic" in c.name]
+    assert bad == ["kafka kafka-2 produce", "kafka verify topic removed"]
