@@ -625,7 +625,7 @@ def _write_inventory(spec: LabSpec, variables: dict[str, str]) -> None:
         lines.append(f"  {h.name}: {{address: {h.address}, role: {h.role}{extra}}}")
     if variables:
         lines.append("vars:  # the lab's images, built locally and loaded into every host (no registry)")
-        lines += [f"  {k}: {v}" for k, v in sorted(variables.items())]
+        lines += [f"  {k}: {json.dumps(v)}" for k, v in sorted(variables.items())]  # strings, quoted
     write_atomic(spec.inventory, "\n".join(lines) + "\n", 0o644)
 
 
