@@ -92,6 +92,10 @@ class ImageNotFound(NotFound):
     """The image is not on the host (and could not be pulled)."""
 
 
+class Unauthorized(EngineError):
+    """The engine (or the registry behind it) refused the credentials (HTTP 401)."""
+
+
 class Conflict(EngineError):
     """The request conflicts with the object's state: a name in use, an outdated version (HTTP 409)."""
 
@@ -121,6 +125,10 @@ class HostsFailed(SwarmctlError):
 
 class ClusterError(SwarmctlError):
     """The swarm as a whole is not in a state the command can work with."""
+
+
+class RegistryError(SwarmctlError):
+    """A registry refused a login or an image lookup; raised before anything was changed."""
 
 
 class Refused(ClusterError):

@@ -71,3 +71,16 @@ def service_image(image: str) -> str:
     if tag is None and not digest:
         tag = DEFAULT_TAG
     return familiar + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+
+
+def registry_of(image: str) -> str:
+    """The registry an image reference pulls from: ``host:5000/a/b:1`` -> host:5000, ``redis`` -> docker.io."""
+    rest = image.partition("@")[0]
+    slash, colon = rest.rfind("/"), rest.rfind(":")
+    name = rest[:colon] if colon > slash else rest
+    return _split_domain(name)[0]
+
+
+def strip_digest(image: str) -> str:
+    """``name:tag@sha256:...`` -> ``name:tag``."""
+    return image.partition("@")[0]

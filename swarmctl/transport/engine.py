@@ -38,6 +38,7 @@ from swarmctl.errors import (
     ImageNotFound,
     NotFound,
     SwarmctlError,
+    Unauthorized,
     Unavailable,
     Unreachable,
 )
@@ -124,7 +125,7 @@ def explain(e: BaseException) -> str:
     return str(e).strip() or type(e).__name__
 
 
-_BY_STATUS: dict[int, type[EngineError]] = {404: NotFound, 409: Conflict, 503: Unavailable}
+_BY_STATUS: dict[int, type[EngineError]] = {401: Unauthorized, 404: NotFound, 409: Conflict, 503: Unavailable}
 
 
 @contextmanager
@@ -168,6 +169,10 @@ def missing_cli_message(package: str, has_engine: bool) -> str:
     else:
         fix = "install Docker Engine and its CLI (docker.io + docker-cli on Debian 13+, or docker-ce + docker-ce-cli)"
     return f"no docker CLI on the host: {why}; {fix}"
+
+
+def _auth(registry_auth: str | None) -> dict[str, str]:
+    return {"X-Registry-Auth": registry_auth} if registry_auth else {}
 
 
 def _filters(filters: Filters | None) -> dict[str, str]:
@@ -229,12 +234,15 @@ class Engine:
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         versioned: bool = True,
+        headers: Mapping[str, str] | None = None,
+        safe: str = "",
     ) -> Any:
-        """One API request with a JSON body sent exactly as built; ``path``'s ``{}`` are filled, quoted."""
+        """One API request with a JSON body sent exactly as built; ``path``'s ``{}`` are filled,
+        quoted (``safe``: characters left as they are, as ``/`` in an image name)."""
         prefix = f"{self._api.base_url}/v{API_VERSION}" if versioned else self._api.base_url
-        url = prefix + path.format(*(quote(a, safe="") for a in args))
+        url = prefix + path.format(*(quote(a, safe=safe) for a in args))
         data = None if body is None else json.dumps(body)
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers = {**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})}
 
         def send() -> Any:
             response = self._api.request(
@@ -303,20 +311,74 @@ class Engine:
     def inspect_service(self, ident: str) -> dict[str, Any]:
         return dict(self._json(f"inspect service {ident}", "GET", "/services/{}", ident))
 
-    def create_service(self, spec: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(self._json(f"create service {spec.get('Name', '')}", "POST", "/services/create", body=dict(spec)))
+    def create_service(self, spec: Mapping[str, Any], registry_auth: str | None = None) -> dict[str, Any]:
+        """Create a service; ``registry_auth`` (an X-Registry-Auth value) lets every node pull its image."""
+        what = f"create service {spec.get('Name', '')}"
+        return dict(self._json(what, "POST", "/services/create", body=dict(spec), headers=_auth(registry_auth)))
 
     def update_service(
-        self, ident: str, version: int, spec: Mapping[str, Any], rollback: bool = False, what: str = ""
+        self,
+        ident: str,
+        version: int,
+        spec: Mapping[str, Any],
+        rollback: bool = False,
+        what: str = "",
+        registry_auth: str | None = None,
     ) -> dict[str, Any]:
         """Write a service spec (or ask swarm to roll back to the previous one); returns the answer."""
         params: dict[str, Any] = {"version": version}
         if rollback:
             params["rollback"] = "previous"
         verb = "roll back" if rollback else "update"
-        answer = self._json(f"{verb} service {what or ident}", "POST", "/services/{}/update", ident,
-                            body=dict(spec), params=params)  # fmt: skip
+        answer = self._json(
+            f"{verb} service {what or ident}",
+            "POST",
+            "/services/{}/update",
+            ident,
+            body=dict(spec),
+            params=params,
+            headers=_auth(registry_auth),
+        )
         return dict(answer or {})
+
+    # -- images ----------------------------------------------------------------------------------
+
+    def images(self) -> list[dict[str, Any]]:
+        return list(self._json("list images", "GET", "/images/json"))
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        return dict(self._json(f"inspect image {ref}", "GET", "/images/{}/json", ref, safe="/:@"))
+
+    def tag_image(self, image_id: str, ref: str) -> None:
+        """Give an image (by ID) the name ``ref`` (repo[:tag])."""
+        slash, colon = ref.rfind("/"), ref.rfind(":")
+        repo, tag = (ref[:colon], ref[colon + 1 :]) if colon > slash else (ref, "latest")
+        self._json(f"tag {image_id[:19]} as {ref}", "POST", "/images/{}/tag", image_id,
+                   params={"repo": repo, "tag": tag})  # fmt: skip
+
+    # -- registries ------------------------------------------------------------------------------
+
+    def login(self, auth: Mapping[str, str]) -> None:
+        """Check credentials against a registry (POST /auth; the engine talks to the registry).
+
+        Raises:
+            Unauthorized: the registry refused them.
+        """
+        try:
+            self._json(f"log in to {auth.get('serveraddress', '')}", "POST", "/auth", body=dict(auth))
+        except Unauthorized:
+            raise
+        except EngineError as e:
+            # Engine 20.10 answers a refused login with 500 and the registry's status in words
+            # ("login attempt to https://.../v2/ failed with status: 401 Unauthorized")
+            if "status: 401" in e.message:
+                raise Unauthorized(e.host, e.message) from None
+            raise
+
+    def distribution(self, image: str, registry_auth: str | None = None) -> dict[str, Any]:
+        """The registry's descriptor of an image (its digest), asked through this engine."""
+        what = f"look up {image} on its registry"
+        return dict(self._json(what, "GET", "/distribution/{}/json", image, headers=_auth(registry_auth), safe="/:@"))
 
     def remove_service(self, ident: str, what: str = "") -> None:
         self._json(f"remove service {what or ident}", "DELETE", "/services/{}", ident)
@@ -412,6 +474,14 @@ class Session:
             if engine is None:
                 engine = self._engines[h.name] = Engine(h, self.pool.connection(h))
             return engine
+
+    def forget_engine(self, host: Host | str) -> None:
+        """Drop a host's Engine (its API channels): the next call opens new ones (an engine restart)."""
+        name = host if isinstance(host, str) else host.name
+        with self._lock:
+            engine = self._engines.pop(name, None)
+        if engine is not None:
+            engine.close()
 
     def fan_out(self, fn: Callable[[Host], T], hosts: Iterable[Host] | None = None) -> dict[str, Outcome[T]]:
         return self.pool.fan_out(self.inventory.hosts if hosts is None else hosts, fn)

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import BinaryIO, Generic, TypeVar
 
 import paramiko
 
@@ -311,10 +311,71 @@ class Connection:
             err.decode("utf-8", "replace"),
         )
 
+    def stream(
+        self,
+        argv: Sequence[str],
+        source: BinaryIO,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        idle_timeout: float = 120.0,
+        sudo: bool | None = None,
+        chunk: int = 256 * 1024,
+    ) -> CommandResult:
+        """Run a command with ``source`` streamed to its stdin (no copy of it on the host's disk).
+
+        ``on_bytes`` is told how many bytes went out so far; the command's output is collected.
+        ``idle_timeout``: the longest the host may take without accepting data or finishing.
+
+        Raises:
+            SSHError: the connection failed; HostError: the host stopped taking data or answering.
+        """
+        shown = shlex.join(argv)
+        channel = self.open_channel(argv, sudo)
+        out, err = bytearray(), bytearray()
+        sent = 0
+        channel.settimeout(idle_timeout)
+        try:
+            while True:
+                data = source.read(chunk)
+                if not data:
+                    break
+                try:
+                    channel.sendall(data)
+                except TimeoutError:
+                    raise HostError(self.host.name, f"took no data for {idle_timeout:g}s: {_summary(shown)}") from None
+                sent += len(data)
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                if on_bytes is not None:
+                    on_bytes(sent)
+                if channel.exit_status_ready():
+                    break  # the command ended before its input did: its output says why
+            channel.shutdown_write()
+            deadline = time.monotonic() + idle_timeout
+            while not (channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready()):
+                if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                if time.monotonic() > deadline:
+                    raise HostError(self.host.name, f"no answer {idle_timeout:g}s after its input: {_summary(shown)}")
+                select.select([channel.fileno()], [], [], 1.0)
+            rc = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise SSHError(self.host.name, f"connection lost running {_summary(shown)}: {e}") from e
+        finally:
+            channel.close()
+        return CommandResult(self.host.name, shown, rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
     def put(self, data: bytes, path: str, mode: int = 0o600, timeout: float = 60.0) -> None:
-        """Write ``data`` to ``path`` on the host atomically (through stdin, never argv)."""
-        script = 'umask 077; cat > "$1.swarmctl-tmp" && chmod "$2" "$1.swarmctl-tmp" && mv -f "$1.swarmctl-tmp" "$1"'
-        argv = ["sh", "-c", script, "put", path, f"{mode:o}"]
+        """Write ``data`` to ``path`` on the host, crash-safe (through stdin, never argv): a new
+        temporary file beside it (mktemp: O_EXCL, 0600), its final mode, synced, renamed over it,
+        the directory synced. Missing parent directories are made (0755)."""
+        argv = ["sh", "-c", _PUT_SCRIPT, "put", path, f"{mode:o}"]
         self.run(argv, input=data, timeout=timeout).check(f"write {path}")
 
     def close(self) -> None:
@@ -325,6 +386,21 @@ class Connection:
                 with contextlib.suppress(Exception):
                     client.close()
         self._client = None
+
+
+_PUT_SCRIPT = r"""
+set -e
+dir=$(dirname "$1")
+mkdir -p -m 755 "$dir"
+tmp=$(mktemp "$dir/.swarmctl.XXXXXXXX")
+trap 'rm -f "$tmp"' EXIT
+cat > "$tmp"
+chmod "$2" "$tmp"
+sync "$tmp" 2>/dev/null || sync
+mv -f "$tmp" "$1"
+trap - EXIT
+sync "$dir" 2>/dev/null || sync
+"""
 
 
 def _reason(err: BaseException) -> str:
