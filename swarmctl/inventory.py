@@ -14,6 +14,11 @@ Everything is checked before any connection is made; each mistake is reported as
       w1:   {address: 10.0.0.12, role: worker, availability: active}
     vars:
       KAFKA_IMAGE: quay.io/debezium/kafka:3.1
+    engine:                         # daemon.json keys for every host (a host's own `engine:` wins per key)
+      registry-mirrors: [https://mirror.example.com]
+      log-opts: {max-size: 10m, max-file: "3"}
+    registries:                     # private registries: credentials (an encrypted secret), CA, insecure
+      registry.example.com:5000: {username: ci, password_secret: registry-password, ca_file: ./ca.crt}
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from swarmctl import daemon_config
 from swarmctl.errors import InputError
 from swarmctl.files import write_atomic
 from swarmctl.yamlfile import LineDict, load_yaml, suggest, type_name
@@ -37,9 +43,10 @@ AVAILABILITIES = ("active", "pause", "drain")
 HOST_KEY_POLICIES = ("reject", "accept-new")
 MAX_TIMEOUT = 600  # seconds: every wait has a deadline, and a deadline of hours is none
 
-TOP_KEYS = ("ssh", "hosts", "vars")
+TOP_KEYS = ("ssh", "hosts", "vars", "engine", "registries")
 SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "host_key_policy", "sudo", "connect_timeout")
-HOST_KEYS = ("address", "role", "labels", "availability", "ssh")
+HOST_KEYS = ("address", "role", "labels", "availability", "ssh", "engine")
+REGISTRY_KEYS = ("username", "password_secret", "ca_file", "insecure")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
 _HOSTNAME_RE = re.compile(
@@ -48,6 +55,10 @@ _HOSTNAME_RE = re.compile(
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.IGNORECASE)
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# a registry as image references name it: host[:port] (a dot, a colon or "localhost" makes it one)
+_REGISTRY_RE = re.compile(
+    r"^(localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+|[A-Za-z0-9-]+(?=:)|\[[0-9A-Fa-f:]+\])(:\d{1,5})?$"
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,22 @@ class SSHSettings:
 
 
 @dataclass(frozen=True)
+class Registry:
+    """A private registry: its credentials (the password an encrypted secret's name), CA, trust."""
+
+    host: str  # as image references name it: registry.example.com:5000
+    username: str = ""
+    password_secret: str = ""  # the name of a secret in the inventory's secrets directory
+    ca_file: Path | None = None
+    insecure: bool = False
+    line: int = 0
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.username and self.password_secret)
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     address: str
@@ -72,6 +99,9 @@ class Host:
     availability: str | None  # None: leave the node's availability as it is
     ssh: SSHSettings
     line: int = 0  # where the host is defined, for later error messages
+    # daemon.json keys swarmctl owns on this host: the inventory's `engine:`, the host's own over
+    # it, and the registries marked insecure added to insecure-registries
+    engine: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def is_manager(self) -> bool:
@@ -84,6 +114,9 @@ class Inventory:
     hosts: tuple[Host, ...]
     vars: Mapping[str, str]
     warnings: tuple[str, ...] = ()
+    registries: Mapping[str, Registry] = field(default_factory=lambda: MappingProxyType({}))
+    # daemon.json keys the inventory names anywhere (with `engine:` blocks or insecure registries)
+    engine_keys: frozenset[str] = frozenset()
 
     @property
     def managers(self) -> tuple[Host, ...]:
@@ -144,6 +177,12 @@ class _Validator:
         if "hosts" not in top:
             raise self.error("missing required key 'hosts'", top.line or 1)
 
+        engine = self.engine(top["engine"], "engine", top.line_of("engine")) if "engine" in top else {}
+        registries = self.registries(top["registries"], top.line_of("registries")) if "registries" in top else {}
+        insecure = [r.host for r in registries.values() if r.insecure]
+        if insecure:
+            engine["insecure-registries"] = list(dict.fromkeys([*engine.get("insecure-registries", []), *insecure]))
+
         defaults = SSHSettings()
         ssh_block: LineDict | None = None
         if "ssh" in top:
@@ -160,7 +199,7 @@ class _Validator:
         addresses: dict[str, str] = {}
         for name, spec in hosts_map.items():
             line = hosts_map.line_of(name)
-            host = self.host(name, spec, line, defaults, ssh_block)
+            host = self.host(name, spec, line, defaults, ssh_block, engine)
             key = host.address.lower()
             if key in addresses:
                 raise self.error(
@@ -186,9 +225,76 @@ class _Validator:
             hosts=tuple(hosts),
             vars=MappingProxyType(variables),
             warnings=tuple(warnings),
+            registries=MappingProxyType(registries),
+            engine_keys=frozenset(k for h in hosts for k in h.engine),
         )
 
-    def host(self, name: Any, spec: Any, line: int, defaults: SSHSettings, ssh_block: LineDict | None) -> Host:
+    def engine(self, value: Any, where: str, line: int) -> dict[str, Any]:
+        """An `engine:` block: daemon.json keys, each checked for its type (daemon_config)."""
+        if value is None:
+            return {}
+        block = self.mapping(value, where, line)
+        out: dict[str, Any] = {}
+        for key, val in block.items():
+            kline = block.line_of(key)
+            if not isinstance(key, str) or key not in daemon_config.KEYS:
+                raise self.error(
+                    f"{where}: {key!r} is not a daemon.json key swarmctl manages"
+                    + suggest(str(key), tuple(daemon_config.KEYS), list_all=True),
+                    kline,
+                )
+            try:
+                out[key] = daemon_config.check(key, val)
+            except ValueError as e:
+                raise self.error(f"{where}.{key}: {e}", kline) from None
+        return out
+
+    def registries(self, value: Any, line: int) -> dict[str, Registry]:
+        if value is None:
+            return {}
+        block = self.mapping(value, "registries", line)
+        out: dict[str, Registry] = {}
+        for host, spec in block.items():
+            rline = block.line_of(host)
+            if not isinstance(host, str) or not _REGISTRY_RE.match(host):
+                raise self.error(
+                    f"registries: {host!r} is not a registry host as image names give it (host[:port], no scheme)",
+                    rline,
+                )
+            where = f"registries.{host}"
+            spec = self.mapping(spec if spec is not None else {}, where, rline)
+            self.check_keys(spec, REGISTRY_KEYS, where)
+            values: dict[str, Any] = {}
+            for key in ("username", "password_secret"):
+                if key in spec:
+                    v = spec[key]
+                    if not isinstance(v, str) or not v.strip():
+                        raise self.error(f"{where}.{key} must be a string, not {type_name(v)}", spec.line_of(key))
+                    values[key] = v
+            if ("username" in values) != ("password_secret" in values):
+                raise self.error(
+                    f"{where}: username and password_secret go together (the password is the secret of that name "
+                    "in secrets/: `swarmctl secrets set NAME`)",
+                    rline,
+                )
+            if "ca_file" in spec:
+                values["ca_file"] = self.existing_file(spec, "ca_file", where)
+            if "insecure" in spec:
+                if not isinstance(spec["insecure"], bool):
+                    raise self.error(f"{where}.insecure must be true or false", spec.line_of("insecure"))
+                values["insecure"] = spec["insecure"]
+            out[host] = Registry(host=host, line=rline, **values)
+        return out
+
+    def host(
+        self,
+        name: Any,
+        spec: Any,
+        line: int,
+        defaults: SSHSettings,
+        ssh_block: LineDict | None,
+        engine: Mapping[str, Any] | None = None,
+    ) -> Host:
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise self.error(
                 f"bad host name {name!r}: use letters, digits, '.', '_' or '-' (at most 63, starting with a "
@@ -226,6 +332,9 @@ class _Validator:
         if "ssh" in spec:
             block = self.mapping(spec["ssh"], f"host {name!r} ssh", spec.line_of("ssh"))
             ssh = self.ssh_settings(block, defaults, f"host {name!r} ssh", inherited=ssh_block)
+        merged = dict(engine or {})
+        if "engine" in spec:
+            merged.update(self.engine(spec["engine"], f"host {name!r} engine", spec.line_of("engine")))
         return Host(
             name=name,
             address=address,
@@ -234,6 +343,7 @@ class _Validator:
             availability=availability,
             ssh=ssh,
             line=line,
+            engine=MappingProxyType(merged),
         )
 
     def labels(self, value: Any, host: str, line: int) -> dict[str, str]:

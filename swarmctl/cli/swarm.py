@@ -12,7 +12,12 @@ from swarmctl.cli.render import emit_json, notifier, render_plan, render_warning
 
 @cli.command()
 @click.argument("inventory", required=False, metavar="[INVENTORY]")
-@click.option("--force", is_flag=True, help="Make hosts that are in another swarm leave it and join this one.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Make hosts that are in another swarm leave it and join this one; allow changing data-root, "
+    "storage-driver or userns-remap on swarm nodes.",
+)
 @click.option("--prune", is_flag=True, help="Remove nodes and node labels the inventory does not name.")
 @plan_option
 @json_option("{changes, warnings, failures}")

@@ -32,11 +32,14 @@ from pathlib import Path
 
 from swarmctl.errors import InputError, PrerequisiteError, SwarmctlError, TimeoutExpired
 from swarmctl.files import write_atomic
+from swarmctl.lab import registry, systemd
 from swarmctl.plan import Notify, quiet
+from swarmctl.secrets import KeySource, create_key_file, write_secret
 
 log = logging.getLogger(__name__)
 
 BRIDGE = "swlab0"
+LOCAL_SBIN = "/usr/local/sbin"  # first on root's PATH (sshd's and sudo's): the lab's systemctl
 PREFIX = "swlab-"
 CGROUP = "swarmctl-lab"
 COMMENT = "swarmctl-lab"
@@ -321,7 +324,7 @@ def _remove_lab_dir(d: Path) -> bool:
     marker = d / "lab.json"
     if not marker.is_file():
         return False
-    for child in ("hosts", "hosts.yml", "known_hosts", "id_ed25519", "id_ed25519.pub"):
+    for child in ("hosts", "hosts.yml", "known_hosts", "id_ed25519", "id_ed25519.pub", "registry", "secrets"):
         p = d / child
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -348,10 +351,12 @@ def bring_up(
     report: Notify = quiet,
     timeout: float = 90.0,
     prepare: Callable[[LabSpec], dict[str, str]] | None = None,
+    with_registry: bool = False,
 ) -> Path:
     """Create the lab described by ``spec`` after removing any earlier one. Returns the inventory path.
 
-    ``prepare`` runs once the hosts answer (e.g. to load images) and returns inventory ``vars``.
+    ``prepare`` runs once the hosts answer (e.g. to load images) and returns inventory ``vars``;
+    ``with_registry``: also the lab's private registry (``lab/registry.py``).
     """
     check_prerequisites()
     teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"))
@@ -369,12 +374,42 @@ def bring_up(
         report(f"started {len(spec.hosts)} hosts on bridge {BRIDGE} ({spec.subnet})")
         _wait_ready(spec, procs, timeout)
         variables = prepare(spec) if prepare else {}
-        _write_inventory(spec, variables)
+        lab_registry = _start_registry(spec, report) if with_registry else None
+        _write_inventory(spec, variables, lab_registry)
     except BaseException:
         # a half-made lab is worse than none: the next command would trip over it
         teardown(spec.dir)
         raise
     return spec.inventory
+
+
+REGISTRY_NETNS = PREFIX + "registry"
+
+
+def _start_registry(spec: LabSpec, report: Notify) -> registry.LabRegistry | None:
+    """The lab's private registry (lab/registry.py) on the bridge, its password stored encrypted
+    in DIR/secrets; None (with a note) where Debian's docker-registry cannot be fetched."""
+    ip = str(ipaddress.ip_network(spec.subnet).network_address + registry.OCTET)
+    try:
+        registry.binary(report)
+    except PrerequisiteError as e:
+        report(f"no lab registry: {e}")
+        return None
+    _run(["ip", "netns", "add", REGISTRY_NETNS])
+    _run(["ip", "link", "add", REGISTRY_NETNS, "type", "veth", "peer", "name", "eth0", "netns", REGISTRY_NETNS])
+    _run(["ip", "link", "set", REGISTRY_NETNS, "master", BRIDGE, "up"])
+    inside = ["nsenter", f"--net=/run/netns/{REGISTRY_NETNS}", "ip"]
+    _run([*inside, "addr", "add", f"{ip}/{spec.prefixlen}", "dev", "eth0"])
+    _run([*inside, "link", "set", "eth0", "up"])
+    _run([*inside, "link", "set", "lo", "up"])
+    procs = _tracking_root() / "registry" / "daemons" / "cgroup.procs"
+    found = registry.start(spec.dir / "registry", REGISTRY_NETNS, ip, procs, report)
+    keys = KeySource(os.environ).optional()
+    if keys is None:
+        path, keys = create_key_file(os.environ)
+        report(f"created the secrets key {path} (for the lab registry's password; back it up like any key)")
+    write_secret(spec.dir / "secrets" / f"{registry.SECRET}.enc", found.password.encode(), keys)
+    return found
 
 
 def _make_bridge(spec: LabSpec) -> None:
@@ -470,10 +505,44 @@ def _user_mounts(spec: LabSpec, host: LabHost) -> list[tuple[Path, str]]:
     return [*mounts, (sudoers, "/etc/sudoers.d"), (hd / "home", "/home")]
 
 
+def _python_paths() -> list[Path]:
+    """What the host's stand-in systemd needs to run this swarmctl: the interpreter and the package."""
+    package_root = Path(__file__).resolve().parents[2]
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package_root}
+    # the venv's interpreter may be a link to yet another place
+    paths.add(Path(sys.executable).resolve().parent.parent)
+    return sorted(paths)
+
+
+def _python_binds(home: Path) -> list[str]:
+    """Mounts that keep the swarmctl interpreter and package visible once the host's /root covers /root.
+
+    A Python under /root (pyenv, or a clone with its venv in root's home, as on a fresh machine) would
+    vanish under the host's own home. Each such path is bound into the host's home at the same place
+    before that home is bound, recursively, over /root. Nothing else of the machine's /root shows.
+    """
+    q = shlex.quote
+    lines = []
+    for path in _python_paths():
+        if Path("/root") not in path.parents:
+            continue
+        target = home / path.relative_to("/root")
+        target.mkdir(parents=True, exist_ok=True)
+        lines.append(f"mount --bind {q(str(path))} {q(str(target))}")
+    return lines
+
+
+def _python_env() -> str:
+    """``PYTHONPATH`` that makes ``-m swarmctl...`` find this swarmctl whoever runs it on the host."""
+    return shlex.quote(str(Path(__file__).resolve().parents[2]))
+
+
 def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
     hd = spec.host_dir(host)
     for sub in ("run", "docker", "etc-docker", "log"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
+    # systemctl/journalctl for the host's docker unit (swarmctl.lab.systemd), first on its PATH
+    systemd.write_commands(hd / "sbin", shlex.quote(sys.executable), _python_env())
     write_atomic(hd / "etc-ssh" / "sshd_config", _sshd_config(host), 0o644)
     write_atomic(
         hd / "etc-docker" / "daemon.json",
@@ -501,7 +570,7 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
     _run([*inside, "link", "set", "eth0", "up"])
     _run([*inside, "link", "set", "lo", "up"])
 
-    for d in ("/var/lib/docker", "/etc/docker"):
+    for d in ("/var/lib/docker", "/etc/docker", LOCAL_SBIN):
         Path(d).mkdir(parents=True, exist_ok=True)
     q = shlex.quote
     # The host's own directories, as on a separate machine. /root goes last: the lab directory
@@ -513,16 +582,19 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
         (hd / "docker", "/var/lib/docker"),
         (hd / "etc-docker", "/etc/docker"),
         (hd / "etc-ssh", "/etc/ssh"),
+        (hd / "sbin", LOCAL_SBIN),
         *_user_mounts(spec, host),
         (hd / "root", "/root"),
     ]
     run_host = "\n".join(
         [
-            *[f"mount --bind {q(str(src))} {dst}" for src, dst in mounts],
+            *_python_binds(hd / "root"),
+            *[f"mount --{'rbind' if dst == '/root' else 'bind'} {q(str(src))} {dst}" for src, dst in mounts],
             f"hostname {q(host.name)}",
             "mkdir -p /run/sshd",
             f"{q(_which('sshd') or '/usr/sbin/sshd')} -E /run/sshd.log",
-            "exec dockerd >> /run/dockerd.log 2>&1",
+            # dockerd under the stand-in for its systemd unit: `systemctl restart docker` works
+            f"PYTHONPATH={_python_env()} exec {q(sys.executable)} -m swarmctl.lab.systemd serve dockerd",
         ]
     )
     propagation = "private"
@@ -608,7 +680,9 @@ def _tail(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _write_inventory(spec: LabSpec, variables: dict[str, str]) -> None:
+def _write_inventory(
+    spec: LabSpec, variables: dict[str, str], lab_registry: registry.LabRegistry | None = None
+) -> None:
     lines = [
         f"# swarmctl lab: {len(spec.hosts)} hosts in network namespaces on this machine.",
         "# Remove them with: swarmctl lab down",
@@ -626,6 +700,13 @@ def _write_inventory(spec: LabSpec, variables: dict[str, str]) -> None:
     if variables:
         lines.append("vars:  # the lab's images, built locally and loaded into every host (no registry)")
         lines += [f"  {k}: {json.dumps(v)}" for k, v in sorted(variables.items())]  # strings, quoted
+    if lab_registry is not None:
+        ca = lab_registry.ca_file.relative_to(spec.dir)
+        lines += [
+            f"registries:  # the lab's registry: TLS (its own CA), htpasswd; password in secrets/{registry.SECRET}.enc",
+            f"  {json.dumps(lab_registry.address)}: {{username: {lab_registry.username}, "
+            f"password_secret: {registry.SECRET}, ca_file: ./{ca}}}",
+        ]
     write_atomic(spec.inventory, "\n".join(lines) + "\n", 0o644)
 
 
@@ -676,7 +757,8 @@ def host_cgroup_procs(host: str) -> Path:
 
 
 def host_pid(host: str) -> int:
-    """A process inside the lab host (its dockerd), for nsenter."""
+    """A process inside the lab host, for nsenter: its first one (the docker unit's stand-in), which
+    lives while the host's engine is stopped."""
     procs = host_cgroup_procs(host)
     try:
         pids = [int(p) for p in procs.read_text().split()]
@@ -684,10 +766,11 @@ def host_pid(host: str) -> int:
         pids = []
     for pid in pids:
         try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd":
-                return pid
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if b"swarmctl.lab.systemd" in cmdline and b"serve" in cmdline:
+            return pid
     raise LabError(f"lab host {host} is not running")
 
 

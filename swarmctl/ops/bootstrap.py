@@ -26,6 +26,7 @@ from swarmctl.errors import HostError, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, preflight
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.inventory import Host, Inventory, majority
+from swarmctl.ops.engine import BACK_TIMEOUT, configure_engines
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Engine, Session
 
@@ -452,16 +453,33 @@ def bootstrap(
     plan_only: bool = False,
     notify: Notify = quiet,
     join_timeout: float = JOIN_TIMEOUT,
+    engine_timeout: float = BACK_TIMEOUT,
 ) -> Report:
-    """Make the swarm match the inventory. Failures on some hosts do not stop the others.
+    """Make the swarm match the inventory. Failures on some hosts do not stop the others - except
+    an engine that does not come back after its configuration changed: the run stops there.
+
+    First the engines' configuration (``ops.engine``: daemon.json, registry CAs, restarts), then
+    preflight, membership and nodes.
 
     Returns:
         A Report: what changed, warnings, and per-host failures (the caller decides the exit
         status); ``data``: ``swarm_ready`` (a swarm exists and its anchor answers), ``nodes``.
     """
+    if (force or prune) and not plan_only:
+        plan_bootstrap(read_state(session), force, prune)  # its refusals come before any change
+    engines = configure_engines(session, force, plan_only, notify, back_timeout=engine_timeout)
+    if engines.data.get("stopped"):
+        engines.data.update(swarm_ready=False, nodes=0)
+        return engines
     state = read_state(session)
     planned = plan_bootstrap(state, force, prune)
-    report = Report(plan=planned.plan, warnings=list(planned.plan.warnings), failures=dict(planned.plan.blocked))
+    plan = Plan(
+        (*engines.plan.changes, *planned.plan.changes),
+        tuple(dict.fromkeys((*engines.plan.warnings, *planned.plan.warnings))),
+        {**planned.plan.blocked, **engines.plan.blocked},
+    )
+    report = Report(plan=plan, results=list(engines.results), warnings=list(plan.warnings))
+    report.failures = {**planned.plan.blocked, **engines.failures}
     report.data.update(swarm_ready=False, nodes=0)
     m = planned.membership
     if plan_only or m.anchor is None:

@@ -6,6 +6,7 @@ establish it themselves (``lab.reset()`` makes every host leave its swarm).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -107,6 +109,18 @@ class Lab:
             for target in reversed(hidden):
                 labhosts.host_exec(name, ["umount", target])
 
+    def dockerd_pid(self, name: str) -> int:
+        """The host's dockerd, as its docker unit (the lab's systemd stand-in) reports it; 0 when stopped."""
+        proc = labhosts.host_exec(name, ["systemctl", "status", "docker"])
+        for line in proc.stdout.decode().splitlines():
+            if "Main PID:" in line:
+                return int(line.split("Main PID:")[1].split()[0])
+        return 0
+
+    def daemon_json(self, name: str) -> dict[str, Any]:
+        path = self.spec.host_dir(self.host(name)) / "etc-docker" / "daemon.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
     def sshd_pid(self, name: str) -> int:
         return int((self.spec.host_dir(self.host(name)) / "run" / "sshd.pid").read_text().split()[0])
 
@@ -144,12 +158,18 @@ class Lab:
             }
 
     def write_inventory(
-        self, path: Path, hosts: dict[str, str], extra_hosts: str = "", ssh: dict[str, str] | None = None
+        self,
+        path: Path,
+        hosts: dict[str, str],
+        extra_hosts: str = "",
+        ssh: dict[str, str] | None = None,
+        top: str = "",
     ) -> Path:
-        """An inventory for some lab hosts: {name: role}, using the lab's key and known_hosts."""
+        """An inventory for some lab hosts: {name: role}, using the lab's key and known_hosts;
+        ``top``: more top-level YAML (``engine:``, ``registries:``, ``vars:``)."""
         settings = {"identity_file": str(self.dir / "id_ed25519"), "known_hosts": str(self.dir / "known_hosts")}
         settings.update(ssh or {})
-        lines = ["ssh:", *[f"  {k}: {v}" for k, v in settings.items()], "hosts:"]
+        lines = [*top.splitlines(), "ssh:", *[f"  {k}: {v}" for k, v in settings.items()], "hosts:"]
         for name, role in hosts.items():
             h = self.host(name)
             labels = ", ".join(f'{k}: "{v}"' for k, v in h.labels.items())

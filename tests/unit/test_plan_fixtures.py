@@ -4,6 +4,10 @@
 were blocked and why, the swarm's nodes as the API lists them, the options -> ``plan``, exactly as
 ``swarmctl bootstrap --plan --json`` prints it.
 
+``tests/unit/plans/engine/*.json``: an inventory with ``engine:``/``registries:``, what each host's
+daemon.json and swarmctl's record hold, the swarm's nodes -> ``plan`` as ``swarmctl bootstrap
+--plan --json`` prints its engine part, and ``restarts``: the hosts whose engine restarts, in order.
+
 ``tests/unit/plans/deploy/*.json``: stack files, the swarm's objects as recorded from the lab
 (``tests/recorded``), and edits -> ``plan`` as ``swarmctl deploy --plan --json`` prints it.
 
@@ -13,6 +17,7 @@ and review the diff: each fixture says in ``about`` what it is for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,6 +35,7 @@ from swarmctl.inventory import load_inventory
 from swarmctl.lab.images import lab_vars
 from swarmctl.ops.bootstrap import BootstrapState, plan_bootstrap
 from swarmctl.ops.deploy import plan_stack
+from swarmctl.ops.engine import EngineFacts, EngineState, plan_engine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -78,6 +84,29 @@ def test_bootstrap_plan(path: Path, tmp_path: Path) -> None:
         got: dict[str, Any] = plan_bootstrap(state, **case["options"]).plan.json()
     except Refused as e:
         got = {"refused": str(e)}
+    check(path, case, got)
+
+
+CA_TEXT = b"-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize("path", fixtures("engine"), ids=lambda p: p.stem)
+def test_engine_plan(path: Path, tmp_path: Path) -> None:
+    case = json.loads(path.read_text())
+    (tmp_path / "ca.crt").write_bytes(CA_TEXT)
+    digest = hashlib.sha256(CA_TEXT).hexdigest()
+    (tmp_path / "hosts.yml").write_text(json.dumps(case["inventory"]))
+    inv = load_inventory(tmp_path / "hosts.yml")
+    facts = {}
+    for name, f in case["facts"].items():
+        cas = {r: digest if d == "CA_DIGEST" else d for r, d in f["cas"].items()}
+        facts[name] = EngineFacts(
+            name, f["config"], f["owned"], cas, f["systemctl"], f["node_id"], f["manager"], tuple(f.get("log_drivers", ()))
+        )
+    ca_files = {r.host: (digest, r.ca_file) for r in inv.registries.values() if r.ca_file is not None}
+    nodes = None if case["nodes"] is None else tuple(node_view(n) for n in case["nodes"])
+    planned = plan_engine(inv, EngineState(facts, case["blocked"], nodes, ca_files), **case["options"])
+    got = {**planned.plan.json(), "restarts": [h.host for h in planned.restarts]}
     check(path, case, got)
 
 

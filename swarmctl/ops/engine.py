@@ -1,0 +1,577 @@
+"""Engine configuration: the daemon.json keys the inventory names, on every host, and engine
+restarts that never cost the swarm its managers' majority. read -> plan (pure) -> apply.
+
+swarmctl owns only the keys the inventory names (``engine:``, a host's own ``engine:`` over it,
+registries marked insecure): it merges them into the host's /etc/docker/daemon.json, keeps every
+other key, and records what it set in /etc/docker/daemon.swarmctl.json, so that a key the
+inventory drops is removed again - unless someone changed it by hand since (then it is left, with
+a warning). Registry CA files go to /etc/docker/certs.d/<registry>/ca.crt (read per pull: no
+restart).
+
+A changed daemon.json takes an engine restart (``systemctl restart docker``). Hosts that are not
+swarm nodes restart first (the first alone, the rest together); then swarm workers, then managers,
+the leader last, one at a time: a manager restarts only while the others that are reachable still
+make a majority, and the next host waits until the restarted one is back - engine answering, node
+Ready, a manager reachable again, its tasks running. An engine that does not come back gets its
+previous daemon.json again and is restarted once more; the run stops there, naming the host and
+dockerd's own error.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swarmctl import daemon_config
+from swarmctl.errors import HostError, SwarmctlError
+from swarmctl.facts.nodes import NodeView, read_nodes
+from swarmctl.inventory import Host, Inventory, majority
+from swarmctl.plan import Change, Notify, Plan, Report, quiet
+from swarmctl.transport.engine import Engine, Session
+from swarmctl.yamlfile import suggest
+
+log = logging.getLogger(__name__)
+
+CONFIG = "/etc/docker/daemon.json"
+OWNED = "/etc/docker/daemon.swarmctl.json"  # the keys swarmctl set, and their values
+PREVIOUS = "/etc/docker/daemon.json.swarmctl-previous"  # daemon.json before the change being applied
+CERTS = "/etc/docker/certs.d"
+RESTART_TIMEOUT = 180.0  # seconds for `systemctl restart docker`
+BACK_TIMEOUT = 120.0  # seconds for a restarted host to be back (engine, node, tasks)
+POLL = 1.0
+
+# One round trip per host: daemon.json, swarmctl's record, installed CA digests (registry names
+# are arguments, never interpolated), whether systemctl is there.
+_READ_SCRIPT = r"""
+for f in /etc/docker/daemon.json /etc/docker/daemon.swarmctl.json; do
+  if [ -e "$f" ]; then printf '%s ' "$f"; base64 < "$f" | tr -d '\n'; echo; else echo "$f -"; fi
+done
+for r in "$@"; do
+  f="/etc/docker/certs.d/$r/ca.crt"
+  if [ -e "$f" ]; then echo "ca $r $(sha256sum < "$f" | cut -d' ' -f1)"; else echo "ca $r -"; fi
+done
+if command -v systemctl >/dev/null 2>&1; then echo "systemctl yes"; else echo "systemctl no"; fi
+"""
+
+# The previous daemon.json back in place (or none, when there was none), then the engine restarted.
+_RESTORE_SCRIPT = r"""
+if [ -e "$1" ]; then mv -f "$1" "$2"; else rm -f "$2"; fi
+sync
+"""
+
+
+# -- read ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What one host's engine configuration is now."""
+
+    host: str
+    config: Mapping[str, Any] | None  # daemon.json; None: there is none
+    owned: Mapping[str, Any]  # the keys swarmctl set there, with the values it set
+    cas: Mapping[str, str]  # registry -> sha256 of its installed ca.crt ("" when none)
+    systemctl: bool
+    node_id: str  # "" when the engine is not a swarm node
+    manager: bool
+    log_drivers: tuple[str, ...] = ()  # the engine's logging drivers (`docker info`); () when unknown
+
+    @property
+    def in_swarm(self) -> bool:
+        return bool(self.node_id)
+
+
+def _decode(value: str, path: str) -> Mapping[str, Any] | None:
+    if value == "-":
+        return None
+    try:
+        data = json.loads(base64.b64decode(value) or b"{}")
+    except ValueError as e:
+        raise HostError("", f"{path} is not valid JSON ({e}): fix it by hand first") from None
+    if not isinstance(data, dict):
+        raise HostError("", f"{path} is not a JSON object: fix it by hand first")
+    return data
+
+
+def read_host(session: Session, host: Host, registries: Iterable[str]) -> EngineFacts:
+    """Read one host's daemon.json, swarmctl's record, CA files and swarm membership.
+
+    Raises:
+        HostError: unreachable, daemon.json unreadable or not JSON, engine not answering.
+    """
+    conn = session.pool.connection(host)
+    res = conn.run(["sh", "-c", _READ_SCRIPT, "read", *registries], timeout=30).check("read the engine configuration")
+    files: dict[str, Mapping[str, Any] | None] = {}
+    cas: dict[str, str] = {}
+    systemctl = False
+    for line in res.stdout.splitlines():
+        parts = line.split(" ")
+        try:
+            if parts[0] == "ca" and len(parts) == 3:
+                cas[parts[1]] = "" if parts[2] == "-" else parts[2]
+            elif parts[0] == "systemctl":
+                systemctl = parts[1] == "yes"
+            elif len(parts) == 2:
+                files[parts[0]] = _decode(parts[1], parts[0])
+        except HostError as e:
+            raise HostError(host.name, e.message) from None
+    owned = files.get(OWNED) or {}
+    everything = session.engine(host).info()
+    info = everything.get("Swarm") or {}
+    active = info.get("LocalNodeState") == "active"
+    plugins = everything.get("Plugins") or {}
+    return EngineFacts(
+        host=host.name,
+        config=files.get(CONFIG),
+        owned=dict(owned.get("keys") or {}),
+        cas=cas,
+        systemctl=systemctl,
+        node_id=str(info.get("NodeID") or "") if active else "",
+        manager=bool(info.get("ControlAvailable")) if active else False,
+        log_drivers=tuple(str(d) for d in plugins.get("Log") or ()),
+    )
+
+
+@dataclass(frozen=True)
+class EngineState:
+    facts: Mapping[str, EngineFacts]
+    blocked: Mapping[str, str]
+    nodes: tuple[NodeView, ...] | None  # the swarm's nodes, from a manager of it (None: no swarm)
+    ca_files: Mapping[str, tuple[str, Path]]  # registry -> (sha256, local CA file)
+
+
+def read_state(session: Session, hosts: Iterable[Host] | None = None) -> EngineState:
+    """Every host's engine configuration, in parallel (only when the inventory asks for any)."""
+    inv = session.inventory
+    ca_files: dict[str, tuple[str, Path]] = {}
+    for reg in inv.registries.values():
+        if reg.ca_file is not None:
+            ca_files[reg.host] = (hashlib.sha256(reg.ca_file.read_bytes()).hexdigest(), reg.ca_file)
+    wanted = list(inv.hosts if hosts is None else hosts)
+    outcomes = session.fan_out(lambda h: read_host(session, h, sorted(ca_files)), wanted)
+    facts = {n: o.value for n, o in outcomes.items() if o.value is not None}
+    blocked = {n: _message(o.error) for n, o in outcomes.items() if o.error is not None}
+    nodes = None
+    for name, f in facts.items():
+        if f.manager:
+            try:
+                nodes = tuple(read_nodes(session.engine(name)))
+                break
+            except HostError as e:
+                log.info("%s: cannot list nodes: %s", name, e.message)
+    return EngineState(facts, blocked, nodes, ca_files)
+
+
+def _message(e: BaseException) -> str:
+    return e.message if isinstance(e, HostError) else str(e)
+
+
+# -- plan (pure) -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostChange:
+    """What changes on one host."""
+
+    host: str
+    config: Mapping[str, Any] | None  # the daemon.json to write; None: leave it
+    owned: Mapping[str, Any] | None  # swarmctl's record to write; None: leave it
+    cas: tuple[str, ...]  # registries whose CA file is installed
+    changes: tuple[Change, ...]
+    restart: bool
+    in_swarm: bool = False
+    manager: bool = False
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    hosts: tuple[HostChange, ...]  # in apply order (restarts: see restart_order)
+    plan: Plan
+
+    @property
+    def restarts(self) -> list[HostChange]:
+        return [h for h in self.hosts if h.restart]
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def plan_host(
+    host: Host, facts: EngineFacts, ca_files: Mapping[str, tuple[str, Path]], force: bool
+) -> tuple[HostChange, list[str]]:
+    """The daemon.json, record and CA files one host gets, and warnings (pure).
+
+    Raises:
+        ValueError: an unsafe key would change on a swarm node without ``force``, or the log driver
+            is not one the engine has (the message says why).
+    """
+    driver = host.engine.get("log-driver")
+    if driver is not None and facts.log_drivers and driver not in facts.log_drivers:
+        # dockerd starts with it (it looks a driver up only for log-opts), then no container starts
+        raise ValueError(
+            f"log-driver {driver!r} is not one of this engine's logging drivers"
+            f"{suggest(str(driver), facts.log_drivers, list_all=True)}: fix the name, or install the plugin first "
+            "(docker plugin install)"
+        )
+    current = dict(facts.config or {})
+    new = dict(current)
+    changes: list[Change] = []
+    warnings: list[str] = []
+    for key, value in host.engine.items():
+        if current.get(key) != value:
+            before = _show(current[key]) if key in current else "(unset)"
+            changes.append(Change("engine", host.name, "set", (key,), f"{key}: {before} -> {_show(value)}"))
+            new[key] = value
+    for key, value in facts.owned.items():
+        if key in host.engine:
+            continue
+        if key not in current:
+            continue
+        if current[key] != value:
+            warnings.append(
+                f"{host.name}: {key} in daemon.json was changed by hand since swarmctl set it: left as it is"
+            )
+            continue
+        changes.append(Change("engine", host.name, "remove", (key,), f"{key}: no longer in the inventory"))
+        del new[key]
+    unsafe = [c.fields[0] for c in changes if c.fields and c.fields[0] in daemon_config.UNSAFE]
+    if unsafe and facts.in_swarm and not force:
+        key = unsafe[0]
+        raise ValueError(
+            f"changing {key} on a swarm node needs --force: {daemon_config.UNSAFE[key]} (take the node out of "
+            "the swarm first, or run with --force)"
+        )
+    owned = {k: v for k, v in host.engine.items()}
+    cas = []
+    for registry, (digest, path) in sorted(ca_files.items()):
+        if facts.cas.get(registry, "") != digest:
+            cas.append(registry)
+            target = f"{CERTS}/{registry}/ca.crt"
+            changes.append(Change("engine", host.name, "install", (target,), f"CA of {registry} from {path.name}"))
+    restart = new != current
+    if restart:
+        changes.append(Change("engine", host.name, "restart", (), "dockerd, for the new daemon.json"))
+    return HostChange(
+        host=host.name,
+        config=new if restart else None,
+        owned=owned if owned != dict(facts.owned) or restart else None,
+        cas=tuple(cas),
+        changes=tuple(changes),
+        restart=restart,
+        in_swarm=facts.in_swarm,
+        manager=facts.manager,
+    ), warnings
+
+
+def restart_order(changes: Iterable[HostChange], nodes: Iterable[NodeView] | None) -> list[HostChange]:
+    """Hosts that are not swarm nodes first, then workers, then managers with the leader last (pure)."""
+    leader = {n.hostname for n in nodes or () if n.leader}
+    ordered = list(changes)
+
+    def rank(h: HostChange) -> int:
+        if not h.in_swarm:
+            return 0
+        if not h.manager:
+            return 1
+        return 3 if h.host in leader else 2
+
+    return sorted(ordered, key=rank)  # stable: inventory order within a rank
+
+
+def plan_engine(inventory: Inventory, state: EngineState, force: bool = False) -> EnginePlan:
+    """Everything engine configuration would do, in apply order (pure)."""
+    blocked = dict(state.blocked)
+    warnings: list[str] = []
+    hosts: list[HostChange] = []
+    for host in inventory.hosts:
+        f = state.facts.get(host.name)
+        if f is None:
+            continue
+        try:
+            change, host_warnings = plan_host(host, f, state.ca_files, force)
+        except ValueError as e:
+            blocked[host.name] = str(e)
+            continue
+        warnings += host_warnings
+        if change.restart and not f.systemctl:
+            blocked[host.name] = "its daemon.json changes, and dockerd is restarted with systemctl, which it lacks"
+            continue
+        if change.changes or change.owned is not None:
+            hosts.append(change)
+    ordered = restart_order(hosts, state.nodes)
+    managers = [n for n in state.nodes or () if n.is_manager]
+    if len(managers) == 1 and any(h.restart and h.manager for h in ordered):
+        warnings.append(
+            f"the swarm has a single manager ({managers[0].label}): its control plane is down while that "
+            "engine restarts (running tasks go on); three managers keep it up"
+        )
+    changes = tuple(c for h in ordered for c in h.changes)
+    return EnginePlan(tuple(ordered), Plan(changes, tuple(warnings), blocked))
+
+
+# -- apply -----------------------------------------------------------------------------------------
+
+
+def _write_files(
+    session: Session, host: Host, change: HostChange, ca_files: Mapping[str, tuple[str, Path]], record: bool = True
+) -> None:
+    """CA files, then daemon.json (the previous one kept for a restore), then - unless ``record`` is
+    off, for a host whose restart must succeed first - swarmctl's record of what it set."""
+    conn = session.pool.connection(host)
+    for registry in change.cas:
+        conn.put(ca_files[registry][1].read_bytes(), f"{CERTS}/{registry}/ca.crt", 0o644)
+    if change.config is not None:
+        conn.run(
+            ["sh", "-c", 'if [ -e "$1" ]; then cp -p "$1" "$2"; else rm -f "$2"; fi; sync', "backup", CONFIG, PREVIOUS]
+        ).check("keep the previous daemon.json")
+        conn.put((json.dumps(change.config, indent=2, sort_keys=True) + "\n").encode(), CONFIG, 0o644)
+    if record:
+        _write_record(session, host, change)
+
+
+def _write_record(session: Session, host: Host, change: HostChange) -> None:
+    if change.owned is not None:
+        record = {"keys": dict(change.owned), "comment": "daemon.json keys swarmctl set (from the inventory)"}
+        session.pool.connection(host).put((json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), OWNED, 0o644)
+
+
+def dockerd_error(session: Session, host: Host) -> str:
+    """dockerd's own last error line, from its journal (or the unit's status)."""
+    conn = session.pool.connection(host)
+    try:
+        res = conn.run(["journalctl", "-u", "docker.service", "-n", "40", "--no-pager", "-o", "cat"], timeout=30)
+        lines = res.stdout.splitlines() if res.ok else []
+        if not lines:
+            res = conn.run(["systemctl", "status", "docker", "--no-pager", "-n", "40"], timeout=30)
+            lines = (res.stdout + res.stderr).splitlines()
+    except SwarmctlError:
+        return ""
+    keys = ("failed to start daemon", "unable to configure the docker daemon", "level=fatal", "level=error")
+    for line in reversed(lines):
+        if any(k in line.lower() for k in keys):
+            return line.strip()[-300:]
+    return lines[-1].strip()[-300:] if lines else ""
+
+
+def _restart(session: Session, host: Host) -> None:
+    conn = session.pool.connection(host)
+    session.forget_engine(host)
+    conn.run(["systemctl", "restart", "docker"], timeout=RESTART_TIMEOUT).check("restart the engine")
+
+
+def wait_back(
+    session: Session, host: Host, change: HostChange, others: list[str], timeout: float = BACK_TIMEOUT
+) -> None:
+    """Poll until the restarted host is back: engine answering; for a swarm node, Ready (and, for a
+    manager, reachable) as another manager sees it, and every task it should run running.
+
+    Raises:
+        HostError: not back within ``timeout``, with what was seen last.
+    """
+    deadline = time.monotonic() + timeout
+    seen = "engine not answering"
+    while True:
+        try:
+            seen = _back(session, host, change, others)
+            if not seen:
+                return
+        except HostError as e:
+            seen = e.message
+        if time.monotonic() > deadline:
+            raise HostError(host.name, f"not back {timeout:g}s after its engine restarted: {seen}")
+        time.sleep(POLL)
+
+
+def _back(session: Session, host: Host, change: HostChange, others: list[str]) -> str:
+    """What keeps the host from being back ("" when it is)."""
+    engine = session.engine(host)
+    swarm = engine.info().get("Swarm") or {}
+    if not change.in_swarm:
+        return ""
+    if swarm.get("LocalNodeState") != "active":
+        return f"swarm state {swarm.get('LocalNodeState') or 'unknown'}"
+    node_id = str(swarm.get("NodeID", ""))
+    viewer = _viewer(session, others) or (engine if change.manager and swarm.get("ControlAvailable") else None)
+    if viewer is None:
+        return "no other manager answers"
+    nodes = {n.id: n for n in read_nodes(viewer)}
+    node = nodes.get(node_id)
+    if node is None:
+        return "not listed by the managers"
+    if not node.ready:
+        return f"node {node.state}"
+    if change.manager and node.reachability != "reachable":
+        return f"manager {node.reachability or 'unknown'}"
+    tasks = viewer.tasks({"node": [node_id], "desired-state": ["running"]})
+    waiting = [t for t in tasks if (t.get("Status") or {}).get("State") != "running"]
+    if waiting:
+        return f"{len(waiting)} of its {len(tasks)} tasks not running yet"
+    return ""
+
+
+def _viewer(session: Session, names: list[str]) -> Engine | None:
+    for name in names:
+        try:
+            engine = session.engine(name)
+            if (engine.info().get("Swarm") or {}).get("ControlAvailable"):
+                return engine
+        except HostError:
+            continue
+    return None
+
+
+def quorum_refusal(nodes: list[NodeView], hostname: str) -> str:
+    """Why restarting this manager now would cost the swarm its majority ("" when it would not) (pure)."""
+    managers = [n for n in nodes if n.is_manager]
+    if len(managers) <= 1:
+        return ""
+    reachable = [n for n in managers if n.ready and n.reachability == "reachable" and n.hostname != hostname]
+    if len(reachable) >= majority(len(managers)):
+        return ""
+    return (
+        f"refusing to restart the engine of {hostname}: of {len(managers)} managers only {len(reachable)} others "
+        f"are reachable, fewer than a majority ({majority(len(managers))}) while it restarts: bring the others "
+        "back first"
+    )
+
+
+def apply_engine(
+    session: Session,
+    planned: EnginePlan,
+    ca_files: Mapping[str, tuple[str, Path]],
+    notify: Notify = quiet,
+    back_timeout: float = BACK_TIMEOUT,
+) -> Report:
+    """Write and restart as planned; stops at the first host that fails to come back.
+
+    Returns:
+        A Report (changes done, warnings, failures by host); ``data["stopped"]``: True when a
+        failure stopped the run (later hosts untouched).
+    """
+    inv = session.inventory
+    report = Report(plan=planned.plan, warnings=list(planned.plan.warnings), failures=dict(planned.plan.blocked))
+    report.data["stopped"] = False
+    quiet_hosts = [h for h in planned.hosts if not h.restart]
+    outcomes = session.fan_out(
+        lambda h: _write_files(session, h, _change_of(planned, h.name), ca_files),
+        [inv.host(h.host) for h in quiet_hosts],
+    )
+    for change in quiet_hosts:
+        o = outcomes[change.host]
+        if o.error is not None:
+            report.failures[change.host] = _message(o.error)
+        else:
+            for c in change.changes:
+                report.done(c, notify=notify)
+
+    managers = [h.name for h in inv.managers]
+    restarts = planned.restarts
+    outside = [h for h in restarts if not h.in_swarm]
+    members = [h for h in restarts if h.in_swarm]
+    # hosts outside a swarm: the first alone (a bad setting stops the run there), then the rest together
+    batches: list[list[HostChange]] = [[h] for h in outside[:1]] + ([outside[1:]] if outside[1:] else [])
+    batches += [[h] for h in members]
+    for i, batch in enumerate(batches):
+        for change in batch:
+            if change.manager and change.in_swarm:
+                # as the other managers see the swarm (or, when none answers, as this one does)
+                viewer = _viewer(session, [m for m in managers if m != change.host] + [change.host])
+                nodes = read_nodes(viewer) if viewer is not None else []
+                why = quorum_refusal(nodes, _hostname(nodes, session, change.host))
+                if viewer is None:
+                    why = (
+                        f"refusing to restart the engine of {change.host}: no manager answers to tell the swarm's state"
+                    )
+                if why:
+                    report.failures[change.host] = why
+                    _stop(report, batches[i:], change.host)
+                    return report
+
+        def one(host: Host) -> None:
+            change = _change_of(planned, host.name)
+            _write_files(session, host, change, ca_files, record=False)
+            try:
+                _restart(session, host)
+                wait_back(session, host, change, [m for m in managers if m != host.name], back_timeout)
+            except HostError as e:
+                raise HostError(host.name, _restore(session, host, change, e, back_timeout)) from None
+            _write_record(session, host, change)  # only once the new daemon.json is known to work
+
+        notify("restarting the engine of " + ", ".join(c.host for c in batch))
+        outcomes = session.fan_out(one, [inv.host(c.host) for c in batch])
+        failed = False
+        for change in batch:
+            o = outcomes[change.host]
+            if o.error is not None:
+                report.failures[change.host] = _message(o.error)
+                failed = True
+            else:
+                for c in change.changes:
+                    report.done(c, o.seconds, notify=notify)
+        if failed:
+            _stop(report, batches[i + 1 :], next(c.host for c in batch if outcomes[c.host].error is not None))
+            return report
+    return report
+
+
+def _change_of(planned: EnginePlan, name: str) -> HostChange:
+    return next(h for h in planned.hosts if h.host == name)
+
+
+def _hostname(nodes: list[NodeView], session: Session, name: str) -> str:
+    host = session.inventory.host(name)
+    for n in nodes:
+        if n.addr == host.address:
+            return n.hostname
+    return name
+
+
+def _restore(session: Session, host: Host, change: HostChange, error: HostError, timeout: float) -> str:
+    """Put the previous daemon.json back and restart once more; the failure, in words."""
+    why = dockerd_error(session, host) or error.message
+    conn = session.pool.connection(host)
+    try:
+        conn.run(["sh", "-c", _RESTORE_SCRIPT, "restore", PREVIOUS, CONFIG]).check("restore the previous daemon.json")
+        _restart(session, host)
+        wait_back(session, host, change, [m.name for m in session.inventory.managers if m.name != host.name], timeout)
+        back = "its previous daemon.json was restored and the engine runs again"
+    except HostError as e:
+        back = f"restoring its previous daemon.json did not bring the engine back either ({e.message})"
+    return f"the engine did not come back with the new daemon.json: {why}; {back}"
+
+
+def _stop(report: Report, rest: list[list[HostChange]], failed: str) -> None:
+    report.data["stopped"] = True
+    for batch in rest:
+        for change in batch:
+            if change.host != failed and change.host not in report.failures:
+                report.failures[change.host] = f"not changed: the run stopped at {failed}"
+
+
+def configure_engines(
+    session: Session,
+    force: bool = False,
+    plan_only: bool = False,
+    notify: Notify = quiet,
+    back_timeout: float = BACK_TIMEOUT,
+) -> Report:
+    """Read, plan and (unless ``plan_only``) apply the inventory's engine configuration.
+
+    One round trip per host to read; nothing written where nothing changes.
+    """
+    inv = session.inventory
+    # read even when the inventory names no engine key: one it named before must be removed again
+    state = read_state(session)
+    planned = plan_engine(inv, state, force)
+    if plan_only:
+        return Report(plan=planned.plan, warnings=list(planned.plan.warnings), failures=dict(planned.plan.blocked))
+    return apply_engine(session, planned, state.ca_files, notify, back_timeout)
