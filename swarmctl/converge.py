@@ -203,16 +203,24 @@ def wait_converged(
 
 
 def write_service(
-    engine: Engine, ident: str, spec: Mapping[str, Any], rollback: bool = False, what: str = ""
+    engine: Engine,
+    ident: str,
+    spec: Mapping[str, Any],
+    rollback: bool = False,
+    what: str = "",
+    registry_auth: str | None = None,
 ) -> tuple[float, list[str]]:
-    """Write a service's spec at its current version (or ask swarm to roll it back).
+    """Write a service's spec at its current version (or ask swarm to roll it back);
+    ``registry_auth``: the X-Registry-Auth of its image's registry, so every node can pull.
 
     Returns:
         The engine's UpdatedAt of the write (an update status that started before it is not
         ours) and the engine's warnings.
     """
     current = engine.inspect_service(ident)
-    answer = engine.update_service(current["ID"], current["Version"]["Index"], spec, rollback=rollback, what=what)
+    answer = engine.update_service(
+        current["ID"], current["Version"]["Index"], spec, rollback=rollback, what=what, registry_auth=registry_auth
+    )
     after = engine.inspect_service(current["ID"])
     return parse_time(after.get("UpdatedAt")), list(answer.get("Warnings") or [])
 

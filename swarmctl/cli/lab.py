@@ -43,7 +43,7 @@ def lab_up(hosts: int, managers: int, directory: Path) -> None:
         return images.lab_vars()
 
     spec = labhosts.plan_lab(directory, hosts, managers)
-    inventory = labhosts.bring_up(spec, report=say, prepare=load_images)
+    inventory = labhosts.bring_up(spec, report=say, prepare=load_images, with_registry=True)
     say(f"lab ready: {len(spec.hosts)} hosts ({', '.join(h.name for h in spec.hosts)})")
     click.echo(str(inventory))
 

@@ -30,6 +30,16 @@ _probe_image_option = click.option(
 )
 
 
+_resolve_image_option = click.option(
+    "--resolve-image",
+    type=click.Choice(["always", "changed", "never"]),
+    default="always",
+    show_default=True,
+    help="Pin images to the digest their registry gives for the tag: always, only for changed images, "
+    "or never (images present on the hosts only).",
+)
+
+
 @cli.command()
 @click.argument("name")
 @click.option("-f", "--file", "files", multiple=True, metavar="FILE", help="Stack file (repeat: later files override).")
@@ -39,6 +49,11 @@ _probe_image_option = click.option(
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait.")
 @click.option("--no-verify", is_flag=True, help="Do not run `swarmctl verify` after the stack converged.")
 @_probe_image_option
+@_resolve_image_option
+@click.option(
+    "--push-images", "push", is_flag=True,
+    help="First copy the stack's images from the local engine to the hosts its placement allows (no registry).",
+)  # fmt: skip
 @json_option("{changes, services, converged, seconds}")
 @common_options
 @click.pass_obj
@@ -52,6 +67,8 @@ def deploy(
     timeout: float,
     no_verify: bool,
     probe_image: str | None,
+    resolve_image: str,
+    push: bool,
     as_json: bool,
 ) -> None:
     """Deploy stack NAME (stacks/NAME/stack.yml, or the -f files) and wait until it converged.
@@ -86,6 +103,8 @@ def deploy(
                 verify_wait=VERIFY_AFTER_DEPLOY,
                 notify=notifier(as_json),
                 on_progress=progress_callback(as_json),
+                resolve_image=resolve_image,
+                push=push,
             )
         except RolloutFailed as e:  # an update of the stack failed or was interrupted
             render_rollout(e.results, as_json, error=str(e))
@@ -203,6 +222,7 @@ def _env_map(envs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @plan_option
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds per service.")
 @click.option("--probe-image", metavar="IMAGE", help="Image with python3 for the application gates.")
+@_resolve_image_option
 @json_option("{services: [{name, from, to, result, seconds}]}")
 @common_options
 @click.pass_obj
@@ -216,6 +236,7 @@ def update(
     plan_only: bool,
     timeout: float,
     probe_image: str | None,
+    resolve_image: str,
     as_json: bool,
 ) -> None:
     """Roll changes into stack NAME's services one at a time, behind health and application gates.
@@ -249,6 +270,8 @@ def update(
                 plan_only=plan_only,
                 notify=notifier(as_json),
                 on_progress=progress_callback(as_json),
+                inventory=inv,
+                resolve_image=resolve_image,
             )
         except RolloutFailed as e:  # failed or interrupted: what was done, rolled back, not started
             render_rollout(e.results, as_json, error=str(e))

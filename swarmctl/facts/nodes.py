@@ -113,3 +113,29 @@ def match_hosts(
 def node_names(nodes: Iterable[NodeView]) -> dict[str, str]:
     """Node ID -> how messages name the node."""
     return {n.id: n.label for n in nodes}
+
+
+def placement_allows(constraints: Iterable[str], node: NodeView) -> bool:
+    """Whether swarm may place a task with these constraints on ``node`` (pure).
+
+    Knows node.id, node.hostname, node.role and node.labels.*; a constraint on anything else
+    (engine labels, platform) is taken as met: the answer errs on "may run here".
+    """
+    for c in constraints:
+        op = "!=" if "!=" in c else "==" if "==" in c else ""
+        if not op:
+            continue
+        key, _, want = (part.strip() for part in c.partition(op))
+        if key == "node.id":
+            have: str | None = node.id
+        elif key == "node.hostname":
+            have = node.hostname
+        elif key == "node.role":
+            have = node.role
+        elif key.startswith("node.labels."):
+            have = node.labels.get(key.removeprefix("node.labels."))
+        else:
+            continue
+        if (have == want) != (op == "=="):
+            return False
+    return True

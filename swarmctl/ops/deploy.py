@@ -19,9 +19,20 @@ from typing import Any
 from swarmctl import labels
 from swarmctl.compose.convert import DesiredStack, FileObject
 from swarmctl.converge import DEFAULT_TIMEOUT, OnProgress, no_progress, wait_converged, write_service
-from swarmctl.errors import ClusterError, HostError, InputError, Interrupted, NotFound, TimeoutExpired
+from swarmctl.errors import ClusterError, HostError, HostsFailed, InputError, Interrupted, NotFound, TimeoutExpired
+from swarmctl.facts.nodes import NodeView, match_hosts, placement_allows, read_nodes
 from swarmctl.facts.services import stack_filter
 from swarmctl.facts.stack import StackObjects, Wanted, read_objects
+from swarmctl.ops.images import push_images
+from swarmctl.ops.images import sources as image_sources
+from swarmctl.ops.registry import (
+    Credentials,
+    ImageChoice,
+    check_logins,
+    choose_images,
+    load_credentials,
+    resolve_images,
+)
 from swarmctl.ops.update import AppGates, Step, roll_out
 from swarmctl.ops.verify import verify_stack
 from swarmctl.plan import DONE, Change, Notify, Plan, Report, Result, quiet
@@ -30,6 +41,8 @@ from swarmctl.spec import changed_fields
 from swarmctl.transport.engine import Engine, Session
 
 log = logging.getLogger(__name__)
+
+IMAGE_FIELD = "TaskTemplate.ContainerSpec.Image"
 
 REMOVE_TIMEOUT = 120.0
 POLL = 0.5
@@ -65,10 +78,15 @@ def object_ids(current: StackObjects) -> dict[str, str]:
 
 
 def spec_to_send(
-    desired: Mapping[str, Any], current: Mapping[str, Any] | None, ids: Mapping[str, str]
+    desired: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    ids: Mapping[str, str],
+    image: str | None = None,
 ) -> dict[str, Any]:
     """The spec to send: secret/config IDs filled in; for an existing service its ForceUpdate and,
-    when the stack file's image is unchanged, its (possibly digest-pinned) image kept - as docker does."""
+    when the stack file's image is unchanged, its (possibly digest-pinned) image kept - as docker does.
+
+    ``image``: the image chosen for it (``ops.registry.choose_images``), which then wins."""
     spec = copy.deepcopy(dict(desired))
     container = spec["TaskTemplate"]["ContainerSpec"]
     for ref in container.get("Secrets", []):
@@ -84,11 +102,17 @@ def spec_to_send(
         # docker compares the file's image (the label) with the label of the running service
         if spec["Labels"].get(labels.IMAGE) == (cspec.get("Labels") or {}).get(labels.IMAGE):
             container["Image"] = cspec["TaskTemplate"]["ContainerSpec"]["Image"]
+    if image is not None:
+        container["Image"] = image
     return spec
 
 
-def plan_stack(desired: DesiredStack, current: StackObjects, prune: bool = False) -> Plan:
+def plan_stack(
+    desired: DesiredStack, current: StackObjects, prune: bool = False, choice: ImageChoice | None = None
+) -> Plan:
     """What to create, update and remove, in apply order (pure).
+
+    ``choice``: the images chosen for the services (pinned to digests or not), shown where pinned.
 
     Raises:
         InputError: a change swarm cannot make in place, or a missing external object; says what to do.
@@ -133,14 +157,18 @@ def plan_stack(desired: DesiredStack, current: StackObjects, prune: bool = False
         raise InputError("; ".join(problems))
 
     ids = object_ids(current)
+    images = choice.images if choice else {}
+    pins = choice.pins if choice else {}
     for name, spec in sorted(desired.services.items()):
         have = current.services.get(name)
         if have is None:
-            changes.append(Change("service", name, "create"))
+            changes.append(Change("service", name, "create", detail=pins.get(name, "")))
             continue
-        fields = changed_fields(spec_to_send(spec, have, ids), have["Spec"], current.network_names)
+        fields = changed_fields(spec_to_send(spec, have, ids, images.get(name)), have["Spec"], current.network_names)
         if fields:
-            changes.append(Change("service", name, "update", tuple(fields)))
+            pin = pins.get(name, "") if IMAGE_FIELD in fields else ""
+            detail = f"{', '.join(fields)}; {pin}" if pin else ""
+            changes.append(Change("service", name, "update", tuple(fields), detail))
     if prune:
         changes += _prunable(desired, current)
     warnings = [
@@ -149,6 +177,7 @@ def plan_stack(desired: DesiredStack, current: StackObjects, prune: bool = False
         "once) and the old one is removed"
         for name in legacy_versioned(current)
     ]
+    warnings += list(choice.warnings) if choice else []
     return Plan(tuple(changes), tuple(desired.warnings) + tuple(warnings))
 
 
@@ -258,11 +287,13 @@ def apply_plan(
     report: Report,
     notify: Notify = quiet,
     update_services: bool = True,
+    choice: ImageChoice | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Make the changes, in dependency order; each one done becomes a Result in ``report``.
 
     Args:
         update_services: False leaves service updates to the caller (the rollout engine).
+        choice: the services' images and the registry credentials sent with them.
 
     Returns:
         service name -> the engine's UpdatedAt of our write (0 for a creation), for every service
@@ -291,12 +322,16 @@ def apply_plan(
         if c.kind != "service" or c.action == "remove" or (c.action == "update" and not update_services):
             continue
         # IDs of secrets/configs created just now are known only here
-        spec = spec_to_send(desired.services[c.name], current.services.get(c.name), ids)
+        image = choice.images.get(c.name) if choice else None
+        spec = spec_to_send(desired.services[c.name], current.services.get(c.name), ids, image)
+        auth = choice.auth(spec["TaskTemplate"]["ContainerSpec"]["Image"]) if choice else None
         if c.action == "create":
-            warnings = engine.create_service(spec).get("Warnings") or []
+            warnings = engine.create_service(spec, registry_auth=auth).get("Warnings") or []
             written[c.name] = 0.0
         else:
-            written[c.name], warnings = write_service(engine, current.services[c.name]["ID"], spec, what=c.name)
+            written[c.name], warnings = write_service(
+                engine, current.services[c.name]["ID"], spec, what=c.name, registry_auth=auth
+            )
         for w in warnings:
             if "could not be accessed on a registry to record its digest" not in w:
                 report.warn([f"{c.name}: {w}"])
@@ -390,11 +425,14 @@ def deploy_stack(
     notify: Notify = quiet,
     on_progress: OnProgress = no_progress,
     gates: AppGates | None = None,
+    credentials: Credentials | None = None,
+    resolve_image: str = "always",
 ) -> Report:
     """Plan and (unless ``plan_only``) apply a stack, then wait for it to converge.
 
     Updates of existing services go through the rollout engine: one service at a time, behind
-    health and application gates, unless ``wait`` is off.
+    health and application gates, unless ``wait`` is off. Images are chosen (pinned to their
+    digests) per ``resolve_image`` before planning, so the plan shows what is sent.
 
     Returns:
         A Report; after applying, ``data`` has ``services`` (Progress of each), ``converged``,
@@ -402,12 +440,16 @@ def deploy_stack(
     """
     t0 = time.monotonic()
     current = read(engine, desired)
-    plan = plan_stack(desired, current, prune)
+    creds = credentials or Credentials()
+    choice = choose_images(wanted_images(desired), current_images(current), resolve_image,
+                           lambda images: resolve_images(engine, images, creds), creds)  # fmt: skip
+    plan = plan_stack(desired, current, prune, choice)
     report = Report(plan=plan, warnings=list(plan.warnings))
     if plan_only:
         return report
     try:
-        return _apply_and_wait(engine, desired, current, report, wait, timeout, notify, on_progress, gates, t0)
+        return _apply_and_wait(engine, desired, current, report, wait, timeout, notify, on_progress, gates, t0,
+                               choice)  # fmt: skip
     except KeyboardInterrupt:
         done = ", ".join(c.describe() for c in report.changes) or "nothing"
         raise Interrupted(
@@ -427,17 +469,19 @@ def _apply_and_wait(
     on_progress: OnProgress,
     gates: AppGates | None,
     t0: float,
+    choice: ImageChoice,
 ) -> Report:
     plan = report.plan
-    written, ids = apply_plan(engine, desired, current, plan, report, notify, update_services=not wait)
+    written, ids = apply_plan(engine, desired, current, plan, report, notify, update_services=not wait, choice=choice)
     progress = {}
     if wait:
         updates = [c for c in plan.changes if c.kind == "service" and c.action == "update"]
-        steps = [
-            Step(c.name, c.name.removeprefix(f"{desired.name}_"), current.services[c.name],
-                 spec_to_send(desired.services[c.name], current.services[c.name], ids), c.fields)
-            for c in updates
-        ]  # fmt: skip
+        steps = []
+        for c in updates:
+            spec = spec_to_send(desired.services[c.name], current.services[c.name], ids, choice.images.get(c.name))
+            auth = choice.auth(spec["TaskTemplate"]["ContainerSpec"]["Image"])
+            steps.append(Step(c.name, c.name.removeprefix(f"{desired.name}_"), current.services[c.name], spec,
+                              c.fields, auth))  # fmt: skip
         rolled = roll_out(engine, steps, gates, timeout, notify, on_progress)
         for c in updates:
             report.results.append(Result(c, DONE))
@@ -451,6 +495,61 @@ def _apply_and_wait(
     report.data["converged"] = bool(progress) and all(p.state == "converged" for p in progress.values())
     report.data["seconds"] = round(time.monotonic() - t0, 2)
     return report
+
+
+def wanted_images(desired: DesiredStack) -> dict[str, tuple[str, str]]:
+    """service -> (image the converted spec sends, the stack file's image)."""
+    return {
+        name: (spec["TaskTemplate"]["ContainerSpec"]["Image"], (spec.get("Labels") or {}).get(labels.IMAGE, ""))
+        for name, spec in desired.services.items()
+    }
+
+
+def current_images(current: StackObjects) -> dict[str, tuple[str, str]]:
+    """service -> (image in its spec now, the file's image it was deployed from)."""
+    return {
+        name: (
+            svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"],
+            (svc["Spec"].get("Labels") or {}).get(labels.IMAGE, ""),
+        )
+        for name, svc in current.services.items()
+    }
+
+
+def image_hosts(desired: DesiredStack, hosts: Mapping[str, NodeView]) -> dict[str, list[str]]:
+    """image -> the inventory hosts whose node the stack's placement allows it on (pure)."""
+    out: dict[str, list[str]] = {}
+    for spec in desired.services.values():
+        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        constraints = (spec["TaskTemplate"].get("Placement") or {}).get("Constraints") or []
+        allowed = [name for name, node in hosts.items() if placement_allows(constraints, node)]
+        out[image] = sorted(set(out.get(image, [])) | set(allowed))
+    return out
+
+
+def push_for_stack(session: Session, engine: Engine, desired: DesiredStack, notify: Notify) -> Report:
+    """``deploy --push-images``: the stack's images from the local engine to the hosts that may run them.
+
+    Raises:
+        HostsFailed: a host could not be given its images (nothing of the stack was changed yet).
+    """
+    nodes = read_nodes(engine)
+    by_host = match_hosts(session.inventory.hosts, nodes)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for image, allowed in image_hosts(desired, by_host).items():
+        if allowed:
+            groups.setdefault(tuple(allowed), []).append(image)
+    last = Report()
+    summary: dict[str, Any] = {}
+    for names, images in sorted(groups.items()):
+        notify(f"pushing {', '.join(sorted(images))} to {', '.join(names)}")
+        with image_sources(sorted(images)) as archives:
+            last = push_images(session, archives, [session.inventory.host(h) for h in names], notify=notify)
+        if last.failures:
+            raise HostsFailed("deploy --push-images", last.failures)
+        summary.update(last.data.get("hosts", {}))
+    last.data["hosts"] = summary
+    return last
 
 
 def remove_stack(engine: Engine, stack: str, notify: Notify = quiet, timeout: float = REMOVE_TIMEOUT) -> Report:
@@ -485,17 +584,29 @@ def deploy_and_verify(
     timeout: float = DEFAULT_TIMEOUT,
     notify: Notify = quiet,
     on_progress: OnProgress = no_progress,
+    resolve_image: str = "always",
+    push: bool = False,
 ) -> Report:
     """The deploy operation: ``deploy_stack`` through the first answering manager, its updates
     gated by the stack's application checks, then (once converged) ``verify`` from every node.
+
+    Registry credentials for the stack's images are loaded and checked (a login each) first: a
+    rejected one stops it before anything changed. ``push``: first copy the stack's images from
+    the local engine to the hosts its placement allows that lack them (``ops.images``).
 
     Returns:
         deploy_stack's Report; with verify, ``data["verify"]`` is verify's Report.
     """
     engine = session.manager()
     gates = AppGates(engine, desired.name, probe_image)
+    credentials = load_credentials(session.inventory, [i for i, _ in wanted_images(desired).values()])
+    check_logins(engine, credentials)
+    pushed = push_for_stack(session, engine, desired, notify) if push and not plan_only else None
     report = deploy_stack(engine, desired, prune=prune, plan_only=plan_only, wait=wait, timeout=timeout,
-                          notify=notify, on_progress=on_progress, gates=gates)  # fmt: skip
+                          notify=notify, on_progress=on_progress, gates=gates, credentials=credentials,
+                          resolve_image=resolve_image)  # fmt: skip
+    if pushed is not None:
+        report.data["pushed"] = pushed.data.get("hosts", {})
     if verify and not plan_only and report.data.get("services"):
         count, seconds = len(report.data["services"]), report.data["seconds"]
         notify(f"stack {desired.name}: {count} services converged in {seconds:.1f}s; verifying")

@@ -24,7 +24,7 @@ import copy
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from swarmctl import labels
@@ -35,6 +35,8 @@ from swarmctl.converge import OnProgress, last_task_error, no_progress, wait_con
 from swarmctl.errors import ClusterError, ExitStatus, HostError, InputError, SwarmctlError, TimeoutExpired
 from swarmctl.facts.services import read_services
 from swarmctl.facts.stack import ServiceInfo, observe
+from swarmctl.inventory import Inventory
+from swarmctl.ops.registry import check_logins, load_credentials, resolve_images, short_digest
 from swarmctl.plan import DONE, FAILED, NOT_STARTED, ROLLED_BACK, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.spec import changed_fields
 from swarmctl.transport.engine import Engine
@@ -54,6 +56,7 @@ class Step:
     current: Mapping[str, Any]  # the service as the API lists it
     spec: Mapping[str, Any]  # the spec to send
     fields: tuple[str, ...]
+    registry_auth: str | None = field(default=None, repr=False)  # X-Registry-Auth for its image
 
     @property
     def labels(self) -> Mapping[str, str]:
@@ -80,6 +83,9 @@ class Step:
 
     def change(self, last: bool = False) -> Change:
         detail = f"{self.image_from()} -> {self.image_to()}" if self.image_from() != self.image_to() else ""
+        pinned = str(self.spec["TaskTemplate"]["ContainerSpec"]["Image"]).partition("@")[2]
+        if detail and pinned:
+            detail += f" ({short_digest(pinned)})"
         if last:
             detail = (detail + "; " if detail else "") + "goes last"
         return Change("service", self.short, "update", self.fields or ("TaskTemplate.ForceUpdate",), detail)
@@ -327,7 +333,7 @@ def _roll_back(engine: Engine, step: Step, notify: Notify, timeout: float) -> st
     if state != "rollback_started":
         notify(f"{step.short}: rolling back")
         write_service(engine, step.current["ID"], svc.get("PreviousSpec") or step.current["Spec"], rollback=True,
-                      what=step.name)  # fmt: skip
+                      what=step.name, registry_auth=step.registry_auth)  # fmt: skip
     deadline = time.monotonic() + timeout
     while True:
         svc = engine.inspect_service(step.current["ID"])
@@ -404,7 +410,8 @@ def roll_out(
         t0 = time.monotonic()
         notify(f"update service {step.name} ({', '.join(step.fields) or 'forced restart'})")
         try:
-            written, _ = write_service(engine, step.current["ID"], step.spec, what=step.name)
+            written, _ = write_service(engine, step.current["ID"], step.spec, what=step.name,
+                                       registry_auth=step.registry_auth)  # fmt: skip
             wait_converged(engine, [step.name], {step.name: written}, timeout, on_progress)
             if gates is not None and step.check:
                 gates.refresh()
@@ -436,6 +443,35 @@ def roll_out(
     return results
 
 
+def with_registries(engine: Engine, steps: list[Step], inventory: Inventory, mode: str) -> list[Step]:
+    """The steps with their images pinned (those ``--image`` changes) and their registry credentials.
+
+    Raises:
+        RegistryError: a registry refused the login or the image; nothing was changed.
+    """
+
+    def image(step: Step) -> str:
+        return str(step.spec["TaskTemplate"]["ContainerSpec"]["Image"])
+
+    creds = load_credentials(inventory, [image(s) for s in steps])
+    check_logins(engine, creds)
+    changed = {s.name: image(s) for s in steps if s.image_to() != s.image_from() and "@" not in image(s)}
+    resolved = resolve_images(engine, changed, creds) if mode != "never" else {}
+    out = []
+    for s in steps:
+        spec = s.spec
+        r = resolved.get(s.name)
+        if r is not None and r.digest:
+            spec = copy.deepcopy(dict(s.spec))
+            spec["TaskTemplate"]["ContainerSpec"]["Image"] = r.image
+        elif r is not None and r.warning:
+            log.warning("%s", r.warning)
+        out.append(
+            replace(s, spec=spec, registry_auth=creds.header(str(spec["TaskTemplate"]["ContainerSpec"]["Image"])))
+        )
+    return out
+
+
 def read_stack_services(engine: Engine, stack: str) -> dict[str, dict[str, Any]]:
     """The stack's services by full name.
 
@@ -460,8 +496,14 @@ def update_stack(
     plan_only: bool = False,
     notify: Notify = quiet,
     on_progress: OnProgress = no_progress,
+    inventory: Inventory | None = None,
+    resolve_image: str = "always",
 ) -> Report:
     """The update operation: read the stack's services, plan the steps (pure), order them, roll them out.
+
+    With ``inventory``, registry credentials for the services' images are loaded from it (or the
+    docker CLI's config), checked with a login first, and sent with each write; new images
+    (``--image``) are pinned to their digests per ``resolve_image``.
 
     Returns:
         A Report whose plan lists the updates in rollout order; unless ``plan_only``, a Result
@@ -471,6 +513,8 @@ def update_stack(
         InputError: unknown services or nothing to change; RolloutFailed: see ``roll_out``.
     """
     steps = plan_update(stack, read_stack_services(engine, stack), services, images, env, force)
+    if inventory is not None:
+        steps = with_registries(engine, steps, inventory, resolve_image)
     if plan_only:
         last: set[str] = set()
         if gates is not None:

@@ -60,6 +60,7 @@ class FakeEngine:
     services_by_id: dict[str, FakeService] = field(default_factory=dict)
     node_list: list[dict[str, Any]] = field(default_factory=lambda: recorded("nodes"))
     writes: list[tuple[str, str]] = field(default_factory=list)  # (service name, "update" | "rollback")
+    auths: list[str | None] = field(default_factory=list)  # the X-Registry-Auth sent with each write
     name: str = "lab1"
 
     @classmethod
@@ -107,11 +108,18 @@ class FakeEngine:
         return svc
 
     def update_service(
-        self, ident: str, version: int, spec: Mapping[str, Any], rollback: bool = False, what: str = ""
+        self,
+        ident: str,
+        version: int,
+        spec: Mapping[str, Any],
+        rollback: bool = False,
+        what: str = "",
+        registry_auth: str | None = None,
     ) -> dict[str, Any]:
         s = self._find(ident)
         name = s.snap["service"]["Spec"]["Name"]
         self.writes.append((name, "rollback" if rollback else "update"))
+        self.auths.append(registry_auth)
         s.phase = "reverted" if rollback else "rolled_back" if s.outcome == "fail" else "updated"
         s.just_written = s.snap["written_at"]
         return {}

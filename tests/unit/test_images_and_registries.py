@@ -1,0 +1,131 @@
+"""Pure parts of image distribution and private registries: what an archive holds, who needs
+which image, where placement allows a service, credentials and the --resolve-image choice.
+The registry and the transfers themselves run on the lab (tests/e2e/test_registry.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from bench.images import tiny_archive
+from swarmctl.compose.reference import registry_of, strip_digest
+from swarmctl.errors import InputError
+from swarmctl.facts.images import host_images, read_archive
+from swarmctl.facts.nodes import node_view, placement_allows
+from swarmctl.ops.images import changes_of, plan_push, split_sources
+from swarmctl.ops.registry import Credential, Resolved, choose_images, docker_config_auths
+
+
+def test_an_archive_and_what_each_host_needs(tmp_path: Path) -> None:
+    archive = read_archive(tiny_archive(tmp_path))
+    ((ref, image_id),) = archive.refs.items()
+    assert ref == "bench/tiny:1" and image_id.startswith("sha256:") and archive.size > 10_000
+    hosts = {
+        "fresh": host_images([]),
+        "has-it": host_images([{"Id": image_id, "RepoTags": [ref]}]),
+        "other-name": host_images([{"Id": image_id, "RepoTags": ["mirror/tiny:1"]}]),
+    }
+    pushes = {p.host: p for p in plan_push([archive], hosts)}
+    assert [a.path for a in pushes["fresh"].load] == [archive.path] and pushes["fresh"].bytes == archive.size
+    assert pushes["has-it"].present == (ref,) and not pushes["has-it"].load
+    assert pushes["other-name"].tag == ((image_id, ref),) and not pushes["other-name"].load  # no transfer
+    actions = [(c.name, c.action) for c in changes_of(list(pushes.values()))]
+    assert actions == [("fresh", "load"), ("other-name", "tag")]
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    (tmp_path / "x.tar").write_bytes(b"hello")
+    with pytest.raises(InputError, match="not a readable image archive"):
+        read_archive(tmp_path / "x.tar")
+    with pytest.raises(InputError, match="no such file"):
+        read_archive(tmp_path / "missing.tar")
+
+
+def node(hostname: str, role: str = "worker", **labels: str):  # type: ignore[no-untyped-def]
+    return node_view(
+        {"ID": f"id-{hostname}", "Spec": {"Role": role, "Labels": labels}, "Description": {"Hostname": hostname}}
+    )
+
+
+def test_placement_as_swarm_reads_it() -> None:
+    lab1, lab4 = node("lab1", "manager", **{"kafka.slot": "1"}), node("lab4")
+    assert placement_allows(["node.labels.kafka.slot == 1"], lab1) and not placement_allows(
+        ["node.labels.kafka.slot==1"], lab4
+    )
+    assert placement_allows(["node.labels.kafka.slot != 1"], lab4)  # a missing label is "not 1"
+    assert not placement_allows(["node.role == worker"], lab1) and placement_allows(["node.hostname != lab1"], lab4)
+    assert placement_allows(["engine.labels.disk == ssd", "node.platform.os == linux"], lab4)  # unknown: may run
+
+
+def test_registries_of_image_names_and_docker_config_credentials(tmp_path: Path) -> None:
+    assert registry_of("redis") == "docker.io" and registry_of("library/redis:7") == "docker.io"
+    assert registry_of("192.168.77.5:5000/swarmctl/web:1@sha256:" + "a" * 64) == "192.168.77.5:5000"
+    assert registry_of("localhost/app") == "localhost" and registry_of("quay.io/debezium/kafka:3.1") == "quay.io"
+    assert strip_digest("a/b:1@sha256:" + "0" * 64) == "a/b:1"
+    auth = base64.b64encode(b"ci:s3cret").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": auth},
+                                                               "reg.example.com:5000": {"auth": auth}}}))  # fmt: skip
+    found = docker_config_auths({"DOCKER_CONFIG": str(tmp_path)})
+    assert found == {"docker.io": ("ci", "s3cret"), "reg.example.com:5000": ("ci", "s3cret")}
+    c = Credential("reg.example.com:5000", "ci", "s3cret", "test")
+    assert json.loads(base64.urlsafe_b64decode(c.header())) == {"username": "ci", "password": "s3cret",
+                                                                "serveraddress": "reg.example.com:5000"}  # fmt: skip
+    assert "s3cret" not in repr(c)
+
+
+DIGEST = "sha256:" + "b" * 64
+
+
+def resolver(answers: dict[str, Resolved], asked: list[str]) -> Callable[[Mapping[str, str]], dict[str, Resolved]]:
+    def resolve(images: Mapping[str, str]) -> dict[str, Resolved]:
+        asked.extend(sorted(images.values()))
+        return {s: answers[i] for s, i in images.items()}
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    ("mode", "asked", "image"),
+    [
+        ("always", ["reg/app:2"], f"reg/app:2@{DIGEST}"),  # looked up every time
+        ("changed", ["reg/app:2"], f"reg/app:2@{DIGEST}"),  # the file's image changed: looked up
+        ("never", [], "reg/app:2"),  # as written
+    ],
+)
+def test_resolve_image_modes_when_the_file_changed(mode: str, asked: list[str], image: str) -> None:
+    seen: list[str] = []
+    answers = {"reg/app:2": Resolved(f"reg/app:2@{DIGEST}", DIGEST)}
+    choice = choose_images({"app": ("reg/app:2", "reg/app:2")}, {"app": ("reg/app:1@sha256:" + "c" * 64, "reg/app:1")},
+                           mode, resolver(answers, seen))  # fmt: skip
+    assert seen == asked and choice.images["app"] == image
+    assert choice.pins == ({"app": "reg/app:2 -> sha256:bbbbbbbbbbbb"} if asked else {})
+
+
+def test_an_unchanged_image_keeps_its_pin_and_an_unreachable_registry_warns() -> None:
+    running = f"reg/app:1@{DIGEST}"
+    for mode in ("changed", "never"):
+        choice = choose_images({"app": ("reg/app:1", "reg/app:1")}, {"app": (running, "reg/app:1")}, mode,
+                               resolver({}, []))  # fmt: skip
+        assert choice.images["app"] == running and not choice.pins
+    lost = Resolved("local/app:1", warning="image local/app:1 could not be accessed on a registry to record its digest")
+    choice = choose_images({"app": ("local/app:1", "local/app:1"), "new": ("local/app:1", "local/app:1")},
+                           {"app": ("local/app:1", "local/app:1")}, "always",
+                           resolver({"local/app:1": lost}, []))  # fmt: skip
+    assert choice.images == {"app": "local/app:1", "new": "local/app:1"} and choice.warnings == (lost.warning,)
+    with pytest.raises(InputError, match="--resolve-image must be one of"):
+        choose_images({}, {}, "sometimes", resolver({}, []))
+
+
+def test_push_arguments_are_archives_or_image_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "app").write_bytes(b"")  # an existing file wins, slashes or not
+    paths, names = split_sources(
+        ["registry.example:5000/team/web:1", "team/app", "./x", "/abs/y", "z.tar", "busybox", "a/b.tgz"]
+    )
+    assert [str(p) for p in paths] == ["team/app", "x", "/abs/y", "z.tar", "a/b.tgz"]
+    assert names == ["registry.example:5000/team/web:1", "busybox"]
