@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("bootstrap", "deploy", "verify", "rollout")
+BENCHMARKS = ("bootstrap", "deploy", "verify", "rollout", "images")
 
 
 def main() -> int:
