@@ -134,7 +134,10 @@ def test_engine_configuration_rolls_through_keeping_the_majority(three_managers:
         config = lab.daemon_json(name)
         assert config["log-opts"] == {"max-size": "10m", "max-file": "3"}
         assert "cgroup-parent" in config  # the lab's own keys are kept
-    print(f"engine configuration on 4 hosts: {took:.1f}s, {len(watch.up)} majority polls, min engines up {min(watch.up)}, leaderless polls {watch.leaderless}")
+    print(
+        f"engine configuration on 4 hosts: {took:.1f}s, {len(watch.up)} majority polls, "
+        f"min engines up {min(watch.up)}, leaderless polls {watch.leaderless}"
+    )
 
     again = swarmctl("bootstrap", str(inv))
     assert again.rc == 0 and "nothing to do" in again.stderr, str(again)

@@ -101,7 +101,14 @@ def test_engine_plan(path: Path, tmp_path: Path) -> None:
     for name, f in case["facts"].items():
         cas = {r: digest if d == "CA_DIGEST" else d for r, d in f["cas"].items()}
         facts[name] = EngineFacts(
-            name, f["config"], f["owned"], cas, f["systemctl"], f["node_id"], f["manager"], tuple(f.get("log_drivers", ()))
+            name,
+            f["config"],
+            f["owned"],
+            cas,
+            f["systemctl"],
+            f["node_id"],
+            f["manager"],
+            tuple(f.get("log_drivers", ())),
         )
     ca_files = {r.host: (digest, r.ca_file) for r in inv.registries.values() if r.ca_file is not None}
     nodes = None if case["nodes"] is None else tuple(node_view(n) for n in case["nodes"])
