@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from swarmctl.yamlfile import type_name
+
 # swarm mode refuses to run with live-restore (dockerd: "--live-restore daemon configuration is
 # incompatible with swarm mode")
 REFUSED = {
@@ -33,40 +35,22 @@ _LOG_DRIVER_RE = re.compile(r"^[a-z0-9][a-z0-9_./:-]*$")
 _HOST_PORT_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:]+\](:\d{1,5})?$")
 
 
-def _type(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "a number"
-    if isinstance(value, float):
-        return "a decimal number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
 def _string(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a string, not {_type(value)}")
+        raise ValueError(f"must be a string, not {type_name(value)}")
     return value
 
 
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {_type(value)}")
+        raise ValueError(f"must be true or false, not {type_name(value)}")
     return value
 
 
 def _integer(low: int, high: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number, not {_type(value)}")
+            raise ValueError(f"must be a whole number, not {type_name(value)}")
         if not low <= value <= high:
             raise ValueError(f"must be from {low} to {high}, not {value}")
         return value
@@ -77,7 +61,7 @@ def _integer(low: int, high: int) -> Callable[[Any], int]:
 def _list(item: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
     def check(value: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise ValueError(f"must be a list, not {_type(value)}")
+            raise ValueError(f"must be a list, not {type_name(value)}")
         out = []
         for i, v in enumerate(value):
             try:
@@ -138,31 +122,29 @@ def log_driver(value: Any) -> str:
     return text
 
 
-def string_map(value: Any) -> dict[str, str]:
-    """log-opts: dockerd takes strings only ("max-file": "3"); numbers are written as strings."""
+def _mapping(value: Any, convert: Callable[[Any], Any], expected: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ValueError(f"must be a mapping, not {_type(value)}")
+        raise ValueError(f"must be a mapping, not {type_name(value)}")
     out = {}
     for k, v in value.items():
         if not isinstance(k, str):
             raise ValueError(f"key {k!r} must be a string")
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise ValueError(f"{k}: must be a string, not {_type(v)}")
-        out[k] = str(v)
+        converted = convert(v)
+        if converted is None:
+            raise ValueError(f"{k}: must be {expected}, not {type_name(v)}")
+        out[k] = converted
     return out
+
+
+def string_map(value: Any) -> dict[str, str]:
+    """log-opts: dockerd takes strings only ("max-file": "3"); numbers are written as strings."""
+    return _mapping(
+        value, lambda v: None if isinstance(v, bool) or not isinstance(v, (str, int)) else str(v), "a string"
+    )
 
 
 def bool_map(value: Any) -> dict[str, bool]:
-    if not isinstance(value, dict):
-        raise ValueError(f"must be a mapping, not {_type(value)}")
-    out = {}
-    for k, v in value.items():
-        if not isinstance(k, str):
-            raise ValueError(f"key {k!r} must be a string")
-        if not isinstance(v, bool):
-            raise ValueError(f"{k}: must be true or false, not {_type(v)}")
-        out[k] = v
-    return out
+    return _mapping(value, lambda v: v if isinstance(v, bool) else None, "true or false")
 
 
 def address_pool(value: Any) -> dict[str, Any]:
