@@ -476,10 +476,11 @@ def bootstrap(
     plan = Plan(
         (*engines.plan.changes, *planned.plan.changes),
         tuple(dict.fromkeys((*engines.plan.warnings, *planned.plan.warnings))),
-        {**planned.plan.blocked, **engines.plan.blocked},
+        # a host preflight fails is named with preflight's reason (the engine read met the same wall)
+        {**engines.plan.blocked, **planned.plan.blocked},
     )
     report = Report(plan=plan, results=list(engines.results), warnings=list(plan.warnings))
-    report.failures = {**planned.plan.blocked, **engines.failures}
+    report.failures = {**engines.failures, **planned.plan.blocked}
     report.data.update(swarm_ready=False, nodes=0)
     m = planned.membership
     if plan_only or m.anchor is None:
