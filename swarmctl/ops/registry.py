@@ -142,6 +142,12 @@ def _reason(e: EngineError) -> str:
     return e.message.split(": ", 1)[-1]
 
 
+def _innermost(e: EngineError) -> str:
+    """The cause at the end of a Go error chain ("Get ...: dial tcp: lookup ...: connect: network is
+    unreachable" -> "network is unreachable")."""
+    return e.message.rsplit(": ", 1)[-1].strip() or _reason(e)
+
+
 @dataclass(frozen=True)
 class Resolved:
     image: str  # what to put in the spec: name:tag@digest, or the tag as it was
@@ -164,8 +170,8 @@ def resolve_image(engine: Engine, image: str, creds: Credentials) -> Resolved:
     except (NotFound, EngineError) as e:
         return Resolved(
             image,
-            warning=f"image {image} could not be accessed on a registry to record its digest ({_reason(e)}): each "
-            "node will access it independently, possibly running different versions of it",
+            warning=f"image {image} could not be accessed on a registry to record its digest ({registry_of(image)}: "
+            f"{_innermost(e)}): each node will access it independently, possibly running different versions of it",
         )
     digest = str((found.get("Descriptor") or {}).get("digest", ""))
     if not digest:

@@ -13,11 +13,11 @@ import pytest
 
 from bench.images import tiny_archive
 from swarmctl.compose.reference import registry_of, strip_digest
-from swarmctl.errors import InputError
+from swarmctl.errors import EngineError, InputError
 from swarmctl.facts.images import host_images, read_archive
 from swarmctl.facts.nodes import node_view, placement_allows
 from swarmctl.ops.images import changes_of, plan_push, split_sources
-from swarmctl.ops.registry import Credential, Resolved, choose_images, docker_config_auths
+from swarmctl.ops.registry import Credential, Credentials, Resolved, choose_images, docker_config_auths, resolve_image
 
 
 def test_an_archive_and_what_each_host_needs(tmp_path: Path) -> None:
@@ -129,3 +129,21 @@ def test_push_arguments_are_archives_or_image_names(tmp_path: Path, monkeypatch:
     )
     assert [str(p) for p in paths] == ["team/app", "x", "/abs/y", "z.tar", "a/b.tgz"]
     assert names == ["registry.example:5000/team/web:1", "busybox"]
+
+
+class _NoRegistry:
+    """An engine's answer to GET /distribution when the manager cannot reach the registry (the
+    message as dockerd 20.10 gave it on the lab, whose hosts have no route out)."""
+
+    def distribution(self, image: str, registry_auth: str | None = None) -> dict[str, str]:
+        raise EngineError(
+            "lab1",
+            f'look up {image} on its registry: Get "https://registry-1.docker.io/v2/": dial tcp: lookup '
+            "registry-1.docker.io on 10.255.255.53:53: dial udp 10.255.255.53:53: connect: network is unreachable",
+        )
+
+
+def test_an_image_no_registry_answers_for_is_sent_unpinned_with_the_short_reason() -> None:
+    got = resolve_image(_NoRegistry(), "swarmctl-lab/probe:py3", Credentials())  # type: ignore[arg-type]
+    assert got.image == "swarmctl-lab/probe:py3" and not got.digest
+    assert "(docker.io: network is unreachable)" in got.warning and "10.255.255.53" not in got.warning
