@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from swarmctl.errors import PrerequisiteError, TimeoutExpired
 from swarmctl.files import write_atomic
@@ -78,6 +79,15 @@ def binary(report: Notify = quiet) -> Path:
     return target / "usr" / "bin" / "docker-registry"
 
 
+def _usage(cert_sign: bool) -> Any:
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
 def make_tls(directory: Path, ip: str) -> Path:
     """A CA for the lab and a server certificate for ``ip`` signed by it; returns the CA file."""
     from cryptography import x509
@@ -88,11 +98,17 @@ def make_tls(directory: Path, ip: str) -> Path:
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarmctl lab registry CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    # Key identifiers and key usages as a strict verifier wants them (Python 3.13's default context
+    # sets VERIFY_X509_STRICT: "Missing Authority Key Identifier" without them)
     ca = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(cert_sign=True), critical=True)
+        .add_extension(ca_ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     key = ec.generate_private_key(ec.SECP256R1())
@@ -103,6 +119,10 @@ def make_tls(directory: Path, ip: str) -> Path:
         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     pem = serialization.Encoding.PEM
@@ -169,12 +189,12 @@ def start(
         try:
             with socket.create_connection((ip, PORT), timeout=1) as raw, context.wrap_socket(raw, server_hostname=ip):
                 break
-        except OSError:
+        except OSError as e:
             if time.monotonic() > deadline:
                 lines = (directory / "registry.log").read_text(errors="replace").strip().splitlines()
                 raise TimeoutExpired(
-                    f"the lab registry did not answer on {ip}:{PORT} within {timeout:g}s"
-                    + (f": {lines[-1][:300]}" if lines else "")
+                    f"the lab registry did not answer on {ip}:{PORT} within {timeout:g}s ({e})"
+                    + (f"; its log: {lines[-1][:300]}" if lines else "")
                 ) from None
             time.sleep(0.2)
     report(f"lab registry on {ip}:{PORT} (TLS, user {USER})")

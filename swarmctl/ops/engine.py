@@ -25,13 +25,13 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from swarmctl import daemon_config
 from swarmctl.errors import HostError, SwarmctlError
-from swarmctl.facts.nodes import NodeView, read_nodes
+from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Engine, Session
@@ -82,10 +82,13 @@ class EngineFacts:
     node_id: str  # "" when the engine is not a swarm node
     manager: bool
     log_drivers: tuple[str, ...] = ()  # the engine's logging drivers (`docker info`); () when unknown
+    swarm_state: str = ""  # the engine's LocalNodeState: inactive, pending, active, error, locked
 
     @property
     def in_swarm(self) -> bool:
-        return bool(self.node_id)
+        # a member between states (pending, error, locked) is a member all the same: restarted with
+        # the swarm's rules, never as a host outside it
+        return bool(self.node_id) or self.swarm_state not in ("", "inactive")
 
 
 def _decode(value: str, path: str) -> Mapping[str, Any] | None:
@@ -125,7 +128,9 @@ def read_host(session: Session, host: Host, registries: Iterable[str]) -> Engine
     owned = files.get(OWNED) or {}
     everything = session.engine(host).info()
     info = everything.get("Swarm") or {}
-    active = info.get("LocalNodeState") == "active"
+    swarm_state = str(info.get("LocalNodeState") or "")
+    active = swarm_state == "active"
+    member = swarm_state not in ("", "inactive")
     plugins = everything.get("Plugins") or {}
     return EngineFacts(
         host=host.name,
@@ -133,9 +138,10 @@ def read_host(session: Session, host: Host, registries: Iterable[str]) -> Engine
         owned=dict(owned.get("keys") or {}),
         cas=cas,
         systemctl=systemctl,
-        node_id=str(info.get("NodeID") or "") if active else "",
+        node_id=str(info.get("NodeID") or "") if member else "",
         manager=bool(info.get("ControlAvailable")) if active else False,
         log_drivers=tuple(str(d) for d in plugins.get("Log") or ()),
+        swarm_state=swarm_state,
     )
 
 
@@ -292,10 +298,16 @@ def plan_engine(inventory: Inventory, state: EngineState, force: bool = False) -
     blocked = dict(state.blocked)
     warnings: list[str] = []
     hosts: list[HostChange] = []
+    known_ids = {name: f.node_id for name, f in state.facts.items() if f.node_id}
+    nodes = match_hosts(inventory.hosts, state.nodes or (), known_ids)
     for host in inventory.hosts:
         f = state.facts.get(host.name)
         if f is None:
             continue
+        node = nodes.get(host.name)
+        if f.in_swarm and not f.manager and node is not None and node.is_manager:
+            # a manager that cannot say so itself now (not active): the swarm's node list can
+            f = replace(f, manager=True)
         try:
             change, host_warnings = plan_host(host, f, state.ca_files, force)
         except ValueError as e:
@@ -305,6 +317,8 @@ def plan_engine(inventory: Inventory, state: EngineState, force: bool = False) -
         if change.restart and not f.systemctl:
             blocked[host.name] = "its daemon.json changes, and dockerd is restarted with systemctl, which it lacks"
             continue
+        if change.restart and f.in_swarm and f.swarm_state not in ("", "active"):
+            warnings.append(f"{host.name}: its swarm state is {f.swarm_state}: restarted as a swarm member, alone")
         if change.changes or change.owned is not None:
             hosts.append(change)
     ordered = restart_order(hosts, state.nodes)

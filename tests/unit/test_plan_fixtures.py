@@ -109,6 +109,7 @@ def test_engine_plan(path: Path, tmp_path: Path) -> None:
             f["node_id"],
             f["manager"],
             tuple(f.get("log_drivers", ())),
+            f.get("swarm_state", "active" if f["node_id"] else "inactive"),
         )
     ca_files = {r.host: (digest, r.ca_file) for r in inv.registries.values() if r.ca_file is not None}
     nodes = None if case["nodes"] is None else tuple(node_view(n) for n in case["nodes"])
