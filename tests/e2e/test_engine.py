@@ -178,7 +178,7 @@ def test_an_engine_that_does_not_come_back_is_restored_and_stops_the_run(three_m
     with lab.docker("lab4") as api:
         assert api.ping()
     for name in ("lab1", "lab2", "lab3"):  # untouched
-        assert lab.daemon_json(name) == before_json[name] and lab.dockerd_pid(name) == before[name], name
+        assert lab.daemon_json(name) == before_json[name] and lab.dockerd_pid(name) == before[name], (name, str(run))
     assert "not changed: the run stopped at lab4" in run.stderr
 
     # back to no engine keys at all: what swarmctl set is removed everywhere
