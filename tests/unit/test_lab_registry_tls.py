@@ -32,9 +32,11 @@ def test_the_lab_registry_certificate_verifies_strictly(tmp_path: Path) -> None:
     thread.start()
     client_ctx = ssl.create_default_context(cafile=str(ca_file))
     client_ctx.verify_flags |= ssl.VERIFY_X509_STRICT
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            assert tls.recv(2) == b"ok"
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.recv(2) == b"ok"
     thread.join(timeout=5)
     listener.close()
     assert not errors
