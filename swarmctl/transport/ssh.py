@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 DEFAULT_PARALLEL = 16
+EOF_GRACE = 2.0  # seconds to wait for the output's EOF once the exit status came
 _KNOWN_HOSTS_LOCK = threading.Lock()
 
 T = TypeVar("T")
@@ -285,19 +286,25 @@ class Connection:
                 channel.sendall(input)
             channel.shutdown_write()
             fd = channel.fileno()
+            exited_at = 0.0
             while True:
                 while channel.recv_ready():
                     out += channel.recv(65536)
                 while channel.recv_stderr_ready():
                     err += channel.recv_stderr(65536)
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+                if channel.closed and drained:
                     break
-                if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
+                if channel.exit_status_ready() and drained:
+                    # sshd may send the exit status before the last of the output: read on until
+                    # the output's EOF, or a short grace (a daemon the command left may hold it open)
+                    exited_at = exited_at or time.monotonic()
+                    if channel.eof_received or time.monotonic() - exited_at > EOF_GRACE:
+                        break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise HostError(self.host.name, f"timed out after {timeout:g}s running: {_summary(shown)}")
-                select.select([fd], [], [], min(left, 1.0))
+                select.select([fd], [], [], min(left, 0.1 if exited_at else 1.0))
             rc = channel.recv_exit_status() if channel.exit_status_ready() else -1
         except (OSError, paramiko.SSHException, EOFError) as e:
             raise SSHError(self.host.name, f"connection lost running {_summary(shown)}: {e}") from e
