@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("bootstrap", "deploy", "verify", "rollout", "images")
+BENCHMARKS = ("bootstrap", "deploy", "verify", "rollout", "images", "recover")
 
 
 def main() -> int:

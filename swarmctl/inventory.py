@@ -19,6 +19,8 @@ Everything is checked before any connection is made; each mistake is reported as
       log-opts: {max-size: 10m, max-file: "3"}
     registries:                     # private registries: credentials (an encrypted secret), CA, insecure
       registry.example.com:5000: {username: ci, password_secret: registry-password, ca_file: ./ca.crt}
+    swarm:                          # swarm-wide settings bootstrap applies
+      autolock: true                # lock managers; the unlock key is kept encrypted in secrets/
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ AVAILABILITIES = ("active", "pause", "drain")
 HOST_KEY_POLICIES = ("reject", "accept-new")
 MAX_TIMEOUT = 600  # seconds: every wait has a deadline, and a deadline of hours is none
 
-TOP_KEYS = ("ssh", "hosts", "vars", "engine", "registries")
+TOP_KEYS = ("ssh", "hosts", "vars", "engine", "registries", "swarm")
+SWARM_KEYS = ("autolock",)
 SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "host_key_policy", "sudo", "connect_timeout")
 HOST_KEYS = ("address", "role", "labels", "availability", "ssh", "engine")
 REGISTRY_KEYS = ("username", "password_secret", "ca_file", "insecure")
@@ -117,6 +120,12 @@ class Inventory:
     registries: Mapping[str, Registry] = field(default_factory=lambda: MappingProxyType({}))
     # daemon.json keys the inventory names anywhere (with `engine:` blocks or insecure registries)
     engine_keys: frozenset[str] = frozenset()
+    autolock: bool | None = None  # swarm.autolock; None: leave the swarm's setting as it is
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where the inventory's encrypted secrets live (registry passwords, the unlock key)."""
+        return self.path.resolve().parent / "secrets"
 
     @property
     def managers(self) -> tuple[Host, ...]:
@@ -213,6 +222,7 @@ class _Validator:
             raise self.error("no manager: at least one host needs `role: manager`", hosts_line)
 
         variables = self.variables(top.get("vars"), top.line_of("vars")) if "vars" in top else {}
+        autolock = self.swarm_settings(top["swarm"], top.line_of("swarm")) if "swarm" in top else None
 
         warnings = []
         if len(managers) % 2 == 0:
@@ -227,7 +237,23 @@ class _Validator:
             warnings=tuple(warnings),
             registries=MappingProxyType(registries),
             engine_keys=frozenset(k for h in hosts for k in h.engine),
+            autolock=autolock,
         )
+
+    def swarm_settings(self, value: Any, line: int) -> bool | None:
+        """The `swarm:` block: ``autolock`` (a boolean) for now."""
+        if value is None:
+            return None
+        block = self.mapping(value, "swarm", line)
+        self.check_keys(block, SWARM_KEYS, "swarm")
+        if "autolock" not in block:
+            return None
+        autolock = block["autolock"]
+        if not isinstance(autolock, bool):
+            raise self.error(
+                f"swarm.autolock: expected true or false, got {type_name(autolock)}", block.line_of("autolock")
+            )
+        return autolock
 
     def engine(self, value: Any, where: str, line: int) -> dict[str, Any]:
         """An `engine:` block: daemon.json keys, each checked for its type (daemon_config)."""

@@ -83,11 +83,15 @@ def status(obj: Obj, as_json: bool) -> None:
         return
     for host, why in sorted(st.skipped.items()):
         warn(f"{host}: skipped ({why}); the swarm as {st.manager} sees it")
+    for host in st.locked:
+        warn(f"{host}: locked: run `swarmctl unlock`")
     rows = []
     for n in st.nodes:
         role = n.role + (" (leader)" if n.leader else "")
         labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())) or "-"
-        rows.append((st.names.get(n.id, "-"), n.hostname, role, n.state, n.availability, n.engine_version, labels))
+        name = st.names.get(n.id, "-")
+        state = "locked" if name in st.locked else n.state
+        rows.append((name, n.hostname, role, state, n.availability, n.engine_version, labels))
     click.echo(table(rows, ("NAME", "HOSTNAME", "ROLE", "STATE", "AVAILABILITY", "ENGINE", "LABELS")))
     click.echo()
     if st.services:

@@ -16,23 +16,27 @@ Join tokens stay in memory: never printed, logged or put in an error message.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from swarmctl.errors import HostError, Refused, TimeoutExpired
+from swarmctl.errors import EngineError, HostError, NotFound, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, preflight
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.inventory import Host, Inventory, majority
+from swarmctl.ops.autolock import AutolockState, apply_autolock, keyring, plan_autolock, read_autolock
 from swarmctl.ops.engine import BACK_TIMEOUT, configure_engines
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
+from swarmctl.secrets import load_key_if_any
 from swarmctl.transport.engine import Engine, Session
 
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 60.0
+REMOVE_TIMEOUT = 60.0  # a demoted manager leaves raft before its node can be removed
 POLL = 0.5
 
 # -- read ------------------------------------------------------------------------------------------
@@ -161,7 +165,7 @@ def plan_membership(
         if f is None:
             blocked = f"the swarm cannot be initialized: the first manager {first.name} failed preflight"
         elif f.swarm_state == "locked":
-            blocked = f"the swarm cannot be initialized: {first.name} is in a locked swarm"
+            blocked = f"the swarm cannot be initialized: {first.name} is locked: run `swarmctl unlock`"
         elif f.in_swarm and not force:
             errors[first.name] = _foreign(f)
             blocked = f"the swarm cannot be initialized: {first.name} is in another swarm"
@@ -185,7 +189,7 @@ def plan_membership(
         if f is None or host.name == init:
             continue
         if f.swarm_state == "locked":
-            errors[host.name] = "its swarm is locked (autolock): run `docker swarm unlock` on it first"
+            errors[host.name] = "locked: run `swarmctl unlock`"
         elif f.in_swarm:
             if cluster_nodes is not None and f.node_id in cluster_nodes:
                 members.append(host.name)
@@ -221,15 +225,35 @@ class NodePlan:
     removals: tuple[NodeView, ...]  # nodes to remove after their update (prune)
     warnings: tuple[str, ...] = ()
     refused: Mapping[str, str] = field(default_factory=dict)  # node -> why its demotion/removal is refused
+    stale: Mapping[str, str] = field(default_factory=dict)  # node ID -> the inventory host that replaced it
 
     @property
     def changes(self) -> list[Change]:
         out = [c for u in self.updates for c in u.changes]
-        return out + [removal_change(n) for n in self.removals]
+        return out + [removal_change(n, self.stale.get(n.id, "")) for n in self.removals]
 
 
-def removal_change(node: NodeView) -> Change:
+def removal_change(node: NodeView, replaced_by: str = "") -> Change:
+    if replaced_by:
+        return Change("node", node.label, "remove", detail=f"stale node {node.id[:12]} ({node.state}): "
+                      f"{replaced_by} is another node now")  # fmt: skip
     return Change("node", node.label, "remove", detail=f"node {node.id[:12]} (not in the inventory)")
+
+
+def is_gone(node: NodeView) -> bool:
+    """Down as far as the swarm can tell: not ready, and not a reachable manager (pure)."""
+    return not node.ready and not (node.is_manager and node.reachability == "reachable")
+
+
+def stale_owner(node: NodeView, members: Mapping[str, NodeView]) -> str:
+    """The inventory host a gone node was, when that host is another node now (same address or
+    hostname): proof that the node is stale (pure). "" when there is none."""
+    if not is_gone(node):
+        return ""
+    for host, other in members.items():
+        if other.id != node.id and (other.addr == node.addr or (node.hostname and other.hostname == node.hostname)):
+            return host
+    return ""
 
 
 def plan_nodes(
@@ -238,6 +262,7 @@ def plan_nodes(
     nodes: list[NodeView],
     prune: bool = False,
     claimed: frozenset[str] = frozenset(),
+    stale_ok: bool = True,
 ) -> NodePlan:
     """Roles, labels and availability the inventory asks for (pure).
 
@@ -246,6 +271,8 @@ def plan_nodes(
         nodes: every node of the swarm, as the anchor manager reports it.
         claimed: IDs of nodes that belong to inventory hosts left alone this time (unreachable,
             failed preflight): never treated as nodes the inventory does not name.
+        stale_ok: remove stale nodes (``stale_owner``) without ``prune``; False while an
+            inventory host cannot be checked.
     """
     promote: list[NodeUpdate] = []
     other: list[NodeUpdate] = []
@@ -284,25 +311,34 @@ def plan_nodes(
     known = {n.id for n in members.values()} | claimed
     warnings: list[str] = []
     removals: list[NodeView] = []
+    stale: dict[str, str] = {}
     for n in nodes:
         if n.id in known:
             continue
         what = f"{n.label} ({n.role}, {n.state}, id {n.id[:12]})"
-        if not prune:
+        owner = stale_owner(n, members)
+        if owner and not stale_ok:
+            warnings.append(f"node {what} is stale ({owner} is another node now): left alone while inventory hosts "
+                            "cannot be checked; run bootstrap again once they answer")  # fmt: skip
+            continue
+        if not prune and not owner:
             warnings.append(f"node {what} is in the swarm but not in the inventory: left alone (--prune removes it)")
             continue
+        why = f"stale: {owner} is another node now" if owner else "not in the inventory"
         spec = dict(n.spec)
         changes = []
         if n.role == "manager":
             spec["Role"] = "worker"
-            changes.append(Change("node", n.label, "demote", ("Role",), "to worker (not in the inventory)"))
+            changes.append(Change("node", n.label, "demote", ("Role",), f"to worker ({why})"))
         if n.availability != "drain" and n.state == "ready":
             spec["Availability"] = "drain"
-            changes.append(Change("node", n.label, "availability", ("Availability",), "drain (not in the inventory)"))
+            changes.append(Change("node", n.label, "availability", ("Availability",), f"drain ({why})"))
         if changes:
             demote.append(NodeUpdate(n.id, n.label, n.version, spec, tuple(changes)))
         removals.append(n)
-    return NodePlan(tuple(promote + other + demote), tuple(removals), tuple(warnings))
+        if owner:
+            stale[n.id] = owner
+    return NodePlan(tuple(promote + other + demote), tuple(removals), tuple(warnings), stale=stale)
 
 
 def guard_quorum(plan: NodePlan, nodes: list[NodeView], anchor_id: str) -> NodePlan:
@@ -350,7 +386,7 @@ def guard_quorum(plan: NodePlan, nodes: list[NodeView], anchor_id: str) -> NodeP
             refused[n.label] = f"refusing to remove {n.label}: it is the manager swarmctl works through"
             continue
         removals.append(n)
-    return NodePlan(tuple(updates), tuple(removals), plan.warnings, {**plan.refused, **refused})
+    return NodePlan(tuple(updates), tuple(removals), plan.warnings, {**plan.refused, **refused}, plan.stale)
 
 
 def joined_node(host: Host, role: str) -> NodeView:
@@ -371,13 +407,35 @@ def joined_node(host: Host, role: str) -> NodeView:
     )
 
 
-def membership_changes(inventory: Inventory, m: MembershipPlan) -> list[Change]:
+def stale_before_join(
+    inventory: Inventory, m: MembershipPlan, nodes: list[NodeView], facts: Mapping[str, HostFacts], taken: set[str]
+) -> dict[str, NodeView]:
+    """Hosts about to join whose earlier node is still listed, gone (a replaced machine): that node,
+    matched by the host's address, then hostname, among the nodes no member holds (pure)."""
+    joining = [inventory.host(n) for n, _ in m.join]
+    hostnames = {h.name: facts[h.name].hostname for h in joining if h.name in facts}
+    matched = match_hosts(joining, [n for n in nodes if n.id not in taken], hostnames=hostnames)
+    return {h: node for h, node in matched.items() if is_gone(node)}
+
+
+def stale_changes(host: str, node: NodeView) -> list[Change]:
+    what = f"its stale node {node.id[:12]} ({node.state})"
+    out = [Change("node", host, "demote", ("Role",), f"{what} to worker")] if node.is_manager else []
+    return [*out, Change("node", host, "remove", detail=f"{what}: {host} is a new engine")]
+
+
+def membership_changes(
+    inventory: Inventory, m: MembershipPlan, stale: Mapping[str, NodeView] | None = None
+) -> list[Change]:
     changes = []
     if m.init is not None:
         host = inventory.host(m.init)
         if m.init in m.leave:
             changes.append(Change("swarm", host.name, "leave", detail="its earlier swarm (--force)"))
         changes.append(Change("swarm", host.name, "init", detail=f"new swarm, advertising {host.address}"))
+    # stale nodes go first, so the manager count never grows past what the reachable ones carry
+    for name, node in (stale or {}).items():
+        changes += stale_changes(name, node)
     for name, role in m.join:
         if name in m.leave:
             changes.append(Change("swarm", name, "leave", detail="its earlier swarm"))
@@ -390,6 +448,7 @@ class BootstrapPlan:
     membership: MembershipPlan
     nodes: NodePlan
     plan: Plan
+    stale: Mapping[str, NodeView] = field(default_factory=dict)  # joining host -> its old node, removed first
 
 
 def claimed_nodes(state: BootstrapState, members: Mapping[str, NodeView], nodes: list[NodeView]) -> frozenset[str]:
@@ -397,7 +456,7 @@ def claimed_nodes(state: BootstrapState, members: Mapping[str, NodeView], nodes:
     or failed preflight still owns its node (matched by the ID it reported, else address, hostname)."""
     inv = state.inventory
     rest = [h for h in inv.hosts if h.name not in members]
-    ids = {n: f.node_id for n, f in state.facts.items() if n not in members}
+    ids = {n: f.node_id for n, f in state.facts.items() if n not in members and f.node_id}
     hostnames = {n: f.hostname for n, f in state.facts.items()}
     return frozenset(n.id for n in match_hosts(rest, nodes, ids, hostnames).values())
 
@@ -428,19 +487,27 @@ def plan_bootstrap(state: BootstrapState, force: bool = False, prune: bool = Fal
         nodes,
         known_ids={n: usable[n].node_id for n in m.members},
     )
+    stale = stale_before_join(inv, m, nodes, usable, {n.id for n in members.values()})
+    nodes = [n for n in nodes if n.id not in {s.id for s in stale.values()}]
+    warnings: list[str] = list(state.warnings)
+    if stale and state.blocked:
+        for name, node in stale.items():
+            warnings.append(f"{name}: its stale node {node.id[:12]} ({node.state}) is left in the swarm while "
+                            "inventory hosts cannot be checked; run bootstrap again once they answer")  # fmt: skip
+        stale = {}
     future = dict(members)
     if m.init is not None:
         future[m.init] = joined_node(inv.host(m.init), "manager")
     for name, role in m.join:
         future[name] = joined_node(inv.host(name), role)
-    node_plan = plan_nodes(inv, future, nodes, prune, claimed_nodes(state, future, nodes))
+    node_plan = plan_nodes(inv, future, nodes, prune, claimed_nodes(state, future, nodes), not state.blocked)
     anchor_id = future[m.anchor].id if m.anchor in future else ""
     newcomers = [future[n] for n in future if n not in members]
     node_plan = guard_quorum(node_plan, [*nodes, *newcomers], anchor_id)
-    changes = (*membership_changes(inv, m), *node_plan.changes) if m.anchor is not None else ()
-    warnings = (*state.warnings, *node_plan.warnings)
+    changes = (*membership_changes(inv, m, stale), *node_plan.changes) if m.anchor is not None else ()
+    warnings += node_plan.warnings
     blocked.update(node_plan.refused)
-    return BootstrapPlan(m, node_plan, Plan(tuple(changes), tuple(dict.fromkeys(warnings)), blocked))
+    return BootstrapPlan(m, node_plan, Plan(tuple(changes), tuple(dict.fromkeys(warnings)), blocked), stale)
 
 
 # -- apply -----------------------------------------------------------------------------------------
@@ -465,6 +532,9 @@ def bootstrap(
         A Report: what changed, warnings, and per-host failures (the caller decides the exit
         status); ``data``: ``swarm_ready`` (a swarm exists and its anchor answers), ``nodes``.
     """
+    inv = session.inventory
+    # autolock keeps the unlock key encrypted: without a secrets key, refuse before any change
+    keys = keyring() if inv.autolock else load_key_if_any(os.environ)
     if (force or prune) and not plan_only:
         plan_bootstrap(read_state(session), force, prune)  # its refusals come before any change
     engines = configure_engines(session, force, plan_only, notify, back_timeout=engine_timeout)
@@ -484,11 +554,16 @@ def bootstrap(
     report.data.update(swarm_ready=False, nodes=0)
     m = planned.membership
     if plan_only or m.anchor is None:
+        if m.anchor is not None:
+            fresh = AutolockState("", 0, {}, False, False)
+            al = fresh if m.init is not None else read_autolock(session.engine(m.anchor), inv, keys)
+            extra = plan_autolock(inv.autolock, al, m.anchor)
+            report.plan = replace(report.plan, changes=(*report.plan.changes, *extra))
         report.data["swarm_ready"] = m.anchor is not None and m.init is None
         report.data["nodes"] = len(state.nodes or ())
         return report
-    inv = session.inventory
-    anchor = session.engine(m.anchor)
+    anchor_name = m.anchor
+    anchor = session.engine(anchor_name)
     changes = {(c.kind, c.name, c.action): c for c in planned.plan.changes}
     known_ids = {name: state.facts[name].node_id for name in m.members}
     if m.init is not None:
@@ -507,6 +582,19 @@ def bootstrap(
         report.done(changes[("swarm", host.name, "init")], notify=notify)
     report.data["swarm_ready"] = True
 
+    for name, node in planned.stale.items():
+        try:
+            if node.is_manager:
+                spec = {**dict(node.spec), "Role": "worker"}
+                demote_gone(anchor, node.id, node.version, spec, what=f"{name}'s stale node")
+            remove_node(anchor, node.id, what=f"{name}'s stale node")
+        except HostError as e:
+            report.failures[name] = f"not joined: its stale node {node.id[:12]} could not be removed ({e.message})"
+            m = replace(m, join=tuple((n, r) for n, r in m.join if n != name))
+            continue
+        for c in stale_changes(name, node):
+            report.done(c, notify=notify)
+
     if m.join:
         joined = _join(session, anchor, m)
         for name, done in joined.items():
@@ -522,18 +610,21 @@ def bootstrap(
         try:
             _wait_registered(anchor, {known_ids[n] for n, _ in m.join if n in known_ids}, join_timeout)
         except TimeoutExpired as e:
-            report.failures[m.anchor] = str(e)
+            report.failures[anchor_name] = str(e)
             return report
 
     nodes = read_nodes(anchor)
     members = match_hosts([inv.host(n) for n in known_ids], nodes, known_ids=known_ids)
-    node_plan = plan_nodes(inv, members, nodes, prune, claimed_nodes(state, members, nodes))
-    node_plan = guard_quorum(node_plan, nodes, known_ids.get(m.anchor, ""))
+    node_plan = plan_nodes(inv, members, nodes, prune, claimed_nodes(state, members, nodes), not state.blocked)
+    node_plan = guard_quorum(node_plan, nodes, known_ids.get(anchor_name, ""))
     report.failures.update(node_plan.refused)
     report.warn(node_plan.warnings)
     for update in node_plan.updates:
         try:
-            anchor.update_node(update.node_id, update.version, dict(update.spec), what=update.host)
+            if update.node_id in node_plan.stale:
+                demote_gone(anchor, update.node_id, update.version, dict(update.spec), what=update.host)
+            else:
+                anchor.update_node(update.node_id, update.version, dict(update.spec), what=update.host)
         except HostError as e:
             report.failures[update.host] = e.message
             continue
@@ -541,13 +632,42 @@ def bootstrap(
             report.done(c, notify=notify)
     for node in node_plan.removals:
         try:
-            anchor.remove_node(node.id, force=True, what=node.label)
+            remove_node(anchor, node.id, what=node.label)
         except HostError as e:
             report.failures[node.label] = e.message
             continue
-        report.done(removal_change(node), notify=notify)
+        report.done(removal_change(node, node_plan.stale.get(node.id, "")), notify=notify)
     report.data["nodes"] = len(read_nodes(anchor)) if node_plan.removals else len(nodes)
+    al = read_autolock(anchor, inv, keys)
+    extra = plan_autolock(inv.autolock, al, anchor_name)
+    if extra:
+        report.plan = replace(report.plan, changes=(*report.plan.changes, *extra))
+        apply_autolock(anchor, inv, keys, al, extra, report, notify)
     return report
+
+
+def demote_gone(anchor: Engine, node_id: str, version: int, spec: Mapping[str, Any], what: str) -> None:
+    """Demote a gone manager before its removal. One the raft cluster no longer counts (after a
+    --force-new-cluster) cannot be demoted, and needs no demotion: its removal follows."""
+    try:
+        anchor.update_node(node_id, version, spec, what=what)
+    except NotFound as e:
+        if "raft memberlist" not in e.message:
+            raise
+
+
+def remove_node(anchor: Engine, node_id: str, what: str, timeout: float = REMOVE_TIMEOUT) -> None:
+    """Remove a node; a demoted manager is removable once raft let it go, so that is waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            anchor.remove_node(node_id, force=True, what=what)
+            return
+        except EngineError as e:
+            still_member = "raft" in e.message or "demoted" in e.message
+            if not still_member or time.monotonic() > deadline:
+                raise
+        time.sleep(POLL)
 
 
 def _join(session: Session, anchor: Engine, m: MembershipPlan) -> Any:

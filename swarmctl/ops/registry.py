@@ -98,7 +98,7 @@ def load_credentials(inventory: Inventory, images: Iterable[str], env: Mapping[s
     registries = {registry_of(i) for i in images}
     found: dict[str, Credential] = {}
     keys = KeySource(env)
-    directory = inventory.path.resolve().parent / "secrets"
+    directory = inventory.secrets_dir
     for name in sorted(registries):
         reg = inventory.registries.get(name)
         if reg is None or not reg.has_credentials:

@@ -8,6 +8,7 @@ from typing import Any
 
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.facts.services import ServiceView, read_services, service_view
+from swarmctl.ops.autolock import read_locks
 from swarmctl.transport.engine import Session
 
 
@@ -18,6 +19,7 @@ class ClusterStatus:
     services: tuple[ServiceView, ...]
     names: Mapping[str, str]  # node ID -> inventory host name
     skipped: Mapping[str, str]  # managers that did not answer before this one, and why
+    locked: tuple[str, ...] = ()  # inventory managers whose swarm is locked (autolock)
 
     def json(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ class ClusterStatus:
             ],
             "services": [s.json() for s in self.services],
             "skipped": [{"host": h, "error": e} for h, e in sorted(self.skipped.items())],
+            "locked": list(self.locked),
         }
 
 
@@ -49,4 +52,6 @@ def read_status(session: Session) -> ClusterStatus:
     names = {node.id: host for host, node in match_hosts(session.inventory.hosts, nodes).items()}
     services = sorted((service_view(s) for s in read_services(engine)), key=lambda s: s.name)
     nodes.sort(key=lambda n: (n.role != "manager", n.hostname))
-    return ClusterStatus(engine.name, tuple(nodes), tuple(services), names, dict(session.skipped))
+    # a locked manager is just "down" to the others: ask each manager itself
+    locked = read_locks(session).locked
+    return ClusterStatus(engine.name, tuple(nodes), tuple(services), names, dict(session.skipped), locked)

@@ -139,7 +139,9 @@ def translate(host: str, action: str) -> Iterator[None]:
         raise ImageNotFound(host, f"{action}: {explain(e)}") from e
     except docker.errors.APIError as e:
         cls = _BY_STATUS.get(e.status_code or 0, EngineError)
-        raise cls(host, f"{action}: {explain(e)}") from e
+        if "does not have a leader" in explain(e):  # 500 on Engine 20.10: no quorum is unavailability
+            cls = Unavailable
+        raise cls(host, f"{action}: {explain(e)}{_hint(explain(e))}") from e
     except requests.exceptions.Timeout as e:
         raise Unreachable(host, f"{action}: Docker Engine did not answer in time over SSH ({_short(e)})") from e
     except requests.exceptions.RequestException as e:
@@ -148,6 +150,19 @@ def translate(host: str, action: str) -> Iterator[None]:
         raise EngineError(host, f"{action}: {explain(e)}") from e
     except (OSError, urllib3.exceptions.HTTPError) as e:
         raise Unreachable(host, f"{action}: connection to the Docker Engine failed ({_short(e)})") from e
+
+
+def _hint(text: str) -> str:
+    """What to do about the engine errors whose own words do not say."""
+    lower = text.lower()
+    if "does not have a leader" in lower or "lost quorum" in lower:
+        return (
+            " (the managers have no quorum: bring the stopped managers back; if a majority is gone for good, "
+            "run `swarmctl recover`)"
+        )
+    if "swarm is encrypted and needs to be unlocked" in lower or "swarm is locked" in lower:
+        return " (locked: run `swarmctl unlock`)"
+    return ""
 
 
 def _short(e: BaseException) -> str:
@@ -270,9 +285,45 @@ class Engine:
     def inspect_swarm(self) -> dict[str, Any]:
         return dict(self._json("read the swarm", "GET", "/swarm"))
 
-    def init_swarm(self, advertise_addr: str, listen_addr: str) -> str:
-        body = {"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr}
-        return str(self._json("initialize the swarm", "POST", "/swarm/init", body=body, timeout=2 * DEFAULT_TIMEOUT))
+    def init_swarm(
+        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
+    ) -> str:
+        """Initialize a swarm here; ``force_new_cluster``: a one-manager swarm from this manager's raft state."""
+        body: dict[str, Any] = {"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr}
+        if force_new_cluster:
+            body["ForceNewCluster"] = True
+        if autolock:
+            body["AutoLockManagers"] = True
+        what = "force a new cluster from this manager's state" if force_new_cluster else "initialize the swarm"
+        return str(self._json(what, "POST", "/swarm/init", body=body, timeout=2 * DEFAULT_TIMEOUT))
+
+    def update_swarm(
+        self,
+        version: int,
+        spec: Mapping[str, Any],
+        rotate_worker_token: bool = False,
+        rotate_manager_token: bool = False,
+        rotate_unlock_key: bool = False,
+        what: str = "update the swarm",
+    ) -> None:
+        params = {
+            "version": version,
+            "rotateWorkerToken": str(rotate_worker_token).lower(),
+            "rotateManagerToken": str(rotate_manager_token).lower(),
+            "rotateManagerUnlockKey": str(rotate_unlock_key).lower(),
+        }
+        self._json(what, "POST", "/swarm/update", body=dict(spec), params=params)
+
+    def unlock_key(self) -> str:
+        """The swarm's current unlock key ("" when autolock is off). Never log or print it."""
+        return str((self._json("read the unlock key", "GET", "/swarm/unlockkey") or {}).get("UnlockKey") or "")
+
+    def unlock_swarm(self, key: str) -> None:
+        """Unlock this (locked) manager with ``key``; no error ever carries the key."""
+        try:
+            self._json("unlock the swarm", "POST", "/swarm/unlock", body={"UnlockKey": key})
+        except HostError as e:
+            raise type(e)(e.host, e.message.replace(key, "<unlock key>")) from None
 
     def join_swarm(self, remote_addrs: list[str], token: str, advertise_addr: str, listen_addr: str) -> None:
         body = {
@@ -504,8 +555,16 @@ class Session:
                 self.skipped = {r.split(": ", 1)[0]: r.split(": ", 1)[1] for r in reasons}
                 return engine
             state = swarm.get("LocalNodeState") or "unknown"
-            reasons.append(f"{host.name}: not a swarm manager (swarm state {state})")
-        raise ClusterError("no reachable swarm manager (" + "; ".join(reasons) + "); run `swarmctl bootstrap` first")
+            if state == "locked":
+                reasons.append(f"{host.name}: locked: run `swarmctl unlock`")
+            else:
+                reasons.append(f"{host.name}: not a swarm manager (swarm state {state})")
+        todo = (
+            "run `swarmctl unlock`"
+            if any(r.endswith("run `swarmctl unlock`") for r in reasons)
+            else "run `swarmctl bootstrap` first"
+        )
+        raise ClusterError("no reachable swarm manager (" + "; ".join(reasons) + f"); {todo}")
 
     def close(self) -> None:
         for engine in self._engines.values():

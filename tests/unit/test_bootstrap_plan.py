@@ -178,8 +178,13 @@ def test_extra_nodes_warned_or_pruned() -> None:
         node("X", "stray", "manager"),
     ]
     plan = plan_nodes(INV, members(nodes, m1="N1"), nodes)
-    assert len(plan.warnings) == 2 and all("--prune" in w for w in plan.warnings)
-    assert plan.removals == () and plan.updates == ()
+    # OLD is down and has m1's hostname while m1 is N1: stale, removed without --prune; X is a stranger
+    assert len(plan.warnings) == 1 and "stray" in plan.warnings[0] and "--prune" in plan.warnings[0]
+    assert [n.id for n in plan.removals] == ["OLD"] and plan.stale == {"OLD": "m1"} and plan.updates == ()
+    assert "stale node OLD (down): m1 is another node now" in plan.changes[-1].describe()
+    # while an inventory host cannot be checked, nothing is removed, stale or not
+    careful = plan_nodes(INV, members(nodes, m1="N1"), nodes, stale_ok=False)
+    assert careful.removals == () and careful.updates == () and len(careful.warnings) == 2
     pruned = plan_nodes(INV, members(nodes, m1="N1"), nodes, prune=True)
     assert {n.id for n in pruned.removals} == {"OLD", "X"}
     by_host = {u.node_id: u for u in pruned.updates}
