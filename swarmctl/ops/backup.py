@@ -269,11 +269,12 @@ def backup(
     conn = session.pool.connection(host)
     session.forget_engine(host)
     stopped_at = time.monotonic()
-    conn.run(["systemctl", "stop", "docker"], timeout=STOP_TIMEOUT).check("stop the engine")
-    report.done(stop, notify=notify)
     archive = b""
     failure: HostError | None = None
     try:
+        # inside the try: an engine stopped here is started again, even on Ctrl-C
+        conn.run(["systemctl", "stop", "docker"], timeout=STOP_TIMEOUT).check("stop the engine")
+        report.done(stop, notify=notify)
         res = conn.run(["sh", "-c", _ARCHIVE_SCRIPT, "archive", root], timeout=ARCHIVE_TIMEOUT)
         res.check("archive the swarm state")
         try:

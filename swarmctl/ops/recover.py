@@ -347,8 +347,8 @@ def recover(
 def _restore(session: Session, host: Host, root: str, archive: bytes) -> None:
     conn = session.pool.connection(host)
     session.forget_engine(host)
-    conn.run(["systemctl", "stop", "docker"], timeout=STOP_TIMEOUT).check("stop the engine")
     try:
+        conn.run(["systemctl", "stop", "docker"], timeout=STOP_TIMEOUT).check("stop the engine")
         conn.run(["sh", "-c", _RESTORE_SCRIPT, "restore", root], input=archive, timeout=STOP_TIMEOUT).check(
             "restore the backup's swarm state"
         )
