@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import HostError, Refused, TimeoutExpired, Unavailable
+from swarmctl.errors import HostError, Refused, TimeoutExpired, Unavailable, Unreachable
 from swarmctl.facts.host import SWARM_PORT
 from swarmctl.facts.services import read_services, service_view
 from swarmctl.inventory import Host, Inventory
@@ -43,6 +43,7 @@ from swarmctl.ops.bootstrap import bootstrap
 from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
 
+DEFAULT_ROOT = "/var/lib/docker"  # where a stopped engine's state is looked for (its data-root cannot be asked)
 SETTLE_TIMEOUT = 90.0  # the new cluster answering, the restored engine back
 CONVERGE_TIMEOUT = 600.0
 POLL = 1.0
@@ -107,10 +108,13 @@ def parse_raft(listing: str) -> Raft | None:
     return Raft(snap, wal, mtime) if seen else None
 
 
+STOPPED = "stopped"  # the host answers over SSH, its engine does not
+
+
 @dataclass(frozen=True)
 class HostState:
     name: str
-    state: str  # the engine's LocalNodeState: inactive | pending | active | error | locked
+    state: str  # the engine's LocalNodeState (inactive | pending | active | error | locked), or stopped
     node_id: str
     manager: bool  # ControlAvailable
     quorum: bool  # it lists the swarm's nodes
@@ -128,9 +132,15 @@ class RecoverState:
 def read_recover(session: Session) -> RecoverState:
     def one(host: Host) -> HostState:
         engine = session.engine(host)
-        info = engine.info()
+        conn = session.pool.connection(host)
+        try:
+            info = engine.info()
+        except Unreachable:
+            # SSH answers (or this raises), the engine does not: a stopped engine, and its state on disk
+            res = conn.run(["sh", "-c", _RAFT_SCRIPT, "raft", DEFAULT_ROOT], timeout=30).check("read the raft state")
+            return HostState(host.name, STOPPED, "", False, False, DEFAULT_ROOT, parse_raft(res.stdout))
         swarm = info.get("Swarm") or {}
-        root = str(info.get("DockerRootDir") or "/var/lib/docker")
+        root = str(info.get("DockerRootDir") or DEFAULT_ROOT)
         quorum = False
         if swarm.get("ControlAvailable"):
             try:
@@ -140,7 +150,7 @@ def read_recover(session: Session) -> RecoverState:
                 quorum = False
         raft = None
         if host.is_manager:
-            res = session.pool.connection(host).run(["sh", "-c", _RAFT_SCRIPT, "raft", root], timeout=30)
+            res = conn.run(["sh", "-c", _RAFT_SCRIPT, "raft", root], timeout=30)
             raft = parse_raft(res.check("read the raft state").stdout)
         return HostState(
             host.name,
@@ -192,6 +202,7 @@ class RecoverPlan:
     leave: tuple[str, ...]
     join: tuple[tuple[str, str], ...]  # (host, role) that bootstrap joins
     plan: Plan
+    start: tuple[str, ...] = ()  # hosts whose engine is started first (stopped, no swarm state)
 
 
 def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -> RecoverPlan:
@@ -224,6 +235,13 @@ def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -
         f"{n}: unreachable ({why}): left alone; run bootstrap once it answers"
         for n, why in sorted(state.unreachable.items())
     ]
+    holding = sorted(n for n, h in state.hosts.items() if h.state == STOPPED and h.raft is not None)
+    if holding:
+        raise Refused(
+            f"the engine of {', '.join(holding)} is stopped, and it holds raft state: start it first "
+            "(`systemctl start docker`): the swarm may regain its quorum by itself; run recover again if it does not"
+        )
+    stopped = [h.name for h in inv.hosts if (s := state.hosts.get(h.name)) is not None and s.state == STOPPED]
     if backup is not None:
         source = restore_target(inv, backup)
         detail = f"swarm {str(backup.get('swarm_id', ''))[:12]} at raft index {backup.get('raft_index')}"
@@ -247,7 +265,8 @@ def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -
         detail = f"the most recent raft state ({raft.describe()})"
         restore = []
         unlock = state.hosts[source].state == "locked"
-    changes = list(restore)
+    changes = [Change("node", n, "start", detail="its engine (no swarm state on it)") for n in stopped]
+    changes += restore
     if unlock:
         changes.append(Change("node", source, "unlock", detail="with the stored unlock key"))
     changes.append(Change("swarm", source, "force-new-cluster", detail=f"a one-manager swarm of {detail}"))
@@ -260,7 +279,7 @@ def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -
         # a worker still in the swarm reconnects to the new cluster by itself; any other state
         # belongs to the lost cluster (or to a backup's past)
         keeps = not host.is_manager and h.state == "active" and backup is None
-        if h.state != "inactive" and not keeps:
+        if h.state not in ("inactive", STOPPED) and not keeps:
             leave.append(host.name)
             changes.append(Change("swarm", host.name, "leave", detail="its state of the lost swarm (force)"))
         if not keeps:
@@ -270,7 +289,7 @@ def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -
                               "node removed first (bootstrap)"))  # fmt: skip
     changes.append(Change("swarm", "services", "wait", detail="until every service runs its tasks again"))
     return RecoverPlan(source, backup is not None, unlock, tuple(leave), tuple(join),
-                       Plan(tuple(changes), tuple(warnings)))  # fmt: skip
+                       Plan(tuple(changes), tuple(warnings)), tuple(stopped))  # fmt: skip
 
 
 # -- apply -----------------------------------------------------------------------------------------
@@ -302,6 +321,20 @@ def recover(
     changes = iter(planned.plan.changes)
     if planned.unlock:
         candidates = stored_keys(inv)  # read before anything changes
+
+    def start(h: Host) -> None:
+        session.forget_engine(h)
+        session.pool.connection(h).run(["systemctl", "start", "docker"], timeout=STOP_TIMEOUT).check("start the engine")
+        _wait_engine(session, h)
+
+    started = session.fan_out(start, [inv.host(n) for n in planned.start])
+    for name in planned.start:
+        change = next(changes)
+        err = started[name].error
+        if err is not None:
+            report.failed(change, err.message if isinstance(err, HostError) else str(err), name)
+        else:
+            report.done(change, notify=notify)
     if archive is not None:
         _restore(session, host, state.hosts[host.name].root, archive)
         for _ in range(3):
@@ -354,6 +387,10 @@ def _restore(session: Session, host: Host, root: str, archive: bytes) -> None:
         )
     finally:
         conn.run(["systemctl", "start", "docker"], timeout=STOP_TIMEOUT).check("start the engine")
+    _wait_engine(session, host)
+
+
+def _wait_engine(session: Session, host: Host) -> None:
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
         try:
@@ -361,7 +398,7 @@ def _restore(session: Session, host: Host, root: str, archive: bytes) -> None:
             return
         except HostError as e:
             if time.monotonic() > deadline:
-                raise HostError(host.name, f"the engine does not answer after the restore: {e.message}") from e
+                raise HostError(host.name, f"the engine does not answer after its start: {e.message}") from e
         time.sleep(POLL)
 
 

@@ -242,6 +242,17 @@ def test_recover_refuses_with_quorum_unreachable_managers_or_no_state() -> None:
     assert planned.source == "m1" and "w4: unreachable" in planned.plan.warnings[0]
 
 
+def test_stopped_engines_are_started_first_unless_they_hold_raft_state() -> None:
+    st = recover_state({"m1": hs("m1", raft=Raft(5, 5, 5)), "m2": hs("m2", "stopped", manager=False),
+                        "m3": hs("m3", "stopped", manager=False), "w4": hs("w4", manager=False)})  # fmt: skip
+    planned = plan_recover(st)
+    assert steps(planned)[:3] == [("start", "m2"), ("start", "m3"), ("force-new-cluster", "m1")]
+    assert planned.start == ("m2", "m3") and planned.leave == ()
+    holding = recover_state({**st.hosts, "m2": hs("m2", "stopped", manager=False, raft=Raft(9, 9, 9))})
+    with pytest.raises(Refused, match="m2 is stopped, and it holds raft state: start it first"):
+        plan_recover(holding)
+
+
 def test_recover_from_a_backup_restores_where_it_was_taken() -> None:
     fresh = {n: hs(n, "inactive", manager=False) for n in ("m1", "m2", "m3", "w4")}
     backup = {"swarm_id": "SWARM1234567890", "raft_index": 42, "host": "m2", "address": "10.0.0.2", "autolock": False}
