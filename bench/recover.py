@@ -79,7 +79,7 @@ def main() -> None:
     swarmctl = [sys.executable, "-m", "swarmctl"]
     rows = []
     try:
-        spec = labhosts.plan_lab(LAB_DIR, 4, 3)
+        spec = labhosts.plan_lab(LAB_DIR, 3 if args.smoke else 4, 3)
 
         def load(s: labhosts.LabSpec) -> dict[str, str]:
             images.load_into_hosts(s, images.ensure_bundle())

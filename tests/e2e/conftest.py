@@ -35,10 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # again within seconds ("node ... is unknown to memberlist"), and embedded DNS on those nodes
     # then answers wrongly for a long while - verify reports exactly that. The stack tests share
     # one swarm made once; the churning bootstrap tests come after them.
-    # Tests that take the lab down and bring it up again come last of all.
-    items.sort(
-        key=lambda item: (item.get_closest_marker("churn") is not None, item.get_closest_marker("relab") is not None)
-    )
+    items.sort(key=lambda item: item.get_closest_marker("churn") is not None)
 
 
 @dataclass
