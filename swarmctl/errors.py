@@ -108,6 +108,11 @@ class Unreachable(EngineError):
     """The engine did not answer: the SSH channel or `docker system dial-stdio` broke or timed out."""
 
 
+def message_of(e: BaseException) -> str:
+    """What went wrong, for a message that names the host apart: a HostError's own message, else the error's text."""
+    return e.message if isinstance(e, HostError) else str(e)
+
+
 class HostsFailed(SwarmctlError):
     """One aggregate error naming every host that failed and why."""
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import EngineError, HostError, InputError, Refused, TimeoutExpired
+from swarmctl.errors import EngineError, HostError, InputError, Refused, TimeoutExpired, message_of
 from swarmctl.files import write_atomic
 from swarmctl.inventory import Host, Inventory
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
@@ -212,9 +212,7 @@ def read_locks(session: Session, hosts: tuple[Host, ...] | None = None) -> LockS
 
     seen = session.fan_out(one, hosts)
     states = {n: str(o.value) for n, o in seen.items() if o.value is not None}
-    unreachable = {
-        n: (o.error.message if isinstance(o.error, HostError) else str(o.error)) for n, o in seen.items() if o.error
-    }
+    unreachable = {n: message_of(o.error) for n, o in seen.items() if o.error}
     locked = tuple(h.name for h in hosts if states.get(h.name) == "locked")
     return LockState(locked, states, unreachable)
 
@@ -246,7 +244,7 @@ def unlock(
         outcome = done[change.name]
         if outcome.error is not None:
             err = outcome.error
-            report.failed(change, err.message if isinstance(err, HostError) else str(err))
+            report.failed(change, message_of(err))
         else:
             report.done(change, outcome.seconds, notify=notify)
     return report

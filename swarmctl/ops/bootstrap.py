@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from swarmctl.errors import EngineError, HostError, NotFound, Refused, TimeoutExpired
+from swarmctl.errors import EngineError, HostError, NotFound, Refused, TimeoutExpired, message_of
 from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, preflight
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.inventory import Host, Inventory, majority
@@ -64,15 +64,11 @@ class BootstrapState:
         return {n: f for n, f in self.facts.items() if n in self.ready}
 
 
-def _message(e: BaseException) -> str:
-    return e.message if isinstance(e, HostError) else str(e)
-
-
 def read_state(session: Session) -> BootstrapState:
     """Preflight every host (in parallel) and read the swarm's nodes through the anchor manager."""
     inv = session.inventory
     checked = preflight(session, inv.hosts)
-    blocked: dict[str, str] = {name: _message(o.error) for name, o in checked.items() if o.error is not None}
+    blocked: dict[str, str] = {name: message_of(o.error) for name, o in checked.items() if o.error is not None}
     unreachable = set(blocked)
     facts: dict[str, HostFacts] = {}
     for name, o in checked.items():
@@ -600,7 +596,7 @@ def bootstrap(
         for name, done in joined.items():
             role = dict(m.join)[name]
             if done.error is not None:
-                report.failures[name] = _message(done.error)
+                report.failures[name] = message_of(done.error)
                 continue
             assert done.value is not None
             known_ids[name] = done.value

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmctl import daemon_config
-from swarmctl.errors import HostError, SwarmctlError
+from swarmctl.errors import HostError, SwarmctlError, message_of
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
@@ -163,7 +163,7 @@ def read_state(session: Session, hosts: Iterable[Host] | None = None) -> EngineS
     wanted = list(inv.hosts if hosts is None else hosts)
     outcomes = session.fan_out(lambda h: read_host(session, h, sorted(ca_files)), wanted)
     facts = {n: o.value for n, o in outcomes.items() if o.value is not None}
-    blocked = {n: _message(o.error) for n, o in outcomes.items() if o.error is not None}
+    blocked = {n: message_of(o.error) for n, o in outcomes.items() if o.error is not None}
     nodes = None
     for name, f in facts.items():
         if f.manager:
@@ -173,10 +173,6 @@ def read_state(session: Session, hosts: Iterable[Host] | None = None) -> EngineS
             except HostError as e:
                 log.info("%s: cannot list nodes: %s", name, e.message)
     return EngineState(facts, blocked, nodes, ca_files)
-
-
-def _message(e: BaseException) -> str:
-    return e.message if isinstance(e, HostError) else str(e)
 
 
 # -- plan (pure) -----------------------------------------------------------------------------------
@@ -482,7 +478,7 @@ def apply_engine(
     for change in quiet_hosts:
         o = outcomes[change.host]
         if o.error is not None:
-            report.failures[change.host] = _message(o.error)
+            report.failures[change.host] = message_of(o.error)
         else:
             for c in change.changes:
                 report.done(c, notify=notify)
@@ -526,7 +522,7 @@ def apply_engine(
         for change in batch:
             o = outcomes[change.host]
             if o.error is not None:
-                report.failures[change.host] = _message(o.error)
+                report.failures[change.host] = message_of(o.error)
                 failed = True
             else:
                 for c in change.changes:

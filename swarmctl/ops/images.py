@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import HostError, InputError, PrerequisiteError
+from swarmctl.errors import HostError, InputError, PrerequisiteError, message_of
 from swarmctl.facts.images import Archive, HostImages, host_images, read_archive
 from swarmctl.inventory import Host
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
@@ -199,7 +199,7 @@ def push_images(
         {"result": loaded | tagged | present | failed, "bytes", "seconds"}.
     """
     listed = session.fan_out(lambda h: host_images(session.engine(h).images()), hosts)
-    failures = {n: _message(o.error) for n, o in listed.items() if o.error is not None}
+    failures = {n: message_of(o.error) for n, o in listed.items() if o.error is not None}
     have = {h.name: listed[h.name].value for h in hosts if listed[h.name].value is not None}
     pushes = plan_push(archives, {n: v for n, v in have.items() if v is not None})
     plan = Plan(tuple(changes_of(pushes)), (), failures)
@@ -220,7 +220,7 @@ def push_images(
     for p in todo:
         o = outcomes[p.host]
         if o.error is not None:
-            report.failures[p.host] = _message(o.error)
+            report.failures[p.host] = message_of(o.error)
             summary[p.host] = {"result": "failed", "bytes": transfer.sent.get(p.host, 0), "seconds": o.seconds}
             continue
         for c in changes_of([p]):
@@ -230,10 +230,6 @@ def push_images(
     report.data["hosts"] = summary
     report.data["seconds"] = round(time.monotonic() - t0, 2)
     return report
-
-
-def _message(e: BaseException) -> str:
-    return e.message if isinstance(e, HostError) else str(e)
 
 
 # -- which host has which image -------------------------------------------------------------------

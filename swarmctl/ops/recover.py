@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import HostError, Refused, TimeoutExpired, Unavailable, Unreachable
+from swarmctl.errors import HostError, Refused, TimeoutExpired, Unavailable, Unreachable, message_of
 from swarmctl.facts.host import SWARM_PORT
 from swarmctl.facts.services import read_services, service_view
 from swarmctl.inventory import Host, Inventory
@@ -164,9 +164,7 @@ def read_recover(session: Session) -> RecoverState:
 
     seen = session.fan_out(one)
     hosts = {n: o.value for n, o in seen.items() if o.value is not None}
-    unreachable = {
-        n: (o.error.message if isinstance(o.error, HostError) else str(o.error)) for n, o in seen.items() if o.error
-    }
+    unreachable = {n: message_of(o.error) for n, o in seen.items() if o.error}
     return RecoverState(session.inventory, hosts, unreachable)
 
 
@@ -332,7 +330,7 @@ def recover(
         change = next(changes)
         err = started[name].error
         if err is not None:
-            report.failed(change, err.message if isinstance(err, HostError) else str(err), name)
+            report.failed(change, message_of(err), name)
         else:
             report.done(change, notify=notify)
     if archive is not None:
@@ -357,7 +355,7 @@ def recover(
         change = next(changes)
         err = left[name].error
         if err is not None:
-            report.failed(change, err.message if isinstance(err, HostError) else str(err), name)
+            report.failed(change, message_of(err), name)
         else:
             report.done(change, notify=notify)
 
