@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarmctl.errors import message_of
+
 Notify = Callable[[str], None]
 
 
@@ -128,6 +130,14 @@ class Report:
     def failed(self, change: Change, why: str, host: str | None = None) -> None:
         self.results.append(Result(change, FAILED, why))
         self.failures[host or change.name] = why
+
+    def record(self, change: Change, error: BaseException | None, seconds: float = 0.0, host: str | None = None,
+               notify: Notify = quiet) -> None:  # fmt: skip
+        """``done`` or ``failed`` (with the error's text), by how applying the change ended."""
+        if error is None:
+            self.done(change, seconds, notify)
+        else:
+            self.failed(change, message_of(error), host)
 
     def warn(self, messages: Iterable[str]) -> None:
         for m in messages:

@@ -241,12 +241,7 @@ def unlock(
 
     done = session.fan_out(one, [session.inventory.host(n) for n in state.locked])
     for change in plan.changes:
-        outcome = done[change.name]
-        if outcome.error is not None:
-            err = outcome.error
-            report.failed(change, message_of(err))
-        else:
-            report.done(change, outcome.seconds, notify=notify)
+        report.record(change, done[change.name].error, done[change.name].seconds, notify=notify)
     return report
 
 

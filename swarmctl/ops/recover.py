@@ -327,12 +327,7 @@ def recover(
 
     started = session.fan_out(start, [inv.host(n) for n in planned.start])
     for name in planned.start:
-        change = next(changes)
-        err = started[name].error
-        if err is not None:
-            report.failed(change, message_of(err), name)
-        else:
-            report.done(change, notify=notify)
+        report.record(next(changes), started[name].error, host=name, notify=notify)
     if archive is not None:
         _restore(session, host, state.hosts[host.name].root, archive)
         for _ in range(3):
@@ -352,12 +347,7 @@ def recover(
 
     left = session.fan_out(leave, [inv.host(n) for n in planned.leave])
     for name in planned.leave:
-        change = next(changes)
-        err = left[name].error
-        if err is not None:
-            report.failed(change, message_of(err), name)
-        else:
-            report.done(change, notify=notify)
+        report.record(next(changes), left[name].error, host=name, notify=notify)
 
     joined = bootstrap(session, notify=notify)
     report.warn(joined.warnings)
