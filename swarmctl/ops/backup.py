@@ -36,7 +36,7 @@ from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.files import write_atomic
 from swarmctl.inventory import Inventory, majority
 from swarmctl.ops.autolock import keyring
-from swarmctl.ops.engine import BACK_TIMEOUT, HostChange, quorum_refusal, wait_back
+from swarmctl.ops.engine import BACK_TIMEOUT, HostChange, quorum_refusal, systemctl_docker, wait_back
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.secrets import Keyring, decrypt, encrypt
 from swarmctl.transport.engine import Session
@@ -267,13 +267,12 @@ def backup(
     path = output or default_output(data["swarm_id"], now)
     stop, archive_step, start = planned.plan.changes
     conn = session.pool.connection(host)
-    session.forget_engine(host)
     stopped_at = time.monotonic()
     archive = b""
     failure: HostError | None = None
     try:
         # inside the try: an engine stopped here is started again, even on Ctrl-C
-        conn.run(["systemctl", "stop", "docker"], timeout=STOP_TIMEOUT).check("stop the engine")
+        systemctl_docker(session, host, "stop", STOP_TIMEOUT)
         report.done(stop, notify=notify)
         res = conn.run(["sh", "-c", _ARCHIVE_SCRIPT, "archive", root], timeout=ARCHIVE_TIMEOUT)
         res.check("archive the swarm state")
@@ -287,7 +286,7 @@ def backup(
         report.failed(archive_step, e.message, host.name)
     finally:
         # the engine runs again whatever happened above
-        conn.run(["systemctl", "start", "docker"], timeout=STOP_TIMEOUT).check("start the engine again")
+        systemctl_docker(session, host, "start", STOP_TIMEOUT, "start the engine again")
     others = [m.name for m in session.inventory.managers if m.name != host.name]
     change = HostChange(host.name, None, None, (), (), True, in_swarm=True, manager=True)
     wait_back(session, host, change, others, back_timeout)

@@ -372,10 +372,14 @@ def dockerd_error(session: Session, host: Host) -> str:
     return lines[-1].strip()[-300:] if lines else ""
 
 
-def _restart(session: Session, host: Host) -> None:
-    conn = session.pool.connection(host)
+def systemctl_docker(
+    session: Session, host: Host, action: str, timeout: float = RESTART_TIMEOUT, what: str = ""
+) -> None:
+    """``systemctl ACTION docker`` on the host (start | stop | restart). The host's API channels are
+    dropped first: they end with the engine, and the next call opens new ones."""
     session.forget_engine(host)
-    conn.run(["systemctl", "restart", "docker"], timeout=RESTART_TIMEOUT).check("restart the engine")
+    conn = session.pool.connection(host)
+    conn.run(["systemctl", action, "docker"], timeout=timeout).check(what or f"{action} the engine")
 
 
 def wait_back(
@@ -510,7 +514,7 @@ def apply_engine(
             change = _change_of(planned, host.name)
             _write_files(session, host, change, ca_files, record=False)
             try:
-                _restart(session, host)
+                systemctl_docker(session, host, "restart")
                 wait_back(session, host, change, [m for m in managers if m != host.name], back_timeout)
             except HostError as e:
                 raise HostError(host.name, _restore(session, host, change, e, back_timeout)) from None
@@ -551,7 +555,7 @@ def _restore(session: Session, host: Host, change: HostChange, error: HostError,
     conn = session.pool.connection(host)
     try:
         conn.run(["sh", "-c", _RESTORE_SCRIPT, "restore", PREVIOUS, CONFIG]).check("restore the previous daemon.json")
-        _restart(session, host)
+        systemctl_docker(session, host, "restart")
         wait_back(session, host, change, [m.name for m in session.inventory.managers if m.name != host.name], timeout)
         back = "its previous daemon.json was restored and the engine runs again"
     except HostError as e:

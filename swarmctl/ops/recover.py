@@ -40,6 +40,7 @@ from swarmctl.inventory import Host, Inventory
 from swarmctl.ops.autolock import keyring, stored_keys, unlock_with, wait_active
 from swarmctl.ops.backup import STOP_TIMEOUT, open_backup
 from swarmctl.ops.bootstrap import bootstrap
+from swarmctl.ops.engine import systemctl_docker
 from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
 
@@ -321,8 +322,7 @@ def recover(
         candidates = stored_keys(inv)  # read before anything changes
 
     def start(h: Host) -> None:
-        session.forget_engine(h)
-        session.pool.connection(h).run(["systemctl", "start", "docker"], timeout=STOP_TIMEOUT).check("start the engine")
+        systemctl_docker(session, h, "start", STOP_TIMEOUT)
         _wait_engine(session, h)
 
     started = session.fan_out(start, [inv.host(n) for n in planned.start])
@@ -367,14 +367,13 @@ def recover(
 
 def _restore(session: Session, host: Host, root: str, archive: bytes) -> None:
     conn = session.pool.connection(host)
-    session.forget_engine(host)
     try:
-        conn.run(["systemctl", "stop", "docker"], timeout=STOP_TIMEOUT).check("stop the engine")
+        systemctl_docker(session, host, "stop", STOP_TIMEOUT)
         conn.run(["sh", "-c", _RESTORE_SCRIPT, "restore", root], input=archive, timeout=STOP_TIMEOUT).check(
             "restore the backup's swarm state"
         )
     finally:
-        conn.run(["systemctl", "start", "docker"], timeout=STOP_TIMEOUT).check("start the engine")
+        systemctl_docker(session, host, "start", STOP_TIMEOUT)
     _wait_engine(session, host)
 
 
