@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from swarmctl.cli.app import Obj, cli, common_options, json_option, load_inventory, plan_option
-from swarmctl.cli.render import emit_json, notifier, render_plan, render_warnings, say, table
+from swarmctl.cli.render import emit_json, notifier, render_warnings, say, show_plan, table
 
 
 def _finish(report: Any, action: str, as_json: bool, done: str) -> None:
@@ -116,10 +116,7 @@ def unlock(obj: Obj, plan_only: bool, as_json: bool) -> None:
 def _plan(report: Any, as_json: bool, nothing: str) -> None:
     from swarmctl.errors import HostsFailed
 
-    if as_json:
-        emit_json(report.plan.json())
-    else:
-        render_plan(report.plan, nothing)
+    show_plan(report.plan, as_json, nothing)
     if report.plan.blocked:
         raise HostsFailed("plan", report.plan.blocked)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from swarmctl.cli.app import Obj, cli, common_options, json_option, load_inventory, plan_option
-from swarmctl.cli.render import emit_json, notifier, render_plan, say, table
+from swarmctl.cli.render import emit_json, notifier, say, show_plan, table
 
 
 @cli.group()
@@ -41,10 +41,7 @@ def images_push(obj: Obj, sources: tuple[str, ...], host_list: str, plan_only: b
         hosts = hosts_named(session, host_list.split(","))
         report = push_images(session, archives, hosts, plan_only=plan_only, notify=notifier(as_json))
     if plan_only:
-        if as_json:
-            emit_json(report.plan.json())
-        else:
-            render_plan(report.plan, "nothing to push: every host has every image")
+        show_plan(report.plan, as_json, "nothing to push: every host has every image")
     elif as_json:
         emit_json(report.json())
     else:

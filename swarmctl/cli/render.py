@@ -58,6 +58,14 @@ def render_plan(plan: Any, nothing: str) -> None:
         warn(w)
 
 
+def show_plan(plan: Any, as_json: bool, nothing: str) -> None:
+    """``--plan``: the plan as JSON (``--json``) or rendered (``render_plan``)."""
+    if as_json:
+        emit_json(plan.json())
+    else:
+        render_plan(plan, nothing)
+
+
 def render_warnings(warnings: Iterable[str]) -> None:
     for w in warnings:
         warn(w)

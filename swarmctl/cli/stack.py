@@ -15,9 +15,9 @@ from swarmctl.cli.render import (
     notifier,
     progress_callback,
     render_checks,
-    render_plan,
     render_warnings,
     say,
+    show_plan,
     table,
 )
 from swarmctl.errors import ClusterError, InputError
@@ -110,10 +110,7 @@ def deploy(
             render_rollout(e.results, as_json, error=str(e))
             raise
     if plan_only:
-        if as_json:
-            emit_json(report.plan.json())
-        else:
-            render_plan(report.plan, f"no changes: stack {name} matches its files")
+        show_plan(report.plan, as_json, f"no changes: stack {name} matches its files")
         return
     verified = report.data.get("verify")
     if as_json:
@@ -277,10 +274,7 @@ def update(
             render_rollout(e.results, as_json, error=str(e))
             raise
     if plan_only:
-        if as_json:
-            emit_json(report.plan.json())
-        else:
-            render_plan(report.plan, f"nothing to update in stack {name}")
+        show_plan(report.plan, as_json, f"nothing to update in stack {name}")
         return
     if as_json:
         emit_json(report.json())

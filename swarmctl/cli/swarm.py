@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from swarmctl.cli.app import Obj, cli, common_options, json_option, load_inventory, plan_option
-from swarmctl.cli.render import emit_json, notifier, render_plan, render_warnings, say, table, warn
+from swarmctl.cli.render import emit_json, notifier, render_warnings, say, show_plan, table, warn
 
 
 @cli.command()
@@ -40,10 +40,7 @@ def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_on
     with Session(inv) as session:
         report = run_bootstrap(session, force=force, prune=prune, plan_only=plan_only, notify=notifier(as_json))
     if plan_only:
-        if as_json:
-            emit_json(report.plan.json())
-        else:
-            render_plan(report.plan, f"nothing to do: the swarm already matches {inv.path}")
+        show_plan(report.plan, as_json, f"nothing to do: the swarm already matches {inv.path}")
         if report.failures:
             raise HostsFailed("bootstrap --plan", report.failures)
         return
