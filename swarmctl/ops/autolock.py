@@ -101,14 +101,14 @@ def save_keys(inventory: Inventory, keys: Keyring, stored: UnlockKeys) -> Path:
     return path
 
 
-def keyring(env: Mapping[str, str] | None = None) -> Keyring:
-    """The secrets key that encrypts the unlock key.
+def keyring(source: KeySource | None = None) -> Keyring:
+    """The secrets key that encrypts the unlock key (from ``source``, else the environment's).
 
     Raises:
         InputError: there is none; says how to make one.
     """
     try:
-        return KeySource(os.environ if env is None else env).required()
+        return (source or KeySource(os.environ)).required()
     except InputError as e:
         raise InputError(f"autolock keeps the unlock key encrypted with the secrets key: {e}") from None
 
@@ -125,13 +125,16 @@ class AutolockState:
     key_stored: bool  # the swarm's current unlock key is the store's current one
 
 
-def read_autolock(engine: Engine, inventory: Inventory, keys: Keyring | None) -> AutolockState:
+def read_autolock(engine: Engine, inventory: Inventory, keys: KeySource) -> AutolockState:
+    """The swarm's autolock setting, and whether the store holds its key; the secrets key is only
+    loaded when autolock is on (without one, the store cannot be checked: taken as stored)."""
     swarm = engine.inspect_swarm()
     spec = dict(swarm.get("Spec") or {})
     enabled = bool((spec.get("EncryptionConfig") or {}).get("AutoLockManagers"))
     stored = True
-    if enabled and keys is not None:
-        stored = load_keys(inventory, keys).current == engine.unlock_key()
+    ring = keys.optional() if enabled else None
+    if ring is not None:
+        stored = load_keys(inventory, ring).current == engine.unlock_key()
     return AutolockState(
         str(swarm.get("ID", "")), int((swarm.get("Version") or {}).get("Index", 0)), spec, enabled, stored
     )
@@ -161,14 +164,14 @@ def plan_autolock(wanted: bool | None, state: AutolockState, anchor: str) -> lis
 def apply_autolock(
     engine: Engine,
     inventory: Inventory,
-    keys: Keyring | None,
+    keys: KeySource,
     state: AutolockState,
     changes: list[Change],
     report: Report,
     notify: Notify = quiet,
 ) -> None:
     """Apply ``plan_autolock``'s changes: the setting, then the key read and stored at once
-    (``keys`` is None only when autolock goes off and no secrets key exists: nothing is stored)."""
+    (autolock off without any secrets key: there is no store to retire the key in)."""
     for change in changes:
         try:
             if change.action == "update":
@@ -176,17 +179,17 @@ def apply_autolock(
                 spec: dict[str, Any] = dict(state.spec)
                 spec["EncryptionConfig"] = {**dict(spec.get("EncryptionConfig") or {}), "AutoLockManagers": on}
                 engine.update_swarm(state.version, spec, what=f"turn autolock {'on' if on else 'off'}")
-                if not on and keys is not None:
-                    stored = load_keys(inventory, keys)
+                ring = keys.optional()
+                if not on and ring is not None:
+                    stored = load_keys(inventory, ring)
                     if stored.current:
-                        save_keys(inventory, keys, stored.retire_current())
+                        save_keys(inventory, ring, stored.retire_current())
             else:
-                if keys is None:
-                    raise InputError("autolock keeps the unlock key encrypted with the secrets key, and there is none")
+                ring = keyring(keys)
                 key = engine.unlock_key()
                 if not key:
                     raise HostError(engine.name, "the swarm reports no unlock key although autolock is on")
-                save_keys(inventory, keys, load_keys(inventory, keys).with_current(key, state.swarm_id))
+                save_keys(inventory, ring, load_keys(inventory, ring).with_current(key, state.swarm_id))
         except HostError as e:
             report.failed(change, e.message, engine.name)
             return
@@ -307,9 +310,10 @@ def rotate_unlock_key(session: Session, notify: Notify = quiet, timeout: float =
         Refused: autolock is off.
     """
     inv = session.inventory
-    keys = keyring()
+    source = KeySource(os.environ)
+    keys = keyring(source)
     engine = session.manager()
-    state = read_autolock(engine, inv, keys)
+    state = read_autolock(engine, inv, source)
     if not state.enabled:
         raise Refused(
             "autolock is off: there is no unlock key to rotate (turn it on with `swarm: {autolock: true}` in the "

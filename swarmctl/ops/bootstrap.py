@@ -30,7 +30,7 @@ from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import AutolockState, apply_autolock, keyring, plan_autolock, read_autolock
 from swarmctl.ops.engine import BACK_TIMEOUT, configure_engines
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
-from swarmctl.secrets import load_key_if_any
+from swarmctl.secrets import KeySource
 from swarmctl.transport.engine import Engine, Session
 
 log = logging.getLogger(__name__)
@@ -530,7 +530,9 @@ def bootstrap(
     """
     inv = session.inventory
     # autolock keeps the unlock key encrypted: without a secrets key, refuse before any change
-    keys = keyring() if inv.autolock else load_key_if_any(os.environ)
+    keys = KeySource(os.environ)  # loaded once, and only when autolock needs it
+    if inv.autolock:
+        keyring(keys)
     if (force or prune) and not plan_only:
         plan_bootstrap(read_state(session), force, prune)  # its refusals come before any change
     engines = configure_engines(session, force, plan_only, notify, back_timeout=engine_timeout)

@@ -15,11 +15,20 @@ import pytest
 from swarmctl.errors import InputError, Refused
 from swarmctl.facts.nodes import NodeView
 from swarmctl.inventory import Host, Inventory, SSHSettings, load_inventory
-from swarmctl.ops.autolock import AutolockState, LockState, UnlockKeys, load_keys, plan_autolock, plan_unlock, save_keys
+from swarmctl.ops.autolock import (
+    AutolockState,
+    LockState,
+    UnlockKeys,
+    load_keys,
+    plan_autolock,
+    plan_unlock,
+    read_autolock,
+    save_keys,
+)
 from swarmctl.ops.backup import BackupState, manifest, open_backup, plan_backup, read_manifest, seal
 from swarmctl.ops.recover import HostState, Raft, RecoverState, parse_raft, plan_recover, restore_target
 from swarmctl.ops.rotate import ca_progress, token_changes
-from swarmctl.secrets import Keyring, SecretKey
+from swarmctl.secrets import Keyring, KeySource, SecretKey
 
 
 def host(name: str, role: str) -> Host:
@@ -273,3 +282,28 @@ def test_recover_plan_json_has_the_shape_of_every_plan() -> None:
     backup = {"swarm_id": "S", "raft_index": 1, "address": "10.0.0.1"}
     data = plan_recover(recover_state(fresh), backup).plan.json()
     assert set(data) == {"changes", "warnings", "failures"} and json.loads(json.dumps(data)) == data
+
+
+class _SwarmOnly:
+    """An engine that answers only what read_autolock asks."""
+
+    def __init__(self, autolock: bool):
+        self.autolock = autolock
+
+    def inspect_swarm(self) -> dict[str, Any]:
+        return {"ID": "S", "Version": {"Index": 3}, "Spec": {"EncryptionConfig": {"AutoLockManagers": self.autolock}}}
+
+    def unlock_key(self) -> str:
+        return "SWMKEY-1-x"
+
+
+def test_the_secrets_key_is_read_only_when_autolock_is_on(tmp_path: Path) -> None:
+    bad = tmp_path / "secrets.key"
+    bad.write_text("not a key\n")
+    bad.chmod(0o644)  # load_key refuses it: readable by others
+    source = KeySource({"SWARMCTL_SECRETS_KEY_FILE": str(bad)})
+    inv = Inventory(tmp_path / "hosts.yml", INV.hosts, INV.vars)
+    off = read_autolock(_SwarmOnly(False), inv, source)  # type: ignore[arg-type]
+    assert not off.enabled and off.key_stored  # the key file was not touched
+    with pytest.raises(InputError, match="readable by others"):
+        read_autolock(_SwarmOnly(True), inv, source)  # type: ignore[arg-type]
