@@ -29,22 +29,34 @@ _dir_option = click.option(
 @lab.command("up")
 @click.option("--hosts", "hosts", type=click.IntRange(1, 32), default=3, show_default=True, help="Number of hosts.")
 @click.option("--managers", type=click.IntRange(1, 32), default=1, show_default=True, help="How many are managers.")
+@click.option(
+    "--vm",
+    is_flag=True,
+    help="Real virtual machines (qemu; KVM if it works here, else TCG) instead of network namespaces.",
+)
 @_dir_option
-def lab_up(hosts: int, managers: int, directory: Path) -> None:
+def lab_up(hosts: int, managers: int, vm: bool, directory: Path) -> None:
     """Create the lab (removing any earlier one) and write DIR/hosts.yml.
 
-    Example: swarmctl lab up --hosts 3
+    Example: swarmctl lab up --hosts 3, or swarmctl lab up --vm --hosts 3
     """
     from swarmctl.lab import hosts as labhosts
     from swarmctl.lab import images
 
-    def load_images(spec: labhosts.LabSpec) -> dict[str, str]:
-        images.load_into_hosts(spec, images.ensure_bundle(report=say), report=say)
-        return images.lab_vars()
+    spec = labhosts.plan_lab(directory, hosts, managers, kind="vm" if vm else "netns")
+    if vm:
+        from swarmctl.lab import vm as labvm
 
-    spec = labhosts.plan_lab(directory, hosts, managers)
-    inventory = labhosts.bring_up(spec, report=say, prepare=load_images, with_registry=True)
-    say(f"lab ready: {len(spec.hosts)} hosts ({', '.join(h.name for h in spec.hosts)})")
+        inventory = labvm.bring_up(spec, report=say)
+    else:
+
+        def load_images(spec: labhosts.LabSpec) -> dict[str, str]:
+            images.load_into_hosts(spec, images.ensure_bundle(report=say), report=say)
+            return images.lab_vars()
+
+        inventory = labhosts.bring_up(spec, report=say, prepare=load_images, with_registry=True)
+    kind = "VMs" if vm else "hosts"
+    say(f"lab ready: {len(spec.hosts)} {kind} ({', '.join(h.name for h in spec.hosts)})")
     click.echo(str(inventory))
 
 

@@ -88,6 +88,7 @@ class LabSpec:
     dir: Path
     subnet: str
     hosts: tuple[LabHost, ...]
+    kind: str = "netns"  # or "vm": real virtual machines (lab/vm.py)
 
     @property
     def gateway(self) -> str:
@@ -108,7 +109,7 @@ class LabSpec:
         return self.dir / "hosts.yml"
 
 
-def plan_lab(directory: Path, hosts: int, managers: int, subnet: str = DEFAULT_SUBNET) -> LabSpec:
+def plan_lab(directory: Path, hosts: int, managers: int, subnet: str = DEFAULT_SUBNET, kind: str = "netns") -> LabSpec:
     """Names, addresses, roles and labels of a lab (pure)."""
     if not 1 <= hosts <= MAX_HOSTS:
         raise InputError(f"--hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
@@ -128,7 +129,7 @@ def plan_lab(directory: Path, hosts: int, managers: int, subnet: str = DEFAULT_S
                 labels=labels,
             )
         )
-    return LabSpec(dir=directory.resolve(), subnet=subnet, hosts=tuple(out))
+    return LabSpec(dir=directory.resolve(), subnet=subnet, hosts=tuple(out), kind=kind)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -352,11 +353,13 @@ def bring_up(
     timeout: float = 90.0,
     prepare: Callable[[LabSpec], dict[str, str]] | None = None,
     with_registry: bool = False,
+    start: Callable[[LabSpec], None] | None = None,
 ) -> Path:
     """Create the lab described by ``spec`` after removing any earlier one. Returns the inventory path.
 
     ``prepare`` runs once the hosts answer (e.g. to load images) and returns inventory ``vars``;
-    ``with_registry``: also the lab's private registry (``lab/registry.py``).
+    ``with_registry``: also the lab's private registry (``lab/registry.py``); ``start`` makes the
+    hosts and waits until they answer (default: network namespaces; lab/vm.py has VMs).
     """
     check_prerequisites()
     teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"))
@@ -364,15 +367,19 @@ def bring_up(
     write_atomic(GLOBAL_STATE, json.dumps({"dir": str(spec.dir)}), 0o644)
     write_atomic(
         spec.dir / "lab.json",
-        json.dumps({"subnet": spec.subnet, "hosts": [asdict(h) for h in spec.hosts]}, indent=2) + "\n",
+        json.dumps({"subnet": spec.subnet, "kind": spec.kind, "hosts": [asdict(h) for h in spec.hosts]}, indent=2)
+        + "\n",
         0o644,
     )
     try:
         _make_bridge(spec)
         _make_keys(spec)
-        procs = {host.name: _make_host(spec, host) for host in spec.hosts}
-        report(f"started {len(spec.hosts)} hosts on bridge {BRIDGE} ({spec.subnet})")
-        _wait_ready(spec, procs, timeout)
+        if start is not None:
+            start(spec)
+        else:
+            procs = {host.name: _make_host(spec, host) for host in spec.hosts}
+            report(f"started {len(spec.hosts)} hosts on bridge {BRIDGE} ({spec.subnet})")
+            _wait_ready(spec, procs, timeout)
         variables = prepare(spec) if prepare else {}
         lab_registry = _start_registry(spec, report) if with_registry else None
         _write_inventory(spec, variables, lab_registry)
@@ -680,11 +687,14 @@ def _tail(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
+_KIND_WORDS = {"netns": "hosts in network namespaces", "vm": "virtual machines"}
+
+
 def _write_inventory(
     spec: LabSpec, variables: dict[str, str], lab_registry: registry.LabRegistry | None = None
 ) -> None:
     lines = [
-        f"# swarmctl lab: {len(spec.hosts)} hosts in network namespaces on this machine.",
+        f"# swarmctl lab: {len(spec.hosts)} {_KIND_WORDS.get(spec.kind, 'hosts')} on this machine.",
         "# Remove them with: swarmctl lab down",
         "ssh:",
         "  user: root",
@@ -718,7 +728,7 @@ def load_spec(directory: Path) -> LabSpec:
     try:
         data = json.loads((d / "lab.json").read_text())
         hosts = tuple(LabHost(**h) for h in data["hosts"])
-        return LabSpec(dir=d, subnet=data["subnet"], hosts=hosts)
+        return LabSpec(dir=d, subnet=data["subnet"], hosts=hosts, kind=data.get("kind", "netns"))
     except FileNotFoundError:
         raise LabError(f"no lab in {d} (run `swarmctl lab up` first)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -736,6 +746,10 @@ class HostStatus:
 
 
 def host_status(spec: LabSpec) -> list[HostStatus]:
+    if spec.kind == "vm":
+        from swarmctl.lab import vm
+
+        return vm.host_status(spec)
     namespaces = set(_netns_list())
     return [
         HostStatus(

@@ -35,7 +35,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # again within seconds ("node ... is unknown to memberlist"), and embedded DNS on those nodes
     # then answers wrongly for a long while - verify reports exactly that. The stack tests share
     # one swarm made once; the churning bootstrap tests come after them.
-    items.sort(key=lambda item: item.get_closest_marker("churn") is not None)
+    # The VM tier (test_vm.py) runs first, before the session's namespace lab exists: both use the
+    # lab bridge, and one lab lives at a time. The day-two module, whose last test makes the lab
+    # again (lab down, lab up), runs after every other churning module.
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("vm") is None,
+            item.get_closest_marker("churn") is not None,
+            "test_day_two" in str(item.fspath),
+        )
+    )
 
 
 @dataclass

@@ -1,0 +1,121 @@
+"""The VM lab's pure parts (lab/vm.py): identity disks, qemu command lines, cache keys, the
+accelerator choice. Booting the VMs is the e2e VM tier's (tests/e2e/test_vm.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from swarmctl.lab import hosts as labhosts
+from swarmctl.lab import vm
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> labhosts.LabSpec:
+    s = labhosts.plan_lab(tmp_path / "lab", 3, 1, kind="vm")
+    for h in s.hosts:
+        ssh = s.host_dir(h) / "etc-ssh"
+        ssh.mkdir(parents=True)
+        (ssh / "ssh_host_ed25519_key").write_text(f"PRIVATE {h.name}\n")
+        (ssh / "ssh_host_ed25519_key.pub").write_text(f"ssh-ed25519 PUBLIC {h.name}\n")
+        dot = s.host_dir(h) / "root" / ".ssh"
+        dot.mkdir(parents=True)
+        (dot / "authorized_keys").write_text("ssh-ed25519 LABKEY swarmctl-lab\n")
+    return s
+
+
+def test_identity_disk_carries_each_vms_own_name_address_and_keys(spec: labhosts.LabSpec) -> None:
+    host = spec.hosts[1]
+    with tarfile.open(fileobj=io.BytesIO(vm.identity_tar(spec, host))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        read = {name: tar.extractfile(m).read().decode() for name, m in members.items()}  # type: ignore[union-attr]
+    assert read["etc/hostname"] == "lab2\n"
+    assert read["etc/swarmctl-lab.env"] == "LAB_ADDRESS=192.168.77.12/24\n"
+    assert read["etc/ssh/ssh_host_ed25519_key"] == "PRIVATE lab2\n"
+    assert members["etc/ssh/ssh_host_ed25519_key"].mode == 0o600
+    assert members["root/.ssh/authorized_keys"].mode == 0o600
+    assert all(m.uid == 0 and m.gid == 0 for m in members.values())
+    # the same inputs give the same bytes (no timestamps), a different host different ones
+    assert vm.identity_tar(spec, host) == vm.identity_tar(spec, host)
+    assert vm.identity_tar(spec, spec.hosts[0]) != vm.identity_tar(spec, host)
+
+
+def test_qemu_command_line_per_accelerator(spec: labhosts.LabSpec, tmp_path: Path) -> None:
+    base = vm.BaseImage(tmp_path / "base")
+    host = spec.hosts[0]
+    tcg = vm.qemu_argv(spec, host, base, "tcg")
+    kvm = vm.qemu_argv(spec, host, base, "kvm")
+    assert tcg[tcg.index("-accel") + 1].startswith("tcg") and "max" in tcg
+    assert kvm[kvm.index("-accel") + 1] == "kvm" and "host" in kvm
+    joined = " ".join(tcg)
+    assert f"ifname={host.veth}" in joined and "script=no" in joined  # a tap on the lab bridge, no helper
+    assert f"mac={vm.mac_address(host)}" in joined
+    assert f"file={spec.host_dir(host) / 'identity.tar'},format=raw,if=virtio,readonly=on" in joined
+    assert "root=/dev/vda" in joined and "-no-reboot" in tcg
+    assert "user" not in tcg[tcg.index("-netdev") + 1]  # no user-mode network: nothing leaves the machine
+
+
+def test_mac_addresses_differ_per_host(spec: labhosts.LabSpec) -> None:
+    macs = [vm.mac_address(h) for h in spec.hosts]
+    assert len(set(macs)) == len(macs)
+    assert all(m.startswith("52:54:00:") for m in macs)
+
+
+def test_root_image_cache_key_follows_recipe_mirror_and_bundle(tmp_path: Path) -> None:
+    bundle = tmp_path / "lab-images-aaaa.tar"
+    key = vm.RECIPE.key("http://m/debian", bundle)
+    assert key == vm.Recipe().key("http://m/debian", bundle)
+    assert key != vm.Recipe(packages=(*vm.RECIPE.packages, "curl")).key("http://m/debian", bundle)
+    assert key != vm.RECIPE.key("http://other/debian", bundle)
+    assert key != vm.RECIPE.key("http://m/debian", tmp_path / "lab-images-bbbb.tar")
+
+
+def test_image_files_mask_no_ssh_host_key_and_enable_identity(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc" / "ssh").mkdir(parents=True)
+    (root / "etc" / "ssh" / "ssh_host_rsa_key").write_text("baked in")
+    vm._customize(root, vm.RECIPE)
+    assert not list((root / "etc" / "ssh").glob("ssh_host_*"))
+    unit = root / "etc/systemd/system/multi-user.target.wants/swarmctl-identity.service"
+    assert unit.is_symlink()
+    assert (root / "etc/systemd/system/apt-daily.timer").readlink() == Path("/dev/null")
+    assert (root / "usr/local/sbin/swarmctl-identity").stat().st_mode & 0o111
+    assert "HostKey /etc/ssh/ssh_host_ed25519_key" in (root / "etc/ssh/sshd_config").read_text()
+
+
+def test_accelerator_choice_is_cached_and_can_be_forced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = vm.BaseImage(tmp_path / "base")
+    base.dir.mkdir()
+    base.kernel.write_bytes(b"kernel")
+    monkeypatch.setattr(vm, "CACHE", tmp_path / "cache")
+    monkeypatch.delenv("SWARMCTL_VM_ACCEL", raising=False)
+    probes: list[int] = []
+    monkeypatch.setattr(vm, "_accel_key", lambda b: "k1")
+
+    def probe(b: vm.BaseImage) -> bool:
+        probes.append(1)
+        return False
+
+    monkeypatch.setattr(vm, "_kvm_boots", probe)
+    said: list[str] = []
+    assert vm.choose_accel(base, said.append) == "tcg"
+    assert vm.choose_accel(base, said.append) == "tcg"
+    assert probes == [1]  # probed once, then read from the cache
+    assert json.loads((tmp_path / "cache" / "accel.json").read_text()) == {"k1": "tcg"}
+    assert "TCG" in said[0]
+    monkeypatch.setenv("SWARMCTL_VM_ACCEL", "kvm")
+    assert vm.choose_accel(base) == "kvm"
+
+
+def test_vm_lab_inventory_and_spec_round_trip(spec: labhosts.LabSpec) -> None:
+    spec.dir.mkdir(parents=True, exist_ok=True)
+    (spec.dir / "lab.json").write_text(
+        json.dumps({"subnet": spec.subnet, "kind": "vm", "hosts": [h.__dict__ for h in spec.hosts]})
+    )
+    assert labhosts.load_spec(spec.dir).kind == "vm"
+    labhosts._write_inventory(spec, {})
+    assert spec.inventory.read_text().startswith("# swarmctl lab: 3 virtual machines on this machine.")
