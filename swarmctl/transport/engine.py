@@ -13,6 +13,8 @@ branch on instead of matching message text. Only docker-py's public API is used.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import re
@@ -24,6 +26,7 @@ from urllib.parse import quote
 
 import docker
 import docker.errors
+import paramiko
 import requests
 import urllib3
 import urllib3.connection
@@ -61,6 +64,16 @@ T = TypeVar("T")
 Filters = Mapping[str, Iterable[str]]
 
 
+class _ResponseFile(paramiko.ChannelFile):
+    """http.client's file over a dial-stdio channel. After a read timeout the channel closes first;
+    paramiko's file then fails to flush (there is nothing to flush) when collected, which Python
+    prints to stderr as an ignored exception with its traceback. Close it quietly instead."""
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
 class _DialStdioConnection(urllib3.connection.HTTPConnection):
     def __init__(self, ssh: Connection, timeout: float):
         super().__init__("localhost", timeout=timeout)
@@ -70,6 +83,8 @@ class _DialStdioConnection(urllib3.connection.HTTPConnection):
         channel = self._ssh.open_channel(["docker", "system", "dial-stdio"])
         if isinstance(self.timeout, (int, float)):
             channel.settimeout(self.timeout)
+        if isinstance(channel, paramiko.Channel):
+            channel.makefile = functools.partial(_ResponseFile, channel)  # type: ignore[method-assign]
         self.sock = channel
 
 
@@ -474,7 +489,10 @@ class Engine:
         created = self._json(f"start a container on {network}", "POST", "/containers/create",
                              body=body, params={"name": name})  # fmt: skip
         ident = str(created["Id"])
-        self._json("start the container", "POST", "/containers/{}/start", ident)
+        # the first container of an overlay on a node makes the node join that network (its
+        # namespace, VXLAN, encryption keys): on a slow host that alone can take more than a call's
+        # usual deadline
+        self._json("start the container", "POST", "/containers/{}/start", ident, timeout=4 * DEFAULT_TIMEOUT)
         return ident
 
     def wait_container(self, ident: str, timeout: float) -> int:
