@@ -153,6 +153,9 @@ MASKED = (
     "getty@tty1.service",
     "serial-getty@ttyS0.service",
     "systemd-logind.service",
+    "getty-static.service",
+    "e2scrub_reap.service",
+    "systemd-binfmt.service",
 )
 
 

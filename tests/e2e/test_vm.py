@@ -31,6 +31,7 @@ pytestmark = pytest.mark.vm
 
 ROOT = Path(__file__).resolve().parents[2]
 MESH = ROOT / "tests" / "stacks" / "vm-mesh.yml"
+KAFKA = (ROOT / "stacks" / "kafka" / "stack.yml", ROOT / "tests" / "stacks" / "kafka-vm.yml")
 VMS = 3
 INGRESS_PORT = 18080
 
@@ -105,7 +106,7 @@ def deployed(vmswarm: labhosts.LabSpec) -> dict[str, Run]:
     most of a deploy is waiting for slow container starts, and the two waits overlap."""
     with ThreadPoolExecutor(max_workers=2) as ex:
         mesh = ex.submit(deploy, vmswarm, "mesh", MESH)
-        kafka = ex.submit(deploy, vmswarm, "kafka")
+        kafka = ex.submit(deploy, vmswarm, "kafka", *KAFKA)
         return {"mesh": mesh.result(), "kafka": kafka.result()}
 
 
