@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,3 +67,18 @@ def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout
 
 def assert_no_traceback(run: Run) -> None:
     assert "Traceback" not in run.stderr and "Traceback" not in run.stdout, str(run)
+
+
+@contextmanager
+def running_lab(directory: Path, *up_args: str, timeout: float = 600) -> Iterator[Path]:
+    """`swarmctl lab up UP_ARGS --dir DIRECTORY` for the block, then `lab down` and the directory
+    removed (both kept with SWARMCTL_KEEP_LAB=1, to look at a failure)."""
+    up = swarmctl("lab", "up", *up_args, "--dir", str(directory), timeout=timeout)
+    assert up.rc == 0, str(up)
+    try:
+        yield directory
+    finally:
+        if os.environ.get("SWARMCTL_KEEP_LAB") != "1":
+            down = swarmctl("lab", "down", "--dir", str(directory))
+            assert down.rc == 0, str(down)
+            shutil.rmtree(directory, ignore_errors=True)

@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from swarmctl.lab import hosts as labhosts
-from tests.helpers import swarmctl, wait_for
+from tests.helpers import running_lab, swarmctl, wait_for
 
 LAB_HOSTS = 4
 
@@ -201,14 +201,5 @@ def swarm(lab: Lab) -> Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("end-to-end tests need root (the lab uses network namespaces); deselect them with -m 'not e2e'")
-    directory = tmp_path_factory.mktemp("lab")
-    up = swarmctl("lab", "up", "--hosts", str(LAB_HOSTS), "--dir", str(directory))
-    assert up.rc == 0, str(up)
-    lab = Lab(directory, labhosts.load_spec(directory))
-    try:
-        yield lab
-    finally:
-        if os.environ.get("SWARMCTL_KEEP_LAB") != "1":
-            down = swarmctl("lab", "down", "--dir", str(directory))
-            assert down.rc == 0, str(down)
-            shutil.rmtree(directory, ignore_errors=True)
+    with running_lab(tmp_path_factory.mktemp("lab"), "--hosts", str(LAB_HOSTS)) as directory:
+        yield Lab(directory, labhosts.load_spec(directory))

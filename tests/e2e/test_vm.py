@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ import pytest
 
 from swarmctl.lab import hosts as labhosts
 from swarmctl.lab import vm
-from tests.helpers import Run, swarmctl, wait_for
+from tests.helpers import Run, running_lab, swarmctl, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -40,17 +39,8 @@ INGRESS_PORT = 18080
 def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labhosts.LabSpec]:
     if os.geteuid() != 0:
         pytest.fail("the VM tier needs root (tap devices on the lab bridge); deselect it with -m 'not vm'")
-    directory = tmp_path_factory.mktemp("vmlab")
-    up = swarmctl("lab", "up", "--vm", "--hosts", str(VMS), "--dir", str(directory), timeout=1200)
-    assert up.rc == 0, str(up)
-    spec = labhosts.load_spec(directory)
-    try:
-        yield spec
-    finally:
-        if os.environ.get("SWARMCTL_KEEP_LAB") != "1":
-            down = swarmctl("lab", "down", "--dir", str(directory))
-            assert down.rc == 0, str(down)
-            shutil.rmtree(directory, ignore_errors=True)
+    with running_lab(tmp_path_factory.mktemp("vmlab"), "--vm", "--hosts", str(VMS), timeout=1200) as directory:
+        yield labhosts.load_spec(directory)
 
 
 def on(spec: labhosts.LabSpec, name: str, command: str, timeout: float = 120) -> str:
