@@ -73,7 +73,12 @@ def lab_images(directory: Path, rebuild: bool) -> None:
 
     spec = labhosts.load_spec(directory)
     archive = images.ensure_bundle(report=say, rebuild=rebuild)
-    images.load_into_hosts(spec, archive, report=say)
+    if spec.kind == "vm":
+        from swarmctl.lab import vm as labvm
+
+        labvm.check_images(spec, images.bundle_ids(archive))  # baked into the VMs' root image
+    else:
+        images.load_into_hosts(spec, archive, report=say)
     for ref, image_id in images.bundle_ids(archive).items():
         click.echo(f"{ref}  {image_id[:19]}")
     click.echo(f"archive: {archive}")

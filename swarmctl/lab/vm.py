@@ -550,8 +550,9 @@ def check_images(spec: LabSpec, wanted: dict[str, str]) -> None:
         failures = [f for f in ex.map(one, spec.hosts) if f]
     if failures:
         raise VmError(
-            "lab images missing or different in the VMs (" + "; ".join(failures) + "): run `swarmctl lab down`, "
-            "then `swarmctl lab up --vm --rebuild`"
+            "lab images missing or different in the VMs (" + "; ".join(failures) + "): they are loaded into the "
+            "VM root image when it is built; run `swarmctl lab down`, then `swarmctl lab up --vm` (a changed "
+            "image bundle gives a new root image)"
         )
 
 
