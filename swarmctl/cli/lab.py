@@ -73,13 +73,14 @@ def lab_images(directory: Path, rebuild: bool) -> None:
 
     spec = labhosts.load_spec(directory)
     archive = images.ensure_bundle(report=say, rebuild=rebuild)
+    ids = images.bundle_ids(archive)
     if spec.kind == "vm":
         from swarmctl.lab import vm as labvm
 
-        labvm.check_images(spec, images.bundle_ids(archive))  # baked into the VMs' root image
+        labvm.check_images(spec, ids)  # baked into the VMs' root image
     else:
         images.load_into_hosts(spec, archive, report=say)
-    for ref, image_id in images.bundle_ids(archive).items():
+    for ref, image_id in ids.items():
         click.echo(f"{ref}  {image_id[:19]}")
     click.echo(f"archive: {archive}")
 

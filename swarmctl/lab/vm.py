@@ -434,8 +434,7 @@ def qemu_argv(spec: LabSpec, host: LabHost, base: BaseImage, accel: str) -> list
 
 def start_vms(spec: LabSpec, bundle: Path, report: Notify = quiet, timeout: float = BOOT_TIMEOUT) -> str:
     """Boot every host of ``spec`` as a VM on the lab bridge and wait until sshd and dockerd answer
-    in each. Returns the accelerator used."""
-    check_prerequisites()
+    in each. Returns the accelerator used. (``bring_up`` checked the prerequisites.)"""
     base = ensure_base(_mirror(), bundle, report)
     accel = choose_accel(base, report)
     procs = {}
