@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmctl.errors import ClusterError, TimeoutExpired
+from swarmctl.errors import Busy, ClusterError, TimeoutExpired, Unavailable, message_of
 from swarmctl.facts.nodes import node_names, read_nodes
 from swarmctl.facts.services import desired_tasks, is_job, is_running, read_services, task_state
 from swarmctl.spec import parse_time, task_runs_spec
@@ -160,6 +160,9 @@ def wait_converged(
         services: full service names to watch.
         written: names created or updated in this run -> when (engine time) we wrote them.
 
+    A manager that cannot answer for a moment (no leader while the managers elect one:
+    ``Unavailable``; its store timing out under load: ``Busy``) is asked again at the next poll, up to the deadline.
+
     Raises:
         ClusterError: a service rolled back, paused, or its tasks keep failing (with task errors).
         TimeoutExpired: naming the services not converged and their last task errors.
@@ -173,15 +176,24 @@ def wait_converged(
     deadline = local_start + timeout
     while True:
         now = since + (time.monotonic() - local_start)
-        listed = {s["Spec"]["Name"]: s for s in read_services(engine)}
+        try:
+            listed = {s["Spec"]["Name"]: s for s in read_services(engine)}
+            tasks_of = {n: engine.tasks(filters={"service": [listed[n]["ID"]]}) for n in watched if n in listed}
+        except (Unavailable, Busy) as e:
+            if time.monotonic() > deadline:
+                raise TimeoutExpired(
+                    f"not converged after {timeout:g}s: the manager did not answer its last poll ({message_of(e)})"
+                ) from None
+            log.info("convergence poll: %s; asking again", message_of(e))
+            time.sleep(max(poll, 1.0))
+            continue
         pending = []
         for name in watched:
             svc = listed.get(name)
             if svc is None:
                 p = Progress(name, state=FAILED, message="service disappeared")
             else:
-                tasks = engine.tasks(filters={"service": [svc["ID"]]})
-                p = assess(svc, tasks, written.get(name), since, now, names)
+                p = assess(svc, tasks_of[name], written.get(name), since, now, names)
             progress[name] = p
             key = (p.running, p.desired, p.state, p.message)
             if last_seen.get(name) != key:

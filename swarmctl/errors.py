@@ -104,6 +104,12 @@ class Unavailable(EngineError):
     """The engine answered that it cannot serve this now: not a swarm manager, no quorum (HTTP 503)."""
 
 
+class Busy(EngineError):
+    """The manager answered that it ran out of time serving this (swarmkit's "rpc error: code =
+    DeadlineExceeded", HTTP 500): its store is slow under load. Worth asking again; not proof of a
+    lost quorum."""
+
+
 class Unreachable(EngineError):
     """The engine did not answer: the SSH channel or `docker system dial-stdio` broke or timed out."""
 

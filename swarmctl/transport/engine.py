@@ -34,6 +34,7 @@ import urllib3.connectionpool
 from docker.transport.basehttpadapter import BaseHTTPAdapter
 
 from swarmctl.errors import (
+    Busy,
     ClusterError,
     Conflict,
     EngineError,
@@ -156,6 +157,8 @@ def translate(host: str, action: str) -> Iterator[None]:
         cls = _BY_STATUS.get(e.status_code or 0, EngineError)
         if "does not have a leader" in explain(e):  # 500 on Engine 20.10: no quorum is unavailability
             cls = Unavailable
+        elif e.status_code == 500 and "code = DeadlineExceeded" in explain(e):  # swarmkit's store timed out
+            cls = Busy
         raise cls(host, f"{action}: {explain(e)}{_hint(explain(e))}") from e
     except requests.exceptions.Timeout as e:
         raise Unreachable(host, f"{action}: Docker Engine did not answer in time over SSH ({_short(e)})") from e

@@ -6,9 +6,12 @@ The same paths against a real swarm: tests/e2e/test_update.py and test_deploy.py
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from swarmctl.converge import assess
+from swarmctl.converge import assess, wait_converged
+from swarmctl.errors import Busy, TimeoutExpired, Unavailable
 from swarmctl.ops.update import RolloutFailed, RolloutInterrupted, Step, roll_out
 from swarmctl.spec import parse_time
 from tests.unit.fakeengine import FakeEngine, FakeGates, recorded
@@ -139,3 +142,36 @@ def test_ctrl_c_after_swarm_completed_an_update_leaves_it_updated_and_reports() 
     assert {by_name[n][0] for n in ("zookeeper-3", "kafka-1", "kafka-2")} == {"not started"}
     assert "updated: zookeeper-1, zookeeper-2; not started: zookeeper-3, kafka-1, kafka-2" in str(e.value)
     assert [n for n, _ in engine.writes] == ["kafka_zookeeper-1", "kafka_zookeeper-2"]  # the rest untouched
+
+
+class MomentarilyUnanswering(FakeEngine):
+    """A manager that fails its first polls the way a loaded or leaderless swarm does."""
+
+    failures: list[Exception]
+
+    def services(self, filters: Any = None, status: bool = False) -> list[Any]:
+        if self.failures:
+            raise self.failures.pop(0)
+        return super().services(filters, status)
+
+
+def unanswering(failures: list[Exception]) -> MomentarilyUnanswering:
+    engine = MomentarilyUnanswering()
+    engine.services_by_id = FakeEngine.rollout([("kafka_zookeeper-1", ZK, "ok")]).services_by_id
+    engine.failures = failures
+    return engine
+
+
+def test_a_convergence_wait_asks_again_when_the_manager_cannot_answer_for_a_moment() -> None:
+    busy = Busy("lab1", "list services: rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+    leaderless = Unavailable("lab1", "list services: The swarm does not have a leader")
+    engine = unanswering([busy, leaderless])
+    progress = wait_converged(engine, ["kafka_zookeeper-1"], {}, timeout=30, poll=0)
+    assert progress["kafka_zookeeper-1"].state == "converged" and engine.failures == []
+
+
+def test_a_manager_that_never_answers_ends_the_wait_at_its_deadline_naming_why() -> None:
+    never = [Busy("lab1", "list services: rpc error: code = DeadlineExceeded desc = context deadline exceeded")] * 100
+    with pytest.raises(TimeoutExpired) as e:
+        wait_converged(unanswering(never), ["kafka_zookeeper-1"], {}, timeout=1.5, poll=0)
+    assert "not converged after 1.5s" in str(e.value) and "DeadlineExceeded" in str(e.value)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from swarmctl.errors import Conflict, EngineError, ImageNotFound, NotFound, Unavailable
+from swarmctl.errors import Busy, Conflict, EngineError, ImageNotFound, NotFound, Unavailable
 from swarmctl.inventory import Host, SSHSettings
 from swarmctl.transport.engine import API_VERSION, Engine
 from swarmctl.transport.ssh import CommandResult
@@ -61,6 +61,8 @@ class FakeDockerAPI(BaseHTTPRequestHandler):
             return self._answer(404, {"message": "No such image: python:3-alpine"})
         if path == "/nodes":
             return self._answer(503, {"message": "This node is not a swarm manager."})
+        if path == "/tasks":  # what Engine 20.10 and 26 answer when swarmkit's store times out
+            return self._answer(500, {"message": "rpc error: code = DeadlineExceeded desc = context deadline exceeded"})
         if path == "/containers/c1/json":
             return self._answer(200, {"Id": "c1", "Config": {"Tty": False}})
         if path == "/containers/c1/logs":
@@ -138,6 +140,10 @@ def test_http_failures_become_typed_errors_naming_host_and_action(
     with pytest.raises(Unavailable) as un:
         e.nodes()
     assert isinstance(un.value, EngineError) and "not a swarm manager" in un.value.message
+    # a store that timed out is Busy: worth asking again, and not a lost quorum (not Unavailable)
+    with pytest.raises(Busy) as busy:
+        e.tasks()
+    assert not isinstance(busy.value, Unavailable) and "list tasks: rpc error" in busy.value.message
 
 
 def test_container_output_is_demultiplexed_by_the_sdk(engine: tuple[Engine, Seen, SocketPairConnection]) -> None:
