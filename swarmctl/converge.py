@@ -153,8 +153,13 @@ def wait_converged(
     timeout: float = DEFAULT_TIMEOUT,
     on_progress: OnProgress = no_progress,
     poll: float = 0.5,
+    max_poll: float = 2.0,
 ) -> dict[str, Progress]:
     """Wait until every service's up-to-date tasks run (healthy where checked) for its monitor window.
+
+    Each poll is two API calls (services, then the tasks of all watched services at once), every
+    ``poll`` seconds while something changes and backing off to ``max_poll`` while nothing does: a
+    manager on a slow machine or link is not kept busy answering the wait.
 
     Args:
         services: full service names to watch.
@@ -174,11 +179,15 @@ def wait_converged(
     progress = {n: Progress(n) for n in watched}
     last_seen: dict[str, tuple[Any, ...]] = {}
     deadline = local_start + timeout
+    interval = poll
     while True:
         now = since + (time.monotonic() - local_start)
         try:
             listed = {s["Spec"]["Name"]: s for s in read_services(engine)}
-            tasks_of = {n: engine.tasks(filters={"service": [listed[n]["ID"]]}) for n in watched if n in listed}
+            ids = [listed[n]["ID"] for n in watched if n in listed]
+            by_service: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+            for t in engine.tasks(filters={"service": ids}) if ids else []:
+                by_service.setdefault(t.get("ServiceID", ""), []).append(t)
         except (Unavailable, Busy) as e:
             if time.monotonic() > deadline:
                 raise TimeoutExpired(
@@ -188,16 +197,18 @@ def wait_converged(
             time.sleep(max(poll, 1.0))
             continue
         pending = []
+        changed = False
         for name in watched:
             svc = listed.get(name)
             if svc is None:
                 p = Progress(name, state=FAILED, message="service disappeared")
             else:
-                p = assess(svc, tasks_of[name], written.get(name), since, now, names)
+                p = assess(svc, by_service[svc["ID"]], written.get(name), since, now, names)
             progress[name] = p
             key = (p.running, p.desired, p.state, p.message)
             if last_seen.get(name) != key:
                 last_seen[name] = key
+                changed = True
                 on_progress(p)
             if p.state != CONVERGED:
                 pending.append(p)
@@ -211,7 +222,8 @@ def wait_converged(
                 f"{p.service} ({p.running}/{p.desired} running{': ' + p.message if p.message else ''})" for p in pending
             )
             raise TimeoutExpired(f"not converged after {timeout:g}s: {detail}")
-        time.sleep(poll)
+        interval = poll if changed else min(interval * 1.5, max(poll, max_poll))
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic()) + 0.05))
 
 
 def write_service(

@@ -14,7 +14,7 @@ from swarmctl.converge import assess, wait_converged
 from swarmctl.errors import Busy, TimeoutExpired, Unavailable
 from swarmctl.ops.update import RolloutFailed, RolloutInterrupted, Step, roll_out
 from swarmctl.spec import parse_time
-from tests.unit.fakeengine import FakeEngine, FakeGates, recorded
+from tests.unit.fakeengine import FakeEngine, FakeGates, FakeService, recorded
 
 CONVERGENCE = recorded("convergence")
 
@@ -175,3 +175,28 @@ def test_a_manager_that_never_answers_ends_the_wait_at_its_deadline_naming_why()
     with pytest.raises(TimeoutExpired) as e:
         wait_converged(unanswering(never), ["kafka_zookeeper-1"], {}, timeout=1.5, poll=0)
     assert "not converged after 1.5s" in str(e.value) and "DeadlineExceeded" in str(e.value)
+
+
+class CountingEngine(FakeEngine):
+    calls: list[str]
+
+    def services(self, filters: Any = None, status: bool = False) -> list[Any]:
+        self.calls.append("services")
+        return super().services(filters, status)
+
+    def tasks(self, filters: Any = None) -> list[dict[str, Any]]:
+        self.calls.append("tasks")
+        return super().tasks(filters)
+
+
+def test_a_long_wait_asks_the_manager_less_often_while_nothing_changes() -> None:
+    rec = CONVERGENCE["starting"]  # a task that stays pending: nothing changes
+    engine = CountingEngine()
+    engine.services_by_id = {rec["service"]["ID"]: FakeService({"before": rec})}
+    engine.calls = []
+    with pytest.raises(TimeoutExpired):
+        wait_converged(engine, [rec["service"]["Spec"]["Name"]], {}, timeout=3, poll=0.1, max_poll=1.0)
+    polls = engine.calls.count("services")
+    # one task listing per poll, and backing off: polls every 0.1 s would be 30
+    assert engine.calls.count("tasks") == polls, engine.calls
+    assert 4 <= polls <= 12, polls
