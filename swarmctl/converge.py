@@ -159,14 +159,13 @@ def wait_converged(
 
     Each poll is two API calls (services, then the tasks of all watched services at once), every
     ``poll`` seconds while something changes and backing off to ``max_poll`` while nothing does: a
-    manager on a slow machine or link is not kept busy answering the wait.
+    manager on a slow machine or link is not kept busy answering the wait. A manager that cannot
+    answer for a moment (no leader while the managers elect one: ``Unavailable``; its store timing
+    out under load: ``Busy``) is asked again at the next poll, up to the deadline.
 
     Args:
         services: full service names to watch.
         written: names created or updated in this run -> when (engine time) we wrote them.
-
-    A manager that cannot answer for a moment (no leader while the managers elect one:
-    ``Unavailable``; its store timing out under load: ``Busy``) is asked again at the next poll, up to the deadline.
 
     Raises:
         ClusterError: a service rolled back, paused, or its tasks keep failing (with task errors).
@@ -194,7 +193,7 @@ def wait_converged(
                     f"not converged after {timeout:g}s: the manager did not answer its last poll ({message_of(e)})"
                 ) from None
             log.info("convergence poll: %s; asking again", message_of(e))
-            time.sleep(max(poll, 1.0))
+            time.sleep(min(max(poll, 1.0), max(0.0, deadline - time.monotonic()) + 0.05))
             continue
         pending = []
         changed = False
