@@ -48,6 +48,11 @@ _resolve_image_option = click.option(
 @click.option("--prune", is_flag=True, help="Remove services, networks, secrets and configs the files no longer have.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait.")
 @click.option("--no-verify", is_flag=True, help="Do not run `swarmctl verify` after the stack converged.")
+@click.option(
+    "--verify-wait", type=click.FloatRange(min=0), default=VERIFY_AFTER_DEPLOY, show_default=True,
+    help="Seconds verify keeps checking again while checks fail (names reach every node's DNS a moment "
+    "after the tasks run; a round on slow hosts can take longer than the default).",
+)  # fmt: skip
 @_probe_image_option
 @_resolve_image_option
 @click.option(
@@ -66,6 +71,7 @@ def deploy(
     prune: bool,
     timeout: float,
     no_verify: bool,
+    verify_wait: float,
     probe_image: str | None,
     resolve_image: str,
     push: bool,
@@ -100,7 +106,7 @@ def deploy(
                 timeout=timeout,
                 probe_image=image,
                 verify=not no_verify,
-                verify_wait=VERIFY_AFTER_DEPLOY,
+                verify_wait=verify_wait,
                 notify=notifier(as_json),
                 on_progress=progress_callback(as_json),
                 resolve_image=resolve_image,

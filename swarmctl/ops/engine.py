@@ -354,8 +354,9 @@ def _write_record(session: Session, host: Host, change: HostChange) -> None:
         session.pool.connection(host).put((json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), OWNED, 0o644)
 
 
-def dockerd_error(session: Session, host: Host) -> str:
-    """dockerd's own last error line, from its journal (or the unit's status)."""
+def dockerd_error(session: Session, host: Host, start_only: bool = False) -> str:
+    """dockerd's own last error line, from its journal (or the unit's status): a failed start's
+    line first (``start_only``: only such a line, else ""), then any error line, then the last."""
     conn = session.pool.connection(host)
     try:
         res = conn.run(["journalctl", "-u", "docker.service", "-n", "40", "--no-pager", "-o", "cat"], timeout=30)
@@ -365,11 +366,12 @@ def dockerd_error(session: Session, host: Host) -> str:
             lines = (res.stdout + res.stderr).splitlines()
     except SwarmctlError:
         return ""
-    keys = ("failed to start daemon", "unable to configure the docker daemon", "level=fatal", "level=error")
-    for line in reversed(lines):
-        if any(k in line.lower() for k in keys):
-            return line.strip()[-300:]
-    return lines[-1].strip()[-300:] if lines else ""
+    start = ("failed to start daemon", "unable to configure the docker daemon", "level=fatal")
+    for keys in (start, () if start_only else ("level=error",)):
+        for line in reversed(lines):
+            if any(k in line.lower() for k in keys):
+                return line.strip()[-300:]
+    return "" if start_only or not lines else lines[-1].strip()[-300:]
 
 
 def systemctl_docker(
@@ -551,7 +553,10 @@ def _hostname(nodes: list[NodeView], session: Session, name: str) -> str:
 
 def _restore(session: Session, host: Host, change: HostChange, error: HostError, timeout: float) -> str:
     """Put the previous daemon.json back and restart once more; the failure, in words."""
-    why = dockerd_error(session, host) or error.message
+    # dockerd's words when it failed to start; an engine that runs logs errors of its own (a client
+    # gone, a handler failing), which say nothing about why it is not back
+    failed_start = dockerd_error(session, host, start_only=True)
+    why = f"{error.message} (dockerd: {failed_start})" if failed_start else error.message
     conn = session.pool.connection(host)
     try:
         conn.run(["sh", "-c", _RESTORE_SCRIPT, "restore", PREVIOUS, CONFIG]).check("restore the previous daemon.json")
