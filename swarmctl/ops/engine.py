@@ -366,12 +366,22 @@ def dockerd_error(session: Session, host: Host, start_only: bool = False) -> str
             lines = (res.stdout + res.stderr).splitlines()
     except SwarmctlError:
         return ""
-    start = ("failed to start daemon", "unable to configure the docker daemon", "level=fatal")
-    for keys in (start, () if start_only else ("level=error",)):
+    for wanted in (_start_failure, (lambda _: False) if start_only else (lambda low: "level=error" in low)):
         for line in reversed(lines):
-            if any(k in line.lower() for k in keys):
+            if wanted(line.lower()):
                 return line.strip()[-300:]
     return "" if start_only or not lines else lines[-1].strip()[-300:]
+
+
+def _start_failure(low: str) -> bool:
+    """A line dockerd writes when it cannot start: fatal, its configuration refused, or its last
+    words on stderr ("failed to start daemon: ...", "failed to start metrics server: ...", without
+    the level= of its running log, where "failed to start" may be about a container)."""
+    return (
+        "level=fatal" in low
+        or "unable to configure the docker daemon" in low
+        or ("failed to start" in low and "level=" not in low)
+    )
 
 
 def systemctl_docker(

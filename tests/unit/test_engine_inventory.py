@@ -84,3 +84,20 @@ def test_live_restore_false_is_fine_and_every_key_has_a_check() -> None:
     for key, value in samples.items():
         assert check(key, value) == value
     assert all(callable(fn) for fn in KEYS.values())
+
+
+def test_only_a_failed_start_is_blamed_on_dockerd() -> None:
+    from swarmctl.ops.engine import _start_failure
+
+    # dockerd's last words when it cannot start (its stderr, in the unit's journal)
+    assert _start_failure("failed to start metrics server: listen tcp 0.0.0.0:22: bind: address already in use")
+    assert _start_failure("failed to start daemon: error initializing graphdriver: driver not supported")
+    assert _start_failure('time="..." level=fatal msg="unable to load the config"')
+    assert _start_failure("unable to configure the docker daemon with file /etc/docker/daemon.json: invalid")
+    # what a running engine logs says nothing about why it is not back (seen on the lab: this line
+    # was reported as the reason a restarted manager was not back)
+    assert not _start_failure(
+        'time="..." level=error msg="handler for get /v1.41/nodes returned error: write unix '
+        '/var/run/docker.sock->@: write: broken pipe"'
+    )
+    assert not _start_failure('time="..." level=error msg="fatal task error" error="failed to start container"')
