@@ -354,9 +354,9 @@ def _write_record(session: Session, host: Host, change: HostChange) -> None:
         session.pool.connection(host).put((json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), OWNED, 0o644)
 
 
-def dockerd_error(session: Session, host: Host, start_only: bool = False) -> str:
-    """dockerd's own last error line, from its journal (or the unit's status): a failed start's
-    line first (``start_only``: only such a line, else ""), then any error line, then the last."""
+def dockerd_start_error(session: Session, host: Host) -> str:
+    """dockerd's line saying why it could not start, from its journal (or the unit's status); ""
+    when there is none (an engine that runs logs errors of its own, which say nothing of that)."""
     conn = session.pool.connection(host)
     try:
         res = conn.run(["journalctl", "-u", "docker.service", "-n", "40", "--no-pager", "-o", "cat"], timeout=30)
@@ -366,11 +366,7 @@ def dockerd_error(session: Session, host: Host, start_only: bool = False) -> str
             lines = (res.stdout + res.stderr).splitlines()
     except SwarmctlError:
         return ""
-    for wanted in (_start_failure, (lambda _: False) if start_only else (lambda low: "level=error" in low)):
-        for line in reversed(lines):
-            if wanted(line.lower()):
-                return line.strip()[-300:]
-    return "" if start_only or not lines else lines[-1].strip()[-300:]
+    return next((line.strip()[-300:] for line in reversed(lines) if _start_failure(line.lower())), "")
 
 
 def _start_failure(low: str) -> bool:
@@ -563,9 +559,7 @@ def _hostname(nodes: list[NodeView], session: Session, name: str) -> str:
 
 def _restore(session: Session, host: Host, change: HostChange, error: HostError, timeout: float) -> str:
     """Put the previous daemon.json back and restart once more; the failure, in words."""
-    # dockerd's words when it failed to start; an engine that runs logs errors of its own (a client
-    # gone, a handler failing), which say nothing about why it is not back
-    failed_start = dockerd_error(session, host, start_only=True)
+    failed_start = dockerd_start_error(session, host)
     why = f"{error.message} (dockerd: {failed_start})" if failed_start else error.message
     conn = session.pool.connection(host)
     try:
