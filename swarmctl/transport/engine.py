@@ -170,6 +170,14 @@ def translate(host: str, action: str) -> Iterator[None]:
         raise Unreachable(host, f"{action}: connection to the Docker Engine failed ({_short(e)})") from e
 
 
+_LEAVE_ASKS = 3
+
+
+def _stop_timed_out(e: EngineError) -> bool:
+    """The engine's own wait ran out (HTTP 500 "context deadline exceeded"), not a refusal."""
+    return type(e) in (EngineError, Busy) and "context deadline exceeded" in e.message.lower()
+
+
 def _hint(text: str) -> str:
     """What to do about the engine errors whose own words do not say."""
     lower = text.lower()
@@ -358,7 +366,18 @@ class Engine:
             raise type(e)(e.host, e.message.replace(token, "<join token>")) from None
 
     def leave_swarm(self, force: bool = False) -> None:
-        self._json("leave the swarm", "POST", "/swarm/leave", params={"force": "1" if force else "0"})
+        """Leave the swarm. dockerd gives its swarm node 15 s to stop and, when the node takes longer
+        (a loaded host), answers 500 "context deadline exceeded" with the node still stopping and the
+        host still in the swarm; asking again waits on that same stop. Asked up to three times."""
+        params = {"force": "1" if force else "0"}
+        for attempt in range(1, _LEAVE_ASKS + 1):
+            try:
+                self._json("leave the swarm", "POST", "/swarm/leave", params=params, timeout=self.timeout + 20)
+                return
+            except EngineError as e:
+                if attempt == _LEAVE_ASKS or not _stop_timed_out(e):
+                    raise
+                log.info("%s: its swarm node did not stop in dockerd's 15 s (%s); asking again", self.name, e.message)
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self._json("list swarm nodes", "GET", "/nodes"))

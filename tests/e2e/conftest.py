@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
 from swarmctl.lab import hosts as labhosts
@@ -83,8 +84,17 @@ class Lab:
                 states[name] = (swarm["LocalNodeState"], bool(swarm.get("ControlAvailable")))
 
         def leave(name: str) -> None:
+            # dockerd gives its swarm node 15 s to stop; on a loaded machine it may take longer and the
+            # engine answers "context deadline exceeded" with the stop still under way: ask again, as
+            # swarmctl's Engine.leave_swarm does
             with self.docker(name) as api:
-                api.leave_swarm(force=True)
+                for attempt in range(3):
+                    try:
+                        api.leave_swarm(force=True)
+                        return
+                    except docker.errors.APIError as e:
+                        if attempt == 2 or "context deadline exceeded" not in str(e):
+                            raise
 
         # a worker's leave waits up to 5 s for its ingress sandbox to go: workers leave in parallel;
         # managers one at a time, so each leave is a clean raft membership change

@@ -28,6 +28,9 @@ from swarmctl.transport.ssh import CommandResult
 Seen = list[tuple[str, str, dict[str, list[str]], Any]]
 
 
+LEAVE_TIMEOUTS = [0]  # how many of the next leaves dockerd's 15-s stop runs out on
+
+
 class FakeDockerAPI(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: Seen
@@ -63,6 +66,11 @@ class FakeDockerAPI(BaseHTTPRequestHandler):
             return self._answer(503, {"message": "This node is not a swarm manager."})
         if path == "/tasks":  # what Engine 20.10 and 26 answer when swarmkit's store times out
             return self._answer(500, {"message": "rpc error: code = DeadlineExceeded desc = context deadline exceeded"})
+        if path == "/swarm/leave":  # dockerd's answer when its swarm node takes more than 15 s to stop
+            if LEAVE_TIMEOUTS[0] > 0:
+                LEAVE_TIMEOUTS[0] -= 1
+                return self._answer(500, {"message": "context deadline exceeded"})
+            return self._answer(200, b"", "text/plain")
         if path == "/containers/c1/json":
             return self._answer(200, {"Id": "c1", "Config": {"Tty": False}})
         if path == "/containers/c1/logs":
@@ -144,6 +152,22 @@ def test_http_failures_become_typed_errors_naming_host_and_action(
     with pytest.raises(Busy) as busy:
         e.tasks()
     assert not isinstance(busy.value, Unavailable) and "list tasks: rpc error" in busy.value.message
+
+
+def test_a_leave_whose_node_stop_ran_out_of_time_is_asked_again(
+    engine: tuple[Engine, Seen, SocketPairConnection],
+) -> None:
+    e, seen, _ = engine
+    LEAVE_TIMEOUTS[0] = 2
+    e.leave_swarm(force=True)
+    leaves = [q for m, p, q, _ in seen if p.endswith("/swarm/leave")]
+    assert leaves == [{"force": ["1"]}] * 3
+    LEAVE_TIMEOUTS[0] = 5  # the node never stops: after three asks the engine's answer is the error
+    with pytest.raises(EngineError) as err:
+        e.leave_swarm(force=True)
+    assert err.value.host == "h1" and "leave the swarm: context deadline exceeded" in err.value.message
+    assert len([p for _, p, _, _ in seen if p.endswith("/swarm/leave")]) == 6
+    LEAVE_TIMEOUTS[0] = 0
 
 
 def test_container_output_is_demultiplexed_by_the_sdk(engine: tuple[Engine, Seen, SocketPairConnection]) -> None:
