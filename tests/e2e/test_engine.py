@@ -24,6 +24,7 @@ pytestmark = pytest.mark.churn
 ROLES = {"lab1": "manager", "lab2": "manager", "lab3": "manager", "lab4": "worker"}
 MIRROR = "https://192.168.77.250:5000"  # on the lab's subnet, never contacted: nothing pulls here
 SERVICE = "engine-probe"
+SLEEP = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); time.sleep(1e9)"
 
 
 class MajorityWatch:
@@ -85,11 +86,13 @@ def three_managers(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     inv = lab.write_inventory(d / "hosts.yml", ROLES)
     run = swarmctl("bootstrap", str(inv))
     assert run.rc == 0, str(run)
-    # tasks on every node: the next host waits until the restarted one runs its tasks again
+    # tasks on every node: the next host waits until the restarted one runs its tasks again. The task
+    # exits on SIGTERM: a `sleep` (PID 1 of its container, so SIGTERM does nothing) held every engine
+    # stop for the 10 s grace period before dockerd killed it, 80 s of this module
     with lab.docker("lab1") as api:
         image = next(t for i in api.images() for t in i.get("RepoTags") or [] if t.startswith("swarmctl-lab/probe"))
         api.create_service(
-            {"ContainerSpec": {"Image": image, "Command": ["sleep", "1000000"]}},
+            {"ContainerSpec": {"Image": image, "Command": ["python3", "-c", SLEEP]}},
             name=SERVICE,
             mode={"Global": {}},
         )
