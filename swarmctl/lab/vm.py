@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 import shlex
@@ -41,6 +42,8 @@ from swarmctl.files import write_atomic
 from swarmctl.lab import hosts as labhosts
 from swarmctl.lab.hosts import BRIDGE, LabError, LabHost, LabSpec
 from swarmctl.plan import Notify, quiet
+
+log = logging.getLogger(__name__)
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "swarmctl" / "vm"
 QEMU = "qemu-system-x86_64"
@@ -213,17 +216,20 @@ def base_image(mirror: str, bundle: Path, recipe: Recipe = RECIPE) -> BaseImage:
 
 class RootBuild:
     """The VM root's mmdebstrap, started in the background (``lab up --vm`` builds the lab images
-    meanwhile: on a cold cache the two take about 40 s and 90 s). It runs in a mount namespace of
-    its own, so a build that is cancelled (an error elsewhere, Ctrl-C) leaves no mount behind, and
-    its work directory can go with it."""
+    meanwhile: on a cold cache the two take about 40 s and 90 s). A build that is cancelled (an
+    error elsewhere, Ctrl-C) gets SIGTERM, on which mmdebstrap unmounts what it mounted; it runs in
+    a mount namespace of its own where "/" is a mount point (not inside a plain chroot, where the
+    propagation of "/" cannot be changed), and its work directory is removed only when no mount is
+    left under it."""
 
     def __init__(self, mirror: str, recipe: Recipe = RECIPE):
         CACHE.mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
         self.root = self.work / "root"
         self._log = open(self.work / "mmdebstrap.log", "wb")  # noqa: SIM115 - closed by close()
+        propagation = "private" if labhosts._root_is_mountpoint() else "unchanged"
         argv = [
-            "unshare", "--mount", "--propagation", "private",
+            "unshare", "--mount", "--propagation", propagation,
             "mmdebstrap",
             "--quiet",
             "--variant=minbase",
@@ -266,7 +272,22 @@ class RootBuild:
                 os.killpg(proc.pid, 9)
                 proc.wait()
         self._log.close()
+        mounted = _mounts_under(self.work)
+        if mounted:
+            log.warning("left %s in place: %s still mounted there", self.work, ", ".join(mounted))
+            return
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` in this mount namespace."""
+    prefix = str(path.resolve())
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            points = [line.split()[4] for line in f]
+    except OSError:
+        return []
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
 
 
 def ensure_base(
