@@ -45,6 +45,7 @@ PREVIOUS = "/etc/docker/daemon.json.swarmctl-previous"  # daemon.json before the
 CERTS = "/etc/docker/certs.d"
 RESTART_TIMEOUT = 180.0  # seconds for `systemctl restart docker`
 BACK_TIMEOUT = 120.0  # seconds for a restarted host to be back (engine, node, tasks)
+SETTLE_TIMEOUT = 60.0  # seconds for a majority of the other managers to be seen before a manager restarts
 POLL = 1.0
 
 # One round trip per host: daemon.json, swarmctl's record, installed CA digests (registry names
@@ -451,6 +452,31 @@ def _viewer(session: Session, names: list[str]) -> Engine | None:
     return None
 
 
+def _majority_refusal(session: Session, managers: list[str], name: str, timeout: float, notify: Notify) -> str:
+    """Why the engine of manager ``name`` may not restart now ("" when it may), as the other managers
+    see the swarm (or, when none answers, as this one does). A leader change (the previous restart
+    may have been the leader's) puts every node in state "unknown" until its agent reports to the
+    new leader, a few seconds: a majority not seen yet is asked again until ``timeout``, and only
+    then refused."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        viewer = _viewer(session, [m for m in managers if m != name] + [name])
+        if viewer is None:
+            why = f"refusing to restart the engine of {name}: no manager answers to tell the swarm's state"
+        else:
+            nodes = read_nodes(viewer)
+            why = quorum_refusal(nodes, _hostname(nodes, session, name))
+        if not why:
+            return ""
+        if time.monotonic() > deadline:
+            return f"{why} (waited {timeout:g}s for them)"
+        if not told:
+            notify(f"waiting for a majority of the other managers to be seen ready before restarting {name}")
+            told = True
+        time.sleep(POLL)
+
+
 def quorum_refusal(nodes: list[NodeView], hostname: str) -> str:
     """Why restarting this manager now would cost the swarm its majority ("" when it would not) (pure)."""
     managers = [n for n in nodes if n.is_manager]
@@ -472,6 +498,7 @@ def apply_engine(
     ca_files: Mapping[str, tuple[str, Path]],
     notify: Notify = quiet,
     back_timeout: float = BACK_TIMEOUT,
+    settle_timeout: float = SETTLE_TIMEOUT,
 ) -> Report:
     """Write and restart as planned; stops at the first host that fails to come back.
 
@@ -505,14 +532,7 @@ def apply_engine(
     for i, batch in enumerate(batches):
         for change in batch:
             if change.manager and change.in_swarm:
-                # as the other managers see the swarm (or, when none answers, as this one does)
-                viewer = _viewer(session, [m for m in managers if m != change.host] + [change.host])
-                nodes = read_nodes(viewer) if viewer is not None else []
-                why = quorum_refusal(nodes, _hostname(nodes, session, change.host))
-                if viewer is None:
-                    why = (
-                        f"refusing to restart the engine of {change.host}: no manager answers to tell the swarm's state"
-                    )
+                why = _majority_refusal(session, managers, change.host, settle_timeout, notify)
                 if why:
                     report.failures[change.host] = why
                     _stop(report, batches[i:], change.host)
