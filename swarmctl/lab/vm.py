@@ -209,6 +209,10 @@ def _run(argv: list[str], what: str, timeout: float | None = None) -> subprocess
 # -- the base image -------------------------------------------------------------------------------
 
 
+def _building(recipe: Recipe) -> str:
+    return f"building the VM root image (Debian {recipe.suite}, {len(recipe.packages)} packages) with mmdebstrap"
+
+
 def base_image(mirror: str, bundle: Path, recipe: Recipe = RECIPE) -> BaseImage:
     """Where the root image of ``recipe`` with ``bundle`` baked in is cached (whether built or not)."""
     return BaseImage(CACHE / f"base-{recipe.suite}-{recipe.key(mirror, bundle)}")
@@ -227,6 +231,7 @@ class RootBuild:
         self.work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
         self.root = self.work / "root"
         self._log = open(self.work / "mmdebstrap.log", "wb")  # noqa: SIM115 - closed by close()
+        self._proc: subprocess.Popen[bytes] | None = None
         propagation = "private" if labhosts._root_is_mountpoint() else "unchanged"
         argv = [
             "unshare", "--mount", "--propagation", propagation,
@@ -244,7 +249,7 @@ class RootBuild:
             mirror,
         ]  # fmt: skip
         try:
-            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
             )
         except OSError as e:
@@ -263,7 +268,7 @@ class RootBuild:
 
     def close(self) -> None:
         """Stop mmdebstrap if it still runs and remove the work directory (idempotent)."""
-        proc, self._proc = getattr(self, "_proc", None), None
+        proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, 15)
             try:
@@ -308,7 +313,7 @@ def ensure_base(
             build.close()
         return base
     if build is None:
-        report(f"building the VM root image (Debian {recipe.suite}, {len(recipe.packages)} packages) with mmdebstrap")
+        report(_building(recipe))
         build = RootBuild(mirror, recipe)
     try:
         root = build.wait()
@@ -516,10 +521,12 @@ def start_vms(
     report: Notify = quiet,
     timeout: float = BOOT_TIMEOUT,
     build: RootBuild | None = None,
+    mirror: str | None = None,
 ) -> str:
     """Boot every host of ``spec`` as a VM on the lab bridge and wait until sshd and dockerd answer
-    in each. Returns the accelerator used. (``bring_up`` checked the prerequisites.)"""
-    base = ensure_base(_mirror(), bundle, report, build=build)
+    in each. Returns the accelerator used. (``bring_up`` checked the prerequisites.) ``build``: the
+    root image's mmdebstrap, started from ``mirror``."""
+    base = ensure_base(mirror or _mirror(), bundle, report, build=build)
     accel = choose_accel(base, report)
     procs = {}
     for host in spec.hosts:
@@ -561,16 +568,13 @@ def bring_up(spec: LabSpec, report: Notify = quiet, with_registry: bool = True) 
     mirror = _mirror()
     build = None
     if not base_image(mirror, images.bundle_path(mirror)).complete():
-        report(
-            f"building the VM root image (Debian {RECIPE.suite}, {len(RECIPE.packages)} packages) with mmdebstrap, "
-            "in the background"
-        )
+        report(_building(RECIPE) + ", in the background")
         build = RootBuild(mirror)
     try:
         bundle = images.ensure_bundle(report=report)
 
         def boot(s: LabSpec) -> None:
-            start_vms(s, bundle, report=report, build=build)
+            start_vms(s, bundle, report=report, build=build, mirror=mirror)
 
         def have_images(s: LabSpec) -> dict[str, str]:
             check_images(s, images.bundle_ids(bundle))
