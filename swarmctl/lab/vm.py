@@ -56,6 +56,7 @@ MEMORY_MB = 2048  # a ZooKeeper member, a broker and dockerd, with room (the sta
 # tasks sat in "starting" for 20 minutes; with 1 the boot takes about 2.5 min and the stacks
 # converge (a guest with 2 vCPUs waits on IPIs and spinlocks held by a descheduled vCPU thread).
 VCPUS = 1
+ROOT_BUILD_TIMEOUT = 1200.0  # mmdebstrap of the root image: about 90 s here from a nearby mirror
 BOOT_TIMEOUT = 420.0  # TCG on a loaded 2-core machine: boots take 1-3 minutes
 ACCELS = ("kvm", "tcg")
 
@@ -259,7 +260,13 @@ class RootBuild:
     def wait(self) -> Path:
         """The root directory once mmdebstrap finished; VmError with its last lines when it failed."""
         assert self._proc is not None, "RootBuild.wait after close"
-        rc = self._proc.wait()
+        try:
+            rc = self._proc.wait(timeout=ROOT_BUILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise TimeoutExpired(
+                f"mmdebstrap of the VM root image did not finish within {ROOT_BUILD_TIMEOUT:g}s "
+                "(a slow or unreachable Debian mirror?)"
+            ) from None
         if rc != 0:
             self._log.flush()
             tail = (self.work / "mmdebstrap.log").read_text(errors="replace").strip().splitlines()[-3:]
