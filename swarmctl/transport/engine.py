@@ -13,12 +13,12 @@ branch on instead of matching message text. Only docker-py's public API is used.
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import io
 import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -26,7 +26,6 @@ from urllib.parse import quote
 
 import docker
 import docker.errors
-import paramiko
 import requests
 import urllib3
 import urllib3.connection
@@ -35,7 +34,6 @@ from docker.transport.basehttpadapter import BaseHTTPAdapter
 
 from swarmctl.errors import (
     Busy,
-    ClusterError,
     Conflict,
     EngineError,
     HostError,
@@ -47,7 +45,7 @@ from swarmctl.errors import (
     Unreachable,
 )
 from swarmctl.inventory import Host, Inventory
-from swarmctl.transport.ssh import Connection, Outcome, Pool
+from swarmctl.transport.ssh import Connection, Outcome, Pool, human_size
 
 log = logging.getLogger(__name__)
 # urllib3 logs request lines at DEBUG; request bodies (join tokens, secret data) are never logged,
@@ -58,51 +56,172 @@ logging.getLogger("urllib3").setLevel(logging.WARNING)
 # specs mean the same thing on every supported engine.
 API_VERSION = "1.41"
 MIN_ENGINE = (20, 10)
-DEFAULT_TIMEOUT = 30.0  # per API call; a host that does not answer in that time is named as failed
+# An API call's whole time, request sent and answer read (not each socket read's: an engine sending
+# a byte a second would keep one call alive for ever); a host whose engine does not answer in that
+# time is named as failed
+DEFAULT_TIMEOUT = 30.0
+# The most one API answer may bring back: answers are read whole into memory, then parsed. The
+# largest swarmctl reads are the task and service lists of a big swarm (a few KiB a task: tens of
+# MiB for thousands of tasks); 256 MiB leaves them room and bounds what a broken or hostile engine
+# that answers without end costs this process.
+MAX_RESPONSE = 256 << 20
 _POOL_SIZE = 4
+_SEND_CHUNK = 32 * 1024  # an SSH packet: each send waits for the channel's window with what is left
+_READ_BUFFER = 64 * 1024
 
 T = TypeVar("T")
 Filters = Mapping[str, Iterable[str]]
 
 
-class _ResponseFile(paramiko.ChannelFile):
-    """http.client's file over a dial-stdio channel. After a read timeout the channel closes first;
-    paramiko's file then fails to flush (there is nothing to flush) when collected, which Python
-    prints to stderr as an ignored exception with its traceback. Close it quietly instead."""
+class _CallTimedOut(Exception):
+    """An API call ran past its whole-call deadline. Not an OSError: urllib3 and requests pass it up
+    untouched (no retry, no rewrapping as a connection error), for translate() to name."""
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+    def __init__(self, timeout: float):
+        super().__init__(f"no complete answer within {timeout:g}s")
+        self.timeout = timeout
+
+
+class _AnswerTooLarge(Exception):
+    """An API answer ran over its byte cap (passed up untouched, as _CallTimedOut)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"its answer ran over {human_size(limit)}")
+        self.limit = limit
+
+
+class _CallBudget:
+    """The limits of the API call under way on one dial-stdio channel: a deadline for the whole
+    call and a cap on the bytes of its answer. urllib3's timeout bounds each socket read alone."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.timeout = 0.0
+        self.deadline = 0.0
+        self.received = 0
+
+    def start(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.received = 0
+
+    def left(self) -> float:
+        """Seconds left of the call.
+
+        Raises:
+            _CallTimedOut: the call's deadline has passed.
+        """
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _CallTimedOut(self.timeout)
+        return left
+
+    def count(self, n: int) -> None:
+        self.received += n
+        if self.received > self.max_bytes:
+            raise _AnswerTooLarge(self.max_bytes)
+
+
+class _BoundedChannel:
+    """A dial-stdio channel as http.client's socket: every send and read of it gets what is left of
+    the call's deadline as its timeout, and every byte read counts against the answer's cap.
+
+    The channel is a paramiko Channel (a socket in the unit tests); both have send, recv,
+    settimeout, fileno and close, which is all this uses.
+    """
+
+    def __init__(self, channel: Any, budget: _CallBudget):
+        self._channel = channel
+        self._budget = budget
+
+    def settimeout(self, timeout: float | None) -> None:
+        """urllib3 sets its per-read timeout here; each send and read sets what is left of the
+        call's own instead."""
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            self._channel.settimeout(self._budget.left())
+            try:
+                n = self._channel.send(bytes(view[:_SEND_CHUNK]))
+            except TimeoutError:
+                raise _CallTimedOut(self._budget.timeout) from None
+            if not n:  # paramiko: the channel closed under the send
+                raise BrokenPipeError("the dial-stdio channel closed")
+            view = view[n:]
+
+    def recv(self, size: int) -> bytes:
+        self._channel.settimeout(self._budget.left())
+        try:
+            data = bytes(self._channel.recv(size))
+        except TimeoutError:
+            raise _CallTimedOut(self._budget.timeout) from None
+        self._budget.count(len(data))
+        return data
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        """http.client's response file. Its own (not paramiko's ChannelFile, whose collection after
+        a closed channel prints an ignored flush error with its traceback to stderr)."""
+        return io.BufferedReader(_ChannelReader(self), _READ_BUFFER)
+
+    def fileno(self) -> int:  # urllib3 polls it to see whether a pooled channel is still open
+        return int(self._channel.fileno())
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class _ChannelReader(io.RawIOBase):
+    """The raw byte stream of a _BoundedChannel (closing it leaves the channel to http.client)."""
+
+    def __init__(self, channel: _BoundedChannel):
+        super().__init__()
+        self._channel = channel
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._channel.recv(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class _DialStdioConnection(urllib3.connection.HTTPConnection):
-    def __init__(self, ssh: Connection, timeout: float):
+    def __init__(self, ssh: Connection, timeout: float, max_response: int):
         super().__init__("localhost", timeout=timeout)
         self._ssh = ssh
+        self._default_timeout = timeout
+        self._budget = _CallBudget(max_response)
 
     def connect(self) -> None:
         channel = self._ssh.open_channel(["docker", "system", "dial-stdio"])
-        if isinstance(self.timeout, (int, float)):
-            channel.settimeout(self.timeout)
-        if isinstance(channel, paramiko.Channel):
-            channel.makefile = functools.partial(_ResponseFile, channel)  # type: ignore[method-assign]
-        self.sock = channel
+        self.sock = _BoundedChannel(channel, self._budget)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        """A call's budget starts with its request (opening the channel included, when it opens
+        one). urllib3 has just set ``timeout`` to the call's: requests' single number is both its
+        connect and its read timeout."""
+        timeout = self.timeout if isinstance(self.timeout, (int, float)) else self._default_timeout
+        self._budget.start(float(timeout))
+        super().request(*args, **kwargs)
 
 
 class _DialStdioPool(urllib3.connectionpool.HTTPConnectionPool):
-    def __init__(self, ssh: Connection, timeout: float):
+    def __init__(self, ssh: Connection, timeout: float, max_response: int):
         super().__init__("localhost", timeout=timeout, maxsize=_POOL_SIZE)
         self._ssh = ssh
         self._channel_timeout = timeout
+        self._max_response = max_response
 
     def _new_conn(self) -> _DialStdioConnection:  # urllib3's documented extension point
-        return _DialStdioConnection(self._ssh, self._channel_timeout)
+        return _DialStdioConnection(self._ssh, self._channel_timeout, self._max_response)
 
 
 class _DialStdioAdapter(BaseHTTPAdapter):
-    def __init__(self, ssh: Connection, timeout: float):
+    def __init__(self, ssh: Connection, timeout: float, max_response: int):
         super().__init__()
-        self._pool = _DialStdioPool(ssh, timeout)
+        self._pool = _DialStdioPool(ssh, timeout, max_response)
 
     def get_connection(self, url: str | bytes, proxies: Any = None) -> _DialStdioPool:
         return self._pool
@@ -122,12 +241,12 @@ class _SSHAPIClient(docker.APIClient):
     mounted (requests' public ``mount``) on the URL prefix every request of this client uses.
     """
 
-    def __init__(self, ssh: Connection, timeout: float):
+    def __init__(self, ssh: Connection, timeout: float, max_response: int):
         super().__init__(base_url="unix:///nonexistent/swarmctl.sock", version=API_VERSION, timeout=int(timeout))
         for adapter in self.adapters.values():
             adapter.close()
         self.adapters.clear()
-        self.mount(_BASE_URL, _DialStdioAdapter(ssh, timeout))
+        self.mount(_BASE_URL, _DialStdioAdapter(ssh, timeout, max_response))
         self.base_url = _BASE_URL
 
 
@@ -160,14 +279,21 @@ def translate(host: str, action: str) -> Iterator[None]:
         elif e.status_code == 500 and "code = DeadlineExceeded" in explain(e):  # swarmkit's store timed out
             cls = Busy
         raise cls(host, f"{action}: {explain(e)}{_hint(explain(e))}") from e
-    except requests.exceptions.Timeout as e:
+    except (requests.exceptions.Timeout, _CallTimedOut) as e:
         raise Unreachable(host, f"{action}: Docker Engine did not answer in time over SSH ({_short(e)})") from e
+    except _AnswerTooLarge as e:
+        raise EngineError(host, f"{action}: the Docker Engine's answer ran over {human_size(e.limit)}; not read") from e
     except requests.exceptions.RequestException as e:
         raise Unreachable(host, f"{action}: Docker Engine did not answer over SSH ({_short(e)})") from e
     except docker.errors.DockerException as e:
         raise EngineError(host, f"{action}: {explain(e)}") from e
     except (OSError, urllib3.exceptions.HTTPError) as e:
         raise Unreachable(host, f"{action}: connection to the Docker Engine failed ({_short(e)})") from e
+
+
+def _timed_out(e: Unreachable) -> bool:
+    """The engine did not answer in time (rather than the channel to it breaking)."""
+    return isinstance(e.__cause__, (requests.exceptions.Timeout, _CallTimedOut))
 
 
 _LEAVE_ASKS = 3
@@ -224,25 +350,49 @@ def _filters(filters: Filters | None) -> dict[str, str]:
 
 
 class Engine:
-    """The Docker Engine of one host, reached over its SSH connection."""
+    """The Docker Engine of one host, reached over its SSH connection.
 
-    def __init__(self, host: Host, ssh: Connection, timeout: float = DEFAULT_TIMEOUT):
+    ``timeout`` bounds each API call as a whole (see DEFAULT_TIMEOUT), ``max_response`` the bytes
+    of each answer (see MAX_RESPONSE).
+    """
+
+    def __init__(self, host: Host, ssh: Connection, timeout: float = DEFAULT_TIMEOUT, max_response: int = MAX_RESPONSE):
         self.host = host
         self.ssh = ssh
         self.timeout = timeout
-        self._api = _SSHAPIClient(ssh, timeout)
+        self._api = _SSHAPIClient(ssh, timeout, max_response)
+        self._silent_on = ""  # the first call the engine did not answer in time, once one timed out
+        self._silent_lock = threading.Lock()
 
     @property
     def name(self) -> str:
         return self.host.name
 
-    def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call an SDK method; errors name this host and ``action``."""
+    def _call(self, action: str, fn: Callable[..., T], *args: Any, held: bool = False, **kwargs: Any) -> T:
+        """Call an SDK method; errors name this host and ``action``.
+
+        Once the engine did not answer a call in time, every later call of this Engine fails at
+        once (Unreachable naming that first call) instead of waiting out its own timeout: a frozen
+        engine (dockerd stopped, its socket still accepting) would otherwise cost a whole timeout
+        per call, and bootstrap, which reads ``info``, then ``version`` and ``info`` again, named it
+        only after 60 s. An engine restart drops its Engine (``Session.forget_engine``): the next
+        one asks again. ``held``: the engine holds this answer until other work ends (a container's
+        exit), so its timeout says nothing of the engine itself and marks nothing.
+        """
+        if self._silent_on:
+            raise Unreachable(
+                self.name,
+                f"{action}: Docker Engine did not answer in time earlier in this command "
+                f"({self._silent_on}); not asked again",
+            )
         try:
             with translate(self.name, action):
                 return fn(*args, **kwargs)
         except Unreachable as e:
-            if isinstance(e.__cause__, requests.exceptions.Timeout):
+            if _timed_out(e):
+                if not held:
+                    with self._silent_lock:
+                        self._silent_on = self._silent_on or action
                 raise  # a hung engine: asking the docker CLI would only wait again
             reason = self._diagnose()
             if reason:
@@ -277,9 +427,11 @@ class Engine:
         versioned: bool = True,
         headers: Mapping[str, str] | None = None,
         safe: str = "",
+        held: bool = False,
     ) -> Any:
         """One API request with a JSON body sent exactly as built; ``path``'s ``{}`` are filled,
-        quoted (``safe``: characters left as they are, as ``/`` in an image name)."""
+        quoted (``safe``: characters left as they are, as ``/`` in an image name; ``held``: see
+        ``_call``)."""
         prefix = f"{self._api.base_url}/v{API_VERSION}" if versioned else self._api.base_url
         url = prefix + path.format(*(quote(a, safe=safe) for a in args))
         data = None if body is None else json.dumps(body)
@@ -297,7 +449,7 @@ class Engine:
                 return response.json()
             return response.text
 
-        return self._call(action, send)
+        return self._call(action, send, held=held)
 
     # -- engine and swarm ------------------------------------------------------------------------
 
@@ -518,7 +670,7 @@ class Engine:
         return ident
 
     def wait_container(self, ident: str, timeout: float) -> int:
-        answer = self._json("wait for the container", "POST", "/containers/{}/wait", ident, timeout=timeout)
+        answer = self._json("wait for the container", "POST", "/containers/{}/wait", ident, timeout=timeout, held=True)
         return int(answer.get("StatusCode", -1))
 
     def container_output(self, ident: str, stderr: bool = False) -> bytes:
@@ -576,35 +728,6 @@ class Session:
 
     def fan_out(self, fn: Callable[[Host], T], hosts: Iterable[Host] | None = None) -> dict[str, Outcome[T]]:
         return self.pool.fan_out(self.inventory.hosts if hosts is None else hosts, fn)
-
-    def manager(self) -> Engine:
-        """The first inventory manager whose engine is an active swarm manager.
-
-        Raises:
-            ClusterError: no manager answered; says what each one said.
-        """
-        reasons = []
-        for host in self.inventory.managers:
-            try:
-                engine = self.engine(host)
-                swarm = engine.info().get("Swarm") or {}
-            except HostError as e:
-                reasons.append(f"{host.name}: {e.message}")
-                continue
-            if swarm.get("ControlAvailable"):
-                self.skipped = {r.split(": ", 1)[0]: r.split(": ", 1)[1] for r in reasons}
-                return engine
-            state = swarm.get("LocalNodeState") or "unknown"
-            if state == "locked":
-                reasons.append(f"{host.name}: locked: run `swarmctl unlock`")
-            else:
-                reasons.append(f"{host.name}: not a swarm manager (swarm state {state})")
-        todo = (
-            "run `swarmctl unlock`"
-            if any(r.endswith("run `swarmctl unlock`") for r in reasons)
-            else "run `swarmctl bootstrap` first"
-        )
-        raise ClusterError("no reachable swarm manager (" + "; ".join(reasons) + f"); {todo}")
 
     def close(self) -> None:
         for engine in self._engines.values():

@@ -38,6 +38,14 @@ logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 DEFAULT_PARALLEL = 16
 EOF_GRACE = 2.0  # seconds to wait for the output's EOF once the exit status came
+# The most a command's stdout and stderr together may bring back (run(), stream()): it is held in
+# memory, then decoded to text (a second copy). The reads swarmctl makes answer in a few hundred KiB
+# at most (host facts, a journal's last 40 lines, the raft state's listing); 16 MiB leaves them ample
+# room and bounds what a host flooding its output costs (without a cap one grew the client by
+# 900 MiB in 8 s). A caller that downloads (backup's archive) passes its own cap.
+MAX_OUTPUT = 16 << 20
+_SEND_CHUNK = 32 * 1024  # one SSH packet of stdin at a time: output is read between any two
+_RECV_CHUNK = 64 * 1024
 _KNOWN_HOSTS_LOCK = threading.Lock()
 
 T = TypeVar("T")
@@ -268,30 +276,51 @@ class Connection:
         input: bytes | None = None,
         timeout: float = 60.0,
         sudo: bool | None = None,
+        max_output: int = MAX_OUTPUT,
     ) -> CommandResult:
         """Run a command and collect its output.
 
         ``argv`` as a list is quoted with shlex; a string is a shell script the caller wrote
         (never with user data concatenated in). ``input`` goes to stdin and never to argv.
 
+        ``timeout`` bounds the whole call, sending ``input`` included: a host that stops reading
+        its stdin is given up on like one that stops answering. The input goes out as the channel's
+        window allows, with the output read between any two packets: a command that writes while
+        it reads (``cat``) would otherwise fill its output window, stop reading, and hold both ends
+        for ever. ``max_output`` caps stdout and stderr together (see MAX_OUTPUT).
+
         Raises:
-            SSHError: the connection failed; HostError: the command ran over ``timeout``.
+            SSHError: the connection failed; HostError: the command ran over ``timeout``, or its
+            output over ``max_output`` (its channel is then closed).
         """
         shown = argv if isinstance(argv, str) else shlex.join(argv)
+        data = input or b""
         channel = self.open_channel(argv, sudo)
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
+        sent = 0
         try:
-            if input is not None:
-                channel.sendall(input)
-            channel.shutdown_write()
+            if not data:
+                channel.shutdown_write()
             fd = channel.fileno()
             exited_at = 0.0
             while True:
-                while channel.recv_ready():
-                    out += channel.recv(65536)
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
+                self._read_ready(channel, out, err, max_output, shown)
+                if sent < len(data) and (channel.closed or channel.exit_status_ready()):
+                    data = data[:sent]  # the command ended before its input did: its output says why
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    took = f" (it took {sent} of the {len(data)} bytes of its input)" if sent < len(data) else ""
+                    raise HostError(self.host.name, f"timed out after {timeout:g}s running: {_summary(shown)}{took}")
+                if sent < len(data):
+                    # paramiko's send waits for window on a condition the host's window adjust
+                    # wakes: a short timeout returns to reading the output meanwhile
+                    channel.settimeout(min(left, 0.1))
+                    with contextlib.suppress(TimeoutError):
+                        sent += channel.send(data[sent : sent + _SEND_CHUNK])
+                        if sent == len(data):
+                            channel.shutdown_write()
+                    continue
                 drained = not channel.recv_ready() and not channel.recv_stderr_ready()
                 if channel.closed and drained:
                     break
@@ -301,9 +330,6 @@ class Connection:
                     exited_at = exited_at or time.monotonic()
                     if channel.eof_received or time.monotonic() - exited_at > EOF_GRACE:
                         break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise HostError(self.host.name, f"timed out after {timeout:g}s running: {_summary(shown)}")
                 select.select([fd], [], [], min(left, 0.1 if exited_at else 1.0))
             rc = channel.recv_exit_status() if channel.exit_status_ready() else -1
         except (OSError, paramiko.SSHException, EOFError) as e:
@@ -318,6 +344,28 @@ class Connection:
             err.decode("utf-8", "replace"),
         )
 
+    def _read_ready(self, channel: paramiko.Channel, out: bytearray, err: bytearray, cap: int, shown: str) -> None:
+        """Take the output that has come, up to ``cap`` bytes of stdout and stderr together.
+
+        The cap is checked at every read: a host that floods keeps data ready faster than it is
+        taken, so a loop that drains until nothing is ready would never end (nor see a deadline).
+
+        Raises:
+            HostError: naming the command and the cap; the caller closes the channel.
+        """
+        while True:
+            if channel.recv_ready():
+                out += channel.recv(_RECV_CHUNK)
+            elif channel.recv_stderr_ready():
+                err += channel.recv_stderr(_RECV_CHUNK)
+            else:
+                return
+            if len(out) + len(err) > cap:
+                raise HostError(
+                    self.host.name,
+                    f"the output of {_summary(shown)} ran over {human_size(cap)} (max_output); its channel was closed",
+                )
+
     def stream(
         self,
         argv: Sequence[str],
@@ -327,14 +375,17 @@ class Connection:
         idle_timeout: float = 120.0,
         sudo: bool | None = None,
         chunk: int = 256 * 1024,
+        max_output: int = MAX_OUTPUT,
     ) -> CommandResult:
         """Run a command with ``source`` streamed to its stdin (no copy of it on the host's disk).
 
-        ``on_bytes`` is told how many bytes went out so far; the command's output is collected.
+        ``on_bytes`` is told how many bytes went out so far; the command's output is collected,
+        up to ``max_output`` bytes (see MAX_OUTPUT).
         ``idle_timeout``: the longest the host may take without accepting data or finishing.
 
         Raises:
-            SSHError: the connection failed; HostError: the host stopped taking data or answering.
+            SSHError: the connection failed; HostError: the host stopped taking data or answering,
+            or the output ran over ``max_output`` (its channel is then closed).
         """
         shown = shlex.join(argv)
         channel = self.open_channel(argv, sudo)
@@ -351,10 +402,7 @@ class Connection:
                 except TimeoutError:
                     raise HostError(self.host.name, f"took no data for {idle_timeout:g}s: {_summary(shown)}") from None
                 sent += len(data)
-                while channel.recv_ready():
-                    out += channel.recv(65536)
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
+                self._read_ready(channel, out, err, max_output, shown)
                 if on_bytes is not None:
                     on_bytes(sent)
                 if channel.exit_status_ready():
@@ -364,10 +412,7 @@ class Connection:
             while not (channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready()):
                 if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
                     break
-                while channel.recv_ready():
-                    out += channel.recv(65536)
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
+                self._read_ready(channel, out, err, max_output, shown)
                 if time.monotonic() > deadline:
                     raise HostError(self.host.name, f"no answer {idle_timeout:g}s after its input: {_summary(shown)}")
                 select.select([channel.fileno()], [], [], 1.0)
@@ -417,6 +462,14 @@ def _reason(err: BaseException) -> str:
 
 def _summary(command: str, limit: int = 80) -> str:
     return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+def human_size(n: int) -> str:
+    """A byte count as people read it: ``16 MiB``, ``512 KiB``, ``100 bytes``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):g} {unit}"
+    return f"{n} bytes"
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,80 @@
 """A real SSH server in this process on 127.0.0.1 (paramiko's server side), for the unit tier.
 
 It accepts public-key authentication with one client key, runs ``exec`` requests by answering
-with a fixed output, and can be made to stop answering after the TCP handshake (a hung host).
-Nothing leaves the machine: it listens on loopback only.
+with a fixed output (or by a handler standing in for the command: one that never reads its stdin,
+one that echoes it, one that floods its stdout), and can be made to stop answering after the TCP
+handshake (a hung host). Nothing leaves the machine: it listens on loopback only.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 
+# a command, as the server runs it: given its channel (stdin, stdout, exit status) and command line
+Command = Callable[[paramiko.Channel, bytes], None]
+
+
+def never_reads(channel: paramiko.Channel, command: bytes) -> None:
+    """A command that never reads its stdin and never ends (a host whose disk stalled a ``cat >
+    file``): once the channel's window is full the client can send nothing more."""
+    while not channel.closed:
+        time.sleep(0.05)
+
+
+def echoes(channel: paramiko.Channel, command: bytes) -> None:
+    """``cat``: writes back what it reads as it reads it, so it stops reading while its output is
+    not taken."""
+    try:
+        while data := channel.recv(65536):
+            channel.sendall(data)
+        channel.send_exit_status(0)
+        channel.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the client closed the channel, or the connection
+
+
+def floods(total: int, stopped: threading.Event | None = None) -> Command:
+    """A command that writes ``total`` bytes to its stdout as fast as it is taken (``yes | head``);
+    ``stopped`` is set once it stops writing (done, or its channel closed)."""
+
+    def run(channel: paramiko.Channel, command: bytes) -> None:
+        line = b"y\n" * 32768
+        sent = 0
+        try:
+            while sent < total:
+                channel.sendall(line)
+                sent += len(line)
+            channel.send_exit_status(0)
+            channel.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the client closed the channel, or the connection
+        finally:
+            if stopped is not None:
+                stopped.set()
+
+    return run
+
 
 class _Server(paramiko.ServerInterface):
-    def __init__(self, client_key: paramiko.PKey, output: bytes, hang: threading.Event | None = None):
+    def __init__(
+        self,
+        client_key: paramiko.PKey,
+        output: bytes,
+        hang: threading.Event | None = None,
+        command: Command | None = None,
+    ):
         self.client_key = client_key
         self.output = output
         self.hang = hang  # set: channel requests are never answered (a host that stopped)
+        self.command = command
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         return paramiko.AUTH_SUCCESSFUL if key == self.client_key else paramiko.AUTH_FAILED
@@ -35,6 +88,10 @@ class _Server(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        if self.command is not None:
+            threading.Thread(target=self.command, args=(channel, command), daemon=True).start()
+            return True
+
         def answer() -> None:
             # paramiko replies to the exec request after this method returns: closing the channel
             # before that reply would fail the request, so the client closes it once it has the status
@@ -61,11 +118,13 @@ def ssh_server(
     output: bytes = b"ok\n",
     hang_channels: bool = False,
     silent: bool = False,
+    command: Command | None = None,
 ) -> Iterator[SSHServer]:
     """Serve SSH on 127.0.0.1 (a free port) until the block ends.
 
     hang_channels: authenticate, then never answer a channel request. silent: accept TCP
-    connections and never say a word (not even the SSH banner), like a frozen sshd.
+    connections and never say a word (not even the SSH banner), like a frozen sshd. command: what
+    every exec request runs, instead of answering ``output``.
     """
     host_key = host_key or paramiko.Ed25519Key.from_private_key_file(str(_new_key(tmp, "host")))
     client_file = _new_key(tmp, "client")
@@ -96,7 +155,7 @@ def ssh_server(
             t.add_server_key(host_key)
             server.transports.append(t)
             try:
-                t.start_server(server=_Server(client_key, output, released if hang_channels else None))
+                t.start_server(server=_Server(client_key, output, released if hang_channels else None, command))
             except (paramiko.SSHException, EOFError, OSError):
                 continue
 

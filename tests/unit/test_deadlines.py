@@ -1,5 +1,6 @@
-"""Every wait has a deadline: a host that stops answering is named within connect_timeout, and
-Ctrl-C ends a command within 2 s whatever a host is doing (real SSH servers on 127.0.0.1)."""
+"""Every wait has a deadline: a host that stops answering is named within connect_timeout, one that
+stops reading a command's input within the command's timeout, and Ctrl-C ends a command within 2 s
+whatever a host is doing (real SSH servers on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,42 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from swarmctl.errors import SSHError
+from swarmctl.errors import HostError, SSHError
 from swarmctl.transport.ssh import Connection
-from tests.unit.sshserver import ssh_server
+from tests.unit.sshserver import echoes, never_reads, ssh_server
 from tests.unit.test_ssh_host_keys import lab_host
+
+T = TypeVar("T")
+
+
+def within(seconds: float, fn: Callable[[], T]) -> T:
+    """``fn()``'s result (or its error), failing the test when it takes over ``seconds``: a call that
+    blocks for ever fails here instead of hanging the test run (its thread is left behind, stuck
+    until the server closes)."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            result.append(fn())
+        except BaseException as e:
+            error.append(e)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds:g}s"
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def test_a_host_that_stops_answering_channel_requests_is_given_up_on(tmp_path: Path) -> None:
@@ -70,3 +98,30 @@ def test_ctrl_c_ends_the_command_within_two_seconds(tmp_path: Path, mode: str) -
     assert proc.returncode == 130, err
     assert took < 2.0, f"took {took:.1f}s to stop after SIGINT"
     assert "Traceback" not in err and "interrupted" in err
+
+
+def test_run_input_to_a_host_that_stops_reading_is_bounded(tmp_path: Path) -> None:
+    # a restore's archive or a put() to a host whose command never reads: past the channel's
+    # window (2 MiB) nothing more can be sent, and the wait for window is the command's to bound
+    data = b"x" * (8 << 20)
+    with ssh_server(tmp_path, command=never_reads) as server:
+        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
+        with Connection(host) as c:
+            t0 = time.monotonic()
+            with pytest.raises(HostError) as e:
+                within(1.0 + 5.0, lambda: c.run(["sh", "-c", "cat > /srv/restore.tar"], input=data, timeout=1.0))
+            took = time.monotonic() - t0
+    assert took < 1.0 + 2.0, f"took {took:.1f}s"
+    assert e.value.host == "h1" and "timed out after 1s running: sh -c 'cat > /srv/restore.tar'" in e.value.message
+    assert f"of the {len(data)} bytes of its input" in e.value.message
+
+
+def test_run_input_to_a_command_that_writes_while_it_reads_does_not_deadlock(tmp_path: Path) -> None:
+    # `cat` stops reading while its output is not taken: sending all the input before reading any
+    # output would hold both ends for ever
+    data = bytes(range(32, 127)) * ((6 << 20) // 95)  # 6 MiB, past both windows (2 MiB each)
+    with ssh_server(tmp_path, command=echoes) as server:
+        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
+        with Connection(host) as c:
+            res = within(15.0, lambda: c.run(["cat"], input=data, timeout=10.0))
+    assert res.ok and res.stdout.encode() == data

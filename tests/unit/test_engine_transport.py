@@ -3,27 +3,33 @@ is an HTTP server in this process speaking the Docker API's shapes.
 
 What this pins: requests travel through docker-py's APIClient and adapter as swarmctl mounts them
 (a docker-py release that changes that fails here, not on a user's cluster), bodies go out exactly
-as built, filters are encoded as the API wants, and every HTTP failure becomes its typed error.
+as built, filters are encoded as the API wants, every HTTP failure becomes its typed error, and
+every call is bounded as a whole: in time (an engine that trickles, one that froze) and in bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from swarmctl.errors import Busy, Conflict, EngineError, ImageNotFound, NotFound, Unavailable
-from swarmctl.inventory import Host, SSHSettings
-from swarmctl.transport.engine import API_VERSION, Engine
-from swarmctl.transport.ssh import CommandResult
+from swarmctl.errors import Busy, Conflict, EngineError, ImageNotFound, NotFound, Unavailable, Unreachable
+from swarmctl.inventory import Host, Inventory, SSHSettings
+from swarmctl.transport.engine import API_VERSION, MAX_RESPONSE, Engine, Session
+from swarmctl.transport.ssh import CommandResult, Connection
+from tests.unit.sshserver import ssh_server
+from tests.unit.test_ssh_host_keys import lab_host
 
 Seen = list[tuple[str, str, dict[str, list[str]], Any]]
 
@@ -34,6 +40,7 @@ LEAVE_TIMEOUTS = [0]  # how many of the next leaves dockerd's 15-s stop runs out
 class FakeDockerAPI(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: Seen
+    frozen: frozenset[str] = frozenset()  # paths read and never answered (dockerd SIGSTOPped)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -52,6 +59,9 @@ class FakeDockerAPI(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length)) if length else None
         self.seen.append((method, url.path, parse_qs(url.query), body))
         path = url.path.removeprefix(f"/v{API_VERSION}")
+        if path in self.frozen:
+            self.rfile.read(1)  # no answer: until the client gives up and closes its end
+            return None
         if path == "/version":
             return self._answer(200, {"Version": "20.10.24", "ApiVersion": "1.41"})
         if path == "/services" and method == "GET":
@@ -88,31 +98,65 @@ class FakeDockerAPI(BaseHTTPRequestHandler):
         self._route("DELETE")
 
 
+class TricklingDockerAPI(FakeDockerAPI):
+    """An engine that answers a byte every 30 ms: each read well within the call's timeout, the
+    whole answer not."""
+
+    def _answer(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        data = json.dumps(body).encode()
+        head = f"HTTP/1.1 {status} OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n"
+        raw = head.encode() + data
+        for i in range(len(raw)):
+            try:
+                self.wfile.write(raw[i : i + 1])
+            except OSError:
+                return  # the client gave up
+            time.sleep(0.03)
+
+
+class FloodingDockerAPI(FakeDockerAPI):
+    """An engine whose every answer is 3 MiB long (a broken or hostile engine's endless answer)."""
+
+    def _answer(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        with contextlib.suppress(OSError):  # the client stopped reading
+            super()._answer(status, {"Pad": "x" * (3 << 20)}, content_type)
+
+
 class SocketPairConnection:
     """Stands in for transport.ssh.Connection: each `docker system dial-stdio` channel is one end
     of a socket pair whose other end is served by FakeDockerAPI (no SSH server is involved here;
-    tests/unit/test_ssh_host_keys.py runs one)."""
+    tests/unit/test_ssh_host_keys.py runs one). ``runs`` counts the commands run besides (the
+    docker CLI asked why a channel broke)."""
 
-    def __init__(self, host: Host, seen: Seen):
+    def __init__(
+        self, host: Host, seen: Seen, api: type[FakeDockerAPI] = FakeDockerAPI, frozen: frozenset[str] = frozenset()
+    ):
         self.host = host
         self.seen = seen
+        self.api = api
+        self.frozen = frozen
         self.channels = 0
+        self.runs = 0
 
     def open_channel(self, argv: Any, sudo: bool | None = None) -> socket.socket:
         assert list(argv) == ["docker", "system", "dial-stdio"]
         ours, theirs = socket.socketpair()
-        handler = type("Handler", (FakeDockerAPI,), {"seen": self.seen})
+        handler = type("Handler", (self.api,), {"seen": self.seen, "frozen": self.frozen})
         threading.Thread(target=handler, args=(theirs, ("fake", 0), None), daemon=True).start()
         self.channels += 1
         return ours
 
     def run(self, argv: Any, **kwargs: Any) -> CommandResult:
+        self.runs += 1
         return CommandResult(self.host.name, "docker version", 0, "20.10.24\n", "")
+
+
+HOST = Host("h1", "10.0.0.1", "manager", MappingProxyType({}), None, SSHSettings())
 
 
 @pytest.fixture
 def engine() -> Iterator[tuple[Engine, Seen, SocketPairConnection]]:
-    host = Host("h1", "10.0.0.1", "manager", MappingProxyType({}), None, SSHSettings())
+    host = HOST
     seen: Seen = []
     conn = SocketPairConnection(host, seen)
     e = Engine(host, conn, timeout=5)  # type: ignore[arg-type]
@@ -173,3 +217,111 @@ def test_a_leave_whose_node_stop_ran_out_of_time_is_asked_again(
 def test_container_output_is_demultiplexed_by_the_sdk(engine: tuple[Engine, Seen, SocketPairConnection]) -> None:
     e, _, _ = engine
     assert e.container_output("c1") == b"hello from the probe\n"
+
+
+def test_an_engine_that_trickles_its_answer_is_given_up_on_at_the_calls_timeout() -> None:
+    # each byte comes within the timeout: a timeout per socket read would wait for the whole answer
+    conn = SocketPairConnection(HOST, [], TricklingDockerAPI)
+    e = Engine(HOST, conn, timeout=1)  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(Unreachable) as err:
+            e.version()
+    finally:
+        e.close()
+    took = time.monotonic() - t0
+    assert 1.0 <= took < 1.0 + 1.5, f"took {took:.1f}s"
+    assert err.value.host == "h1" and "read engine version: Docker Engine did not answer in time" in err.value.message
+    assert conn.runs == 0  # a hung engine is not diagnosed with the docker CLI: that would only wait again
+
+
+def test_an_engine_answer_over_the_byte_cap_is_refused() -> None:
+    conn = SocketPairConnection(HOST, [], FloodingDockerAPI)
+    e = Engine(HOST, conn, timeout=5, max_response=1 << 20)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(EngineError) as err:
+            e.info()
+    finally:
+        e.close()
+    assert MAX_RESPONSE == 256 << 20  # the default cap
+    assert not isinstance(err.value, Unreachable)
+    assert err.value.host == "h1"
+    assert err.value.message == "read engine info: the Docker Engine's answer ran over 1 MiB; not read"
+
+
+def test_a_frozen_engine_is_waited_for_once_per_command() -> None:
+    # dockerd SIGSTOPped: its socket accepts, nothing answers. bootstrap reads info, then version
+    # and info: each waiting out its own timeout named the engine only after twice the timeout
+    conn = SocketPairConnection(HOST, [], frozen=frozenset({"/info", "/version"}))
+    e = Engine(HOST, conn, timeout=2)  # type: ignore[arg-type]
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(Unreachable) as first:
+            e.info()
+        t1 = time.monotonic()
+        with pytest.raises(Unreachable) as second:
+            e.version()
+        t2 = time.monotonic()
+    finally:
+        e.close()
+    assert 1.5 <= t1 - t0 < 2.0 + 1.5, f"the first call took {t1 - t0:.1f}s"
+    assert t2 - t1 < 1.0, f"the second call took {t2 - t1:.1f}s"
+    assert "read engine info: Docker Engine did not answer in time" in first.value.message
+    assert second.value.host == "h1" and second.value.message == (
+        "read engine version: Docker Engine did not answer in time earlier in this command (read engine info); "
+        "not asked again"
+    )
+    assert conn.channels == 1 and conn.runs == 0  # the second call was not sent, nor diagnosed
+
+
+def test_a_container_wait_that_runs_out_leaves_the_engine_asked_again() -> None:
+    # the engine holds a wait's answer until the container exits: its timeout says nothing of the engine
+    conn = SocketPairConnection(HOST, [], frozen=frozenset({"/containers/c1/wait"}))
+    e = Engine(HOST, conn, timeout=5)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(Unreachable):
+            e.wait_container("c1", timeout=1)
+        assert e.version()["Version"] == "20.10.24"
+    finally:
+        e.close()
+
+
+def test_an_engine_restart_gets_an_engine_that_asks_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Session.forget_engine (after `systemctl restart docker`) drops the Engine that saw the timeout
+    conn = SocketPairConnection(HOST, [], frozen=frozenset({"/info"}))
+    with Session(Inventory(Path("hosts.yml"), (HOST,), MappingProxyType({}))) as session:
+        monkeypatch.setattr(session.pool, "connection", lambda host: conn)
+        before = session.engine("h1")
+        before.timeout = 1
+        with pytest.raises(Unreachable):
+            before.info()
+        with pytest.raises(Unreachable, match="earlier in this command"):
+            before.version()
+        session.forget_engine("h1")
+        after = session.engine("h1")
+        assert after is not before and after.version()["Version"] == "20.10.24"
+
+
+def test_a_frozen_engine_over_a_real_ssh_channel_is_waited_for_once_per_command(tmp_path: Path) -> None:
+    # the same over paramiko's channel, as in production: an SSH server in this process runs the
+    # fake engine as its `docker system dial-stdio`
+    api = type("Handler", (FakeDockerAPI,), {"seen": [], "frozen": frozenset({"/info"})})
+    with ssh_server(tmp_path, command=lambda channel, command: api(channel, ("fake", 0), None)) as server:
+        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
+        with Connection(host) as c:
+            e = Engine(host, c, timeout=2)
+            try:
+                assert e.version()["Version"] == "20.10.24"
+                t0 = time.monotonic()
+                with pytest.raises(Unreachable) as first:
+                    e.info()
+                t1 = time.monotonic()
+                with pytest.raises(Unreachable) as second:
+                    e.version()
+                t2 = time.monotonic()
+            finally:
+                e.close()
+    assert 1.5 <= t1 - t0 < 2.0 + 1.5, f"the first call took {t1 - t0:.1f}s"
+    assert t2 - t1 < 1.0, f"the second call took {t2 - t1:.1f}s"
+    assert "read engine info: Docker Engine did not answer in time" in first.value.message
+    assert "read engine version: Docker Engine did not answer in time earlier in this command" in second.value.message
