@@ -5,6 +5,10 @@ SIGKILL: the data goes to a temporary file beside the target, created with ``O_E
 mode (a stale temporary file is never reused, and a key is never readable by others even for a
 moment), is fsynced, renamed over the target, and the directory is fsynced so the rename itself is
 durable.
+
+Every file a user hands swarmctl is read through ``read_regular`` (or ``open_regular``): a regular
+file of bounded size, or bad input naming it. A link to /dev/zero never ends and a FIFO nobody
+writes to never opens; either would hang a command that merely meant to read a stack file.
 """
 
 from __future__ import annotations
@@ -12,9 +16,74 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
+from typing import BinaryIO
+
+from swarmctl.errors import InputError
 
 TMP_MARK = ".swarmctl-tmp-"
+_NOT_REGULAR = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a file for reading only if it is a regular file, checked on the opened file (what is
+    read is what was checked, even if the path changes meanwhile).
+
+    The open is non-blocking, so a FIFO without a writer is refused instead of waited on; on a
+    regular file the flag changes nothing.
+
+    Raises:
+        OSError: as open(2) does (FileNotFoundError when there is none), for the caller to word.
+        InputError: a directory, FIFO, device or socket, naming the file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{_NOT_REGULAR.get(stat.S_IFMT(mode), 'a special file')}, not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def read_limited(f: BinaryIO, limit: int, path: Path, what: str = "files") -> bytes:
+    """All of ``f`` if it holds at most ``limit`` bytes (one more is read to tell); ``what`` (plural)
+    names the kind of file in the error.
+
+    Raises:
+        InputError: larger than ``limit``, or a read error, naming the file.
+    """
+    try:
+        data = f.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", path) from None
+    if len(data) > limit:
+        raise InputError(f"larger than {limit} bytes: swarmctl reads {what} of at most {limit} bytes", path)
+    return data
+
+
+def read_regular(path: Path, limit: int, what: str = "files") -> bytes:
+    """The content of a regular file of at most ``limit`` bytes: the one way swarmctl reads a file a
+    user gave it (stack, inventory, .env, secret, config, key, backup files).
+
+    Raises:
+        InputError: naming the file - missing, unreadable, not a regular file, or too large.
+    """
+    try:
+        with open_regular(path) as f:
+            return read_limited(f, limit, path, what)
+    except FileNotFoundError:
+        raise InputError("no such file", path) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", path) from None
 
 
 def fsync_dir(directory: Path) -> None:

@@ -18,7 +18,9 @@ key encrypts, the ``retired`` ones still decrypt what they encrypted. A key is n
 ``rekey`` adds a new key, re-encrypts a directory and retires the old key, so other directories
 sharing the keyring keep decrypting. rekey is all or nothing across crashes: a journal is written
 first, every file is replaced crash-safe, and the next command that touches the directory finishes
-(or, when the new key never reached the keyring, undoes) an interrupted rekey.
+(or, when the new key never reached the keyring, undoes) an interrupted rekey. The keyring is
+locked (``flock`` of ``<key file>.lock``) from reading it to writing it, so two rekeys of directories
+sharing it, at once, both keep their new key.
 
 Nothing derived from a plaintext leaves the machine except the secret itself: swarm secret names
 and the content label carry an HMAC of the content keyed by a key derived from the secrets key
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -37,7 +41,8 @@ import re
 import secrets as random
 import signal
 import stat
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +51,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from swarmctl.errors import InputError
-from swarmctl.files import create_exclusive, remove_durably, write_atomic
+from swarmctl.errors import InputError, PrerequisiteError, TimeoutExpired
+from swarmctl.files import create_exclusive, open_regular, read_limited, read_regular, remove_durably, write_atomic
 
 MAGIC = "swarmctl-secret"
 FORMAT_VERSION = 1
@@ -64,6 +69,11 @@ KEYRING_HEADER = (
 RETIRED = "retired"
 DIGEST_SCHEME = "hmac-sha256:"  # the content label: keyed, so it cannot be checked against a guess
 JOURNAL = ".swarmctl-rekey"
+MAX_JOURNAL = 1024 * 1024  # the names of the files of one directory; more is not a journal swarmctl wrote
+MAX_KEY_FILE = 64 * 1024  # a keyring line is 45 to 53 bytes: a thousand rekeys fit
+LOCK_SUFFIX = ".lock"
+# a rekey holds the keyring's lock for as long as it takes to re-encrypt one directory: a second or two
+LOCK_TIMEOUT = 60.0
 # fault injection for the crash tests of rekey: SIGKILL this process at the named step
 CRASH_ENV = "SWARMCTL_TEST_CRASH"
 
@@ -160,18 +170,14 @@ def load_key(env: Mapping[str, str]) -> Keyring:
         return Keyring(_decode_key(env[KEY_ENV], KEY_ENV), (), KEY_ENV)
     path = key_file_path(env)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        f = open_regular(path)  # a FIFO or a link to /dev/zero is refused, not waited on or read forever
     except FileNotFoundError:
-        raise InputError(
-            f"no secrets key: set {KEY_ENV}, or create a key file with `swarmctl secrets init` ({path})"
-        ) from None
+        raise _no_key(path) from None
     except OSError as e:
         raise InputError(f"cannot read the secrets key file {path}: {e.strerror}") from None
-    try:
+    with f:
         # checked on the open file, not the path: what is read is what was checked
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"the secrets key file {path} is not a regular file")
+        st = os.fstat(f.fileno())
         if st.st_uid != os.geteuid():
             raise InputError(f"refusing the secrets key file {path}: it belongs to uid {st.st_uid}, not to you")
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -179,11 +185,12 @@ def load_key(env: Mapping[str, str]) -> Keyring:
                 f"refusing the secrets key file {path}: it is readable by others "
                 f"(mode {stat.S_IMODE(st.st_mode):o}); run `chmod 600 {path}`"
             )
-        with os.fdopen(os.dup(fd), "rb") as f:
-            text = f.read(64 * 1024).decode("ascii", errors="replace")
-    finally:
-        os.close(fd)
+        text = read_limited(f, MAX_KEY_FILE, path, "key files").decode("ascii", errors="replace")
     return parse_keyring(text, str(path))
+
+
+def _no_key(path: Path) -> InputError:
+    return InputError(f"no secrets key: set {KEY_ENV}, or create a key file with `swarmctl secrets init` ({path})")
 
 
 def load_key_if_any(env: Mapping[str, str]) -> Keyring | None:
@@ -318,16 +325,18 @@ MAX_FILE = 2 * MAX_SIZE  # a secret file: base64 of at most MAX_SIZE bytes and a
 
 def _read_text(path: Path) -> str:
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE:
-            raise InputError(f"the file is {size} bytes; a secret file is at most {MAX_FILE}", path)
-        return path.read_text(encoding="utf-8")
+        return read_regular(path, MAX_FILE, "secret files").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not a swarmctl secret file (not UTF-8 text)", path) from None
+
+
+def _mode_of(path: Path) -> int:
+    """The permission bits a file has (0644, as a new secret file gets, when there is none): a file
+    written anew keeps them, so the autolock unlock-key store (0600) never becomes readable by all."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        raise InputError("no such secret file", path) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, not a secret file", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read: {getattr(e, 'strerror', None) or e}", path) from None
+        return 0o644
 
 
 def read_secret(path: Path, keys: Keyring, env: Mapping[str, str] | None = None) -> bytes:
@@ -341,7 +350,7 @@ def write_secret(path: Path, plaintext: bytes, keys: Keyring) -> None:
     """Encrypt with the current key and write crash-safe (the plaintext never touches the disk)."""
     if len(plaintext) > MAX_SIZE:
         raise InputError(f"a secret holds at most {MAX_SIZE} bytes (swarm's limit); this one has {len(plaintext)}")
-    write_atomic(path, encrypt(name_of(path), plaintext, keys.current), 0o644)
+    write_atomic(path, encrypt(name_of(path), plaintext, keys.current), _mode_of(path))
 
 
 def versioned_name(base: str, plaintext: bytes, keys: Keyring) -> str:
@@ -405,67 +414,148 @@ class Rekeyed:
     source: str
 
 
+@contextlib.contextmanager
+def _keyring_lock(env: Mapping[str, str]) -> Iterator[Path]:
+    """Hold the keyring's lock for the block: an exclusive ``flock`` of ``<key file>.lock``.
+
+    rekey reads the ring, adds its key and writes the ring back; two at once (directories sharing
+    the ring) would each write their own ring and the last would drop the other's new key, and with
+    it every secret encrypted under that key. The lock is a file of its own beside the key file
+    (the key file is replaced on every write, and a lock on a replaced file locks nothing), never
+    removed; the kernel releases it when its holder exits, however it exits.
+
+    Raises:
+        TimeoutExpired: another process held it for LOCK_TIMEOUT seconds; names the lock file.
+    """
+    path = key_file_path(env)
+    lock = path.with_name(path.name + LOCK_SUFFIX)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except FileNotFoundError:
+        raise _no_key(path) from None
+    except OSError as e:
+        raise InputError(f"cannot open the secrets keyring's lock file {lock}: {e.strerror}") from None
+    try:
+        _wait_for_lock(fd, lock, path)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for the error of whoever waits
+        yield lock
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _wait_for_lock(fd: int, lock: Path, path: Path) -> None:
+    """Take the flock of ``fd``, asking again with a growing pause until LOCK_TIMEOUT (a blocking
+    flock could not be given a deadline, nor be interrupted by Ctrl-C on every platform)."""
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    pause = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            raise PrerequisiteError(f"cannot lock {lock}, the secrets keyring's lock: {e.strerror}") from None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutExpired(
+                f"the secrets keyring {path} is being changed by another swarmctl ({_holder(lock)} holds {lock}), "
+                f"which did not finish within {LOCK_TIMEOUT:g} s: run this again once it has"
+            )
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.5)
+
+
+def _holder(lock: Path) -> str:
+    try:
+        pid = read_regular(lock, 32, "lock files").decode("ascii").strip()
+    except (InputError, UnicodeDecodeError):
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "a process"
+
+
 def recover(directory: Path, env: Mapping[str, str]) -> str:
     """Finish (or undo) a rekey of ``directory`` that was interrupted; returns what was done, or "".
 
     The journal names the old and new keys and the files. If the new key reached the keyring, the
-    files still under another key are re-encrypted with it; if not, no file was touched and the
-    journal is dropped.
+    files still under another key are re-encrypted with the current one; if not, no file was
+    touched and the journal is dropped. The keyring's lock is held meanwhile: a rekey still running
+    holds it too, and its journal is not an interrupted one.
     """
+    if not os.path.lexists(directory / JOURNAL):
+        return ""
+    if env.get(KEY_ENV):
+        return _recover(directory, env)  # no key file to change, nor one a rekey can be changing
+    with _keyring_lock(env):
+        return _recover(directory, env)
+
+
+def _recover(directory: Path, env: Mapping[str, str]) -> str:
+    """recover, with the keyring's lock held (or no keyring file)."""
     journal = directory / JOURNAL
     try:
-        data = json.loads(journal.read_text(encoding="utf-8"))
+        with open_regular(journal) as f:
+            raw = read_limited(f, MAX_JOURNAL, journal, "rekey journals")
+        data = json.loads(raw)
         new, files = str(data["new"]), [str(f) for f in data["files"]]
     except FileNotFoundError:
-        return ""
+        return ""  # finished by the rekey whose lock this waited for
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(
             f"an interrupted rekey left a damaged journal ({e}); restore {directory} from git", journal
         ) from None
     keys = load_key(env)
-    if keys.fingerprint != new:
+    if keys.find(new) is None:
         remove_durably(journal)
         return f"an interrupted rekey of {directory} had changed nothing: undone"
+    # the new key is in the ring: current, or retired since by a rekey of another directory
     done = 0
     for name in files:
         path = directory / name
         text = _read_text(path)
-        if key_of(text) != new:
-            write_atomic(path, encrypt(name_of(path), decrypt(name_of(path), text, keys, str(path)), keys.current))
+        if key_of(text) != keys.fingerprint:
+            plain = decrypt(name_of(path), text, keys, str(path))
+            write_atomic(path, encrypt(name_of(path), plain, keys.current), _mode_of(path))
             done += 1
     remove_durably(journal)
-    return f"finished an interrupted rekey of {directory} (key {new}): {done} of {len(files)} files re-encrypted now"
+    return (
+        f"finished an interrupted rekey of {directory} (key {keys.fingerprint}): "
+        f"{done} of {len(files)} files re-encrypted now"
+    )
 
 
 def rekey(directory: Path, env: Mapping[str, str]) -> Rekeyed:
     """Re-encrypt every secret of ``directory`` under a new key; the old key is retired, not deleted.
 
     Every file is decrypted first (nothing changes if one fails). Then a journal is written, the
-    keyring gains the new key (the old one retired), each file is replaced, and the journal goes.
-    A crash or Ctrl-C anywhere leaves a state that decrypts, and ``recover`` completes it.
+    keyring gains the new key (the old one retired), each file is replaced (keeping its mode), and
+    the journal goes. A crash or Ctrl-C anywhere leaves a state that decrypts, and ``recover``
+    completes it. The keyring's lock is held throughout, from reading the ring to the last file.
     """
     if env.get(KEY_ENV):
         raise InputError(
             f"rekey writes the new key to the key file; unset {KEY_ENV} (the key comes from the environment)"
         )
-    recover(directory, env)
-    keys = load_key(env)
-    path = key_file_path(env)
-    files = sorted(p for p in directory.glob(f"*{SUFFIX}") if p.is_file())
-    plain = {p: read_secret(p, keys) for p in files}
-    new = SecretKey(random.token_bytes(32), str(path))
-    journal = {"version": 1, "old": keys.fingerprint, "new": new.fingerprint, "files": [p.name for p in files]}
-    try:
-        write_atomic(directory / JOURNAL, json.dumps(journal, indent=1) + "\n", 0o600)
-        _crash_point("journal")
-        write_atomic(path, Keyring(new, (keys.current, *keys.retired), str(path)).text(), 0o600)
-        _crash_point("keyring")
-        for i, (p, data) in enumerate(plain.items()):
-            write_atomic(p, encrypt(name_of(p), data, new), 0o644)
-            _crash_point(f"file:{i}")
-        remove_durably(directory / JOURNAL)
-    except BaseException:
-        # Ctrl-C, a full disk...: complete what can be completed, or undo what changed nothing
-        recover(directory, env)
-        raise
+    with _keyring_lock(env):
+        _recover(directory, env)
+        keys = load_key(env)
+        path = key_file_path(env)
+        files = sorted(p for p in directory.glob(f"*{SUFFIX}") if p.is_file())
+        plain = {p: read_secret(p, keys) for p in files}
+        new = SecretKey(random.token_bytes(32), str(path))
+        journal = {"version": 1, "old": keys.fingerprint, "new": new.fingerprint, "files": [p.name for p in files]}
+        try:
+            write_atomic(directory / JOURNAL, json.dumps(journal, indent=1) + "\n", 0o600)
+            _crash_point("journal")
+            write_atomic(path, Keyring(new, (keys.current, *keys.retired), str(path)).text(), 0o600)
+            _crash_point("keyring")
+            for i, (p, data) in enumerate(plain.items()):
+                write_atomic(p, encrypt(name_of(p), data, new), _mode_of(p))
+                _crash_point(f"file:{i}")
+            remove_durably(directory / JOURNAL)
+        except BaseException:
+            # Ctrl-C, a full disk...: complete what can be completed, or undo what changed nothing
+            _recover(directory, env)
+            raise
     return Rekeyed(keys.fingerprint, new.fingerprint, len(files), str(path))

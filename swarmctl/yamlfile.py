@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from swarmctl.errors import InputError
+from swarmctl.files import read_regular
 
 
 class LineDict(dict):
@@ -187,18 +188,12 @@ def parse_yaml(text: str, file_name: str) -> Any:
 
 
 def load_yaml(path: Path) -> Any:
-    """Read and parse a YAML file; a missing, unreadable or oversized file is an InputError."""
+    """Read and parse a YAML file; a missing, unreadable, oversized or special file (a FIFO, a link
+    to /dev/zero: see files.read_regular) is an InputError."""
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise InputError(f"the file is {size} bytes; swarmctl reads YAML files of at most {MAX_BYTES}", path)
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such file", path) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, not a file", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read: {e}", path) from None
+        text = read_regular(path, MAX_BYTES, "YAML files").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"cannot read: not UTF-8 ({e.reason} at byte {e.start})", path) from None
     return parse_yaml(text, str(path))
 
 

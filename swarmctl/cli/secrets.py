@@ -59,16 +59,15 @@ def secrets_set(name: str, from_file: Path | None, directory: Path) -> None:
     Example: swarmctl secrets set db_password < password.txt
     """
     from swarmctl.errors import InputError
-    from swarmctl.secrets import SUFFIX, check_name, load_key, write_secret
+    from swarmctl.files import read_regular
+    from swarmctl.secrets import MAX_SIZE, SUFFIX, check_name, load_key, write_secret
 
     check_name(name)
     _recovered(directory)
     key = load_key(os.environ)
     if from_file is not None:
-        try:
-            value = from_file.read_bytes()
-        except OSError as e:
-            raise InputError(f"cannot read: {e.strerror or e}", from_file) from None
+        # a regular file of at most swarm's limit for a secret: a FIFO or /dev/zero is refused, not read forever
+        value = read_regular(from_file, MAX_SIZE, "secret values")
     elif sys.stdin.isatty():
         value = click.prompt(f"value of {name}", hide_input=True, confirmation_prompt=True, err=True).encode()
     else:

@@ -19,6 +19,7 @@ from swarmctl import secrets as secret_files
 from swarmctl.compose.loader import StackConfig
 from swarmctl.compose.reference import service_image
 from swarmctl.errors import InputError
+from swarmctl.files import read_regular
 from swarmctl.secrets import KeySource
 
 DEFAULT_NETWORK = "default"
@@ -110,6 +111,25 @@ def convert_stack(config: StackConfig, keys: KeySource | None = None) -> Desired
     )
 
 
+def _read_object_file(kind: str, name: str, obj: Mapping[str, Any]) -> bytes:
+    """The content of a secret's or config's ``file:``, refused at the stack file's line when it is
+    not a regular file (files.read_regular) or larger than swarm takes: 500 KiB for a secret and for
+    a config alike (swarmkit's MaxSecretSize and MaxConfigSize). An encrypted secret file may be
+    twice that (base64 and a header; `secrets set` refuses a larger value)."""
+    path = Path(obj["file"])
+    f, line = obj["_at"]
+    limit = secret_files.MAX_FILE if kind == "secrets" else secret_files.MAX_SIZE
+    try:
+        content = read_regular(path, limit, f"{kind[:-1]} files")
+    except InputError as e:
+        raise InputError(f"{kind[:-1]} {name}: {path}: {e.message}", f, line) from None
+    if len(content) > secret_files.MAX_SIZE and not secret_files.is_encrypted(content):
+        raise InputError(
+            f"{kind[:-1]} {name}: {path}: larger than {secret_files.MAX_SIZE} bytes, more than swarm takes", f, line
+        )
+    return content
+
+
 def _file_objects(
     config: StackConfig, kind: str, keys: KeySource | None, warnings: list[str]
 ) -> tuple[dict[str, FileObject], list[str], dict[str, str]]:
@@ -127,11 +147,7 @@ def _file_objects(
         labels = stack_labels(config.name, obj.get("labels"))
         content = b""
         if not obj.get("driver"):
-            try:
-                content = Path(obj["file"]).read_bytes()
-            except OSError as e:
-                f, line = obj["_at"]
-                raise InputError(f"{kind[:-1]} {name}: cannot read {obj['file']}: {e.strerror or e}", f, line) from None
+            content = _read_object_file(kind, name, obj)
         ring = None
         if kind == "secrets" and secret_files.is_encrypted(content):
             if keys is None:

@@ -18,6 +18,7 @@ from typing import Any
 from swarmctl.compose.interpolate import chain_lookup, interpolate, parse_dotenv
 from swarmctl.compose.schema import FileChecker, FileContext, check_merged_service
 from swarmctl.errors import InputError
+from swarmctl.files import read_regular
 from swarmctl.yamlfile import MAX_BYTES, load_yaml
 
 STACK_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -79,12 +80,8 @@ def load_stack(
         raise InputError("no stack files given")
     dotenv: dict[str, str] = {}
     env_path = files[0].parent / ".env"
-    if env_path.is_file():
-        if env_path.stat().st_size > MAX_BYTES:
-            raise InputError(
-                f"the file is {env_path.stat().st_size} bytes; swarmctl reads at most {MAX_BYTES}", env_path
-            )
-        dotenv = parse_dotenv(env_path.read_text(encoding="utf-8"), str(env_path))
+    if env_path.exists():  # not is_file(): a .env that is a FIFO or a device is refused, not ignored
+        dotenv = parse_dotenv(_read_utf8(env_path, ".env files"), str(env_path))
     lookup = chain_lookup(environ, dotenv, inventory_vars or {})
     warnings: list[str] = []
     unset: list[str] = []
@@ -131,14 +128,7 @@ def load_stack(
 def parse_env_file(path: Path, lookup: Any) -> dict[str, str | None]:
     """An ``env_file``, read as docker's opts.ParseEnvFile does: values are taken verbatim; a line
     with a name only takes the value from the environment and is dropped when there is none."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read env_file: {e.strerror or e}", path) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError("env_file is not valid UTF-8", path) from None
+    text = _read_utf8(path, "env_files")
     out: dict[str, str | None] = {}
     for number, raw in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
         line = raw.lstrip()
@@ -156,6 +146,15 @@ def parse_env_file(path: Path, lookup: Any) -> dict[str, str | None]:
             if found is not None:
                 out[key] = found
     return out
+
+
+def _read_utf8(path: Path, what: str) -> str:
+    """A variables file's text: a regular file of at most a stack file's size (files.read_regular),
+    in UTF-8."""
+    try:
+        return read_regular(path, MAX_BYTES, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not valid UTF-8", path) from None
 
 
 def _resolve_environment(service: dict[str, Any], lookup: Any) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from swarmctl.errors import InputError
+
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAIN = "index.docker.io"
 OFFICIAL_PREFIX = "library/"
@@ -39,6 +41,18 @@ def _split_domain(name: str) -> tuple[str, str]:
     if domain == DEFAULT_DOMAIN and "/" not in remote:
         remote = OFFICIAL_PREFIX + remote
     return domain, remote
+
+
+def check_image(image: str) -> None:
+    """Refuse a reference that starts with '-': no reference docker parses does (a name, a domain
+    and an image ID all start with a letter or digit), and on a command line such as `docker save`'s
+    it would be read as an option (``--output=...``), not as an image.
+
+    Raises:
+        InputError: naming the reference.
+    """
+    if image.startswith("-"):
+        raise InputError(f"bad image {image!r}: an image reference never starts with '-'")
 
 
 def service_image(image: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmctl.errors import InputError
+from swarmctl.files import open_regular
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,15 @@ def _config_id(config: str) -> str:
 def read_archive(path: Path) -> Archive:
     """The images of a ``docker save`` archive (its manifest.json).
 
+    The archive is opened with files.open_regular: a FIFO or a link to /dev/zero given as an archive
+    is refused, not waited on or read forever. Its size is not limited (images are gigabytes).
+
     Raises:
-        InputError: not a readable tar with a docker manifest.
+        InputError: not a regular file, or not a readable tar with a docker manifest.
     """
     try:
-        size = path.stat().st_size
-        with tarfile.open(path, "r:*") as tar:
+        with open_regular(path) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
+            size = os.fstat(f.fileno()).st_size
             member = tar.extractfile("manifest.json")
             if member is None:
                 raise KeyError("manifest.json")

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarmctl.compose.reference import check_image
 from swarmctl.errors import HostError, InputError, PrerequisiteError, message_of
 from swarmctl.facts.images import Archive, HostImages, host_images, read_archive
+from swarmctl.files import open_regular
 from swarmctl.inventory import Host
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Session
@@ -75,14 +77,24 @@ def sources(args: Iterable[str]) -> Iterator[list[Archive]]:
 
 
 def save_local(names: list[str], out: Path) -> None:
-    """``docker save`` of the local engine (DOCKER_HOST and the CLI's context are honoured)."""
+    """``docker save`` of the local engine (DOCKER_HOST and the CLI's context are honoured).
+
+    Names come from stack files and the command line: each is checked to be no option, and ``--``
+    ends the options before them all the same.
+
+    Raises:
+        InputError: a name that starts with '-', or an image the local engine does not have.
+    """
+    for name in names:
+        check_image(name)
     cli = shutil.which("docker")
     if cli is None:
         raise PrerequisiteError(
             "pushing images by name needs the docker CLI and an engine on this machine: save them elsewhere with "
             "`docker save -o FILE IMAGE...` and push the archive"
         )
-    proc = subprocess.run([cli, "save", "--output", str(out), *names], capture_output=True, text=True, timeout=3600)
+    argv = [cli, "save", "--output", str(out), "--", *names]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or "docker save failed").splitlines()
         raise InputError(f"cannot save {', '.join(names)} from the local engine: {lines[-1]}")
@@ -168,7 +180,7 @@ def _push_one(session: Session, host: Host, push: HostPush, transfer: Transfer) 
         def sent(n: int, start: int = start) -> None:
             transfer.update(host.name, start, n)
 
-        with open(archive.path, "rb") as f:
+        with open_regular(archive.path) as f:  # the file read_archive looked at may have been replaced
             res = conn.stream(["docker", "load"], f, on_bytes=sent, idle_timeout=LOAD_IDLE_TIMEOUT)
         if not res.ok:
             detail = (res.stderr.strip() or res.stdout.strip() or f"exit status {res.rc}").splitlines()[-1]

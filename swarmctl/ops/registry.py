@@ -22,6 +22,7 @@ from pathlib import Path
 
 from swarmctl.compose.reference import registry_of, strip_digest
 from swarmctl.errors import EngineError, InputError, NotFound, RegistryError, Unauthorized
+from swarmctl.files import open_regular, read_limited
 from swarmctl.inventory import Inventory
 from swarmctl.secrets import KeySource, read_secret
 from swarmctl.transport.engine import Engine
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RESOLVE_MODES = ("always", "changed", "never")
 DOCKER_HUB = "docker.io"
+MAX_DOCKER_CONFIG = 4 * 1024 * 1024  # the docker CLI's config.json: kilobytes, even with many registries
 # the docker CLI keeps Docker Hub's credentials under its v1 index address
 HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
@@ -69,10 +71,11 @@ def docker_config_auths(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     )
     path = base / "config.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path) as f:  # a FIFO or a link to /dev/zero is refused, not waited on or read forever
+            data = json.loads(read_limited(f, MAX_DOCKER_CONFIG, path, "docker config files"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, InputError) as e:
         log.warning("%s: not read (%s): no registry credentials from it", path, e)
         return {}
     out = {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from swarmctl.compose.reference import service_image
+from swarmctl.compose.reference import check_image, service_image
+from swarmctl.errors import InputError
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -49,3 +50,12 @@ def test_normalised_like_the_docker_client(written: str, sent: str) -> None:
 )
 def test_what_docker_cannot_parse_is_sent_as_written(unparseable: str) -> None:
     assert service_image(unparseable) == unparseable
+
+
+@pytest.mark.parametrize("option", ["-x", "--output=/etc/passwd", "-"])
+def test_an_image_that_starts_with_a_dash_is_refused(option: str) -> None:
+    """No reference docker parses starts with '-'; on a command line it would be an option."""
+    with pytest.raises(InputError, match="starts with '-'"):
+        check_image(option)
+    check_image("busybox:1")
+    check_image("a-b/c-d:e-f")  # dashes inside are fine

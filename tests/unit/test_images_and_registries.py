@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from swarmctl.compose.reference import registry_of, strip_digest
 from swarmctl.errors import EngineError, InputError
 from swarmctl.facts.images import host_images, read_archive
 from swarmctl.facts.nodes import node_view, placement_allows
-from swarmctl.ops.images import changes_of, plan_push, split_sources
+from swarmctl.ops.images import changes_of, plan_push, save_local, split_sources
 from swarmctl.ops.registry import Credential, Credentials, Resolved, choose_images, docker_config_auths, resolve_image
 
 
@@ -147,3 +148,32 @@ def test_an_image_no_registry_answers_for_is_sent_unpinned_with_the_short_reason
     got = resolve_image(_NoRegistry(), "swarmctl-lab/probe:py3", Credentials())  # type: ignore[arg-type]
     assert got.image == "swarmctl-lab/probe:py3" and not got.digest
     assert "(docker.io: network is unreachable)" in got.warning and "10.255.255.53" not in got.warning
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `docker` on PATH that records its arguments and writes an empty archive (this machine has
+    no docker CLI and engine to save from; the argv is what is under test)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "docker"
+    script.write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/argv"\n'
+        'while [ "$1" != "--output" ]; do shift; done; : > "$2"\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir / "argv"
+
+
+def test_image_names_reach_docker_save_after_the_end_of_its_options(tmp_path: Path, fake_docker: Path) -> None:
+    save_local(["busybox:1", "reg.example:5000/team/web:2"], tmp_path / "out.tar")
+    argv = fake_docker.read_text().splitlines()
+    assert argv == ["save", "--output", str(tmp_path / "out.tar"), "--", "busybox:1", "reg.example:5000/team/web:2"]
+
+
+@pytest.mark.parametrize("name", ["--output=/etc/passwd", "-q", "-"])
+def test_an_image_name_that_reads_as_an_option_is_refused(tmp_path: Path, fake_docker: Path, name: str) -> None:
+    with pytest.raises(InputError, match="starts with '-'"):
+        save_local(["busybox", name], tmp_path / "out.tar")
+    assert not fake_docker.exists()  # docker never ran

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import os
+import re
+import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,7 +20,7 @@ from swarmctl import labels
 from swarmctl import secrets as s
 from swarmctl.compose.convert import convert_stack
 from swarmctl.compose.loader import load_stack
-from swarmctl.errors import InputError
+from swarmctl.errors import InputError, TimeoutExpired
 from swarmctl.facts.stack import StackObjects
 from swarmctl.ops.deploy import plan_stack, superseded_secrets
 from tests.helpers import swarmctl
@@ -263,3 +270,85 @@ def test_a_rekey_killed_at_any_step_is_finished_or_undone_by_the_next_command(
     assert not (d / s.JOURNAL).exists()
     ring = s.load_key(env)
     assert {n: s.read_secret(d / f"{n}.enc", ring) for n in values} == values
+
+
+def test_two_rekeys_at_once_on_directories_sharing_a_keyring_keep_both_new_keys(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rekeys race through the step between reading the keyring and writing it: the crash-point
+    hook holds each one there until the other arrives too (for at most 1.5 s, so that a rekey that
+    waits for the keyring's lock instead does not wait for nothing). Without the lock both read the
+    same ring and the last writer drops the other's new key."""
+    ring = s.load_key(env)
+    dirs = {"one": tmp_path / "one", "two": tmp_path / "two"}
+    for name, d in dirs.items():
+        for i in range(3):
+            s.write_secret(d / f"{name}{i}.enc", f"{name} {i}".encode(), ring)
+    both_read = threading.Barrier(2, timeout=1.5)
+
+    def meet(step: str) -> None:
+        if step == "journal":
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_read.wait()
+
+    monkeypatch.setattr(s, "_crash_point", meet)
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda d: s.rekey(d, env), dirs.values()))
+    final = s.load_key(env)
+    assert {r.new for r in done} <= {k.fingerprint for k in (final.current, *final.retired)}
+    assert len({r.new for r in done}) == 2 and len(final.retired) == 2
+    for name, d in dirs.items():
+        assert {p.name: s.read_secret(p, final) for p in d.glob("*.enc")} == {
+            f"{name}{i}.enc": f"{name} {i}".encode() for i in range(3)
+        }
+
+
+def test_a_rekey_that_cannot_have_the_keyring_lock_in_time_names_it_and_changes_nothing(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "secrets"
+    s.write_secret(d / "a.enc", b"1", s.load_key(env))
+    before = {p: p.read_bytes() for p in (Path(env[s.KEY_FILE_ENV]), d / "a.enc")}
+    lock = Path(env[s.KEY_FILE_ENV] + ".lock")
+    monkeypatch.setattr(s, "LOCK_TIMEOUT", 0.3)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another swarmctl's rekey, as far as this one can tell
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutExpired, match=re.escape(str(lock))):
+            s.rekey(d, env)
+        assert time.monotonic() - t0 < 2
+    finally:
+        os.close(fd)
+    assert {p: p.read_bytes() for p in before} == before and not (d / s.JOURNAL).exists()
+
+
+def test_rekey_keeps_the_mode_of_each_file(env: dict[str, str], tmp_path: Path) -> None:
+    """The autolock unlock-key store is written 0600; a rekey that rewrote it 0644 would let every
+    local user read the (encrypted) unlock key."""
+    d = tmp_path / "secrets"
+    ring = s.load_key(env)
+    s.write_secret(d / "shared.enc", b"x", ring)
+    s.write_secret(d / "swarm-unlock-key.enc", b"y", ring)
+    (d / "swarm-unlock-key.enc").chmod(0o600)
+    (d / "shared.enc").chmod(0o640)
+    s.rekey(d, env)
+    assert stat.S_IMODE((d / "swarm-unlock-key.enc").stat().st_mode) == 0o600
+    assert stat.S_IMODE((d / "shared.enc").stat().st_mode) == 0o640
+    s.write_secret(d / "swarm-unlock-key.enc", b"z", s.load_key(env))  # a new value, the same mode
+    assert stat.S_IMODE((d / "swarm-unlock-key.enc").stat().st_mode) == 0o600
+
+
+def test_a_rekey_finished_after_a_crash_keeps_the_mode_of_each_file(env: dict[str, str], tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    ring = s.load_key(env)
+    for i in range(2):
+        s.write_secret(d / f"k{i}.enc", b"v", ring)
+        (d / f"k{i}.enc").chmod(0o600)
+    killed = swarmctl("secrets", "rekey", "--dir", str(d), env={**env, s.CRASH_ENV: "keyring"})
+    assert killed.rc == -9, str(killed)  # the new key is in the ring, no file was re-encrypted yet
+    assert "finished an interrupted rekey" in s.recover(d, env)
+    new = s.load_key(env).fingerprint
+    for i in range(2):
+        assert s.key_of((d / f"k{i}.enc").read_text()) == new
+        assert stat.S_IMODE((d / f"k{i}.enc").stat().st_mode) == 0o600
