@@ -12,6 +12,7 @@ Everything is checked before any connection is made; each mistake is reported as
     hosts:
       mgr1: {address: 10.0.0.11, role: manager, labels: {kafka.slot: "1"}}
       w1:   {address: 10.0.0.12, role: worker, availability: active}
+      w2:   {address: w2.example.com, advertise_address: 10.0.1.13, role: worker}   # see below
     vars:
       KAFKA_IMAGE: quay.io/debezium/kafka:3.1
     engine:                         # daemon.json keys for every host (a host's own `engine:` wins per key)
@@ -21,6 +22,11 @@ Everything is checked before any connection is made; each mistake is reported as
       registry.example.com:5000: {username: ci, password_secret: registry-password, ca_file: ./ca.crt}
     swarm:                          # swarm-wide settings bootstrap applies
       autolock: true                # lock managers; the unlock key is kept encrypted in secrets/
+
+``address`` is how swarmctl reaches the host over SSH: an IP address or a DNS name. The swarm needs
+an IP address for each node (the other nodes reach it there): ``advertise_address`` when given,
+else ``address`` when it is one, else the address the name led swarmctl's SSH connection to -
+checked, before anything changes, to be an address of the host itself.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ MAX_TIMEOUT = 600  # seconds: every wait has a deadline, and a deadline of hours
 TOP_KEYS = ("ssh", "hosts", "vars", "engine", "registries", "swarm")
 SWARM_KEYS = ("autolock",)
 SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "host_key_policy", "sudo", "connect_timeout")
-HOST_KEYS = ("address", "role", "labels", "availability", "ssh", "engine")
+HOST_KEYS = ("address", "advertise_address", "role", "labels", "availability", "ssh", "engine")
 REGISTRY_KEYS = ("username", "password_secret", "ca_file", "insecure")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
@@ -105,10 +111,18 @@ class Host:
     # daemon.json keys swarmctl owns on this host: the inventory's `engine:`, the host's own over
     # it, and the registries marked insecure added to insecure-registries
     engine: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    advertise_address: str = ""  # the IP address the swarm knows it by; "" to find it (facts.host)
 
     @property
     def is_manager(self) -> bool:
         return self.role == "manager"
+
+    @property
+    def ip_address(self) -> str:
+        """The IP address the inventory gives for it (advertise_address, else an IP ``address``), "" for none."""
+        if self.advertise_address:
+            return self.advertise_address
+        return self.address if is_ip(self.address) else ""
 
 
 @dataclass(frozen=True)
@@ -215,6 +229,15 @@ class _Validator:
                     f"host {host.name!r}: address {host.address} is already used by host {addresses[key]!r}", line
                 )
             addresses[key] = host.name
+            if host.ip_address and host.ip_address != host.address:
+                ip = host.ip_address.lower()
+                if ip in addresses and addresses[ip] != host.name:
+                    raise self.error(
+                        f"host {host.name!r}: advertise_address {host.ip_address} is already used by host "
+                        f"{addresses[ip]!r}",
+                        line,
+                    )
+                addresses[ip] = host.name
             hosts.append(host)
 
         managers = [h for h in hosts if h.is_manager]
@@ -341,6 +364,13 @@ class _Validator:
                 f"host {name!r}: address must be an IP address or a DNS name, not {address!r}",
                 spec.line_of("address"),
             )
+        advertise = spec.get("advertise_address", "")
+        if "advertise_address" in spec and (not isinstance(advertise, str) or not is_ip(advertise)):
+            raise self.error(
+                f"host {name!r}: advertise_address must be an IP address of the host, not {advertise!r} (the "
+                "swarm refuses names: the other nodes reach this one at that address)",
+                spec.line_of("advertise_address"),
+            )
         role = spec["role"]
         if role not in ROLES:
             raise self.error(
@@ -370,6 +400,7 @@ class _Validator:
             ssh=ssh,
             line=line,
             engine=MappingProxyType(merged),
+            advertise_address=advertise,
         )
 
     def labels(self, value: Any, host: str, line: int) -> dict[str, str]:
@@ -469,12 +500,18 @@ class _Validator:
         return p
 
 
-def _valid_address(address: str) -> bool:
+def is_ip(address: str) -> bool:
     try:
         ipaddress.ip_address(address)
         return True
     except ValueError:
-        return bool(_HOSTNAME_RE.match(address)) and not address.replace(".", "").isdigit()
+        return False
+
+
+def _valid_address(address: str) -> bool:
+    if is_ip(address):
+        return True
+    return bool(_HOSTNAME_RE.match(address)) and not address.replace(".", "").isdigit()
 
 
 # -- which inventory a command uses -------------------------------------------------------------

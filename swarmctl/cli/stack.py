@@ -186,13 +186,14 @@ def rm(obj: Obj, name: str, timeout: float) -> None:
     Example: swarmctl rm web
     """
     from swarmctl.compose.loader import check_stack_name
+    from swarmctl.facts.membership import find_manager
     from swarmctl.ops.deploy import remove_stack
     from swarmctl.transport.engine import Session
 
     check_stack_name(name)
     inv = load_inventory(obj)
     with Session(inv) as session:
-        report = remove_stack(session.manager(), name, notify=say, timeout=timeout)
+        report = remove_stack(find_manager(session), name, notify=say, timeout=timeout)
     say(f"stack {name} removed ({len(report.changes)} objects)")
 
 
@@ -251,6 +252,7 @@ def update(
     Example: swarmctl update kafka --image zookeeper-1=quay.io/debezium/zookeeper:3.1.3.Final
     """
     from swarmctl.compose.loader import check_stack_name
+    from swarmctl.facts.membership import find_manager
     from swarmctl.ops.update import AppGates, RolloutFailed, update_stack
     from swarmctl.transport.engine import Session
 
@@ -259,7 +261,7 @@ def update(
     env_map = _env_map(envs)
     inv = load_inventory(obj)
     with Session(inv) as session:
-        engine = session.manager()
+        engine = find_manager(session)
         try:
             report = update_stack(
                 engine,

@@ -5,10 +5,11 @@ Everything here only reads. Results are per host; a host that fails is a value, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from swarmctl.errors import HostError
+from swarmctl.facts.membership import Membership, parse_membership
 from swarmctl.inventory import Host
 from swarmctl.transport.engine import MIN_ENGINE, Session, missing_cli_message, parse_engine_version
 from swarmctl.transport.ssh import Outcome
@@ -50,6 +51,9 @@ echo "timeout=$(command -v timeout || true)"
 echo "kernel=$(uname -r)"
 feature ipvs ip_vs CONFIG_IP_VS /proc/net/ip_vs
 feature esp esp4 CONFIG_INET_ESP
+# the host's own addresses: the one the swarm will advertise must be among them
+if has ip; then echo "addrs=$(ip -o addr show 2>/dev/null | awk '{split($4, a, "/"); printf "%s ", a[1]}')"
+elif has hostname; then echo "addrs=$(hostname -I 2>/dev/null)"; fi
 """
 
 # Tests TCP reachability from the host itself; arguments are ADDRESS PORT pairs (never interpolated).
@@ -79,18 +83,32 @@ class HostFacts:
     engine_version: str
     api_version: str
     hostname: str
-    swarm_state: str  # inactive | pending | active | error | locked
-    node_id: str
-    cluster_id: str  # only managers know it
-    control_available: bool
+    membership: Membership
     ipvs: str  # yes | no | unknown
     esp: str
     can_probe_ports: bool
     errors: tuple[str, ...] = field(default=())
+    advertise: str = ""  # the IP address the swarm knows (or will know) the host by
+
+    @property
+    def swarm_state(self) -> str:
+        return self.membership.state
+
+    @property
+    def node_id(self) -> str:
+        return self.membership.node_id
+
+    @property
+    def cluster_id(self) -> str:
+        return self.membership.cluster_id
+
+    @property
+    def control_available(self) -> bool:
+        return self.membership.control_available
 
     @property
     def in_swarm(self) -> bool:
-        return self.swarm_state == "active"
+        return self.membership.active
 
 
 @dataclass(frozen=True)
@@ -124,20 +142,42 @@ def read_facts(session: Session, host: Host) -> HostFacts:
         need = ".".join(map(str, MIN_ENGINE))
         raise HostError(host.name, f"Docker Engine {engine_version} is too old: swarmctl needs {need} or newer")
     info = engine.info()
-    swarm = info.get("Swarm") or {}
-    cluster = swarm.get("Cluster") or {}
+    advertise = advertise_address(session, host)
+    own = kv.get("addrs", "").split()
+    if own and advertise not in own:
+        raise HostError(host.name, advertise_mismatch(host, advertise, own))
     return HostFacts(
         name=host.name,
         engine_version=engine_version,
         api_version=str(version.get("ApiVersion", "")),
         hostname=str(info.get("Name", "")),
-        swarm_state=str(swarm.get("LocalNodeState") or "inactive"),
-        node_id=str(swarm.get("NodeID") or ""),
-        cluster_id=str(cluster.get("ID") or ""),
-        control_available=bool(swarm.get("ControlAvailable")),
+        membership=parse_membership(info),
         ipvs=kv.get("ipvs", "unknown"),
         esp=kv.get("esp", "unknown"),
         can_probe_ports=bool(kv.get("bash") and kv.get("timeout")),
+        advertise=advertise,
+    )
+
+
+def advertise_address(session: Session, host: Host) -> str:
+    """The IP address the swarm knows the host by: its ``advertise_address``, else its ``address``
+    when that is an IP address, else the address its SSH connection reached (where ``address``, a
+    DNS name, resolved on this machine). The swarm refuses names ("advertise address must be a
+    non-zero IP address or network interface")."""
+    if host.ip_address:
+        return host.ip_address
+    peer = session.pool.connection(host).transport().getpeername()
+    return str(peer[0]).split("%", 1)[0]
+
+
+def advertise_mismatch(host: Host, advertise: str, own: list[str]) -> str:
+    """Why a host cannot advertise ``advertise`` (not one of its addresses ``own``), and what to do (pure)."""
+    where = "its advertise_address" if host.advertise_address else (
+        f"its address {host.address}" if host.ip_address else f"{host.address} resolves to it here")  # fmt: skip
+    return (
+        f"the swarm would know it as {advertise} ({where}), which is not an address of the host "
+        f"({', '.join(own[:6])}{', ...' if len(own) > 6 else ''}): a NAT or a proxy is in between; set "
+        "`advertise_address` to the host's own address that the other hosts reach"
     )
 
 
@@ -153,37 +193,44 @@ class Preflight:
 
 
 def preflight(session: Session, hosts: Iterable[Host]) -> dict[str, Outcome[Preflight]]:
-    """Facts and swarm-port probes of every host, in parallel, each host in one pass."""
+    """Facts of every host, then the swarm-port probes from each to the others' advertise addresses
+    (those hosts that answered), both in parallel."""
     everyone = list(hosts)
+    facts = session.fan_out(lambda h: read_facts(session, h), everyone)
+    addresses = {n: o.value.advertise for n, o in facts.items() if o.value is not None}
 
     def one(host: Host) -> Preflight:
-        facts = read_facts(session, host)
-        probes = probe_ports(session, host, everyone) if facts.can_probe_ports else []
-        return Preflight(facts, tuple(probes))
+        f = facts[host.name].value
+        assert f is not None
+        probes = probe_ports(session, host, everyone, addresses) if f.can_probe_ports else []
+        return Preflight(f, tuple(probes))
 
-    return session.fan_out(one, everyone)
+    answered = [h for h in everyone if facts[h.name].value is not None]
+    probed = session.fan_out(one, answered)
+    return {h.name: probed.get(h.name) or Outcome(h.name, error=facts[h.name].error) for h in everyone}
 
 
-def port_targets(host: Host, peers: Iterable[Host]) -> list[tuple[Host, int]]:
-    """What ``host`` must reach: 2377/tcp on every manager, 7946/tcp on every other host (pure)."""
+def port_targets(host: Host, peers: Iterable[Host], addresses: Mapping[str, str]) -> list[tuple[Host, str, int]]:
+    """What ``host`` must reach: 2377/tcp on every manager, 7946/tcp on every other host, at the
+    address each advertises (``addresses``; peers without one are left out: they failed themselves) (pure)."""
     out = []
     for peer in peers:
-        if peer.name == host.name:
+        if peer.name == host.name or peer.name not in addresses:
             continue
         if peer.is_manager:
-            out.append((peer, SWARM_PORT))
-        out.append((peer, GOSSIP_PORT))
+            out.append((peer, addresses[peer.name], SWARM_PORT))
+        out.append((peer, addresses[peer.name], GOSSIP_PORT))
     return out
 
 
-def probe_ports(session: Session, host: Host, peers: list[Host]) -> list[PortProbe]:
+def probe_ports(session: Session, host: Host, peers: list[Host], addresses: Mapping[str, str]) -> list[PortProbe]:
     """Try every swarm port ``host`` needs, from ``host`` itself, in parallel on the host."""
-    targets = port_targets(host, peers)
+    targets = port_targets(host, peers, addresses)
     if not targets:
         return []
     args: list[str] = []
-    for peer, port in targets:
-        args += [peer.address, str(port)]
+    for _, address, port in targets:
+        args += [address, str(port)]
     res = session.pool.connection(host).run(["bash", "-c", _PORTS_SCRIPT, "probe", *args], timeout=30)
     res.check("probe swarm ports")
     seen = {}
@@ -192,8 +239,8 @@ def probe_ports(session: Session, host: Host, peers: list[Host]) -> list[PortPro
         if len(parts) == 3:
             seen[(parts[0], parts[1])] = parts[2]
     return [
-        PortProbe(host.name, peer.name, peer.address, port, seen.get((peer.address, str(port)), "error"))
-        for peer, port in targets
+        PortProbe(host.name, peer.name, address, port, seen.get((address, str(port)), "error"))
+        for peer, address, port in targets
     ]
 
 

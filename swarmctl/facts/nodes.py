@@ -79,15 +79,19 @@ def match_hosts(
     nodes: Iterable[NodeView],
     known_ids: Mapping[str, str] | None = None,
     hostnames: Mapping[str, str] | None = None,
+    addresses: Mapping[str, str] | None = None,
 ) -> dict[str, NodeView]:
-    """Inventory host name -> its swarm node, on proof only (pure).
+    """Inventory host name -> its swarm node, best evidence first (pure).
 
-    A host's node is the one with the node ID the host itself reported (``known_ids``); failing
-    that, the one at the host's address; failing that, the one whose hostname is the hostname the
-    host reported (``hostnames``) or, for a host that could not be asked, its inventory name. A
-    node is given to one host at most, in that order of evidence.
+    A host's node is the one with the node ID the host itself reported (``known_ids``): the only
+    proof, and what every change of membership or engine restart goes by (``nodes_of``). Failing
+    that - for a host that could not be asked, to keep its node from being taken for nobody's, or
+    to name nodes in a table - the one at the host's address (``addresses``: the address it
+    advertises, else its inventory IP address); failing that, the one whose hostname is the
+    hostname the host reported (``hostnames``) or its inventory name. A node is given to one host
+    at most, in that order of evidence.
     """
-    known_ids, hostnames = dict(known_ids or {}), dict(hostnames or {})
+    known_ids, hostnames, addresses = dict(known_ids or {}), dict(hostnames or {}), dict(addresses or {})
     hosts, nodes = list(hosts), list(nodes)
     out: dict[str, NodeView] = {}
     taken: set[str] = set()
@@ -102,12 +106,20 @@ def match_hosts(
         claim(h, by_id.get(known_ids.get(h.name, "")))
     for h in hosts:
         if h.name not in known_ids:
-            claim(h, next((n for n in nodes if n.addr == h.address and n.id not in taken), None))
+            addr = addresses.get(h.name) or h.ip_address or h.address
+            claim(h, next((n for n in nodes if n.addr == addr and n.id not in taken), None))
     for h in hosts:
         if h.name not in known_ids:
             name = hostnames.get(h.name, h.name)
             claim(h, next((n for n in nodes if n.hostname == name and n.id not in taken), None))
     return out
+
+
+def nodes_of(ids: Mapping[str, str], nodes: Iterable[NodeView]) -> dict[str, NodeView]:
+    """Inventory host -> its node, for the hosts whose own engine reported a node ID that the swarm
+    lists (``ids``: host -> node ID): the only proof of which node a host is (pure)."""
+    listed = {n.id: n for n in nodes}
+    return {host: listed[node_id] for host, node_id in ids.items() if node_id in listed}
 
 
 def node_names(nodes: Iterable[NodeView]) -> dict[str, str]:

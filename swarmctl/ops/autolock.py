@@ -22,20 +22,22 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import EngineError, HostError, InputError, Refused, TimeoutExpired, message_of
-from swarmctl.files import write_atomic
+from swarmctl.errors import EngineError, HostError, InputError, Refused, message_of
+from swarmctl.facts.membership import autolock_on, find_manager, read_membership
+from swarmctl.files import read_regular, write_atomic
 from swarmctl.inventory import Host, Inventory
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.secrets import Keyring, KeySource, decrypt, encrypt
 from swarmctl.transport.engine import Engine, Session
+from swarmctl.wait import Pending, until
 
 STORE_NAME = "swarm-unlock-key"
+MAX_STORE = 1 << 20  # a few keys, encrypted: kilobytes
 UNLOCK_TIMEOUT = 60.0
 POLL = 0.5
 
@@ -79,12 +81,12 @@ def store_path(inventory: Inventory) -> Path:
 def load_keys(inventory: Inventory, keys: Keyring) -> UnlockKeys:
     """The stored unlock keys (an empty store when there is no file)."""
     path = store_path(inventory)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return UnlockKeys()
-    except OSError as e:
-        raise InputError(f"cannot read the stored unlock key: {e.strerror}", path) from None
+    try:
+        text = read_regular(path, MAX_STORE, "unlock-key stores").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("the stored unlock key is damaged (not text)", path) from None
     raw = decrypt(STORE_NAME, text, keys, str(path))
     try:
         data = json.loads(raw)
@@ -130,7 +132,7 @@ def read_autolock(engine: Engine, inventory: Inventory, keys: KeySource) -> Auto
     loaded when autolock is on (without one, the store cannot be checked: taken as stored)."""
     swarm = engine.inspect_swarm()
     spec = dict(swarm.get("Spec") or {})
-    enabled = bool((spec.get("EncryptionConfig") or {}).get("AutoLockManagers"))
+    enabled = autolock_on(swarm)
     stored = True
     ring = keys.optional() if enabled else None
     if ring is not None:
@@ -211,7 +213,7 @@ def read_locks(session: Session, hosts: tuple[Host, ...] | None = None) -> LockS
     hosts = session.inventory.managers if hosts is None else hosts
 
     def one(host: Host) -> str:
-        return str((session.engine(host).info().get("Swarm") or {}).get("LocalNodeState") or "inactive")
+        return read_membership(session.engine(host)).state
 
     seen = session.fan_out(one, hosts)
     states = {n: str(o.value) for n, o in seen.items() if o.value is not None}
@@ -286,18 +288,12 @@ def unlock_with(engine: Engine, candidates: list[str]) -> None:
 
 def wait_active(engine: Engine, timeout: float) -> None:
     """Poll until the engine is an active manager again (after an unlock)."""
-    deadline = time.monotonic() + timeout
-    state = "locked"
-    while True:
-        swarm = engine.info().get("Swarm") or {}
-        state = str(swarm.get("LocalNodeState") or "")
-        if state == "active" and swarm.get("ControlAvailable"):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutExpired(
-                f"{engine.name}: unlocked, but not an active manager after {timeout:g}s (swarm state {state})"
-            )
-        time.sleep(POLL)
+
+    def active() -> bool | Pending:
+        own = read_membership(engine)
+        return True if own.manager else Pending(f"swarm state {own.state}")
+
+    until(f"{engine.name}, unlocked, to be an active manager", active, timeout, first=POLL, cap=POLL)
 
 
 # -- rotate unlock-key -----------------------------------------------------------------------------
@@ -312,7 +308,7 @@ def rotate_unlock_key(session: Session, notify: Notify = quiet, timeout: float =
     inv = session.inventory
     source = KeySource(os.environ)
     keys = keyring(source)
-    engine = session.manager()
+    engine = find_manager(session)
     state = read_autolock(engine, inv, source)
     if not state.enabled:
         raise Refused(
@@ -327,14 +323,12 @@ def rotate_unlock_key(session: Session, notify: Notify = quiet, timeout: float =
         stored = stored.with_current(old, state.swarm_id)
         save_keys(inv, keys, stored)  # the key in use now is never lost, whatever happens next
     engine.update_swarm(state.version, state.spec, rotate_unlock_key=True, what="rotate the unlock key")
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def rotated() -> str | Pending:
         new = engine.unlock_key()
-        if new and new != old:
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutExpired(f"the swarm still reports its old unlock key {timeout:g}s after the rotation")
-        time.sleep(POLL)
+        return new if new and new != old else Pending("the old unlock key")
+
+    new = until("the swarm to report its new unlock key", rotated, timeout, first=POLL, cap=POLL)
     path = save_keys(inv, keys, stored.with_current(new, state.swarm_id))
     report.done(change, notify=notify)
     report.data.update(stored=str(path), retired=len(stored.all()))

@@ -22,7 +22,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import json
+import re
+import tarfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,10 +35,12 @@ from typing import Any
 
 from swarmctl import __version__, labels
 from swarmctl.errors import HostError, InputError, Refused
-from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
-from swarmctl.files import write_atomic
+from swarmctl.facts.membership import autolock_on, find_manager, read_membership, refuse_shared_node_ids
+from swarmctl.facts.nodes import NodeView, nodes_of, read_nodes
+from swarmctl.files import read_regular, write_atomic
+from swarmctl.interrupts import finishing
 from swarmctl.inventory import Inventory, majority
-from swarmctl.ops.autolock import keyring
+from swarmctl.ops.autolock import keyring, stored_keys
 from swarmctl.ops.engine import BACK_TIMEOUT, HostChange, quorum_refusal, systemctl_docker, wait_back
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.secrets import Keyring, decrypt, encrypt
@@ -45,12 +50,15 @@ MAGIC = "swarmctl-backup v1"
 STOP_TIMEOUT = 120.0
 ARCHIVE_TIMEOUT = 300.0
 MAX_ARCHIVE = 1 << 30  # what a raft directory of a few dozen hosts can be, and then some
+MAX_DOWNLOAD = MAX_ARCHIVE * 4 // 3 + (1 << 20)  # the archive in base64, with its line breaks
 
+# tar's own status, not the pipe's (POSIX sh has no pipefail, and base64 succeeds on a half
+# archive): written on fd 3 into the command substitution, stdout goes on to base64 on fd 4
 _ARCHIVE_SCRIPT = r"""
-set -e
 root=$1
-test -d "$root/swarm" || { echo "no swarm state in $root/swarm" >&2; exit 3; }
-tar -czf - -C "$root" swarm | base64
+test -d "$root/swarm/raft" || { echo "no swarm state in $root/swarm" >&2; exit 3; }
+{ status=$( { { tar -czf - -C "$root" swarm; echo "$?" >&3; } | base64 >&4; } 3>&1 ); } 4>&1
+if [ "$status" != 0 ]; then echo "tar exited with status $status" >&2; exit 4; fi
 """
 
 
@@ -72,9 +80,18 @@ class BackupState:
 
 
 def read_backup_state(session: Session) -> BackupState:
-    engine = session.manager()
+    """The swarm as a manager sees it, and which inventory manager is which node: the node ID each
+    manager's own engine reports (a manager that cannot say is not a candidate for the copy).
+
+    Raises:
+        Refused: two hosts report the same node ID.
+    """
+    engine = find_manager(session)
     nodes = read_nodes(engine)
-    names = {n.id: h for h, n in match_hosts(session.inventory.hosts, nodes).items()}
+    own = session.fan_out(lambda h: read_membership(session.engine(h)).node_id, session.inventory.managers)
+    ids = {name: o.value for name, o in own.items() if o.value}
+    refuse_shared_node_ids(ids)
+    names = {n.id: h for h, n in nodes_of(ids, nodes).items()}
     swarm = engine.inspect_swarm()
     services = engine.services()
     secrets = engine.objects("secret")
@@ -121,7 +138,7 @@ def plan_backup(state: BackupState, yes: bool = False) -> BackupPlan:
     ready.sort(key=lambda n: (n.leader, order.get(state.names[n.id], 99)))
     if not ready:
         raise Refused("no inventory manager is a ready, reachable swarm manager: nothing to back up from")
-    safe = [n for n in ready if not n.leader and not quorum_refusal(list(state.nodes), n.hostname)]
+    safe = [n for n in ready if not n.leader and not quorum_refusal(list(state.nodes), n.id, n.label)]
     node = safe[0] if safe else ready[0]
     unavailable = not safe
     all_managers = [n for n in state.nodes if n.is_manager]
@@ -147,7 +164,6 @@ def manifest(state: BackupState, node: NodeView, host: str, engine_version: str,
     """The manifest the archive carries (pure)."""
     stacks = sorted({str((s["Spec"].get("Labels") or {}).get(labels.NAMESPACE)) for s in state.services
                      if (s["Spec"].get("Labels") or {}).get(labels.NAMESPACE)})  # fmt: skip
-    spec = state.swarm.get("Spec") or {}
     return {
         "format": MAGIC,
         "swarmctl": __version__,
@@ -160,7 +176,7 @@ def manifest(state: BackupState, node: NodeView, host: str, engine_version: str,
         "raft_index": state.raft_index,
         "docker_version": engine_version,
         "managers": sum(1 for n in state.nodes if n.is_manager),
-        "autolock": bool((spec.get("EncryptionConfig") or {}).get("AutoLockManagers")),
+        "autolock": autolock_on(state.swarm),
         "stacks": stacks,
         "services": sorted(str(s["Spec"]["Name"]) for s in state.services),
         "secrets": list(state.secrets),
@@ -170,6 +186,31 @@ def manifest(state: BackupState, node: NodeView, host: str, engine_version: str,
 
 
 # -- the archive file ------------------------------------------------------------------------------
+
+_RAFT_FILE = re.compile(r"^swarm/raft/[^/]+/[0-9a-f]{16}-[0-9a-f]{16}\.(wal|snap)$")
+
+
+def archive_problem(archive: bytes) -> str:
+    """What is wrong with a swarm state archive (tar.gz), "" when nothing is (pure): it holds only
+    regular files and directories under ``swarm/`` (no links, devices or paths leaving it: a
+    restore unpacks it as root into the data root), and the raft log (a WAL segment at least)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        return f"not a readable tar.gz archive ({e})"
+    wal = False
+    for m in members:
+        name = m.name.removeprefix("./")
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or parts[0] != "swarm":
+            return f"it holds {m.name!r}, outside swarm/"
+        if not (m.isreg() or m.isdir()):
+            return f"it holds {m.name!r}, which is neither a regular file nor a directory"
+        wal = wal or bool(m.isreg() and _RAFT_FILE.match(name) and name.endswith(".wal"))
+    if not wal:
+        return "it holds no raft log (swarm/raft/*/*.wal): the swarm state is incomplete"
+    return ""
 
 
 def _sealed_name(manifest_line: str) -> str:
@@ -193,14 +234,12 @@ def _split(text: str, source: str) -> tuple[str, str]:
 
 
 def _read(path: Path) -> str:
+    if not path.exists() and not path.is_symlink():
+        raise InputError("no such backup file", path)
     try:
-        if path.stat().st_size > 2 * MAX_ARCHIVE:
-            raise InputError("too large to be a swarmctl backup", path)
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such backup file", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read: {getattr(e, 'strerror', None) or e}", path) from None
+        return read_regular(path, 2 * MAX_ARCHIVE, "backups").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not a swarmctl backup (not text)", path) from None
 
 
 def _parse_manifest(line: str, source: str) -> dict[str, Any]:
@@ -247,7 +286,8 @@ def backup(
     notify: Notify = quiet,
     back_timeout: float = BACK_TIMEOUT,
 ) -> Report:
-    """Copy one manager's swarm state into an encrypted archive; its engine runs again afterwards.
+    """Copy one manager's swarm state into an encrypted archive; its engine runs again afterwards
+    (a second Ctrl-C while it starts again is held off: it is never left stopped).
 
     Returns:
         A Report; ``data``: ``file``, ``manifest``, ``bytes``, ``seconds_stopped``.
@@ -258,6 +298,8 @@ def backup(
     report = Report(plan=planned.plan, warnings=list(planned.plan.warnings))
     if plan_only:
         return report
+    # autolock: the manager comes back locked, and is unlocked with the stored key (read now)
+    unlock_keys = stored_keys(session.inventory) if autolock_on(state.swarm) else []
     host = session.inventory.host(planned.host)
     engine = session.engine(host)
     info = engine.info()
@@ -274,22 +316,27 @@ def backup(
         # inside the try: an engine stopped here is started again, even on Ctrl-C
         systemctl_docker(session, host, "stop", STOP_TIMEOUT)
         report.done(stop, notify=notify)
-        res = conn.run(["sh", "-c", _ARCHIVE_SCRIPT, "archive", root], timeout=ARCHIVE_TIMEOUT)
+        res = conn.run(["sh", "-c", _ARCHIVE_SCRIPT, "archive", root], timeout=ARCHIVE_TIMEOUT,
+                       max_output=MAX_DOWNLOAD)  # fmt: skip
         res.check("archive the swarm state")
         try:
             archive = base64.b64decode("".join(res.stdout.split()), validate=True)
         except (binascii.Error, ValueError):
             raise HostError(host.name, "archive the swarm state: the archive came back damaged") from None
+        problem = archive_problem(archive)
+        if problem:
+            raise HostError(host.name, f"archive the swarm state: {problem}: nothing was written")
         report.done(archive_step, notify=notify)
     except HostError as e:
         failure = e
         report.failed(archive_step, e.message, host.name)
     finally:
-        # the engine runs again whatever happened above
-        systemctl_docker(session, host, "start", STOP_TIMEOUT, "start the engine again")
+        # the engine runs again whatever happened above, a second Ctrl-C included
+        with finishing(f"starting the engine of {host.name} again", notify):
+            systemctl_docker(session, host, "start", STOP_TIMEOUT, "start the engine again")
     others = [m.name for m in session.inventory.managers if m.name != host.name]
-    change = HostChange(host.name, None, None, (), (), True, in_swarm=True, manager=True)
-    wait_back(session, host, change, others, back_timeout)
+    change = HostChange(host.name, None, None, (), (), True, in_swarm=True, manager=True, node_id=planned.node.id)
+    wait_back(session, host, change, others, back_timeout, unlock_keys)
     report.done(start, notify=notify)
     report.data["seconds_stopped"] = round(time.monotonic() - stopped_at, 1)
     if failure is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from swarmctl.errors import EngineError, HostError, NotFound, Refused, TimeoutExpired, message_of
 from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, preflight
+from swarmctl.facts.membership import read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import AutolockState, apply_autolock, keyring, plan_autolock, read_autolock
@@ -79,6 +80,7 @@ def read_state(session: Session) -> BootstrapState:
         bad = o.value.port_failures(ignore=unreachable)
         if bad:
             blocked[name] = port_failure_message(bad)
+    refuse_shared_node_ids({n: f.node_id for n, f in facts.items()})
     blocked.update(duplicate_hostnames(inv, {n: f for n, f in facts.items() if n not in blocked}))
     ready = frozenset(n for n in facts if n not in blocked)
     warnings = (*inv.warnings, *kernel_warnings(facts.values()))
@@ -385,8 +387,9 @@ def guard_quorum(plan: NodePlan, nodes: list[NodeView], anchor_id: str) -> NodeP
     return NodePlan(tuple(updates), tuple(removals), plan.warnings, {**plan.refused, **refused}, plan.stale)
 
 
-def joined_node(host: Host, role: str) -> NodeView:
-    """The node a host becomes right after joining (or initializing) a swarm: no labels, active."""
+def joined_node(host: Host, role: str, address: str = "") -> NodeView:
+    """The node a host becomes right after joining (or initializing) a swarm: no labels, active,
+    at ``address`` (the one it advertises; default its inventory address)."""
     return NodeView(
         id=f"(new node of {host.name})",
         hostname=host.name,
@@ -394,7 +397,7 @@ def joined_node(host: Host, role: str) -> NodeView:
         availability="active",
         labels={},
         state="ready",
-        addr=host.address,
+        addr=address or host.address,
         leader=False,
         reachability="reachable" if role == "manager" else "",
         engine_version="",
@@ -410,7 +413,8 @@ def stale_before_join(
     matched by the host's address, then hostname, among the nodes no member holds (pure)."""
     joining = [inventory.host(n) for n, _ in m.join]
     hostnames = {h.name: facts[h.name].hostname for h in joining if h.name in facts}
-    matched = match_hosts(joining, [n for n in nodes if n.id not in taken], hostnames=hostnames)
+    addresses = {h.name: facts[h.name].advertise for h in joining if h.name in facts}
+    matched = match_hosts(joining, [n for n in nodes if n.id not in taken], hostnames=hostnames, addresses=addresses)
     return {h: node for h, node in matched.items() if is_gone(node)}
 
 
@@ -421,14 +425,18 @@ def stale_changes(host: str, node: NodeView) -> list[Change]:
 
 
 def membership_changes(
-    inventory: Inventory, m: MembershipPlan, stale: Mapping[str, NodeView] | None = None
+    inventory: Inventory,
+    m: MembershipPlan,
+    stale: Mapping[str, NodeView] | None = None,
+    addresses: Mapping[str, str] | None = None,
 ) -> list[Change]:
     changes = []
     if m.init is not None:
         host = inventory.host(m.init)
         if m.init in m.leave:
             changes.append(Change("swarm", host.name, "leave", detail="its earlier swarm (--force)"))
-        changes.append(Change("swarm", host.name, "init", detail=f"new swarm, advertising {host.address}"))
+        address = (addresses or {}).get(host.name) or host.address
+        changes.append(Change("swarm", host.name, "init", detail=f"new swarm, advertising {address}"))
     # stale nodes go first, so the manager count never grows past what the reachable ones carry
     for name, node in (stale or {}).items():
         changes += stale_changes(name, node)
@@ -454,17 +462,20 @@ def claimed_nodes(state: BootstrapState, members: Mapping[str, NodeView], nodes:
     rest = [h for h in inv.hosts if h.name not in members]
     ids = {n: f.node_id for n, f in state.facts.items() if n not in members and f.node_id}
     hostnames = {n: f.hostname for n, f in state.facts.items()}
-    return frozenset(n.id for n in match_hosts(rest, nodes, ids, hostnames).values())
+    addresses = {n: f.advertise for n, f in state.facts.items() if f.advertise}
+    return frozenset(n.id for n in match_hosts(rest, nodes, ids, hostnames, addresses).values())
 
 
 def plan_bootstrap(state: BootstrapState, force: bool = False, prune: bool = False) -> BootstrapPlan:
     """Everything bootstrap would do, in apply order (pure).
 
     Raises:
-        Refused: --prune or --force while an inventory host cannot be checked (unreachable, failed
-            preflight): what it would prune or re-join could be that host's own node.
+        Refused: two hosts report the same node ID; --prune or --force while an inventory host
+            cannot be checked (unreachable, failed preflight): what it would prune or re-join could
+            be that host's own node.
     """
     inv = state.inventory
+    refuse_shared_node_ids({n: f.node_id for n, f in state.facts.items()})
     if (force or prune) and state.blocked:
         flags = " and ".join(f for f, on in (("--prune", prune), ("--force", force)) if on)
         hosts = "; ".join(f"{h} ({why})" for h, why in sorted(state.blocked.items()))
@@ -492,15 +503,16 @@ def plan_bootstrap(state: BootstrapState, force: bool = False, prune: bool = Fal
                             "inventory hosts cannot be checked; run bootstrap again once they answer")  # fmt: skip
         stale = {}
     future = dict(members)
+    addresses = {n: f.advertise for n, f in usable.items()}
     if m.init is not None:
-        future[m.init] = joined_node(inv.host(m.init), "manager")
+        future[m.init] = joined_node(inv.host(m.init), "manager", addresses.get(m.init, ""))
     for name, role in m.join:
-        future[name] = joined_node(inv.host(name), role)
+        future[name] = joined_node(inv.host(name), role, addresses.get(name, ""))
     node_plan = plan_nodes(inv, future, nodes, prune, claimed_nodes(state, future, nodes), not state.blocked)
     anchor_id = future[m.anchor].id if m.anchor in future else ""
     newcomers = [future[n] for n in future if n not in members]
     node_plan = guard_quorum(node_plan, [*nodes, *newcomers], anchor_id)
-    changes = (*membership_changes(inv, m, stale), *node_plan.changes) if m.anchor is not None else ()
+    changes = (*membership_changes(inv, m, stale, addresses), *node_plan.changes) if m.anchor is not None else ()
     warnings += node_plan.warnings
     blocked.update(node_plan.refused)
     return BootstrapPlan(m, node_plan, Plan(tuple(changes), tuple(dict.fromkeys(warnings)), blocked), stale)
@@ -570,7 +582,7 @@ def bootstrap(
             if m.init in m.leave:
                 anchor.leave_swarm(force=True)
                 report.done(changes[("swarm", host.name, "leave")], notify=notify)
-            anchor.init_swarm(host.address, f"0.0.0.0:{SWARM_PORT}")
+            anchor.init_swarm(state.facts[host.name].advertise or host.address, f"0.0.0.0:{SWARM_PORT}")
         except HostError as e:
             report.failures[host.name] = e.message
             for name, _ in m.join:
@@ -594,7 +606,7 @@ def bootstrap(
             report.done(c, notify=notify)
 
     if m.join:
-        joined = _join(session, anchor, m)
+        joined = _join(session, anchor, m, {n: f.advertise for n, f in state.facts.items()})
         for name, done in joined.items():
             role = dict(m.join)[name]
             if done.error is not None:
@@ -668,14 +680,14 @@ def remove_node(anchor: Engine, node_id: str, what: str, timeout: float = REMOVE
         time.sleep(POLL)
 
 
-def _join(session: Session, anchor: Engine, m: MembershipPlan) -> Any:
+def _join(session: Session, anchor: Engine, m: MembershipPlan, addresses: Mapping[str, str]) -> Any:
+    """Join the hosts in parallel, each at the address it advertises, through the managers' (the
+    joining host resolves no inventory name: the names may be known only on this machine)."""
     inv = session.inventory
     tokens = anchor.inspect_swarm()["JoinTokens"]
     assert m.anchor is not None
-    managers = [inv.host(m.anchor).address] + [
-        inv.host(n).address for n in m.members if inv.host(n).is_manager and n != m.anchor
-    ]
-    remotes = [f"{a}:{SWARM_PORT}" for a in managers]
+    managers = [m.anchor] + [n for n in m.members if inv.host(n).is_manager and n != m.anchor]
+    remotes = [f"{addresses.get(n) or inv.host(n).address}:{SWARM_PORT}" for n in managers]
     roles = dict(m.join)
 
     def join_one(host: Host) -> str:
@@ -683,14 +695,14 @@ def _join(session: Session, anchor: Engine, m: MembershipPlan) -> Any:
         if host.name in m.leave:
             engine.leave_swarm(force=True)
         token = tokens["Manager" if roles[host.name] == "manager" else "Worker"]
-        engine.join_swarm(remotes, token, host.address, f"0.0.0.0:{SWARM_PORT}")
+        engine.join_swarm(remotes, token, addresses.get(host.name) or host.address, f"0.0.0.0:{SWARM_PORT}")
         return _node_id(engine)
 
     return session.fan_out(join_one, [inv.host(n) for n, _ in m.join])
 
 
 def _node_id(engine: Engine) -> str:
-    return str((engine.info().get("Swarm") or {}).get("NodeID", ""))
+    return read_membership(engine).node_id
 
 
 def _wait_registered(anchor: Engine, node_ids: set[str], timeout: float) -> None:

@@ -20,6 +20,7 @@ from swarmctl import labels
 from swarmctl.compose.convert import DesiredStack, FileObject
 from swarmctl.converge import DEFAULT_TIMEOUT, OnProgress, no_progress, wait_converged, write_service
 from swarmctl.errors import ClusterError, HostError, HostsFailed, InputError, Interrupted, NotFound, TimeoutExpired
+from swarmctl.facts.membership import find_manager
 from swarmctl.facts.nodes import NodeView, match_hosts, placement_allows, read_nodes
 from swarmctl.facts.services import stack_filter
 from swarmctl.facts.stack import StackObjects, Wanted, read_objects
@@ -597,7 +598,7 @@ def deploy_and_verify(
     Returns:
         deploy_stack's Report; with verify, ``data["verify"]`` is verify's Report.
     """
-    engine = session.manager()
+    engine = find_manager(session)
     gates = AppGates(engine, desired.name, probe_image)
     credentials = load_credentials(session.inventory, [i for i, _ in wanted_images(desired).values()])
     check_logins(engine, credentials)

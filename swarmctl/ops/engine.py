@@ -23,18 +23,28 @@ import base64
 import hashlib
 import json
 import logging
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from swarmctl import daemon_config
-from swarmctl.errors import HostError, SwarmctlError, message_of
-from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
+from swarmctl.errors import HostError, InputError, SwarmctlError, TimeoutExpired, message_of
+from swarmctl.facts.membership import (
+    OUTSIDE,
+    Membership,
+    autolock_on,
+    parse_membership,
+    read_membership,
+    refuse_shared_node_ids,
+)
+from swarmctl.facts.nodes import NodeView, nodes_of, read_nodes
+from swarmctl.files import read_regular
 from swarmctl.inventory import Host, Inventory, majority
+from swarmctl.ops.autolock import stored_keys, unlock_with
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Engine, Session
+from swarmctl.wait import Pending, until
 from swarmctl.yamlfile import suggest
 
 log = logging.getLogger(__name__)
@@ -42,7 +52,12 @@ log = logging.getLogger(__name__)
 CONFIG = "/etc/docker/daemon.json"
 OWNED = "/etc/docker/daemon.swarmctl.json"  # the keys swarmctl set, and their values
 PREVIOUS = "/etc/docker/daemon.json.swarmctl-previous"  # daemon.json before the change being applied
+# Written before daemon.json changes, removed once the engine runs with it: a run that died between
+# the two (a crash, Ctrl-C, a lost connection) leaves it, and the next run restarts the engine even
+# though daemon.json already says what the inventory wants.
+PENDING = "/etc/docker/daemon.swarmctl-restart-pending"
 CERTS = "/etc/docker/certs.d"
+MAX_CA = 1 << 20  # a CA bundle: kilobytes
 RESTART_TIMEOUT = 180.0  # seconds for `systemctl restart docker`
 BACK_TIMEOUT = 120.0  # seconds for a restarted host to be back (engine, node, tasks)
 SETTLE_TIMEOUT = 60.0  # seconds for a majority of the other managers to be seen before a manager restarts
@@ -59,11 +74,19 @@ for r in "$@"; do
   if [ -e "$f" ]; then echo "ca $r $(sha256sum < "$f" | cut -d' ' -f1)"; else echo "ca $r -"; fi
 done
 if command -v systemctl >/dev/null 2>&1; then echo "systemctl yes"; else echo "systemctl no"; fi
+if [ -e /etc/docker/daemon.swarmctl-restart-pending ]; then echo "pending yes"; else echo "pending no"; fi
 """
 
 # The previous daemon.json back in place (or none, when there was none), then the engine restarted.
 _RESTORE_SCRIPT = r"""
 if [ -e "$1" ]; then mv -f "$1" "$2"; else rm -f "$2"; fi
+sync
+"""
+
+# Before daemon.json is written: the previous one kept for a restore, the restart marked pending.
+_BACKUP_SCRIPT = r"""
+if [ -e "$1" ]; then cp -p "$1" "$2"; else rm -f "$2"; fi
+: > "$3"
 sync
 """
 
@@ -80,16 +103,21 @@ class EngineFacts:
     owned: Mapping[str, Any]  # the keys swarmctl set there, with the values it set
     cas: Mapping[str, str]  # registry -> sha256 of its installed ca.crt ("" when none)
     systemctl: bool
-    node_id: str  # "" when the engine is not a swarm node
-    manager: bool
+    membership: Membership = OUTSIDE  # the engine's own word on its swarm
     log_drivers: tuple[str, ...] = ()  # the engine's logging drivers (`docker info`); () when unknown
-    swarm_state: str = ""  # the engine's LocalNodeState: inactive, pending, active, error, locked
+    restart_pending: bool = False  # an earlier run changed daemon.json and did not restart the engine
+
+    @property
+    def node_id(self) -> str:
+        return self.membership.node_id
 
     @property
     def in_swarm(self) -> bool:
-        # a member between states (pending, error, locked) is a member all the same: restarted with
-        # the swarm's rules, never as a host outside it
-        return bool(self.node_id) or self.swarm_state not in ("", "inactive")
+        return self.membership.member
+
+    @property
+    def manager(self) -> bool:
+        return self.membership.manager
 
 
 def _decode(value: str, path: str) -> Mapping[str, Any] | None:
@@ -114,7 +142,7 @@ def read_host(session: Session, host: Host, registries: Iterable[str]) -> Engine
     res = conn.run(["sh", "-c", _READ_SCRIPT, "read", *registries], timeout=30).check("read the engine configuration")
     files: dict[str, Mapping[str, Any] | None] = {}
     cas: dict[str, str] = {}
-    systemctl = False
+    systemctl = pending = False
     for line in res.stdout.splitlines():
         parts = line.split(" ")
         try:
@@ -122,27 +150,24 @@ def read_host(session: Session, host: Host, registries: Iterable[str]) -> Engine
                 cas[parts[1]] = "" if parts[2] == "-" else parts[2]
             elif parts[0] == "systemctl":
                 systemctl = parts[1] == "yes"
+            elif parts[0] == "pending":
+                pending = parts[1] == "yes"
             elif len(parts) == 2:
                 files[parts[0]] = _decode(parts[1], parts[0])
         except HostError as e:
             raise HostError(host.name, e.message) from None
     owned = files.get(OWNED) or {}
-    everything = session.engine(host).info()
-    info = everything.get("Swarm") or {}
-    swarm_state = str(info.get("LocalNodeState") or "")
-    active = swarm_state == "active"
-    member = swarm_state not in ("", "inactive")
-    plugins = everything.get("Plugins") or {}
+    info = session.engine(host).info()
+    plugins = info.get("Plugins") or {}
     return EngineFacts(
         host=host.name,
         config=files.get(CONFIG),
         owned=dict(owned.get("keys") or {}),
         cas=cas,
         systemctl=systemctl,
-        node_id=str(info.get("NodeID") or "") if member else "",
-        manager=bool(info.get("ControlAvailable")) if active else False,
+        membership=parse_membership(info),
         log_drivers=tuple(str(d) for d in plugins.get("Log") or ()),
-        swarm_state=swarm_state,
+        restart_pending=pending,
     )
 
 
@@ -152,28 +177,45 @@ class EngineState:
     blocked: Mapping[str, str]
     nodes: tuple[NodeView, ...] | None  # the swarm's nodes, from a manager of it (None: no swarm)
     ca_files: Mapping[str, tuple[str, Path]]  # registry -> (sha256, local CA file)
+    autolock: bool = False  # the swarm locks its managers: a restarted one comes back locked
+    unlock_keys: str = ""  # why the stored unlock keys cannot be read ("" when they can, or need not be)
 
 
 def read_state(session: Session, hosts: Iterable[Host] | None = None) -> EngineState:
-    """Every host's engine configuration, in parallel (only when the inventory asks for any)."""
+    """Every host's engine configuration, in parallel (only when the inventory asks for any).
+
+    Raises:
+        Refused: two hosts report the same node ID (nothing can be told apart, nothing is changed).
+    """
     inv = session.inventory
     ca_files: dict[str, tuple[str, Path]] = {}
     for reg in inv.registries.values():
         if reg.ca_file is not None:
-            ca_files[reg.host] = (hashlib.sha256(reg.ca_file.read_bytes()).hexdigest(), reg.ca_file)
+            ca = read_regular(reg.ca_file, MAX_CA, "CA files")
+            ca_files[reg.host] = (hashlib.sha256(ca).hexdigest(), reg.ca_file)
     wanted = list(inv.hosts if hosts is None else hosts)
     outcomes = session.fan_out(lambda h: read_host(session, h, sorted(ca_files)), wanted)
     facts = {n: o.value for n, o in outcomes.items() if o.value is not None}
     blocked = {n: message_of(o.error) for n, o in outcomes.items() if o.error is not None}
+    refuse_shared_node_ids({n: f.node_id for n, f in facts.items()})
     nodes = None
+    autolock = False
     for name, f in facts.items():
         if f.manager:
             try:
-                nodes = tuple(read_nodes(session.engine(name)))
+                engine = session.engine(name)
+                nodes = tuple(read_nodes(engine))
+                autolock = autolock_on(engine.inspect_swarm())
                 break
             except HostError as e:
                 log.info("%s: cannot list nodes: %s", name, e.message)
-    return EngineState(facts, blocked, nodes, ca_files)
+    unlock_keys = ""
+    if autolock:
+        try:
+            stored_keys(inv)
+        except InputError as e:
+            unlock_keys = e.message
+    return EngineState(facts, blocked, nodes, ca_files, autolock, unlock_keys)
 
 
 # -- plan (pure) -----------------------------------------------------------------------------------
@@ -191,6 +233,7 @@ class HostChange:
     restart: bool
     in_swarm: bool = False
     manager: bool = False
+    node_id: str = ""  # the node its own engine reports ("" outside a swarm, or when it could not say)
 
 
 @dataclass(frozen=True)
@@ -260,9 +303,12 @@ def plan_host(
             cas.append(registry)
             target = f"{CERTS}/{registry}/ca.crt"
             changes.append(Change("engine", host.name, "install", (target,), f"CA of {registry} from {path.name}"))
-    restart = new != current
-    if restart:
+    restart = new != current or facts.restart_pending
+    if new != current:
         changes.append(Change("engine", host.name, "restart", (), "dockerd, for the new daemon.json"))
+    elif restart:
+        changes.append(Change("engine", host.name, "restart", (), "dockerd: an earlier run changed its daemon.json "
+                              "and stopped before the restart"))  # fmt: skip
     return HostChange(
         host=host.name,
         config=new if restart else None,
@@ -272,12 +318,14 @@ def plan_host(
         restart=restart,
         in_swarm=facts.in_swarm,
         manager=facts.manager,
+        node_id=facts.node_id,
     ), warnings
 
 
 def restart_order(changes: Iterable[HostChange], nodes: Iterable[NodeView] | None) -> list[HostChange]:
-    """Hosts that are not swarm nodes first, then workers, then managers with the leader last (pure)."""
-    leader = {n.hostname for n in nodes or () if n.leader}
+    """Hosts that are not swarm nodes first, then workers, then managers with the leader last (pure).
+    The leader is the node whose ID its host's own engine reported, never one found by name."""
+    leader = {n.id for n in nodes or () if n.leader}
     ordered = list(changes)
 
     def rank(h: HostChange) -> int:
@@ -285,37 +333,49 @@ def restart_order(changes: Iterable[HostChange], nodes: Iterable[NodeView] | Non
             return 0
         if not h.manager:
             return 1
-        return 3 if h.host in leader else 2
+        return 3 if h.node_id in leader else 2
 
     return sorted(ordered, key=rank)  # stable: inventory order within a rank
 
 
 def plan_engine(inventory: Inventory, state: EngineState, force: bool = False) -> EnginePlan:
-    """Everything engine configuration would do, in apply order (pure)."""
+    """Everything engine configuration would do, in apply order (pure).
+
+    Raises:
+        Refused: two hosts report the same node ID.
+    """
+    refuse_shared_node_ids({name: f.node_id for name, f in state.facts.items()})
     blocked = dict(state.blocked)
     warnings: list[str] = []
     hosts: list[HostChange] = []
-    known_ids = {name: f.node_id for name, f in state.facts.items() if f.node_id}
-    nodes = match_hosts(inventory.hosts, state.nodes or (), known_ids)
+    nodes = nodes_of({name: f.node_id for name, f in state.facts.items()}, state.nodes or ())
     for host in inventory.hosts:
         f = state.facts.get(host.name)
         if f is None:
             continue
         node = nodes.get(host.name)
-        if f.in_swarm and not f.manager and node is not None and node.is_manager:
-            # a manager that cannot say so itself now (not active): the swarm's node list can
-            f = replace(f, manager=True)
         try:
             change, host_warnings = plan_host(host, f, state.ca_files, force)
         except ValueError as e:
             blocked[host.name] = str(e)
             continue
+        if f.in_swarm and not f.manager and (node.is_manager if node is not None else host.is_manager):
+            # a manager that cannot say so itself now (not active): the swarm's node list can; one
+            # that names no node of the list is taken at the inventory's word (the quorum rule then
+            # holds for it: restarting a worker as a manager costs a wait, the reverse a quorum)
+            change = replace(change, manager=True)
         warnings += host_warnings
         if change.restart and not f.systemctl:
             blocked[host.name] = "its daemon.json changes, and dockerd is restarted with systemctl, which it lacks"
             continue
-        if change.restart and f.in_swarm and f.swarm_state not in ("", "active"):
-            warnings.append(f"{host.name}: its swarm state is {f.swarm_state}: restarted as a swarm member, alone")
+        if change.restart and change.manager and state.autolock and state.unlock_keys:
+            blocked[host.name] = (
+                "its daemon.json changes, and the swarm locks its managers (autolock): its engine would come back "
+                f"locked, and swarmctl unlocks it with the stored unlock key, which it cannot read: {state.unlock_keys}"
+            )
+            continue
+        if change.restart and f.in_swarm and f.membership.state != "active":
+            warnings.append(f"{host.name}: its swarm state is {f.membership.state}: restarted as a swarm member, alone")
         if change.changes or change.owned is not None:
             hosts.append(change)
     ordered = restart_order(hosts, state.nodes)
@@ -335,24 +395,29 @@ def plan_engine(inventory: Inventory, state: EngineState, force: bool = False) -
 def _write_files(
     session: Session, host: Host, change: HostChange, ca_files: Mapping[str, tuple[str, Path]], record: bool = True
 ) -> None:
-    """CA files, then daemon.json (the previous one kept for a restore), then - unless ``record`` is
-    off, for a host whose restart must succeed first - swarmctl's record of what it set."""
+    """CA files, then daemon.json (the previous one kept for a restore, the restart marked pending
+    first), then - unless ``record`` is off, for a host whose restart must succeed first - swarmctl's
+    record of what it set."""
     conn = session.pool.connection(host)
     for registry in change.cas:
-        conn.put(ca_files[registry][1].read_bytes(), f"{CERTS}/{registry}/ca.crt", 0o644)
+        conn.put(read_regular(ca_files[registry][1], MAX_CA, "CA files"), f"{CERTS}/{registry}/ca.crt", 0o644)
     if change.config is not None:
-        conn.run(
-            ["sh", "-c", 'if [ -e "$1" ]; then cp -p "$1" "$2"; else rm -f "$2"; fi; sync', "backup", CONFIG, PREVIOUS]
-        ).check("keep the previous daemon.json")
+        conn.run(["sh", "-c", _BACKUP_SCRIPT, "backup", CONFIG, PREVIOUS, PENDING]).check(
+            "keep the previous daemon.json"
+        )
         conn.put((json.dumps(change.config, indent=2, sort_keys=True) + "\n").encode(), CONFIG, 0o644)
     if record:
         _write_record(session, host, change)
 
 
 def _write_record(session: Session, host: Host, change: HostChange) -> None:
+    """What swarmctl set, once the engine runs with it; the pending restart is done."""
+    conn = session.pool.connection(host)
     if change.owned is not None:
         record = {"keys": dict(change.owned), "comment": "daemon.json keys swarmctl set (from the inventory)"}
-        session.pool.connection(host).put((json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), OWNED, 0o644)
+        conn.put((json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), OWNED, 0o644)
+    if change.restart:
+        conn.run(["sh", "-c", 'rm -f "$1"; sync', "done", PENDING]).check("clear the pending restart")
 
 
 def dockerd_start_error(session: Session, host: Host) -> str:
@@ -392,49 +457,54 @@ def systemctl_docker(
 
 
 def wait_back(
-    session: Session, host: Host, change: HostChange, others: list[str], timeout: float = BACK_TIMEOUT
+    session: Session,
+    host: Host,
+    change: HostChange,
+    others: list[str],
+    timeout: float = BACK_TIMEOUT,
+    unlock_keys: Sequence[str] = (),
 ) -> None:
     """Poll until the restarted host is back: engine answering; for a swarm node, Ready (and, for a
-    manager, reachable) as another manager sees it, and every task it should run running.
+    manager, reachable) as another manager sees it, and every task it should run running. A manager
+    that comes back locked (autolock) is unlocked with ``unlock_keys`` (the stored ones, current first).
 
     Raises:
         HostError: not back within ``timeout``, with what was seen last.
     """
-    deadline = time.monotonic() + timeout
-    seen = "engine not answering"
-    while True:
-        try:
-            seen = _back(session, host, change, others)
-            if not seen:
-                return
-        except HostError as e:
-            seen = e.message
-        if time.monotonic() > deadline:
-            raise HostError(host.name, f"not back {timeout:g}s after its engine restarted: {seen}")
-        time.sleep(POLL)
+
+    def back() -> bool | Pending:
+        seen = _back(session, host, change, others, unlock_keys)
+        return Pending(seen) if seen else True
+
+    def late(message: str) -> HostError:
+        return HostError(host.name, f"not back {timeout:g}s after its engine restarted: {message}")
+
+    until(f"{host.name} to be back", back, timeout, first=POLL, cap=POLL, error=late)
 
 
-def _back(session: Session, host: Host, change: HostChange, others: list[str]) -> str:
+def _back(session: Session, host: Host, change: HostChange, others: list[str], unlock_keys: Sequence[str]) -> str:
     """What keeps the host from being back ("" when it is)."""
     engine = session.engine(host)
-    swarm = engine.info().get("Swarm") or {}
+    own = read_membership(engine)
     if not change.in_swarm:
         return ""
-    if swarm.get("LocalNodeState") != "active":
-        return f"swarm state {swarm.get('LocalNodeState') or 'unknown'}"
-    node_id = str(swarm.get("NodeID", ""))
-    viewer = _viewer(session, others) or (engine if change.manager and swarm.get("ControlAvailable") else None)
+    if own.locked and unlock_keys:
+        unlock_with(engine, list(unlock_keys))
+        own = read_membership(engine)
+    if not own.active:
+        return f"swarm state {own.state}" + (" (autolock: no unlock key given)" if own.locked else "")
+    viewer = _viewer(session, others) or (engine if change.manager and own.control_available else None)
     if viewer is None:
         return "no other manager answers"
     nodes = {n.id: n for n in read_nodes(viewer)}
-    node = nodes.get(node_id)
+    node = nodes.get(own.node_id)
     if node is None:
         return "not listed by the managers"
     if not node.ready:
         return f"node {node.state}"
     if change.manager and node.reachability != "reachable":
         return f"manager {node.reachability or 'unknown'}"
-    tasks = viewer.tasks({"node": [node_id], "desired-state": ["running"]})
+    tasks = viewer.tasks({"node": [own.node_id], "desired-state": ["running"]})
     waiting = [t for t in tasks if (t.get("Status") or {}).get("State") != "running"]
     if waiting:
         return f"{len(waiting)} of its {len(tasks)} tasks not running yet"
@@ -445,48 +515,63 @@ def _viewer(session: Session, names: list[str]) -> Engine | None:
     for name in names:
         try:
             engine = session.engine(name)
-            if (engine.info().get("Swarm") or {}).get("ControlAvailable"):
+            if read_membership(engine).manager:
                 return engine
         except HostError:
             continue
     return None
 
 
-def _majority_refusal(session: Session, managers: list[str], name: str, timeout: float, notify: Notify) -> str:
-    """Why the engine of manager ``name`` may not restart now ("" when it may), as the other managers
-    see the swarm (or, when none answers, as this one does). A leader change (the previous restart
-    may have been the leader's) puts every node in state "unknown" until its agent reports to the
-    new leader, a few seconds: a majority not seen yet is asked again until ``timeout``, and only
-    then refused."""
-    deadline = time.monotonic() + timeout
-    told = False
-    while True:
+def _majority_refusal(session: Session, managers: list[str], change: HostChange, timeout: float, notify: Notify) -> str:
+    """Why the engine of manager ``change.host`` may not restart now ("" when it may), as the other
+    managers see the swarm (or, when none answers, as this one does). A leader change (the previous
+    restart may have been the leader's) puts every node in state "unknown" until its agent reports
+    to the new leader, a few seconds: a majority not seen yet is asked again until ``timeout``, and
+    only then refused."""
+    name = change.host
+    last = [""]
+
+    def allowed() -> bool | Pending:
         viewer = _viewer(session, [m for m in managers if m != name] + [name])
-        if viewer is None:
-            why = f"refusing to restart the engine of {name}: no manager answers to tell the swarm's state"
-        else:
-            nodes = read_nodes(viewer)
-            why = quorum_refusal(nodes, _hostname(nodes, session, name))
-        if not why:
-            return ""
-        if time.monotonic() > deadline:
-            return f"{why} (waited {timeout:g}s for them)"
+        why = f"refusing to restart the engine of {name}: no manager answers to tell the swarm's state"
+        if viewer is not None:
+            try:
+                why = quorum_refusal(read_nodes(viewer), change.node_id, name)
+            except HostError as e:  # between leaders: asked again
+                why = f"refusing to restart the engine of {name}: the managers cannot list the swarm ({e.message})"
+        last[0] = why
+        return Pending(why) if why else True
+
+    told: list[bool] = []
+
+    def tell(_: str) -> None:
         if not told:
             notify(f"waiting for a majority of the other managers to be seen ready before restarting {name}")
-            told = True
-        time.sleep(POLL)
+            told.append(True)
+
+    try:
+        until(f"a majority of the other managers before restarting {name}", allowed, timeout, first=POLL,
+              cap=POLL, on_wait=tell)  # fmt: skip
+    except TimeoutExpired:
+        return f"{last[0]} (waited {timeout:g}s for them)"
+    return ""
 
 
-def quorum_refusal(nodes: list[NodeView], hostname: str) -> str:
-    """Why restarting this manager now would cost the swarm its majority ("" when it would not) (pure)."""
+def quorum_refusal(nodes: list[NodeView], node_id: str, name: str) -> str:
+    """Why restarting the manager whose own engine reports ``node_id`` would cost the swarm its
+    majority now ("" when it would not) (pure). A manager that named no node of the list may be any
+    of them: one reachable manager fewer is counted, never one more. ``name`` is how it is named."""
     managers = [n for n in nodes if n.is_manager]
     if len(managers) <= 1:
         return ""
-    reachable = [n for n in managers if n.ready and n.reachability == "reachable" and n.hostname != hostname]
-    if len(reachable) >= majority(len(managers)):
+    reachable = [n for n in managers if n.ready and n.reachability == "reachable"]
+    others = len([n for n in reachable if n.id != node_id])
+    if node_id not in {n.id for n in managers}:
+        others = max(0, len(reachable) - 1)
+    if others >= majority(len(managers)):
         return ""
     return (
-        f"refusing to restart the engine of {hostname}: of {len(managers)} managers only {len(reachable)} others "
+        f"refusing to restart the engine of {name}: of {len(managers)} managers only {others} others "
         f"are reachable, fewer than a majority ({majority(len(managers))}) while it restarts: bring the others "
         "back first"
     )
@@ -499,8 +584,10 @@ def apply_engine(
     notify: Notify = quiet,
     back_timeout: float = BACK_TIMEOUT,
     settle_timeout: float = SETTLE_TIMEOUT,
+    unlock_keys: Sequence[str] = (),
 ) -> Report:
-    """Write and restart as planned; stops at the first host that fails to come back.
+    """Write and restart as planned; stops at the first host that fails to come back. A manager
+    that comes back locked (autolock) is unlocked with ``unlock_keys``.
 
     Returns:
         A Report (changes done, warnings, failures by host); ``data["stopped"]``: True when a
@@ -532,7 +619,7 @@ def apply_engine(
     for i, batch in enumerate(batches):
         for change in batch:
             if change.manager and change.in_swarm:
-                why = _majority_refusal(session, managers, change.host, settle_timeout, notify)
+                why = _majority_refusal(session, managers, change, settle_timeout, notify)
                 if why:
                     report.failures[change.host] = why
                     _stop(report, batches[i:], change.host)
@@ -541,11 +628,12 @@ def apply_engine(
         def one(host: Host) -> None:
             change = _change_of(planned, host.name)
             _write_files(session, host, change, ca_files, record=False)
+            others = [m for m in managers if m != host.name]
             try:
                 systemctl_docker(session, host, "restart")
-                wait_back(session, host, change, [m for m in managers if m != host.name], back_timeout)
+                wait_back(session, host, change, others, back_timeout, unlock_keys)
             except HostError as e:
-                raise HostError(host.name, _restore(session, host, change, e, back_timeout)) from None
+                raise HostError(host.name, _restore(session, host, change, e, back_timeout, unlock_keys)) from None
             _write_record(session, host, change)  # only once the new daemon.json is known to work
 
         notify("restarting the engine of " + ", ".join(c.host for c in batch))
@@ -569,23 +657,20 @@ def _change_of(planned: EnginePlan, name: str) -> HostChange:
     return next(h for h in planned.hosts if h.host == name)
 
 
-def _hostname(nodes: list[NodeView], session: Session, name: str) -> str:
-    host = session.inventory.host(name)
-    for n in nodes:
-        if n.addr == host.address:
-            return n.hostname
-    return name
-
-
-def _restore(session: Session, host: Host, change: HostChange, error: HostError, timeout: float) -> str:
+def _restore(
+    session: Session, host: Host, change: HostChange, error: HostError, timeout: float, unlock_keys: Sequence[str]
+) -> str:
     """Put the previous daemon.json back and restart once more; the failure, in words."""
     failed_start = dockerd_start_error(session, host)
     why = f"{error.message} (dockerd: {failed_start})" if failed_start else error.message
     conn = session.pool.connection(host)
+    others = [m.name for m in session.inventory.managers if m.name != host.name]
     try:
         conn.run(["sh", "-c", _RESTORE_SCRIPT, "restore", PREVIOUS, CONFIG]).check("restore the previous daemon.json")
         systemctl_docker(session, host, "restart")
-        wait_back(session, host, change, [m.name for m in session.inventory.managers if m.name != host.name], timeout)
+        wait_back(session, host, change, others, timeout, unlock_keys)
+        # the engine runs with the daemon.json it had: nothing is pending (the next run plans again)
+        conn.run(["sh", "-c", 'rm -f "$1"; sync', "done", PENDING]).check("clear the pending restart")
         back = "its previous daemon.json was restored and the engine runs again"
     except HostError as e:
         back = f"restoring its previous daemon.json did not bring the engine back either ({e.message})"
@@ -617,4 +702,7 @@ def configure_engines(
     planned = plan_engine(inv, state, force)
     if plan_only:
         return Report(plan=planned.plan, warnings=list(planned.plan.warnings), failures=dict(planned.plan.blocked))
-    return apply_engine(session, planned, state.ca_files, notify, back_timeout)
+    # a manager restarted under autolock comes back locked: the stored keys, read before any change
+    locks = state.autolock and any(h.manager for h in planned.restarts)
+    unlock_keys = stored_keys(inv) if locks else []
+    return apply_engine(session, planned, state.ca_files, notify, back_timeout, unlock_keys=unlock_keys)

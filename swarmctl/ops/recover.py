@@ -25,35 +25,33 @@ The order of operations (docker's disaster-recovery procedure, done on the right
 
 from __future__ import annotations
 
-import contextlib
-import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import HostError, Refused, TimeoutExpired, Unavailable, Unreachable, message_of
-from swarmctl.facts.host import SWARM_PORT
+from swarmctl.errors import HostError, InputError, Refused, TimeoutExpired, Unavailable, Unreachable, message_of
+from swarmctl.facts.host import SWARM_PORT, advertise_address
+from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership, refuse_shared_node_ids
+from swarmctl.facts.raft import DEFAULT_ROOT, Raft, read_data_roots, read_raft
 from swarmctl.facts.services import read_services, service_view
-from swarmctl.inventory import Host, Inventory
+from swarmctl.interrupts import finishing
+from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import keyring, stored_keys, unlock_with, wait_active
-from swarmctl.ops.backup import STOP_TIMEOUT, open_backup
+from swarmctl.ops.backup import STOP_TIMEOUT, archive_problem, open_backup
 from swarmctl.ops.bootstrap import bootstrap
 from swarmctl.ops.engine import systemctl_docker
 from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
+from swarmctl.wait import Pending, seen_within, until
 
-DEFAULT_ROOT = "/var/lib/docker"  # where a stopped engine's state is looked for (its data-root cannot be asked)
 SETTLE_TIMEOUT = 90.0  # the new cluster answering, the restored engine back
 CONVERGE_TIMEOUT = 600.0
 POLL = 1.0
-
-_RAFT_SCRIPT = r"""
-d="$1/swarm/raft"
-[ -d "$d" ] || exit 0
-find "$d" -type f \( -name '*.snap' -o -name '*.wal' \) -printf '%T@ %f\n'
-"""
+# How long "no quorum" must hold before it is believed: longer than a raft election. swarmkit's
+# default election timeout is 10 ticks of 1 s (docker info: Raft: Election Tick), and a contested
+# election takes a few rounds of it; one sample taken between leaders says "no quorum" too.
+QUORUM_WINDOW = 15.0
 
 _RESTORE_SCRIPT = r"""
 set -e
@@ -62,51 +60,12 @@ mkdir -p "$root"
 cd "$root"
 if [ -e swarm ]; then mv swarm "swarm.before-restore-$(date +%Y%m%dT%H%M%S)"; fi
 umask 077
-tar -xzf - -C "$root"
+tar -xzf - -C "$root" swarm
 test -d "$root/swarm/raft"
 """
 
-_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.(snap|wal)$")
-
 
 # -- read ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Raft:
-    """How far a manager's raft log got: the newest snapshot's and WAL segment's index, then time."""
-
-    snapshot: int = 0
-    wal: int = 0
-    mtime: float = 0.0
-
-    @property
-    def key(self) -> tuple[int, int, float]:
-        return (self.snapshot, self.wal, self.mtime)
-
-    def describe(self) -> str:
-        return f"snapshot index {self.snapshot}, WAL from index {self.wal}"
-
-
-def parse_raft(listing: str) -> Raft | None:
-    """``find -printf '%T@ %f'`` of a raft directory -> Raft; None when it holds no raft file (pure)."""
-    snap = wal = 0
-    mtime = 0.0
-    seen = False
-    for line in listing.splitlines():
-        stamp, _, name = line.strip().partition(" ")
-        m = _NAME.match(name)
-        if not m:
-            continue
-        seen = True
-        index = int(m.group(2), 16)
-        if m.group(3) == "snap":
-            snap = max(snap, index)
-        else:
-            wal = max(wal, index)
-        with contextlib.suppress(ValueError):
-            mtime = max(mtime, float(stamp))
-    return Raft(snap, wal, mtime) if seen else None
 
 
 STOPPED = "stopped"  # the host answers over SSH, its engine does not
@@ -119,7 +78,7 @@ class HostState:
     node_id: str
     manager: bool  # ControlAvailable
     quorum: bool  # it lists the swarm's nodes
-    root: str  # DockerRootDir
+    root: str  # its data root (DockerRootDir; for a stopped engine, where its state was found)
     raft: Raft | None  # managers: their raft state on disk
 
 
@@ -128,22 +87,30 @@ class RecoverState:
     inventory: Inventory
     hosts: Mapping[str, HostState]
     unreachable: Mapping[str, str]
+    quorum_seen: str = ""  # a manager that listed the nodes while "no quorum" was watched, "" none
+    window: float = 0.0  # how long no quorum was watched for
 
 
-def read_recover(session: Session) -> RecoverState:
+def read_recover(session: Session, window: float = QUORUM_WINDOW) -> RecoverState:
+    """Every host's swarm state and, on managers, their raft state on disk (where the host's own
+    engine keeps it); then, when no manager has quorum, that watched for ``window`` seconds.
+
+    Raises:
+        Refused: two hosts report the same node ID.
+    """
+
     def one(host: Host) -> HostState:
         engine = session.engine(host)
         conn = session.pool.connection(host)
         try:
-            info = engine.info()
+            own = read_membership(engine)
         except Unreachable:
             # SSH answers (or this raises), the engine does not: a stopped engine, and its state on disk
-            res = conn.run(["sh", "-c", _RAFT_SCRIPT, "raft", DEFAULT_ROOT], timeout=30).check("read the raft state")
-            return HostState(host.name, STOPPED, "", False, False, DEFAULT_ROOT, parse_raft(res.stdout))
-        swarm = info.get("Swarm") or {}
-        root = str(info.get("DockerRootDir") or DEFAULT_ROOT)
+            root, raft = read_raft(conn, read_data_roots(conn))
+            return HostState(host.name, STOPPED, "", False, False, root, raft)
+        root = str(engine.info().get("DockerRootDir") or "")
         quorum = False
-        if swarm.get("ControlAvailable"):
+        if own.control_available:
             try:
                 engine.nodes()
                 quorum = True
@@ -151,39 +118,50 @@ def read_recover(session: Session) -> RecoverState:
                 quorum = False
         raft = None
         if host.is_manager:
-            res = conn.run(["sh", "-c", _RAFT_SCRIPT, "raft", root], timeout=30)
-            raft = parse_raft(res.check("read the raft state").stdout)
-        return HostState(
-            host.name,
-            str(swarm.get("LocalNodeState") or "inactive"),
-            str(swarm.get("NodeID") or ""),
-            bool(swarm.get("ControlAvailable")),
-            quorum,
-            root,
-            raft,
-        )
+            root, raft = read_raft(conn, [root] if root else read_data_roots(conn))
+        return HostState(host.name, own.state, own.node_id, own.control_available, quorum, root, raft)
 
     seen = session.fan_out(one)
     hosts = {n: o.value for n, o in seen.items() if o.value is not None}
     unreachable = {n: message_of(o.error) for n, o in seen.items() if o.error}
-    return RecoverState(session.inventory, hosts, unreachable)
+    refuse_shared_node_ids({n: h.node_id for n, h in hosts.items()})
+    quorum_seen = ""
+    if window > 0 and not any(h.quorum for h in hosts.values()):
+        managers = {m.name for m in session.inventory.managers}
+        answering = [n for n, h in hosts.items() if n in managers and h.state not in (STOPPED, INACTIVE)]
+        found: list[str] = []
+
+        def lists_nodes() -> bool:
+            for name in answering:
+                try:
+                    session.engine(name).nodes()
+                except HostError:
+                    continue
+                found.append(name)
+                return True
+            return False
+
+        if answering and seen_within(lists_nodes, window, first=POLL, cap=POLL):
+            quorum_seen = found[0]
+    return RecoverState(session.inventory, hosts, unreachable, quorum_seen, window)
 
 
 # -- plan (pure) -----------------------------------------------------------------------------------
 
 
-def restore_target(inventory: Inventory, backup: Mapping[str, Any]) -> str:
+def restore_target(inventory: Inventory, backup: Mapping[str, Any], addresses: Mapping[str, str]) -> str:
     """The inventory manager a backup can be restored on: the one at the address the backup was
     taken at (pure). Swarm state names its manager's address in the raft membership, and
     ``--force-new-cluster`` keeps it (docker/docs#7931, docker/for-linux#523): restored anywhere
-    else, joins are sent to the old address.
+    else, joins are sent to the old address. ``addresses``: host -> the address it advertises.
 
     Raises:
         Refused: no inventory manager has that address.
     """
     address = str(backup.get("address", ""))
     for host in inventory.managers:
-        if (address and host.address == address) or (not address and host.name == backup.get("host")):
+        mine = addresses.get(host.name, host.address)
+        if (address and address in (mine, host.address)) or (not address and host.name == backup.get("host")):
             return host.name
     where = f"{address} ({backup.get('host', '?')})" if address else f"host {backup.get('host', '?')}"
     raise Refused(
@@ -195,32 +173,49 @@ def restore_target(inventory: Inventory, backup: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class RecoverPlan:
-    source: str  # the manager the new cluster is made on
+    source: str  # the manager the new cluster is made on ("" when unlocking brings the quorum back)
     restore: bool  # from a backup archive
     unlock: bool
     leave: tuple[str, ...]
     join: tuple[tuple[str, str], ...]  # (host, role) that bootstrap joins
     plan: Plan
     start: tuple[str, ...] = ()  # hosts whose engine is started first (stopped, no swarm state)
+    relock: tuple[str, ...] = ()  # locked managers whose unlock may give the quorum back: nothing forced
+
+    @property
+    def forces(self) -> bool:
+        return bool(self.source)
 
 
-def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -> RecoverPlan:
-    """What recovery will do, to which host, in order (pure).
+ALIVE = (ACTIVE, PENDING, LOCKED)  # managers that still take part in their swarm, or may again by themselves
+
+
+def plan_recover(
+    state: RecoverState, backup: Mapping[str, Any] | None = None, addresses: Mapping[str, str] | None = None
+) -> RecoverPlan:
+    """What recovery will do, to which host, in order (pure). A new cluster is forced only when a
+    majority of the inventory's managers is really gone: managers that are only locked (autolock,
+    after a power cut) are unlocked instead, and pending ones are waited for.
 
     Args:
         backup: the manifest of ``--from-backup``'s archive, or None (recover from a survivor).
+        addresses: inventory host -> the address it advertises (default: its inventory address).
 
     Raises:
-        Refused: the swarm still has quorum; an inventory manager cannot be reached; no state to
-            recover from.
+        Refused: the swarm still has quorum (or had it while watched); an inventory manager cannot
+            be reached; a stopped manager holds raft state; a majority of managers is still there;
+            no state to recover from.
     """
     inv = state.inventory
     with_quorum = sorted(n for n, h in state.hosts.items() if h.quorum)
+    if state.quorum_seen and not with_quorum:
+        with_quorum = [state.quorum_seen]
     if with_quorum:
         what = "restoring a backup would replace it" if backup else "there is nothing to recover"
+        when = " for a moment while watched" if not any(h.quorum for h in state.hosts.values()) else ""
         raise Refused(
-            f"the swarm has quorum ({', '.join(with_quorum)} lists its nodes): {what}. To replace lost or broken "
-            "hosts, run `swarmctl bootstrap`; to restore a backup, make the hosts leave the swarm first"
+            f"the swarm has quorum ({', '.join(with_quorum)} lists its nodes{when}): {what}. To replace lost or "
+            "broken hosts, run `swarmctl bootstrap`; to restore a backup, make the hosts leave the swarm first"
         )
     lost = [m.name for m in inv.managers if m.name in state.unreachable]
     if lost:
@@ -236,13 +231,42 @@ def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -
     ]
     holding = sorted(n for n, h in state.hosts.items() if h.state == STOPPED and h.raft is not None)
     if holding:
+        where = ", ".join(f"{n}: {state.hosts[n].root}/swarm/raft" for n in holding)
         raise Refused(
             f"the engine of {', '.join(holding)} is stopped, and it holds raft state: start it first "
-            "(`systemctl start docker`): the swarm may regain its quorum by itself; run recover again if it does not"
+            "(`systemctl start docker`): the swarm may regain its quorum by itself; run recover again if it does not "
+            f"(raft state found at {where})"
         )
+    managers = [m.name for m in inv.managers]
+    alive = [n for n in managers if (h := state.hosts.get(n)) is not None and h.state in ALIVE]
+    locked = [n for n in alive if state.hosts[n].state == LOCKED]
+    need = majority(len(managers))
+    if len(alive) >= need:
+        if backup is not None:
+            once = f" once {', '.join(locked)} {'is' if len(locked) == 1 else 'are'} unlocked (`swarmctl unlock`)"
+            raise Refused(
+                f"{len(alive)} of the {len(managers)} inventory managers are still in the swarm ({', '.join(alive)}): "
+                "a majority, so the swarm can regain its quorum by itself"
+                + (once if locked else "")
+                + "; restoring a backup would discard it. Make every host leave the swarm first to restore anyway"
+            )
+        if not locked:
+            pending = [n for n in alive if state.hosts[n].state == PENDING]
+            raise Refused(
+                f"{len(alive)} of the {len(managers)} inventory managers are still in the swarm ({', '.join(alive)}), "
+                f"a majority, yet none had quorum for {state.window:g}s"
+                + (f" ({', '.join(pending)} still pending: starting or electing)" if pending else "")
+                + ": they may still be electing a leader, or cannot reach each other on 2377/tcp. Wait and run "
+                "`swarmctl recover --plan` again; forcing a new cluster now would split the swarm"
+            )
+        changes = [Change("node", n, "unlock", detail="with the stored unlock key: it takes part again")
+                   for n in locked]  # fmt: skip
+        changes.append(Change("swarm", "quorum", "wait", detail=f"until a manager lists the nodes (a majority of "
+                              f"{len(managers)} is there once unlocked): no new cluster is forced"))  # fmt: skip
+        return RecoverPlan("", False, True, (), (), Plan(tuple(changes), tuple(warnings)), (), tuple(locked))
     stopped = [h.name for h in inv.hosts if (s := state.hosts.get(h.name)) is not None and s.state == STOPPED]
     if backup is not None:
-        source = restore_target(inv, backup)
+        source = restore_target(inv, backup, addresses or {})
         detail = f"swarm {str(backup.get('swarm_id', ''))[:12]} at raft index {backup.get('raft_index')}"
         restore = [
             Change("node", source, "stop", detail="its engine: systemctl stop docker"),
@@ -263,7 +287,7 @@ def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -
         assert raft is not None
         detail = f"the most recent raft state ({raft.describe()})"
         restore = []
-        unlock = state.hosts[source].state == "locked"
+        unlock = state.hosts[source].state == LOCKED
     changes = [Change("node", n, "start", detail="its engine (no swarm state on it)") for n in stopped]
     changes += restore
     if unlock:
@@ -277,8 +301,8 @@ def plan_recover(state: RecoverState, backup: Mapping[str, Any] | None = None) -
             continue
         # a worker still in the swarm reconnects to the new cluster by itself; any other state
         # belongs to the lost cluster (or to a backup's past)
-        keeps = not host.is_manager and h.state == "active" and backup is None
-        if h.state not in ("inactive", STOPPED) and not keeps:
+        keeps = not host.is_manager and h.state == ACTIVE and backup is None
+        if h.state not in (INACTIVE, STOPPED) and not keeps:
             leave.append(host.name)
             changes.append(Change("swarm", host.name, "leave", detail="its state of the lost swarm (force)"))
         if not keeps:
@@ -300,26 +324,35 @@ def recover(
     plan_only: bool = False,
     notify: Notify = quiet,
     converge_timeout: float = CONVERGE_TIMEOUT,
+    window: float = QUORUM_WINDOW,
 ) -> Report:
-    """Plan and (unless ``plan_only``) carry out the recovery.
+    """Plan and (unless ``plan_only``) carry out the recovery. When engines are started first, the
+    swarm is read and planned again before anything is forced: a started manager may have given
+    the quorum back, or hold newer state.
 
     Returns:
-        A Report; ``data``: ``source``, ``services`` (name -> running/desired after the wait).
+        A Report; ``data``: ``source`` ("" when unlocking brought the quorum back), ``services``
+        (name -> running/desired after the wait).
     """
     manifest = archive = None
     if from_backup is not None:
         manifest, archive = open_backup(from_backup, keyring())  # authenticated before anything changes
-    state = read_recover(session)
-    planned = plan_recover(state, manifest)
+        problem = archive_problem(archive)
+        if problem:
+            raise InputError(f"the backup's archive cannot be restored: {problem}", from_backup)
+    state = read_recover(session, window)
+    addresses = _addresses(session, state)
+    planned = plan_recover(state, manifest, addresses)
     report = Report(plan=planned.plan, warnings=list(planned.plan.warnings))
     report.data["source"] = planned.source
     if plan_only:
         return report
     inv = session.inventory
-    host = inv.host(planned.source)
     changes = iter(planned.plan.changes)
-    if planned.unlock:
-        candidates = stored_keys(inv)  # read before anything changes
+    candidates = stored_keys(inv) if planned.unlock else []  # read before anything changes
+
+    if not planned.forces:
+        return _unlock_quorum(session, planned, candidates, report, changes, notify)
 
     def start(h: Host) -> None:
         systemctl_docker(session, h, "start", STOP_TIMEOUT)
@@ -328,17 +361,24 @@ def recover(
     started = session.fan_out(start, [inv.host(n) for n in planned.start])
     for name in planned.start:
         report.record(next(changes), started[name].error, host=name, notify=notify)
+    if planned.start:
+        # an engine just started may hold what was not seen while it was stopped: look again
+        why = _changed(planned, session, manifest, window)
+        if why:
+            report.failures["recover"] = why
+            return report
+    host = inv.host(planned.source)
     if archive is not None:
-        _restore(session, host, state.hosts[host.name].root, archive)
+        _restore(session, host, state.hosts[host.name].root or DEFAULT_ROOT, archive, notify)
         for _ in range(3):
             report.done(next(changes), notify=notify)
     engine = session.engine(host)
     if planned.unlock:
-        if _local_state(engine) == "locked":
+        if read_membership(engine).locked:
             unlock_with(engine, candidates)
             wait_active(engine, SETTLE_TIMEOUT)
         report.done(next(changes), notify=notify)
-    engine.init_swarm(host.address, f"0.0.0.0:{SWARM_PORT}", force_new_cluster=True)
+    engine.init_swarm(advertise_address(session, host), f"0.0.0.0:{SWARM_PORT}", force_new_cluster=True)
     _wait_quorum(engine, SETTLE_TIMEOUT)
     report.done(next(changes), notify=notify)
 
@@ -365,7 +405,73 @@ def recover(
     return report
 
 
-def _restore(session: Session, host: Host, root: str, archive: bytes) -> None:
+def _addresses(session: Session, state: RecoverState) -> dict[str, str]:
+    """The address each reachable manager advertises (a backup names its manager by it)."""
+    out = {}
+    for host in session.inventory.managers:
+        if host.name in state.hosts:
+            try:
+                out[host.name] = advertise_address(session, host)
+            except HostError:
+                continue
+    return out
+
+
+def _changed(planned: RecoverPlan, session: Session, manifest: Mapping[str, Any] | None, window: float) -> str:
+    """Why the recovery must not go on once the stopped engines run ("" when it may): the plan made
+    from the swarm as it is now is no longer the one being carried out."""
+    try:
+        state = read_recover(session, window)
+        again = plan_recover(state, manifest, _addresses(session, state))
+    except Refused as e:
+        return f"nothing was forced: once the stopped engines ran, {e}"
+    if again.source != planned.source or again.relock:
+        now = f"force a new cluster on {again.source}" if again.forces else "unlock " + ", ".join(again.relock)
+        return (
+            f"nothing was forced: once the stopped engines ran, the plan became: {now}. Run `swarmctl recover "
+            "--plan` again and check it"
+        )
+    return ""
+
+
+def _unlock_quorum(
+    session: Session, planned: RecoverPlan, keys: list[str], report: Report, changes: Any, notify: Notify
+) -> Report:
+    """Unlock the locked managers, then wait for the swarm's own quorum: nothing is forced."""
+    inv = session.inventory
+
+    def unlock(h: Host) -> None:
+        engine = session.engine(h)
+        if read_membership(engine).locked:
+            unlock_with(engine, keys)
+
+    done = session.fan_out(unlock, [inv.host(n) for n in planned.relock])
+    for name in planned.relock:
+        report.record(next(changes), done[name].error, done[name].seconds, host=name, notify=notify)
+    wait = next(changes)
+    if report.failures:
+        report.results.append(Result(wait, NOT_STARTED, "not every locked manager was unlocked"))
+        return report
+    managers = [m.name for m in inv.managers]
+
+    def quorum() -> str | Pending:
+        for name in managers:
+            try:
+                session.engine(name).nodes()
+                return name
+            except HostError as e:
+                seen = f"{name}: {e.message}"
+        return Pending(seen)
+
+    try:
+        until("a manager to list the nodes after the unlock", quorum, SETTLE_TIMEOUT, first=POLL, cap=POLL)
+        report.done(wait, notify=notify)
+    except TimeoutExpired as e:
+        report.failed(wait, f"{e}: run `swarmctl recover --plan` again", "quorum")
+    return report
+
+
+def _restore(session: Session, host: Host, root: str, archive: bytes, notify: Notify) -> None:
     conn = session.pool.connection(host)
     try:
         systemctl_docker(session, host, "stop", STOP_TIMEOUT)
@@ -373,57 +479,41 @@ def _restore(session: Session, host: Host, root: str, archive: bytes) -> None:
             "restore the backup's swarm state"
         )
     finally:
-        systemctl_docker(session, host, "start", STOP_TIMEOUT)
+        with finishing(f"starting the engine of {host.name} again", notify):
+            systemctl_docker(session, host, "start", STOP_TIMEOUT)
     _wait_engine(session, host)
 
 
 def _wait_engine(session: Session, host: Host) -> None:
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    while True:
-        try:
-            session.engine(host).info()
-            return
-        except HostError as e:
-            if time.monotonic() > deadline:
-                raise HostError(host.name, f"the engine does not answer after its start: {e.message}") from e
-        time.sleep(POLL)
+    def answers() -> bool:
+        session.engine(host).info()
+        return True
 
+    def late(message: str) -> HostError:
+        return HostError(host.name, f"the engine does not answer after its start: {message}")
 
-def _local_state(engine: Engine) -> str:
-    return str((engine.info().get("Swarm") or {}).get("LocalNodeState") or "")
+    until(f"the engine of {host.name}", answers, SETTLE_TIMEOUT, first=POLL, cap=POLL, error=late)
 
 
 def _wait_quorum(engine: Engine, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            engine.nodes()
-            return
-        except HostError as e:
-            if time.monotonic() > deadline:
-                raise TimeoutExpired(
-                    f"{engine.name}: the new cluster does not answer after {timeout:g}s ({e.message})"
-                ) from None
-        time.sleep(POLL)
+    def lists() -> bool:
+        engine.nodes()
+        return True
+
+    until(f"the new cluster on {engine.name} to answer", lists, timeout, first=POLL, cap=POLL)
 
 
 def wait_services(engine: Engine, timeout: float, notify: Notify = quiet) -> dict[str, str]:
     """Poll until every replicated/global service runs as many tasks as it wants; name -> "running/desired"."""
-    deadline = time.monotonic() + timeout
-    shown = ""
-    while True:
+
+    def running() -> dict[str, str] | Pending:
         views = [service_view(s) for s in read_services(engine)]
         counts = {v.name: f"{v.running}/{v.desired}" for v in views}
         behind = sorted(v.name for v in views if not v.mode.endswith("-job") and v.running < v.desired)
-        line = f"services: {len(views) - len(behind)}/{len(views)} running all their tasks"
-        if line != shown:
-            notify(line)
-            shown = line
         if not behind:
             return counts
-        if time.monotonic() > deadline:
-            raise TimeoutExpired(
-                f"services not running all their tasks after {timeout:g}s: "
-                + ", ".join(f"{n} ({counts[n]})" for n in behind)
-            )
-        time.sleep(POLL)
+        return Pending(f"{len(views) - len(behind)}/{len(views)} running all their tasks; behind: "
+                       + ", ".join(f"{n} ({counts[n]})" for n in behind))  # fmt: skip
+
+    return until("every service to run its tasks", running, timeout, first=POLL, cap=POLL,
+                 on_wait=lambda seen: notify("services: " + seen.split(";")[0]))  # fmt: skip

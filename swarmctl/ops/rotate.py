@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarmctl.errors import InputError
+from swarmctl.facts.membership import find_manager
 from swarmctl.facts.nodes import match_hosts, node_view
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Session
@@ -35,7 +36,7 @@ def token_changes(worker: bool, manager: bool) -> list[Change]:
 
 
 def rotate_tokens(session: Session, worker: bool = False, manager: bool = False, notify: Notify = quiet) -> Report:
-    engine = session.manager()
+    engine = find_manager(session)
     changes = token_changes(worker, manager)
     plan = Plan(tuple(changes))
     report = Report(plan=plan)
@@ -112,7 +113,7 @@ def rotate_ca(session: Session, notify: Notify = quiet, timeout: float = CA_TIME
     """
     if timeout <= 0:
         raise InputError("--timeout must be positive")
-    engine = session.manager()
+    engine = find_manager(session)
     swarm = engine.inspect_swarm()
     spec = dict(swarm.get("Spec") or {})
     ca = dict(spec.get("CAConfig") or {})

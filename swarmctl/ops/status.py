@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from swarmctl.facts.membership import find_manager
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.facts.services import ServiceView, read_services, service_view
 from swarmctl.ops.autolock import read_locks
@@ -47,7 +48,7 @@ class ClusterStatus:
 
 def read_status(session: Session) -> ClusterStatus:
     """Nodes and services as the first answering manager sees them."""
-    engine = session.manager()
+    engine = find_manager(session)
     nodes = read_nodes(engine)
     names = {node.id: host for host, node in match_hosts(session.inventory.hosts, nodes).items()}
     services = sorted((service_view(s) for s in read_services(engine)), key=lambda s: s.name)

@@ -32,6 +32,7 @@ from swarmctl.checks import kafka, tcp, zookeeper
 from swarmctl.checks.probe import ProbePlan, ProduceCheck, run_probe, sweep_probes
 from swarmctl.errors import HostError
 from swarmctl.facts.host import read_facts
+from swarmctl.facts.membership import find_manager
 from swarmctl.facts.nodes import match_hosts
 from swarmctl.facts.stack import NetworkInfo, StackView, observe
 from swarmctl.inventory import Host
@@ -389,7 +390,7 @@ def verify_stack(
         A Report whose ``data`` has ``ok``, ``checks`` (list of Check), ``seconds`` and ``rounds``.
     """
     t0 = time.monotonic()
-    manager = session.manager()
+    manager = find_manager(session)
     checks: list[Check] = []
     ipvs: dict[str, bool] = {}
     swept: set[str] = set()

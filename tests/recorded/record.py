@@ -30,6 +30,7 @@ from typing import Any
 
 from swarmctl.compose.convert import convert_stack
 from swarmctl.compose.loader import load_stack
+from swarmctl.facts.membership import find_manager
 from swarmctl.facts.stack import read_objects
 from swarmctl.inventory import load_inventory
 from swarmctl.lab import hosts as labhosts
@@ -80,7 +81,7 @@ def record_parity(inventory: Path) -> None:
     inv = load_inventory(inventory)
     env = {**images.lab_vars()}
     with Session(inv) as session:
-        engine = session.manager()
+        engine = find_manager(session)
         # the externals the parity stacks name (as tests/e2e/test_stack_parity.py makes them)
         engine.create_network({"Name": "parity-external", "Driver": "overlay", "Attachable": True})
         engine.create_object("secret", {"Name": "parity-external-secret", "Data": "ZXh0ZXJuYWw="})
@@ -214,7 +215,7 @@ def main() -> None:
         inventory = labhosts.bring_up(spec, prepare=load)
         swarmctl("bootstrap", str(inventory))
         with Session(load_inventory(inventory)) as session:
-            engine = session.manager()
+            engine = find_manager(session)
             save("nodes", engine.nodes())
             probe = images.lab_vars()["PROBE_IMAGE"]
             record_convergence(engine, probe)

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from swarmctl.facts.host import HostFacts, port_targets
+from swarmctl.facts.membership import Membership
 from swarmctl.facts.nodes import NodeView
 from swarmctl.inventory import Host, Inventory, SSHSettings
 from swarmctl.ops.bootstrap import duplicate_hostnames, plan_membership, plan_nodes
@@ -29,10 +30,7 @@ def facts(name: str, state: str = "inactive", node: str = "", cluster: str = "",
         engine_version="20.10.24",
         api_version="1.41",
         hostname=name,
-        swarm_state=state,
-        node_id=node,
-        cluster_id=cluster,
-        control_available=manager,
+        membership=Membership(state, node, cluster, manager),
         ipvs="yes",
         esp="yes",
         can_probe_ports=True,
@@ -201,6 +199,20 @@ def test_duplicate_hostnames_blame_the_later_host() -> None:
 
 
 def test_port_targets_managers_2377_everyone_7946() -> None:
-    targets = [(p.name, port) for p, port in port_targets(INV.hosts[3], INV.hosts)]
+    addresses = {h.name: h.address for h in INV.hosts}
+    targets = [(p.name, port) for p, _, port in port_targets(INV.hosts[3], INV.hosts, addresses)]
     assert targets == [("m1", 2377), ("m1", 7946), ("m2", 2377), ("m2", 7946), ("m3", 2377), ("m3", 7946)]
-    assert ("m1", 7946) not in [(p.name, port) for p, port in port_targets(INV.hosts[0], INV.hosts)]
+    assert ("m1", 7946) not in [(p.name, port) for p, _, port in port_targets(INV.hosts[0], INV.hosts, addresses)]
+
+
+def test_port_targets_are_the_addresses_the_peers_advertise() -> None:
+    """A DNS name in the inventory may resolve only on the machine running swarmctl: a host probes
+    its peers at the IP addresses they advertise, and leaves out the peers that did not answer."""
+    addresses = {"m1": "192.0.2.1", "m2": "192.0.2.2", "w4": "192.0.2.4"}
+    targets = port_targets(INV.hosts[3], INV.hosts, addresses)
+    assert [(p.name, a, port) for p, a, port in targets] == [
+        ("m1", "192.0.2.1", 2377),
+        ("m1", "192.0.2.1", 7946),
+        ("m2", "192.0.2.2", 2377),
+        ("m2", "192.0.2.2", 7946),
+    ]

@@ -14,6 +14,7 @@ import pytest
 
 from swarmctl.errors import InputError, Refused
 from swarmctl.facts.nodes import NodeView
+from swarmctl.facts.raft import Raft, parse_raft
 from swarmctl.inventory import Host, Inventory, SSHSettings, load_inventory
 from swarmctl.ops.autolock import (
     AutolockState,
@@ -26,7 +27,7 @@ from swarmctl.ops.autolock import (
     save_keys,
 )
 from swarmctl.ops.backup import BackupState, manifest, open_backup, plan_backup, read_manifest, seal
-from swarmctl.ops.recover import HostState, Raft, RecoverState, parse_raft, plan_recover, restore_target
+from swarmctl.ops.recover import HostState, RecoverState, plan_recover, restore_target
 from swarmctl.ops.rotate import ca_progress, token_changes
 from swarmctl.secrets import Keyring, KeySource, SecretKey
 
@@ -227,7 +228,7 @@ def steps(plan: Any) -> list[tuple[str, str]]:
 def test_recover_from_the_manager_with_the_newest_raft_state() -> None:
     st = recover_state({
         "m1": hs("m1", raft=Raft(100, 200, 5.0)),
-        "m2": hs("m2", raft=Raft(100, 300, 1.0)),  # newest WAL: the source
+        "m2": hs("m2", "error", manager=False, raft=Raft(100, 300, 1.0)),  # newest WAL: the source
         "m3": hs("m3", "inactive", manager=False),  # wiped
         "w4": hs("w4", manager=False),
     })  # fmt: skip
@@ -273,8 +274,8 @@ def test_recover_from_a_backup_restores_where_it_was_taken() -> None:
     locked = plan_recover(recover_state(fresh), {**backup, "autolock": True})
     assert ("unlock", "m2") in steps(locked)
     with pytest.raises(Refused, match="no inventory manager has that address"):
-        restore_target(INV, {**backup, "address": "10.9.9.9"})
-    assert restore_target(INV, {"host": "m3"}) == "m3"  # a manifest without an address: by name
+        restore_target(INV, {**backup, "address": "10.9.9.9"}, {})
+    assert restore_target(INV, {"host": "m3"}, {}) == "m3"  # a manifest without an address: by name
 
 
 def test_recover_plan_json_has_the_shape_of_every_plan() -> None:

@@ -23,6 +23,12 @@ NODES = recorded("nodes")
 MANAGERS = ["lab1", "lab2", "lab3"]
 
 
+def change(name: str) -> ops_engine.HostChange:
+    """A manager's restart, its node the one its own engine reported."""
+    node_id = next(n["ID"] for n in NODES if n["Description"]["Hostname"] == name)
+    return ops_engine.HostChange(name, None, None, (), (), True, in_swarm=True, manager=True, node_id=node_id)
+
+
 def unknown(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The same nodes as a new leader's dispatcher first lists them."""
     out = copy.deepcopy(nodes)
@@ -60,14 +66,14 @@ def fast_poll(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_majority_unknown_after_a_leader_change_is_waited_for() -> None:
     answers = Answers([unknown(NODES), unknown(NODES), NODES])
     told: list[str] = []
-    assert ops_engine._majority_refusal(session(answers), MANAGERS, "lab1", 5.0, told.append) == ""
+    assert ops_engine._majority_refusal(session(answers), MANAGERS, change("lab1"), 5.0, told.append) == ""
     assert answers.asked == 3
     assert told == ["waiting for a majority of the other managers to be seen ready before restarting lab1"]
 
 
 def test_a_majority_that_never_shows_is_refused_with_the_wait() -> None:
     answers = Answers([unknown(NODES)])
-    why = ops_engine._majority_refusal(session(answers), MANAGERS, "lab1", 0.2, lambda _: None)
+    why = ops_engine._majority_refusal(session(answers), MANAGERS, change("lab1"), 0.2, lambda _: None)
     assert why.startswith("refusing to restart the engine of lab1: of 3 managers only 0 others are reachable")
     assert why.endswith("(waited 0.2s for them)")
     assert answers.asked > 2  # asked again until the deadline
@@ -76,5 +82,5 @@ def test_a_majority_that_never_shows_is_refused_with_the_wait() -> None:
 def test_a_ready_majority_is_not_waited_for() -> None:
     answers = Answers([NODES])
     told: list[str] = []
-    assert ops_engine._majority_refusal(session(answers), MANAGERS, "lab2", 5.0, told.append) == ""
+    assert ops_engine._majority_refusal(session(answers), MANAGERS, change("lab2"), 5.0, told.append) == ""
     assert answers.asked == 1 and told == []

@@ -29,6 +29,7 @@ from swarmctl.compose.convert import convert_stack
 from swarmctl.compose.loader import load_stack
 from swarmctl.errors import InputError, Refused
 from swarmctl.facts.host import HostFacts
+from swarmctl.facts.membership import Membership
 from swarmctl.facts.nodes import node_view
 from swarmctl.facts.stack import StackObjects
 from swarmctl.inventory import load_inventory
@@ -61,10 +62,7 @@ def host_facts(name: str, f: dict[str, Any]) -> HostFacts:
         engine_version="20.10.24",
         api_version="1.41",
         hostname=f.get("hostname", name),
-        swarm_state=f["swarm_state"],
-        node_id=f["node_id"],
-        cluster_id=f["cluster_id"],
-        control_available=f["control_available"],
+        membership=Membership(f["swarm_state"], f["node_id"], f["cluster_id"], f["control_available"]),
         ipvs="yes",
         esp="yes",
         can_probe_ports=True,
@@ -106,11 +104,10 @@ def test_engine_plan(path: Path, tmp_path: Path) -> None:
             f["owned"],
             cas,
             f["systemctl"],
-            f["node_id"],
-            f["manager"],
+            Membership(f.get("swarm_state", "active" if f["node_id"] else "inactive"), f["node_id"],
+                       control_available=f["manager"]),
             tuple(f.get("log_drivers", ())),
-            f.get("swarm_state", "active" if f["node_id"] else "inactive"),
-        )
+        )  # fmt: skip
     ca_files = {r.host: (digest, r.ca_file) for r in inv.registries.values() if r.ca_file is not None}
     nodes = None if case["nodes"] is None else tuple(node_view(n) for n in case["nodes"])
     planned = plan_engine(inv, EngineState(facts, case["blocked"], nodes, ca_files), **case["options"])
