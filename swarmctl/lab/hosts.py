@@ -546,7 +546,7 @@ def _python_env() -> str:
 
 def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
     hd = spec.host_dir(host)
-    for sub in ("run", "docker", "etc-docker", "log"):
+    for sub in ("run", "docker", "etc-docker", "log", "srv"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
     # systemctl/journalctl for the host's docker unit (swarmctl.lab.systemd), first on its PATH
     systemd.write_commands(hd / "sbin", shlex.quote(sys.executable), _python_env())
@@ -577,7 +577,7 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
     _run([*inside, "link", "set", "eth0", "up"])
     _run([*inside, "link", "set", "lo", "up"])
 
-    for d in ("/var/lib/docker", "/etc/docker", LOCAL_SBIN):
+    for d in ("/var/lib/docker", "/etc/docker", "/srv", LOCAL_SBIN):
         Path(d).mkdir(parents=True, exist_ok=True)
     q = shlex.quote
     # The host's own directories, as on a separate machine. /root goes last: the lab directory
@@ -587,6 +587,8 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
         mounts.append((hd / "run", "/var/run"))
     mounts += [
         (hd / "docker", "/var/lib/docker"),
+        # a place of its own for data moved off /var/lib/docker (a `data-root` elsewhere)
+        (hd / "srv", "/srv"),
         (hd / "etc-docker", "/etc/docker"),
         (hd / "etc-ssh", "/etc/ssh"),
         (hd / "sbin", LOCAL_SBIN),
