@@ -69,7 +69,7 @@ def images_ls(obj: Obj, name: str, files: tuple[str, ...], as_json: bool) -> Non
     from swarmctl.compose.convert import convert_stack
     from swarmctl.compose.loader import find_stack_files, load_stack
     from swarmctl.ops.images import list_images
-    from swarmctl.secrets import KeySource
+    from swarmctl.secretstore import KeySource
     from swarmctl.transport.engine import Session
 
     inv = load_inventory(obj)

@@ -19,7 +19,7 @@ def secrets() -> None:
 
 def _recovered(directory: Path) -> None:
     """Finish (or undo) an interrupted rekey of ``directory`` before anything reads or writes it."""
-    from swarmctl.secrets import recover
+    from swarmctl.secretstore import recover
 
     done = recover(directory, os.environ)
     if done:
@@ -42,7 +42,7 @@ def secrets_init() -> None:
 
     Example: swarmctl secrets init
     """
-    from swarmctl.secrets import create_key_file
+    from swarmctl.secretstore import create_key_file
 
     path, key = create_key_file(os.environ)
     say(f"created {path} (key fingerprint {key.fingerprint})")
@@ -60,7 +60,7 @@ def secrets_set(name: str, from_file: Path | None, directory: Path) -> None:
     """
     from swarmctl.errors import InputError
     from swarmctl.files import read_regular
-    from swarmctl.secrets import MAX_SIZE, SUFFIX, check_name, load_key, write_secret
+    from swarmctl.secretstore import MAX_SIZE, SUFFIX, check_name, load_key, write_secret
 
     check_name(name)
     _recovered(directory)
@@ -88,7 +88,7 @@ def secrets_list(directory: Path, as_json: bool) -> None:
     Example: swarmctl secrets list
     """
     from swarmctl.cli.render import warn
-    from swarmctl.secrets import list_secrets, load_key
+    from swarmctl.secretstore import list_secrets, load_key
 
     _recovered(directory)
     key = load_key(os.environ)
@@ -127,7 +127,7 @@ def secrets_show(name: str, force: bool, directory: Path) -> None:
     Example: swarmctl secrets show db_password
     """
     from swarmctl.errors import InputError
-    from swarmctl.secrets import SUFFIX, check_name, load_key, read_secret
+    from swarmctl.secretstore import SUFFIX, check_name, load_key, read_secret
 
     check_name(name)
     if not sys.stdout.isatty() and not force:
@@ -147,7 +147,7 @@ def secrets_rekey(directory: Path) -> None:
 
     Example: swarmctl secrets rekey
     """
-    from swarmctl.secrets import rekey
+    from swarmctl.secretstore import rekey
 
     done = rekey(directory, os.environ)
     say(f"re-encrypted {done.count} secrets in {directory}: key {done.old} -> {done.new} ({done.source})")

@@ -84,7 +84,7 @@ def deploy(
     from swarmctl.compose.convert import convert_stack
     from swarmctl.compose.loader import find_stack_files, load_stack
     from swarmctl.ops.deploy import deploy_and_verify
-    from swarmctl.secrets import KeySource
+    from swarmctl.secretstore import KeySource
     from swarmctl.transport.engine import Session
 
     inv = load_inventory(obj)

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from swarmctl import labels as label
-from swarmctl import secrets as secret_files
+from swarmctl import secretstore as secret_files
 from swarmctl.compose.loader import StackConfig
 from swarmctl.compose.reference import service_image
 from swarmctl.errors import InputError
 from swarmctl.files import read_regular
-from swarmctl.secrets import KeySource
+from swarmctl.secretstore import KeySource
 
 DEFAULT_NETWORK = "default"
 

@@ -34,7 +34,7 @@ from swarmctl.errors import InputError, PrerequisiteError, SwarmctlError, Timeou
 from swarmctl.files import write_atomic
 from swarmctl.lab import registry, systemd
 from swarmctl.plan import Notify, quiet
-from swarmctl.secrets import KeySource, create_key_file, write_secret
+from swarmctl.secretstore import KeySource, create_key_file, write_secret
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from swarmctl.facts.membership import autolock_on, find_manager, read_membership
 from swarmctl.files import read_regular, write_atomic
 from swarmctl.inventory import Host, Inventory
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
-from swarmctl.secrets import Keyring, KeySource, decrypt, encrypt
+from swarmctl.secretstore import Keyring, KeySource, decrypt, encrypt
 from swarmctl.transport.engine import Engine, Session
 from swarmctl.wait import Pending, until
 

@@ -41,9 +41,9 @@ from swarmctl.files import read_regular, write_atomic
 from swarmctl.interrupts import finishing
 from swarmctl.inventory import Inventory, majority
 from swarmctl.ops.autolock import keyring, stored_keys
-from swarmctl.ops.engine import BACK_TIMEOUT, HostChange, quorum_refusal, systemctl_docker, wait_back
+from swarmctl.ops.engine_config import BACK_TIMEOUT, HostChange, quorum_refusal, systemctl_docker, wait_back
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
-from swarmctl.secrets import Keyring, decrypt, encrypt
+from swarmctl.secretstore import Keyring, decrypt, encrypt
 from swarmctl.transport.engine import Session
 
 MAGIC = "swarmctl-backup v1"

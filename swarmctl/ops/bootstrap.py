@@ -29,9 +29,9 @@ from swarmctl.facts.membership import read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import AutolockState, apply_autolock, keyring, plan_autolock, read_autolock
-from swarmctl.ops.engine import BACK_TIMEOUT, configure_engines
+from swarmctl.ops.engine_config import BACK_TIMEOUT, configure_engines
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
-from swarmctl.secrets import KeySource
+from swarmctl.secretstore import KeySource
 from swarmctl.transport.engine import Engine, Session
 
 log = logging.getLogger(__name__)

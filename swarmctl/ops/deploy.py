@@ -37,7 +37,7 @@ from swarmctl.ops.registry import (
 from swarmctl.ops.update import AppGates, Step, roll_out
 from swarmctl.ops.verify import verify_stack
 from swarmctl.plan import DONE, Change, Notify, Plan, Report, Result, quiet
-from swarmctl.secrets import DIGEST_SCHEME
+from swarmctl.secretstore import DIGEST_SCHEME
 from swarmctl.spec import changed_fields
 from swarmctl.transport.engine import Engine, Session
 

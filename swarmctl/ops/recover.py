@@ -40,7 +40,7 @@ from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import keyring, stored_keys, unlock_with, wait_active
 from swarmctl.ops.backup import STOP_TIMEOUT, archive_problem, open_backup
 from swarmctl.ops.bootstrap import bootstrap
-from swarmctl.ops.engine import systemctl_docker
+from swarmctl.ops.engine_config import systemctl_docker
 from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
 from swarmctl.wait import Pending, seen_within, until

@@ -24,7 +24,7 @@ from swarmctl.compose.reference import registry_of, strip_digest
 from swarmctl.errors import EngineError, InputError, NotFound, RegistryError, Unauthorized
 from swarmctl.files import open_regular, read_limited
 from swarmctl.inventory import Inventory
-from swarmctl.secrets import KeySource, read_secret
+from swarmctl.secretstore import KeySource, read_secret
 from swarmctl.transport.engine import Engine
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from cryptography import x509
 from swarmctl.inventory import load_inventory
 from swarmctl.lab import hosts as labhosts
 from swarmctl.ops.autolock import load_keys, store_path
-from swarmctl.secrets import load_key
+from swarmctl.secretstore import load_key
 from tests.e2e.conftest import Lab
 from tests.e2e.test_secrets import files_containing
 from tests.helpers import Run, assert_no_traceback, swarmctl, wait_for

@@ -18,7 +18,7 @@ import pytest
 
 from swarmctl.lab import hosts as labhosts
 from swarmctl.lab import registry as labregistry
-from swarmctl.secrets import KeySource, read_secret
+from swarmctl.secretstore import KeySource, read_secret
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, swarmctl, wait_for
 

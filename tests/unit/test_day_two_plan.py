@@ -29,7 +29,7 @@ from swarmctl.ops.autolock import (
 from swarmctl.ops.backup import BackupState, manifest, open_backup, plan_backup, read_manifest, seal
 from swarmctl.ops.recover import HostState, RecoverState, plan_recover, restore_target
 from swarmctl.ops.rotate import ca_progress, token_changes
-from swarmctl.secrets import Keyring, KeySource, SecretKey
+from swarmctl.secretstore import Keyring, KeySource, SecretKey
 
 
 def host(name: str, role: str) -> Host:

@@ -34,9 +34,9 @@ from swarmctl.facts.raft import Raft, parse_data_roots, parse_raft_by_root, read
 from swarmctl.interrupts import finishing
 from swarmctl.inventory import Host, Inventory, SSHSettings, load_inventory
 from swarmctl.ops import backup as ops_backup
-from swarmctl.ops import engine as ops_engine
+from swarmctl.ops import engine_config as ops_engine
 from swarmctl.ops import recover as ops_recover
-from swarmctl.ops.engine import EngineFacts, EngineState, HostChange, plan_engine, quorum_refusal
+from swarmctl.ops.engine_config import EngineFacts, EngineState, HostChange, plan_engine, quorum_refusal
 from swarmctl.ops.recover import HostState, RecoverState, plan_recover, read_recover
 from swarmctl.transport.ssh import CommandResult, Outcome
 from tests.unit.fakeengine import recorded

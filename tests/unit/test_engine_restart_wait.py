@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from swarmctl.ops import engine as ops_engine
+from swarmctl.ops import engine_config as ops_engine
 from tests.unit.fakeengine import recorded
 
 NODES = recorded("nodes")

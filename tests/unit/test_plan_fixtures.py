@@ -36,7 +36,7 @@ from swarmctl.inventory import load_inventory
 from swarmctl.lab.images import lab_vars
 from swarmctl.ops.bootstrap import BootstrapState, plan_bootstrap
 from swarmctl.ops.deploy import plan_stack
-from swarmctl.ops.engine import EngineFacts, EngineState, plan_engine
+from swarmctl.ops.engine_config import EngineFacts, EngineState, plan_engine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from swarmctl import labels
-from swarmctl import secrets as s
+from swarmctl import secretstore as s
 from swarmctl.compose.convert import convert_stack
 from swarmctl.compose.loader import load_stack
 from swarmctl.errors import InputError, TimeoutExpired

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench.images import tiny_archive
-from swarmctl import secrets as s
+from swarmctl import secretstore as s
 from swarmctl.compose.convert import convert_stack
 from swarmctl.compose.loader import load_stack
 from swarmctl.errors import InputError

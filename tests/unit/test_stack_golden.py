@@ -16,8 +16,8 @@ import pytest
 
 from swarmctl.compose.convert import convert_stack
 from swarmctl.compose.loader import load_stack
-from swarmctl.secrets import KEY_ENV as SECRETS_KEY_ENV
-from swarmctl.secrets import KeySource
+from swarmctl.secretstore import KEY_ENV as SECRETS_KEY_ENV
+from swarmctl.secretstore import KeySource
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"

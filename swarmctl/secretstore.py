@@ -38,7 +38,7 @@ import hmac
 import json
 import os
 import re
-import secrets as random
+import secrets
 import signal
 import stat
 import time
@@ -226,7 +226,7 @@ def create_key_file(env: Mapping[str, str]) -> tuple[Path, Keyring]:
     """A new keyring with one random key (mode 0600); never overwrites one."""
     path = key_file_path(env)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ring = Keyring(SecretKey(random.token_bytes(32), str(path)), (), str(path))
+    ring = Keyring(SecretKey(secrets.token_bytes(32), str(path)), (), str(path))
     try:
         create_exclusive(path, ring.text(), 0o600)
     except FileExistsError:
@@ -248,7 +248,7 @@ def _aad(name: str, fingerprint: str) -> bytes:
 def encrypt(name: str, plaintext: bytes, key: SecretKey) -> str:
     """The text of an encrypted secret file for ``plaintext`` (a fresh nonce every time)."""
     check_name(name)
-    nonce = random.token_bytes(12)
+    nonce = secrets.token_bytes(12)
     sealed = AESGCM(key.raw).encrypt(nonce, plaintext, _aad(name, key.fingerprint))
     return (
         f"{MAGIC} v{FORMAT_VERSION}\n"
@@ -543,7 +543,7 @@ def rekey(directory: Path, env: Mapping[str, str]) -> Rekeyed:
         path = key_file_path(env)
         files = sorted(p for p in directory.glob(f"*{SUFFIX}") if p.is_file())
         plain = {p: read_secret(p, keys) for p in files}
-        new = SecretKey(random.token_bytes(32), str(path))
+        new = SecretKey(secrets.token_bytes(32), str(path))
         journal = {"version": 1, "old": keys.fingerprint, "new": new.fingerprint, "files": [p.name for p in files]}
         try:
             write_atomic(directory / JOURNAL, json.dumps(journal, indent=1) + "\n", 0o600)
