@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmctl.errors import Busy, ClusterError, TimeoutExpired, Unavailable, message_of
+from swarmctl.errors import Busy, ClusterError, TimeoutExpired, Unavailable
 from swarmctl.facts.nodes import node_names, read_nodes
 from swarmctl.facts.services import desired_tasks, is_job, is_running, read_services, task_state
 from swarmctl.spec import parse_time, task_runs_spec
 from swarmctl.transport.engine import Engine
+from swarmctl.wait import Pending, until
 
 log = logging.getLogger(__name__)
 
@@ -177,24 +178,14 @@ def wait_converged(
     names = node_names(read_nodes(engine))
     progress = {n: Progress(n) for n in watched}
     last_seen: dict[str, tuple[Any, ...]] = {}
-    deadline = local_start + timeout
-    interval = poll
-    while True:
+
+    def converged() -> dict[str, Progress] | Pending:
         now = since + (time.monotonic() - local_start)
-        try:
-            listed = {s["Spec"]["Name"]: s for s in read_services(engine)}
-            ids = [listed[n]["ID"] for n in watched if n in listed]
-            by_service: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-            for t in engine.tasks(filters={"service": ids}) if ids else []:
-                by_service.setdefault(t.get("ServiceID", ""), []).append(t)
-        except (Unavailable, Busy) as e:
-            if time.monotonic() > deadline:
-                raise TimeoutExpired(
-                    f"not converged after {timeout:g}s: the manager did not answer its last poll ({message_of(e)})"
-                ) from None
-            log.info("convergence poll: %s; asking again", message_of(e))
-            time.sleep(min(max(poll, 1.0), max(0.0, deadline - time.monotonic()) + 0.05))
-            continue
+        listed = {s["Spec"]["Name"]: s for s in read_services(engine)}
+        ids = [listed[n]["ID"] for n in watched if n in listed]
+        by_service: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for t in engine.tasks(filters={"service": ids}) if ids else []:
+            by_service.setdefault(t.get("ServiceID", ""), []).append(t)
         pending = []
         changed = False
         for name in watched:
@@ -216,13 +207,17 @@ def wait_converged(
             raise ClusterError("; ".join(f"{p.service} {p.state}: {p.message}" for p in failed))
         if not pending:
             return progress
-        if time.monotonic() > deadline:
-            detail = "; ".join(
-                f"{p.service} ({p.running}/{p.desired} running{': ' + p.message if p.message else ''})" for p in pending
-            )
-            raise TimeoutExpired(f"not converged after {timeout:g}s: {detail}")
-        interval = poll if changed else min(interval * 1.5, max(poll, max_poll))
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic()) + 0.05))
+        detail = "; ".join(
+            f"{p.service} ({p.running}/{p.desired} running{': ' + p.message if p.message else ''})" for p in pending
+        )
+        return Pending(detail, moving=changed)
+
+    def late(seen: str) -> TimeoutExpired:
+        return TimeoutExpired(f"not converged after {timeout:g}s: {seen}")
+
+    # a manager between leaders (Unavailable) or with its store timing out (Busy) is asked again
+    return until("convergence", converged, timeout, first=poll, cap=max(poll, max_poll),
+                 retry=(Unavailable, Busy), error=late)  # fmt: skip
 
 
 def write_service(

@@ -41,7 +41,6 @@ import re
 import secrets
 import signal
 import stat
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from swarmctl.errors import InputError, PrerequisiteError, TimeoutExpired
 from swarmctl.files import create_exclusive, open_regular, read_limited, read_regular, remove_durably, write_atomic
+from swarmctl.wait import Pending, until
 
 MAGIC = "swarmctl-secret"
 FORMAT_VERSION = 1
@@ -447,24 +447,23 @@ def _keyring_lock(env: Mapping[str, str]) -> Iterator[Path]:
 def _wait_for_lock(fd: int, lock: Path, path: Path) -> None:
     """Take the flock of ``fd``, asking again with a growing pause until LOCK_TIMEOUT (a blocking
     flock could not be given a deadline, nor be interrupted by Ctrl-C on every platform)."""
-    deadline = time.monotonic() + LOCK_TIMEOUT
-    pause = 0.01
-    while True:
+
+    def taken() -> bool | Pending:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
-            pass
+            return Pending("held")
         except OSError as e:
             raise PrerequisiteError(f"cannot lock {lock}, the secrets keyring's lock: {e.strerror}") from None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutExpired(
-                f"the secrets keyring {path} is being changed by another swarmctl ({_holder(lock)} holds {lock}), "
-                f"which did not finish within {LOCK_TIMEOUT:g} s: run this again once it has"
-            )
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, 0.5)
+
+    def late(_: str) -> TimeoutExpired:
+        return TimeoutExpired(
+            f"the secrets keyring {path} is being changed by another swarmctl ({_holder(lock)} holds {lock}), "
+            f"which did not finish within {LOCK_TIMEOUT:g} s: run this again once it has"
+        )
+
+    until(f"the lock of {path}", taken, LOCK_TIMEOUT, first=0.01, cap=0.5, retry=(), error=late)
 
 
 def _holder(lock: Path) -> str:

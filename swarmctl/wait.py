@@ -28,13 +28,16 @@ T = TypeVar("T")
 
 FIRST = 0.25  # seconds before the second look: most waits end within a second or two
 CAP = 2.0  # the longest pause between looks: a loaded manager is asked at most every 2 s
+ERROR_PAUSE = 1.0  # at least this long after an answer that was an error (no leader, a store timing out)
 
 
 @dataclass(frozen=True)
 class Pending:
-    """Not yet; ``seen`` says what the check saw (it ends the timeout's message)."""
+    """Not yet; ``seen`` says what the check saw (it ends the timeout's message). ``moving``:
+    something changed since the last look - look again soon rather than backing off."""
 
     seen: str
+    moving: bool = False
 
 
 def until(
@@ -56,21 +59,24 @@ def until(
         what: the thing waited for, as the timeout's message names it ("lab2 to be back").
         first, cap: the pause after the first look, doubled after each look up to ``cap``.
         retry: errors that mean "not yet" rather than "failed"; their text is what was seen.
-        error: builds the exception raised on timeout from its message (default TimeoutExpired).
+        error: builds the exception raised on timeout from what was seen last (default: a
+            TimeoutExpired "timed out after Ns waiting for WHAT (last seen: SEEN)").
         on_wait: told what was seen each time it changes (progress for the user).
 
     Raises:
-        TimeoutExpired (or ``error``'s): "timed out after Ns waiting for WHAT (last seen: ...)".
+        TimeoutExpired, or ``error``'s exception.
     """
     deadline = clock() + timeout
     pause = first
     seen = "nothing yet"
     told = ""
     while True:
+        failed = False
         try:
             result = check()
         except retry as e:
             result = Pending(message_of(e))
+            failed = True
         if not isinstance(result, Pending):
             return result
         seen = result.seen or seen
@@ -79,8 +85,12 @@ def until(
             told = seen
         left = deadline - clock()
         if left <= 0:
-            message = f"timed out after {timeout:g}s waiting for {what} (last seen: {seen})"
-            raise (error or TimeoutExpired)(message)
+            if error is not None:
+                raise error(seen)
+            raise TimeoutExpired(f"timed out after {timeout:g}s waiting for {what} (last seen: {seen})")
+        pause = first if result.moving else pause
+        if failed:  # an engine that could not answer is given a moment (up to ERROR_PAUSE) before the next ask
+            pause = max(pause, min(ERROR_PAUSE, cap))
         sleep(min(pause, left))
         pause = min(pause * 2, cap)
 

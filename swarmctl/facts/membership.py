@@ -8,11 +8,13 @@ are refused before anything changes: one of them is not the node it claims to be
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from swarmctl.errors import ClusterError, HostError, Refused
+from swarmctl.facts.nodes import NodeView, match_hosts
+from swarmctl.inventory import Host
 from swarmctl.transport.engine import Engine, Session
 
 INACTIVE = "inactive"
@@ -153,3 +155,29 @@ def _what_to_do(states: Mapping[str, str], managers: int) -> str:
     if len(states) < managers:
         return "bring the managers that did not answer back (their host or engine), then run again"
     return "the managers are in no working swarm: see `swarmctl status`; if a majority is lost, `swarmctl recover`"
+
+
+def own_node_ids(session: Session, hosts: Iterable[Host] | None = None) -> dict[str, str]:
+    """Inventory host -> the node ID its own engine reports ("" outside a swarm), for the hosts
+    that answered (asked in parallel).
+
+    Raises:
+        Refused: two hosts report the same node ID.
+    """
+    wanted = list(session.inventory.hosts if hosts is None else hosts)
+    own = session.fan_out(lambda h: read_membership(session.engine(h)).node_id, wanted)
+    ids = {name: str(o.value) for name, o in own.items() if o.ok}
+    refuse_shared_node_ids(ids)
+    return ids
+
+
+def identify(session: Session, nodes: Iterable[NodeView], hosts: Iterable[Host] | None = None) -> dict[str, NodeView]:
+    """Inventory host -> its node: by the node ID each host's own engine reports, and only for a
+    host that could not be asked, by its address or hostname (a host that answered from outside
+    the swarm is no node: never a guess).
+
+    Raises:
+        Refused: two hosts report the same node ID.
+    """
+    wanted = list(session.inventory.hosts if hosts is None else hosts)
+    return match_hosts(wanted, list(nodes), known_ids=own_node_ids(session, wanted))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from swarmctl.ops.engine_config import BACK_TIMEOUT, configure_engines
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.secretstore import KeySource
 from swarmctl.transport.engine import Engine, Session
+from swarmctl.wait import Pending, until
 
 log = logging.getLogger(__name__)
 
@@ -668,16 +668,19 @@ def demote_gone(anchor: Engine, node_id: str, version: int, spec: Mapping[str, A
 
 def remove_node(anchor: Engine, node_id: str, what: str, timeout: float = REMOVE_TIMEOUT) -> None:
     """Remove a node; a demoted manager is removable once raft let it go, so that is waited for."""
-    deadline = time.monotonic() + timeout
-    while True:
+    last: list[EngineError] = []
+
+    def removed() -> bool | Pending:
         try:
             anchor.remove_node(node_id, force=True, what=what)
-            return
+            return True
         except EngineError as e:
-            still_member = "raft" in e.message or "demoted" in e.message
-            if not still_member or time.monotonic() > deadline:
-                raise
-        time.sleep(POLL)
+            if "raft" not in e.message and "demoted" not in e.message:
+                raise  # a refusal, not raft still letting it go
+            last[:] = [e]
+            return Pending(e.message)
+
+    until(f"raft to let {what} go", removed, timeout, first=POLL, cap=POLL, retry=(), error=lambda _: last[0])
 
 
 def _join(session: Session, anchor: Engine, m: MembershipPlan, addresses: Mapping[str, str]) -> Any:
@@ -707,13 +710,13 @@ def _node_id(engine: Engine) -> str:
 
 def _wait_registered(anchor: Engine, node_ids: set[str], timeout: float) -> None:
     """Poll until every joined node is listed and ready on the anchor manager."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ready() -> bool | Pending:
         nodes = {n.id: n for n in read_nodes(anchor)}
         seen = {i: (nodes[i].state if i in nodes else "not listed") for i in node_ids}
         if all(s == "ready" for s in seen.values()):
-            return
-        if time.monotonic() > deadline:
-            detail = ", ".join(f"{i[:12]}: {s}" for i, s in sorted(seen.items()))
-            raise TimeoutExpired(f"joined nodes not ready after {timeout:g}s ({detail})")
-        time.sleep(POLL)
+            return True
+        return Pending(", ".join(f"{i[:12]}: {s}" for i, s in sorted(seen.items())))
+
+    until("the joined nodes", ready, timeout, first=POLL, cap=POLL, retry=(),
+          error=lambda seen: TimeoutExpired(f"joined nodes not ready after {timeout:g}s ({seen})"))  # fmt: skip

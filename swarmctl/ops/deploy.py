@@ -20,8 +20,8 @@ from swarmctl import labels
 from swarmctl.compose.convert import DesiredStack, FileObject
 from swarmctl.converge import DEFAULT_TIMEOUT, OnProgress, no_progress, wait_converged, write_service
 from swarmctl.errors import ClusterError, HostError, HostsFailed, InputError, Interrupted, NotFound, TimeoutExpired
-from swarmctl.facts.membership import find_manager
-from swarmctl.facts.nodes import NodeView, match_hosts, placement_allows, read_nodes
+from swarmctl.facts.membership import find_manager, identify
+from swarmctl.facts.nodes import NodeView, placement_allows, read_nodes
 from swarmctl.facts.services import stack_filter
 from swarmctl.facts.stack import StackObjects, Wanted, read_objects
 from swarmctl.ops.images import push_images
@@ -40,6 +40,7 @@ from swarmctl.plan import DONE, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.secretstore import DIGEST_SCHEME
 from swarmctl.spec import changed_fields
 from swarmctl.transport.engine import Engine, Session
+from swarmctl.wait import Pending, until
 
 log = logging.getLogger(__name__)
 
@@ -369,36 +370,36 @@ def _remove_object(engine: Engine, kind: str, ident: str, name: str) -> None:
 
 def _retry_remove(engine: Engine, kind: str, ident: str, name: str, timeout: float) -> None:
     """Removing a network or secret fails while a task still uses it: retry until it goes or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
+    last: list[HostError] = []
+
+    def removed() -> bool | Pending:
         try:
             _remove_object(engine, kind, ident, name)
-            return
         except NotFound:
-            return
+            pass
         except HostError as e:
-            if time.monotonic() > deadline:
-                raise
             log.debug("remove %s %s: %s; retrying", kind, name, e)
-        time.sleep(POLL)
+            last[:] = [e]
+            return Pending(e.message)
+        return True
+
+    until(f"{kind} {name} to go", removed, timeout, first=POLL, cap=POLL, retry=(), error=lambda _: last[0])
 
 
 def _wait_tasks_gone(engine: Engine, service_ids: list[str], timeout: float) -> None:
     """Wait until no task of the removed services runs (their containers hold networks and secrets)."""
-    deadline = time.monotonic() + timeout
     ids = set(service_ids)
-    while True:
+
+    def gone() -> bool | Pending:
         # all tasks, filtered here: a filter on a removed service's ID is an error, not an empty list
-        left = [
-            t
-            for t in engine.tasks()
-            if t.get("ServiceID") in ids and t.get("Status", {}).get("State") in LIVE_TASK_STATES
-        ]
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutExpired(f"{len(left)} tasks of removed services still running after {timeout:g}s")
-        time.sleep(POLL)
+        left = [t for t in engine.tasks()
+                if t.get("ServiceID") in ids and t.get("Status", {}).get("State") in LIVE_TASK_STATES]  # fmt: skip
+        return Pending(f"{len(left)} tasks") if left else True
+
+    def late(seen: str) -> TimeoutExpired:
+        return TimeoutExpired(f"{seen} of removed services still running after {timeout:g}s")
+
+    until("the removed services' tasks to stop", gone, timeout, first=POLL, cap=POLL, retry=(), error=late)
 
 
 def remove_superseded(engine: Engine, desired: DesiredStack, report: Report, notify: Notify) -> list[str]:
@@ -534,8 +535,7 @@ def push_for_stack(session: Session, engine: Engine, desired: DesiredStack, noti
     Raises:
         HostsFailed: a host could not be given its images (nothing of the stack was changed yet).
     """
-    nodes = read_nodes(engine)
-    by_host = match_hosts(session.inventory.hosts, nodes)
+    by_host = identify(session, read_nodes(engine))
     groups: dict[tuple[str, ...], list[str]] = {}
     for image, allowed in image_hosts(desired, by_host).items():
         if allowed:
@@ -562,14 +562,14 @@ def remove_stack(engine: Engine, stack: str, notify: Notify = quiet, timeout: fl
     plan = plan_stack(empty, current, prune=True)
     report = Report(plan=plan)
     _remove(engine, current, list(plan.changes), report, notify, timeout)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def gone() -> bool | Pending:
         left = [n["Name"] for n in engine.networks(filters=stack_filter(stack))]
-        if not left:
-            return report
-        if time.monotonic() > deadline:
-            raise TimeoutExpired(f"networks still present after {timeout:g}s: {', '.join(left)}")
-        time.sleep(POLL)
+        return Pending(", ".join(left)) if left else True
+
+    until(f"the networks of {stack} to go", gone, timeout, first=POLL, cap=POLL, retry=(),
+          error=lambda seen: TimeoutExpired(f"networks still present after {timeout:g}s: {seen}"))  # fmt: skip
+    return report
 
 
 def deploy_and_verify(

@@ -476,8 +476,8 @@ def wait_back(
         seen = _back(session, host, change, others, unlock_keys)
         return Pending(seen) if seen else True
 
-    def late(message: str) -> HostError:
-        return HostError(host.name, f"not back {timeout:g}s after its engine restarted: {message}")
+    def late(seen: str) -> HostError:
+        return HostError(host.name, f"not back {timeout:g}s after its engine restarted: {seen}")
 
     until(f"{host.name} to be back", back, timeout, first=POLL, cap=POLL, error=late)
 

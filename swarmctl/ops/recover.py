@@ -489,8 +489,8 @@ def _wait_engine(session: Session, host: Host) -> None:
         session.engine(host).info()
         return True
 
-    def late(message: str) -> HostError:
-        return HostError(host.name, f"the engine does not answer after its start: {message}")
+    def late(seen: str) -> HostError:
+        return HostError(host.name, f"the engine does not answer after its start: {seen}")
 
     until(f"the engine of {host.name}", answers, SETTLE_TIMEOUT, first=POLL, cap=POLL, error=late)
 

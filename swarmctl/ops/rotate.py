@@ -12,16 +12,16 @@ nodes that did not follow are named (by inventory host where one matches).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swarmctl.errors import InputError
+from swarmctl.errors import InputError, TimeoutExpired
 from swarmctl.facts.membership import find_manager
 from swarmctl.facts.nodes import match_hosts, node_view
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Session
+from swarmctl.wait import Pending, until
 
 CA_TIMEOUT = 300.0
 POLL = 1.0
@@ -123,33 +123,34 @@ def rotate_ca(session: Session, notify: Notify = quiet, timeout: float = CA_TIME
     report = Report(plan=Plan((change,)))
     old_root = (swarm.get("TLSInfo") or {}).get("TrustRoot")
     engine.update_swarm(int((swarm.get("Version") or {}).get("Index", 0)), spec, what="rotate the root CA")
-    deadline = time.monotonic() + timeout
-    shown = None
-    while True:
+    seen: list[tuple[CAProgress, list[dict[str, Any]]]] = []
+
+    def followed() -> CAProgress | Pending:
         swarm = engine.inspect_swarm()
         raw_nodes = engine.nodes()
         progress = ca_progress(swarm, raw_nodes)
+        seen[:] = [(progress, raw_nodes)]
         rotated = (swarm.get("TLSInfo") or {}).get("TrustRoot") != old_root
-        of = progress.total
-        line = f"root CA rotation: certificates {progress.certs}/{of} nodes, trust roots {progress.roots}/{of}"
-        if line != shown:
-            notify(line)
-            shown = line
         if rotated and progress.done:
-            report.done(change, notify=notify)
-            break
-        if time.monotonic() > deadline:
-            views = [node_view(n) for n in raw_nodes]
-            names = {v.id: h for h, v in match_hosts(session.inventory.hosts, views).items()}
-            labels = {v.id: names.get(v.id, v.label) for v in views}
-            behind = ", ".join(sorted(f"{labels.get(i, i[:12])} ({_state(views, i)})" for i in progress.behind))
-            behind = behind or "the swarm reports the rotation still in progress"
-            why = f"not every node follows the new root CA after {timeout:g}s: {behind}"
-            report.failed(change, why, engine.name)
-            for i in progress.behind:
-                report.failures[labels.get(i, i[:12])] = "did not get a certificate from the new root CA in time"
-            break
-        time.sleep(POLL)
+            return progress
+        of = progress.total
+        return Pending(f"root CA rotation: certificates {progress.certs}/{of} nodes, trust roots {progress.roots}/{of}")
+
+    try:
+        progress = until("every node to follow the new root CA", followed, timeout, first=POLL, cap=POLL, retry=(),
+                         on_wait=notify)  # fmt: skip
+        report.done(change, notify=notify)
+    except TimeoutExpired:
+        progress, raw_nodes = seen[0]
+        views = [node_view(n) for n in raw_nodes]
+        names = {v.id: h for h, v in match_hosts(session.inventory.hosts, views).items()}
+        labels = {v.id: names.get(v.id, v.label) for v in views}
+        behind = ", ".join(sorted(f"{labels.get(i, i[:12])} ({_state(views, i)})" for i in progress.behind))
+        behind = behind or "the swarm reports the rotation still in progress"
+        why = f"not every node follows the new root CA after {timeout:g}s: {behind}"
+        report.failed(change, why, engine.name)
+        for i in progress.behind:
+            report.failures[labels.get(i, i[:12])] = "did not get a certificate from the new root CA in time"
     report.data["progress"] = progress
     return report
 

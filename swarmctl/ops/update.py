@@ -40,6 +40,7 @@ from swarmctl.ops.registry import check_logins, load_credentials, resolve_images
 from swarmctl.plan import DONE, FAILED, NOT_STARTED, ROLLED_BACK, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.spec import changed_fields
 from swarmctl.transport.engine import Engine
+from swarmctl.wait import Pending, until
 
 log = logging.getLogger(__name__)
 
@@ -308,17 +309,19 @@ class AppGates:
 
     def wait(self, short: str, timeout: float) -> str:
         """Poll the application gate until it passes; TimeoutExpired with what was seen last."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def passed() -> str | Pending:
             try:
                 ok, seen = self.check(short)
             except (HostError, ClusterError) as e:
                 ok, seen = False, str(e)
-            if ok:
-                return seen
-            if time.monotonic() > deadline:
-                raise TimeoutExpired(f"application check of {short} did not pass in {timeout:g}s: {seen}")
-            time.sleep(GATE_POLL)
+            return seen if ok else Pending(seen)
+
+        def late(seen: str) -> TimeoutExpired:
+            return TimeoutExpired(f"application check of {short} did not pass in {timeout:g}s: {seen}")
+
+        return until(f"the application check of {short}", passed, timeout, first=GATE_POLL, cap=GATE_POLL,
+                     retry=(), error=late)  # fmt: skip
 
 
 # -- the rollout ----------------------------------------------------------------------------------------
@@ -334,16 +337,21 @@ def _roll_back(engine: Engine, step: Step, notify: Notify, timeout: float) -> st
         notify(f"{step.short}: rolling back")
         write_service(engine, step.current["ID"], svc.get("PreviousSpec") or step.current["Spec"], rollback=True,
                       what=step.name, registry_auth=step.registry_auth)  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while True:
+    last = [""]
+
+    def settled() -> str | Pending:
         svc = engine.inspect_service(step.current["ID"])
-        state = (svc.get("UpdateStatus") or {}).get("State", "")
+        state = last[0] = (svc.get("UpdateStatus") or {}).get("State", "")
         if state in ("rollback_completed", "rollback_paused") or state == "":
             back = not changed_fields(svc["Spec"], step.current["Spec"], {})
             return "rolled back" + ("" if back else f" (swarm says {state or 'done'}; the spec differs from before)")
-        if time.monotonic() > deadline:
-            return f"rollback still {state} after {timeout:g}s"
-        time.sleep(ROLLBACK_POLL)
+        return Pending(state)
+
+    try:
+        return until(f"the rollback of {step.short}", settled, timeout, first=ROLLBACK_POLL, cap=ROLLBACK_POLL,
+                     retry=())  # fmt: skip
+    except TimeoutExpired:
+        return f"rollback still {last[0]} after {timeout:g}s"
 
 
 def _interrupted(engine: Engine, step: Step, result: StepResult, notify: Notify, timeout: float) -> None:

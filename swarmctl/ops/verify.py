@@ -21,6 +21,7 @@ Everything else here reads; probes are removed in all cases (and leftovers of a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -30,14 +31,15 @@ from typing import Any
 
 from swarmctl.checks import kafka, tcp, zookeeper
 from swarmctl.checks.probe import ProbePlan, ProduceCheck, run_probe, sweep_probes
-from swarmctl.errors import HostError
+from swarmctl.errors import HostError, TimeoutExpired
 from swarmctl.facts.host import read_facts
-from swarmctl.facts.membership import find_manager
+from swarmctl.facts.membership import find_manager, own_node_ids
 from swarmctl.facts.nodes import match_hosts
 from swarmctl.facts.stack import NetworkInfo, StackView, observe
 from swarmctl.inventory import Host
 from swarmctl.plan import Notify, Report, quiet
 from swarmctl.transport.engine import Session
+from swarmctl.wait import Pending, until
 
 log = logging.getLogger(__name__)
 
@@ -394,14 +396,16 @@ def verify_stack(
     checks: list[Check] = []
     ipvs: dict[str, bool] = {}
     swept: set[str] = set()
-    deadline = t0 + wait
     rounds = 0
-    while True:
+    own_ids = own_node_ids(session)  # which host is which node: its own engine says
+
+    def one_round() -> list[Check]:
+        nonlocal rounds
         rounds += 1
         view = observe(manager, stack)
         plans = plan_probes(view, verify_topic(time.time(), uuid.uuid4().hex[:8]) if produce else "")
         node_ids = sorted({p.node_id for p in plans})
-        by_host = match_hosts(session.inventory.hosts, [view.nodes[n] for n in node_ids])
+        by_host = match_hosts(session.inventory.hosts, [view.nodes[n] for n in node_ids], known_ids=own_ids)
         hosts: dict[str, Host | None] = {nid: None for nid in node_ids}
         for name, node in by_host.items():
             hosts[node.id] = session.inventory.host(name)
@@ -447,18 +451,25 @@ def verify_stack(
                             f"node {node.hostname} ({node.addr}) is not in the inventory: it cannot be probed"
                         )
         no_ipvs = {view.nodes[nid].hostname for nid, h in hosts.items() if h is not None and not ipvs.get(h.name, True)}
-        checks = evaluate(view, outcomes, no_ipvs)
+        found = evaluate(view, outcomes, no_ipvs)
         if produce and not any(p.produce for p in plans):
-            checks.append(
+            found.append(
                 Check(
                     "kafka produce", "", True, skipped=True,
                     detail="no Kafka brokers here (services with x-swarmctl.check: kafka on an attachable network)",
                 )
             )  # fmt: skip
-        if all_ok(checks) or time.monotonic() > deadline:
-            break
+        return found
+
+    def passed() -> list[Check] | Pending:
+        nonlocal checks
+        checks = one_round()
+        if all_ok(checks):
+            return checks
         failing = [c for c in checks if not c.ok]
-        notify(f"{len(failing)} checks failing (e.g. {failing[0].name}: got {failing[0].got}); checking again")
-        time.sleep(ROUND_PAUSE)
+        return Pending(f"{len(failing)} checks failing (e.g. {failing[0].name}: got {failing[0].got}); checking again")
+
+    with contextlib.suppress(TimeoutExpired):  # out of time: the last round's checks say what failed
+        until("every check to pass", passed, wait, first=ROUND_PAUSE, cap=ROUND_PAUSE, retry=(), on_wait=notify)
     seconds = round(time.monotonic() - t0, 2)
     return Report(data={"ok": all_ok(checks), "checks": checks, "seconds": seconds, "rounds": rounds})
