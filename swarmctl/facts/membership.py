@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmctl.errors import ClusterError, HostError, Refused
+from swarmctl.errors import ClusterError, HostError, Refused, message_of
 from swarmctl.facts.nodes import NodeView, match_hosts
 from swarmctl.inventory import Host
 from swarmctl.transport.engine import Engine, Session
@@ -181,3 +181,24 @@ def identify(session: Session, nodes: Iterable[NodeView], hosts: Iterable[Host] 
     """
     wanted = list(session.inventory.hosts if hosts is None else hosts)
     return match_hosts(wanted, list(nodes), known_ids=own_node_ids(session, wanted))
+
+
+@dataclass(frozen=True)
+class LockState:
+    locked: tuple[str, ...]  # inventory managers whose swarm is locked
+    states: Mapping[str, str]  # manager -> LocalNodeState
+    unreachable: Mapping[str, str]
+
+
+def read_locks(session: Session, hosts: tuple[Host, ...] | None = None) -> LockState:
+    """Each inventory manager's local swarm state, in parallel (locked | active | inactive ...)."""
+    hosts = session.inventory.managers if hosts is None else hosts
+
+    def one(host: Host) -> str:
+        return read_membership(session.engine(host)).state
+
+    seen = session.fan_out(one, hosts)
+    states = {n: str(o.value) for n, o in seen.items() if o.value is not None}
+    unreachable = {n: message_of(o.error) for n, o in seen.items() if o.error}
+    locked = tuple(h.name for h in hosts if states.get(h.name) == LOCKED)
+    return LockState(locked, states, unreachable)

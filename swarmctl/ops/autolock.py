@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import EngineError, HostError, InputError, Refused, message_of
-from swarmctl.facts.membership import autolock_on, find_manager, read_membership
+from swarmctl.errors import EngineError, HostError, InputError, Refused
+from swarmctl.facts.membership import LockState, autolock_on, find_manager, read_locks, read_membership
 from swarmctl.files import read_regular, write_atomic
 from swarmctl.inventory import Host, Inventory
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
@@ -199,27 +199,6 @@ def apply_autolock(
 
 
 # -- unlock ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LockState:
-    locked: tuple[str, ...]  # inventory managers whose swarm is locked
-    states: Mapping[str, str]  # manager -> LocalNodeState
-    unreachable: Mapping[str, str]
-
-
-def read_locks(session: Session, hosts: tuple[Host, ...] | None = None) -> LockState:
-    """Each inventory manager's local swarm state, in parallel (locked | active | inactive ...)."""
-    hosts = session.inventory.managers if hosts is None else hosts
-
-    def one(host: Host) -> str:
-        return read_membership(session.engine(host)).state
-
-    seen = session.fan_out(one, hosts)
-    states = {n: str(o.value) for n, o in seen.items() if o.value is not None}
-    unreachable = {n: message_of(o.error) for n, o in seen.items() if o.error}
-    locked = tuple(h.name for h in hosts if states.get(h.name) == "locked")
-    return LockState(locked, states, unreachable)
 
 
 def plan_unlock(state: LockState) -> Plan:

@@ -35,11 +35,12 @@ from typing import Any
 
 from swarmctl import __version__, labels
 from swarmctl.errors import HostError, InputError, Refused
-from swarmctl.facts.membership import autolock_on, find_manager, read_membership, refuse_shared_node_ids
-from swarmctl.facts.nodes import NodeView, nodes_of, read_nodes
+from swarmctl.facts.membership import autolock_on
+from swarmctl.facts.nodes import NodeView
+from swarmctl.facts.swarm import BackupState, read_backup_state
 from swarmctl.files import read_regular, write_atomic
 from swarmctl.interrupts import finishing
-from swarmctl.inventory import Inventory, majority
+from swarmctl.inventory import majority
 from swarmctl.ops.autolock import keyring, stored_keys
 from swarmctl.ops.engine_config import BACK_TIMEOUT, HostChange, quorum_refusal, systemctl_docker, wait_back
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
@@ -60,58 +61,6 @@ test -d "$root/swarm/raft" || { echo "no swarm state in $root/swarm" >&2; exit 3
 { status=$( { { tar -czf - -C "$root" swarm; echo "$?" >&3; } | base64 >&4; } 3>&1 ); } 4>&1
 if [ "$status" != 0 ]; then echo "tar exited with status $status" >&2; exit 4; fi
 """
-
-
-# -- read ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BackupState:
-    inventory: Inventory
-    anchor: str  # the manager that answered
-    swarm: Mapping[str, Any]
-    nodes: tuple[NodeView, ...]
-    names: Mapping[str, str]  # node ID -> inventory host
-    services: tuple[Mapping[str, Any], ...]
-    secrets: tuple[str, ...]
-    configs: tuple[str, ...]
-    networks: tuple[str, ...]
-    raft_index: int
-
-
-def read_backup_state(session: Session) -> BackupState:
-    """The swarm as a manager sees it, and which inventory manager is which node: the node ID each
-    manager's own engine reports (a manager that cannot say is not a candidate for the copy).
-
-    Raises:
-        Refused: two hosts report the same node ID.
-    """
-    engine = find_manager(session)
-    nodes = read_nodes(engine)
-    own = session.fan_out(lambda h: read_membership(session.engine(h)).node_id, session.inventory.managers)
-    ids = {name: o.value for name, o in own.items() if o.value}
-    refuse_shared_node_ids(ids)
-    names = {n.id: h for h, n in nodes_of(ids, nodes).items()}
-    swarm = engine.inspect_swarm()
-    services = engine.services()
-    secrets = engine.objects("secret")
-    configs = engine.objects("config")
-    networks = [n for n in engine.networks({"driver": "overlay"}) if n.get("Scope") == "swarm"]
-    # the store's objects carry the raft index of their last write: the newest is how far it got
-    indexes = [int((o.get("Version") or {}).get("Index", 0)) for o in [swarm, *services, *secrets, *configs]]
-    indexes += [n.version for n in nodes]
-    return BackupState(
-        inventory=session.inventory,
-        anchor=engine.name,
-        swarm=swarm,
-        nodes=tuple(nodes),
-        names=names,
-        services=tuple(services),
-        secrets=tuple(sorted(str(s["Spec"]["Name"]) for s in secrets)),
-        configs=tuple(sorted(str(c["Spec"]["Name"]) for c in configs)),
-        networks=tuple(sorted(str(n.get("Name", "")) for n in networks if n.get("Name") != "ingress")),
-        raft_index=max(indexes, default=0),
-    )
 
 
 # -- plan (pure) -----------------------------------------------------------------------------------

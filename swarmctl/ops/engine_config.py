@@ -19,7 +19,6 @@ dockerd's own error.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -30,14 +29,8 @@ from typing import Any
 
 from swarmctl import daemon_config
 from swarmctl.errors import HostError, InputError, SwarmctlError, TimeoutExpired, message_of
-from swarmctl.facts.membership import (
-    OUTSIDE,
-    Membership,
-    autolock_on,
-    parse_membership,
-    read_membership,
-    refuse_shared_node_ids,
-)
+from swarmctl.facts.engine_config import CERTS, CONFIG, OWNED, PENDING, EngineFacts, read_host
+from swarmctl.facts.membership import autolock_on, read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, nodes_of, read_nodes
 from swarmctl.files import read_regular
 from swarmctl.inventory import Host, Inventory, majority
@@ -49,33 +42,12 @@ from swarmctl.yamlfile import suggest
 
 log = logging.getLogger(__name__)
 
-CONFIG = "/etc/docker/daemon.json"
-OWNED = "/etc/docker/daemon.swarmctl.json"  # the keys swarmctl set, and their values
 PREVIOUS = "/etc/docker/daemon.json.swarmctl-previous"  # daemon.json before the change being applied
-# Written before daemon.json changes, removed once the engine runs with it: a run that died between
-# the two (a crash, Ctrl-C, a lost connection) leaves it, and the next run restarts the engine even
-# though daemon.json already says what the inventory wants.
-PENDING = "/etc/docker/daemon.swarmctl-restart-pending"
-CERTS = "/etc/docker/certs.d"
 MAX_CA = 1 << 20  # a CA bundle: kilobytes
 RESTART_TIMEOUT = 180.0  # seconds for `systemctl restart docker`
 BACK_TIMEOUT = 120.0  # seconds for a restarted host to be back (engine, node, tasks)
 SETTLE_TIMEOUT = 60.0  # seconds for a majority of the other managers to be seen before a manager restarts
 POLL = 1.0
-
-# One round trip per host: daemon.json, swarmctl's record, installed CA digests (registry names
-# are arguments, never interpolated), whether systemctl is there.
-_READ_SCRIPT = r"""
-for f in /etc/docker/daemon.json /etc/docker/daemon.swarmctl.json; do
-  if [ -e "$f" ]; then printf '%s ' "$f"; base64 < "$f" | tr -d '\n'; echo; else echo "$f -"; fi
-done
-for r in "$@"; do
-  f="/etc/docker/certs.d/$r/ca.crt"
-  if [ -e "$f" ]; then echo "ca $r $(sha256sum < "$f" | cut -d' ' -f1)"; else echo "ca $r -"; fi
-done
-if command -v systemctl >/dev/null 2>&1; then echo "systemctl yes"; else echo "systemctl no"; fi
-if [ -e /etc/docker/daemon.swarmctl-restart-pending ]; then echo "pending yes"; else echo "pending no"; fi
-"""
 
 # The previous daemon.json back in place (or none, when there was none), then the engine restarted.
 _RESTORE_SCRIPT = r"""
@@ -92,83 +64,6 @@ sync
 
 
 # -- read ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EngineFacts:
-    """What one host's engine configuration is now."""
-
-    host: str
-    config: Mapping[str, Any] | None  # daemon.json; None: there is none
-    owned: Mapping[str, Any]  # the keys swarmctl set there, with the values it set
-    cas: Mapping[str, str]  # registry -> sha256 of its installed ca.crt ("" when none)
-    systemctl: bool
-    membership: Membership = OUTSIDE  # the engine's own word on its swarm
-    log_drivers: tuple[str, ...] = ()  # the engine's logging drivers (`docker info`); () when unknown
-    restart_pending: bool = False  # an earlier run changed daemon.json and did not restart the engine
-
-    @property
-    def node_id(self) -> str:
-        return self.membership.node_id
-
-    @property
-    def in_swarm(self) -> bool:
-        return self.membership.member
-
-    @property
-    def manager(self) -> bool:
-        return self.membership.manager
-
-
-def _decode(value: str, path: str) -> Mapping[str, Any] | None:
-    if value == "-":
-        return None
-    try:
-        data = json.loads(base64.b64decode(value) or b"{}")
-    except ValueError as e:
-        raise HostError("", f"{path} is not valid JSON ({e}): fix it by hand first") from None
-    if not isinstance(data, dict):
-        raise HostError("", f"{path} is not a JSON object: fix it by hand first")
-    return data
-
-
-def read_host(session: Session, host: Host, registries: Iterable[str]) -> EngineFacts:
-    """Read one host's daemon.json, swarmctl's record, CA files and swarm membership.
-
-    Raises:
-        HostError: unreachable, daemon.json unreadable or not JSON, engine not answering.
-    """
-    conn = session.pool.connection(host)
-    res = conn.run(["sh", "-c", _READ_SCRIPT, "read", *registries], timeout=30).check("read the engine configuration")
-    files: dict[str, Mapping[str, Any] | None] = {}
-    cas: dict[str, str] = {}
-    systemctl = pending = False
-    for line in res.stdout.splitlines():
-        parts = line.split(" ")
-        try:
-            if parts[0] == "ca" and len(parts) == 3:
-                cas[parts[1]] = "" if parts[2] == "-" else parts[2]
-            elif parts[0] == "systemctl":
-                systemctl = parts[1] == "yes"
-            elif parts[0] == "pending":
-                pending = parts[1] == "yes"
-            elif len(parts) == 2:
-                files[parts[0]] = _decode(parts[1], parts[0])
-        except HostError as e:
-            raise HostError(host.name, e.message) from None
-    owned = files.get(OWNED) or {}
-    info = session.engine(host).info()
-    plugins = info.get("Plugins") or {}
-    return EngineFacts(
-        host=host.name,
-        config=files.get(CONFIG),
-        owned=dict(owned.get("keys") or {}),
-        cas=cas,
-        systemctl=systemctl,
-        membership=parse_membership(info),
-        log_drivers=tuple(str(d) for d in plugins.get("Log") or ()),
-        restart_pending=pending,
-    )
 
 
 @dataclass(frozen=True)

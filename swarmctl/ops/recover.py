@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import HostError, InputError, Refused, TimeoutExpired, Unavailable, Unreachable, message_of
+from swarmctl.errors import HostError, InputError, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, advertise_address
-from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership, refuse_shared_node_ids
-from swarmctl.facts.raft import DEFAULT_ROOT, Raft, read_data_roots, read_raft
+from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership
+from swarmctl.facts.raft import DEFAULT_ROOT
+from swarmctl.facts.recovery import QUORUM_WINDOW, STOPPED, RecoverState, read_recover
 from swarmctl.facts.services import read_services, service_view
 from swarmctl.interrupts import finishing
 from swarmctl.inventory import Host, Inventory, majority
@@ -43,15 +44,11 @@ from swarmctl.ops.bootstrap import bootstrap
 from swarmctl.ops.engine_config import systemctl_docker
 from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
-from swarmctl.wait import Pending, seen_within, until
+from swarmctl.wait import Pending, until
 
 SETTLE_TIMEOUT = 90.0  # the new cluster answering, the restored engine back
 CONVERGE_TIMEOUT = 600.0
 POLL = 1.0
-# How long "no quorum" must hold before it is believed: longer than a raft election. swarmkit's
-# default election timeout is 10 ticks of 1 s (docker info: Raft: Election Tick), and a contested
-# election takes a few rounds of it; one sample taken between leaders says "no quorum" too.
-QUORUM_WINDOW = 15.0
 
 _RESTORE_SCRIPT = r"""
 set -e
@@ -63,87 +60,6 @@ umask 077
 tar -xzf - -C "$root" swarm
 test -d "$root/swarm/raft"
 """
-
-
-# -- read ------------------------------------------------------------------------------------------
-
-
-STOPPED = "stopped"  # the host answers over SSH, its engine does not
-
-
-@dataclass(frozen=True)
-class HostState:
-    name: str
-    state: str  # the engine's LocalNodeState (inactive | pending | active | error | locked), or stopped
-    node_id: str
-    manager: bool  # ControlAvailable
-    quorum: bool  # it lists the swarm's nodes
-    root: str  # its data root (DockerRootDir; for a stopped engine, where its state was found)
-    raft: Raft | None  # managers: their raft state on disk
-
-
-@dataclass(frozen=True)
-class RecoverState:
-    inventory: Inventory
-    hosts: Mapping[str, HostState]
-    unreachable: Mapping[str, str]
-    quorum_seen: str = ""  # a manager that listed the nodes while "no quorum" was watched, "" none
-    window: float = 0.0  # how long no quorum was watched for
-
-
-def read_recover(session: Session, window: float = QUORUM_WINDOW) -> RecoverState:
-    """Every host's swarm state and, on managers, their raft state on disk (where the host's own
-    engine keeps it); then, when no manager has quorum, that watched for ``window`` seconds.
-
-    Raises:
-        Refused: two hosts report the same node ID.
-    """
-
-    def one(host: Host) -> HostState:
-        engine = session.engine(host)
-        conn = session.pool.connection(host)
-        try:
-            own = read_membership(engine)
-        except Unreachable:
-            # SSH answers (or this raises), the engine does not: a stopped engine, and its state on disk
-            root, raft = read_raft(conn, read_data_roots(conn))
-            return HostState(host.name, STOPPED, "", False, False, root, raft)
-        root = str(engine.info().get("DockerRootDir") or "")
-        quorum = False
-        if own.control_available:
-            try:
-                engine.nodes()
-                quorum = True
-            except Unavailable:
-                quorum = False
-        raft = None
-        if host.is_manager:
-            root, raft = read_raft(conn, [root] if root else read_data_roots(conn))
-        return HostState(host.name, own.state, own.node_id, own.control_available, quorum, root, raft)
-
-    seen = session.fan_out(one)
-    hosts = {n: o.value for n, o in seen.items() if o.value is not None}
-    unreachable = {n: message_of(o.error) for n, o in seen.items() if o.error}
-    refuse_shared_node_ids({n: h.node_id for n, h in hosts.items()})
-    quorum_seen = ""
-    if window > 0 and not any(h.quorum for h in hosts.values()):
-        managers = {m.name for m in session.inventory.managers}
-        answering = [n for n, h in hosts.items() if n in managers and h.state not in (STOPPED, INACTIVE)]
-        found: list[str] = []
-
-        def lists_nodes() -> bool:
-            for name in answering:
-                try:
-                    session.engine(name).nodes()
-                except HostError:
-                    continue
-                found.append(name)
-                return True
-            return False
-
-        if answering and seen_within(lists_nodes, window, first=POLL, cap=POLL):
-            quorum_seen = found[0]
-    return RecoverState(session.inventory, hosts, unreachable, quorum_seen, window)
 
 
 # -- plan (pure) -----------------------------------------------------------------------------------

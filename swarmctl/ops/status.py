@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmctl.facts.membership import find_manager
+from swarmctl.facts.membership import find_manager, read_locks
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.facts.services import ServiceView, read_services, service_view
-from swarmctl.ops.autolock import read_locks
 from swarmctl.transport.engine import Session
 
 

@@ -15,6 +15,8 @@ import pytest
 from swarmctl.errors import InputError, Refused
 from swarmctl.facts.nodes import NodeView
 from swarmctl.facts.raft import Raft, parse_raft
+from swarmctl.facts.recovery import HostState, RecoverState
+from swarmctl.facts.swarm import BackupState
 from swarmctl.inventory import Host, Inventory, SSHSettings, load_inventory
 from swarmctl.ops.autolock import (
     AutolockState,
@@ -26,8 +28,8 @@ from swarmctl.ops.autolock import (
     read_autolock,
     save_keys,
 )
-from swarmctl.ops.backup import BackupState, manifest, open_backup, plan_backup, read_manifest, seal
-from swarmctl.ops.recover import HostState, RecoverState, plan_recover, restore_target
+from swarmctl.ops.backup import manifest, open_backup, plan_backup, read_manifest, seal
+from swarmctl.ops.recover import plan_recover, restore_target
 from swarmctl.ops.rotate import ca_progress, token_changes
 from swarmctl.secretstore import Keyring, KeySource, SecretKey
 

@@ -27,17 +27,20 @@ import pytest
 
 from swarmctl.errors import InputError, Refused, Unavailable, Unreachable
 from swarmctl.facts import raft as facts_raft
+from swarmctl.facts.engine_config import EngineFacts
 from swarmctl.facts.host import advertise_address, advertise_mismatch
 from swarmctl.facts.membership import Membership, parse_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import node_view
 from swarmctl.facts.raft import Raft, parse_data_roots, parse_raft_by_root, read_raft
+from swarmctl.facts.recovery import HostState, RecoverState, read_recover
+from swarmctl.facts.swarm import read_backup_state
 from swarmctl.interrupts import finishing
 from swarmctl.inventory import Host, Inventory, SSHSettings, load_inventory
 from swarmctl.ops import backup as ops_backup
 from swarmctl.ops import engine_config as ops_engine
 from swarmctl.ops import recover as ops_recover
-from swarmctl.ops.engine_config import EngineFacts, EngineState, HostChange, plan_engine, quorum_refusal
-from swarmctl.ops.recover import HostState, RecoverState, plan_recover, read_recover
+from swarmctl.ops.engine_config import EngineState, HostChange, plan_engine, quorum_refusal
+from swarmctl.ops.recover import plan_recover
 from swarmctl.transport.ssh import CommandResult, Outcome
 from tests.unit.fakeengine import recorded
 
@@ -141,7 +144,7 @@ def test_s1_backup_chooses_its_manager_by_the_node_id_each_manager_reports(tmp_p
         return {h.name: Outcome(h.name, value=fn(h)) for h in hosts}
 
     session: Any = SimpleNamespace(inventory=inv, fan_out=fan_out, engine=engine, skipped={})
-    state = ops_backup.read_backup_state(session)
+    state = read_backup_state(session)
     assert state.names == {ID[h]: n for n, h in NAMED.items() if h != "lab4"}
     planned = ops_backup.plan_backup(state)
     assert planned.host == "alpha" and planned.node.hostname == "lab2"  # not the leader (gamma)

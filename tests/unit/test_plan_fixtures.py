@@ -28,6 +28,7 @@ import pytest
 from swarmctl.compose.convert import convert_stack
 from swarmctl.compose.loader import load_stack
 from swarmctl.errors import InputError, Refused
+from swarmctl.facts.engine_config import EngineFacts
 from swarmctl.facts.host import HostFacts
 from swarmctl.facts.membership import Membership
 from swarmctl.facts.nodes import node_view
@@ -36,7 +37,7 @@ from swarmctl.inventory import load_inventory
 from swarmctl.lab.images import lab_vars
 from swarmctl.ops.bootstrap import BootstrapState, plan_bootstrap
 from swarmctl.ops.deploy import plan_stack
-from swarmctl.ops.engine_config import EngineFacts, EngineState, plan_engine
+from swarmctl.ops.engine_config import EngineState, plan_engine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
