@@ -34,7 +34,7 @@ from swarmctl.ops.registry import (
     load_credentials,
     resolve_images,
 )
-from swarmctl.ops.update import AppGates, Step, roll_out
+from swarmctl.ops.update import AppGates, Gates, Step, roll_out
 from swarmctl.ops.verify import verify_stack
 from swarmctl.plan import DONE, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.secretstore import DIGEST_SCHEME
@@ -426,7 +426,7 @@ def deploy_stack(
     timeout: float = DEFAULT_TIMEOUT,
     notify: Notify = quiet,
     on_progress: OnProgress = no_progress,
-    gates: AppGates | None = None,
+    gates: Gates | None = None,
     credentials: Credentials | None = None,
     resolve_image: str = "always",
 ) -> Report:
@@ -469,7 +469,7 @@ def _apply_and_wait(
     timeout: float,
     notify: Notify,
     on_progress: OnProgress,
-    gates: AppGates | None,
+    gates: Gates | None,
     t0: float,
     choice: ImageChoice,
 ) -> Report:

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from swarmctl import labels
 from swarmctl.checks import kafka, tcp, zookeeper
@@ -198,6 +198,19 @@ def plan_update(
 
 
 # -- application gates --------------------------------------------------------------------------------
+
+
+class Gates(Protocol):
+    """The application gates a rollout asks before and after each step (AppGates: probes inside
+    the stack's network; the unit tier's scripted FakeGates)."""
+
+    def refresh(self) -> None: ...
+
+    def goes_last(self) -> set[str]: ...
+
+    def check(self, short: str) -> tuple[bool, str]: ...
+
+    def wait(self, short: str, timeout: float) -> str: ...
 
 
 @dataclass
@@ -379,7 +392,7 @@ def _interrupted(engine: Engine, step: Step, result: StepResult, notify: Notify,
         result.detail = f"interrupted during its update; the rollback failed: {e}"
 
 
-def prepare(steps: list[Step], gates: AppGates | None) -> tuple[list[Step], set[str]]:
+def prepare(steps: list[Step], gates: Gates | None) -> tuple[list[Step], set[str]]:
     """Order the steps (asking the gates who goes last) after checking the application is healthy.
 
     Raises:
@@ -404,7 +417,7 @@ def prepare(steps: list[Step], gates: AppGates | None) -> tuple[list[Step], set[
 def roll_out(
     engine: Engine,
     steps: list[Step],
-    gates: AppGates | None,
+    gates: Gates | None,
     timeout: float,
     notify: Notify = quiet,
     on_progress: OnProgress = no_progress,
@@ -499,7 +512,7 @@ def update_stack(
     images: Mapping[str, str],
     env: Mapping[str, Mapping[str, str]],
     force: bool,
-    gates: AppGates | None,
+    gates: Gates | None,
     timeout: float,
     plan_only: bool = False,
     notify: Notify = quiet,

@@ -19,9 +19,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import docker
@@ -45,7 +45,7 @@ from swarmctl.errors import (
     Unreachable,
 )
 from swarmctl.inventory import Host, Inventory
-from swarmctl.transport.ssh import Connection, Outcome, Pool, human_size
+from swarmctl.transport.ssh import CommandResult, Outcome, Pool, human_size
 
 log = logging.getLogger(__name__)
 # urllib3 logs request lines at DEBUG; request bodies (join tokens, secret data) are never logged,
@@ -88,6 +88,18 @@ class _AnswerTooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"its answer ran over {human_size(limit)}")
         self.limit = limit
+
+
+class SSHCommands(Protocol):
+    """What an engine needs of its host's SSH connection (transport.ssh.Connection): a channel
+    running a command (``docker system dial-stdio``), and a command's result (the docker CLI asked
+    why a channel broke). The unit tier's socket-pair stand-in implements it too."""
+
+    host: Host
+
+    def open_channel(self, argv: Sequence[str] | str, sudo: bool | None = None) -> Any: ...
+
+    def run(self, argv: Sequence[str] | str, *, timeout: float = ...) -> CommandResult: ...
 
 
 class _CallBudget:
@@ -188,7 +200,7 @@ class _ChannelReader(io.RawIOBase):
 
 
 class _DialStdioConnection(urllib3.connection.HTTPConnection):
-    def __init__(self, ssh: Connection, timeout: float, max_response: int):
+    def __init__(self, ssh: SSHCommands, timeout: float, max_response: int):
         super().__init__("localhost", timeout=timeout)
         self._ssh = ssh
         self._default_timeout = timeout
@@ -208,7 +220,7 @@ class _DialStdioConnection(urllib3.connection.HTTPConnection):
 
 
 class _DialStdioPool(urllib3.connectionpool.HTTPConnectionPool):
-    def __init__(self, ssh: Connection, timeout: float, max_response: int):
+    def __init__(self, ssh: SSHCommands, timeout: float, max_response: int):
         super().__init__("localhost", timeout=timeout, maxsize=_POOL_SIZE)
         self._ssh = ssh
         self._channel_timeout = timeout
@@ -219,7 +231,7 @@ class _DialStdioPool(urllib3.connectionpool.HTTPConnectionPool):
 
 
 class _DialStdioAdapter(BaseHTTPAdapter):
-    def __init__(self, ssh: Connection, timeout: float, max_response: int):
+    def __init__(self, ssh: SSHCommands, timeout: float, max_response: int):
         super().__init__()
         self._pool = _DialStdioPool(ssh, timeout, max_response)
 
@@ -241,7 +253,7 @@ class _SSHAPIClient(docker.APIClient):
     mounted (requests' public ``mount``) on the URL prefix every request of this client uses.
     """
 
-    def __init__(self, ssh: Connection, timeout: float, max_response: int):
+    def __init__(self, ssh: SSHCommands, timeout: float, max_response: int):
         super().__init__(base_url="unix:///nonexistent/swarmctl.sock", version=API_VERSION, timeout=int(timeout))
         for adapter in self.adapters.values():
             adapter.close()
@@ -349,14 +361,117 @@ def _filters(filters: Filters | None) -> dict[str, str]:
     return {"filters": json.dumps({k: [v] if isinstance(v, str) else list(v) for k, v in filters.items()})}
 
 
-class Engine:
+class Engine(Protocol):
+    """What swarmctl asks of a Docker Engine: everything above the transport is written against
+    this protocol, which ``DockerEngine`` (the real one, over SSH) and the unit tier's fakes
+    (tests/unit/fakeengine.py, checked by mypy) both implement."""
+
+    @property
+    def name(self) -> str: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def version(self) -> dict[str, Any]: ...
+
+    def inspect_swarm(self) -> dict[str, Any]: ...
+
+    def init_swarm(
+        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
+    ) -> str: ...
+
+    def update_swarm(
+        self,
+        version: int,
+        spec: Mapping[str, Any],
+        rotate_worker_token: bool = False,
+        rotate_manager_token: bool = False,
+        rotate_unlock_key: bool = False,
+        what: str = "update the swarm",
+    ) -> None: ...
+
+    def unlock_key(self) -> str: ...
+
+    def unlock_swarm(self, key: str) -> None: ...
+
+    def join_swarm(self, remote_addrs: list[str], token: str, advertise_addr: str, listen_addr: str) -> None: ...
+
+    def leave_swarm(self, force: bool = False) -> None: ...
+
+    def nodes(self) -> list[dict[str, Any]]: ...
+
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None: ...
+
+    def remove_node(self, node_id: str, force: bool = False, what: str = "") -> None: ...
+
+    def services(self, filters: Filters | None = None, status: bool = False) -> list[dict[str, Any]]: ...
+
+    def inspect_service(self, ident: str) -> dict[str, Any]: ...
+
+    def create_service(self, spec: Mapping[str, Any], registry_auth: str | None = None) -> dict[str, Any]: ...
+
+    def update_service(
+        self,
+        ident: str,
+        version: int,
+        spec: Mapping[str, Any],
+        rollback: bool = False,
+        what: str = "",
+        registry_auth: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    def images(self) -> list[dict[str, Any]]: ...
+
+    def inspect_image(self, ref: str) -> dict[str, Any]: ...
+
+    def tag_image(self, image_id: str, ref: str) -> None: ...
+
+    def login(self, auth: Mapping[str, str]) -> None: ...
+
+    def distribution(self, image: str, registry_auth: str | None = None) -> dict[str, Any]: ...
+
+    def remove_service(self, ident: str, what: str = "") -> None: ...
+
+    def tasks(self, filters: Filters | None = None) -> list[dict[str, Any]]: ...
+
+    def networks(self, filters: Filters | None = None) -> list[dict[str, Any]]: ...
+
+    def create_network(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def remove_network(self, ident: str, what: str = "") -> None: ...
+
+    def objects(self, kind: str, filters: Filters | None = None) -> list[dict[str, Any]]: ...
+
+    def create_object(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def update_object(self, kind: str, ident: str, version: int, spec: Mapping[str, Any], what: str = "") -> None: ...
+
+    def remove_object(self, kind: str, ident: str, what: str = "") -> None: ...
+
+    def containers(self, label: str) -> list[dict[str, Any]]: ...
+
+    def run_container(
+        self, image: str, command: list[str], network: str, labels: Mapping[str, str], name: str
+    ) -> str: ...
+
+    def wait_container(self, ident: str, timeout: float) -> int: ...
+
+    def container_output(self, ident: str, stderr: bool = False) -> bytes: ...
+
+    def remove_container(self, ident: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class DockerEngine:
     """The Docker Engine of one host, reached over its SSH connection.
 
     ``timeout`` bounds each API call as a whole (see DEFAULT_TIMEOUT), ``max_response`` the bytes
     of each answer (see MAX_RESPONSE).
     """
 
-    def __init__(self, host: Host, ssh: Connection, timeout: float = DEFAULT_TIMEOUT, max_response: int = MAX_RESPONSE):
+    def __init__(
+        self, host: Host, ssh: SSHCommands, timeout: float = DEFAULT_TIMEOUT, max_response: int = MAX_RESPONSE
+    ):
         self.host = host
         self.ssh = ssh
         self.timeout = timeout
@@ -700,7 +815,7 @@ class Session:
     def __init__(self, inventory: Inventory, parallel: int = 16):
         self.inventory = inventory
         self.pool = Pool(inventory.hosts, parallel)
-        self._engines: dict[str, Engine] = {}
+        self._engines: dict[str, DockerEngine] = {}
         self._lock = threading.Lock()
         self.skipped: dict[str, str] = {}  # managers passed over by manager(), and why
 
@@ -710,12 +825,12 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def engine(self, host: Host | str) -> Engine:
+    def engine(self, host: Host | str) -> DockerEngine:
         h = self.inventory.host(host) if isinstance(host, str) else host
         with self._lock:
             engine = self._engines.get(h.name)
             if engine is None:
-                engine = self._engines[h.name] = Engine(h, self.pool.connection(h))
+                engine = self._engines[h.name] = DockerEngine(h, self.pool.connection(h))
             return engine
 
     def forget_engine(self, host: Host | str) -> None:

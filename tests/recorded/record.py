@@ -20,6 +20,7 @@ behaviour is proven end to end on the lab by the e2e tier. Re-record after a Doc
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -170,9 +171,9 @@ def record_convergence(engine: Engine, probe: str) -> None:
         sid = create(engine, f"rec-{action}", probe, SLEEP,
                      UpdateConfig={"Parallelism": 1, "FailureAction": action, "Monitor": 2 * 10**9},
                      RollbackConfig={"Parallelism": 1, "Monitor": 10**9})  # fmt: skip
-        until(f"rec-{action} running", lambda sid=sid: tasks_in(engine, sid, "running", 1))
+        until(f"rec-{action} running", functools.partial(tasks_in, engine, sid, "running", 1))
         written = write(engine, sid, ["sh", "-c", "exit 4"])
-        until(f"update {final}", lambda sid=sid, final=final: update_state(engine, sid) == final)
+        until(f"update {final}", functools.partial(lambda s, f: update_state(engine, s) == f, sid, final))
         out[key] = {**snapshot(engine, sid), "since": since, "written_at": written, "expect": expect}
     save("convergence", out)
     for s in engine.services():

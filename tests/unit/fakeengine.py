@@ -23,6 +23,7 @@ from typing import Any
 
 from swarmctl.errors import NotFound
 from swarmctl.spec import parse_time
+from swarmctl.transport.engine import Engine
 
 RECORDED = Path(__file__).resolve().parents[1] / "recorded"
 
@@ -132,8 +133,116 @@ class FakeEngine:
                 out += copy.deepcopy(self.services_by_id[sid].snap["tasks"])
         return out
 
-    def networks(self, filters: Any = None) -> list[dict[str, Any]]:
+    def networks(self, filters: Mapping[str, Iterable[str]] | None = None) -> list[dict[str, Any]]:
         return []
+
+    # -- the rest of the Engine protocol: what the tier that uses this fake never asks ---------------
+    # (each says so when asked: a test that needs one adds a recorded answer, never a guess)
+
+    def _unrecorded(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"the fake engine has no recorded answer to {what}")
+
+    def version(self) -> dict[str, Any]:
+        return {"Version": "20.10.24+dfsg1", "ApiVersion": "1.41"}
+
+    def inspect_swarm(self) -> dict[str, Any]:
+        raise self._unrecorded("inspect_swarm")
+
+    def init_swarm(
+        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
+    ) -> str:
+        raise self._unrecorded("init_swarm")
+
+    def update_swarm(
+        self,
+        version: int,
+        spec: Mapping[str, Any],
+        rotate_worker_token: bool = False,
+        rotate_manager_token: bool = False,
+        rotate_unlock_key: bool = False,
+        what: str = "update the swarm",
+    ) -> None:
+        raise self._unrecorded("update_swarm")
+
+    def unlock_key(self) -> str:
+        raise self._unrecorded("unlock_key")
+
+    def unlock_swarm(self, key: str) -> None:
+        raise self._unrecorded("unlock_swarm")
+
+    def join_swarm(self, remote_addrs: list[str], token: str, advertise_addr: str, listen_addr: str) -> None:
+        raise self._unrecorded("join_swarm")
+
+    def leave_swarm(self, force: bool = False) -> None:
+        raise self._unrecorded("leave_swarm")
+
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
+        raise self._unrecorded("update_node")
+
+    def remove_node(self, node_id: str, force: bool = False, what: str = "") -> None:
+        raise self._unrecorded("remove_node")
+
+    def create_service(self, spec: Mapping[str, Any], registry_auth: str | None = None) -> dict[str, Any]:
+        raise self._unrecorded("create_service")
+
+    def remove_service(self, ident: str, what: str = "") -> None:
+        raise self._unrecorded("remove_service")
+
+    def images(self) -> list[dict[str, Any]]:
+        return []
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        raise NotFound(self.name, f"inspect image {ref}: no such image")
+
+    def tag_image(self, image_id: str, ref: str) -> None:
+        raise self._unrecorded("tag_image")
+
+    def login(self, auth: Mapping[str, str]) -> None:
+        raise self._unrecorded("login")
+
+    def distribution(self, image: str, registry_auth: str | None = None) -> dict[str, Any]:
+        raise self._unrecorded("distribution")
+
+    def create_network(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        raise self._unrecorded("create_network")
+
+    def remove_network(self, ident: str, what: str = "") -> None:
+        raise self._unrecorded("remove_network")
+
+    def objects(self, kind: str, filters: Mapping[str, Iterable[str]] | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def create_object(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        raise self._unrecorded("create_object")
+
+    def update_object(self, kind: str, ident: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
+        raise self._unrecorded("update_object")
+
+    def remove_object(self, kind: str, ident: str, what: str = "") -> None:
+        raise self._unrecorded("remove_object")
+
+    def containers(self, label: str) -> list[dict[str, Any]]:
+        return []
+
+    def run_container(self, image: str, command: list[str], network: str, labels: Mapping[str, str], name: str) -> str:
+        raise self._unrecorded("run_container")
+
+    def wait_container(self, ident: str, timeout: float) -> int:
+        raise self._unrecorded("wait_container")
+
+    def container_output(self, ident: str, stderr: bool = False) -> bytes:
+        raise self._unrecorded("container_output")
+
+    def remove_container(self, ident: str) -> None:
+        raise self._unrecorded("remove_container")
+
+    def close(self) -> None:
+        return None
+
+
+def _conforms(engine: FakeEngine) -> Engine:
+    """mypy checks here that FakeEngine implements the Engine protocol (no cast, no ignore)."""
+    return engine
 
 
 @dataclass

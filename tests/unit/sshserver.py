@@ -77,7 +77,7 @@ class _Server(paramiko.ServerInterface):
         self.command = command
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        return paramiko.AUTH_SUCCESSFUL if key == self.client_key else paramiko.AUTH_FAILED
+        return paramiko.common.AUTH_SUCCESSFUL if key == self.client_key else paramiko.common.AUTH_FAILED
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -85,7 +85,11 @@ class _Server(paramiko.ServerInterface):
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if self.hang is not None:
             self.hang.wait(60)  # holds the server's transport thread: nothing more is answered
-        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        return (
+            paramiko.common.OPEN_SUCCEEDED
+            if kind == "session"
+            else paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        )
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         if self.command is not None:

@@ -73,7 +73,7 @@ def stack(outcomes: dict[str, str] | None = None) -> FakeEngine:
 def test_one_at_a_time_in_stack_order_leader_and_controller_last_behind_the_gates() -> None:
     engine = stack()
     gates = FakeGates(last={"zookeeper-2", "kafka-1"})
-    results = roll_out(engine, steps_for(engine), gates, timeout=30)  # type: ignore[arg-type]
+    results = roll_out(engine, steps_for(engine), gates, timeout=30)
     order = ["zookeeper-1", "zookeeper-3", "zookeeper-2", "kafka-2", "kafka-1"]
     assert [r.name for r in results] == order and all(r.result == "updated" for r in results)
     assert engine.writes == [(f"kafka_{n}", "update") for n in order]
@@ -84,7 +84,7 @@ def test_one_at_a_time_in_stack_order_leader_and_controller_last_behind_the_gate
 def test_a_failed_update_stops_the_rollout_and_leaves_the_rest_untouched() -> None:
     engine = stack({"zookeeper-3": "fail"})
     with pytest.raises(RolloutFailed) as e:
-        roll_out(engine, steps_for(engine), FakeGates(last={"zookeeper-2"}), timeout=30)  # type: ignore[arg-type]
+        roll_out(engine, steps_for(engine), FakeGates(last={"zookeeper-2"}), timeout=30)
     by_name = {r.name: r.result for r in e.value.results}
     assert by_name == {"zookeeper-1": "updated", "zookeeper-3": "rolled back", "zookeeper-2": "not started",
                        "kafka-1": "not started", "kafka-2": "not started"}  # fmt: skip
@@ -96,7 +96,7 @@ def test_an_application_gate_that_never_passes_rolls_the_service_back_explicitly
     engine = stack()
     gates = FakeGates(failing={"zookeeper-1"})
     with pytest.raises(RolloutFailed) as e:
-        roll_out(engine, steps_for(engine), gates, timeout=30)  # type: ignore[arg-type]
+        roll_out(engine, steps_for(engine), gates, timeout=30)
     first = e.value.results[0]
     assert (first.name, first.result) == ("zookeeper-1", "rolled back")
     assert "application check of zookeeper-1 did not pass" in first.detail
@@ -107,14 +107,14 @@ def test_an_application_gate_that_never_passes_rolls_the_service_back_explicitly
 def test_nothing_starts_while_the_application_is_unhealthy() -> None:
     engine = stack()
     with pytest.raises(RolloutFailed) as e:
-        roll_out(engine, steps_for(engine), FakeGates(unhealthy_before={"kafka-2"}), timeout=30)  # type: ignore[arg-type]
+        roll_out(engine, steps_for(engine), FakeGates(unhealthy_before={"kafka-2"}), timeout=30)
     assert "not starting: kafka-2 is not healthy" in str(e.value) and engine.writes == []
     assert {r.result for r in e.value.results} == {"not started"}
 
 
 def test_without_gates_every_step_still_waits_for_convergence() -> None:
     engine = stack()
-    results = roll_out(engine, steps_for(engine)[:2], None, timeout=30)  # type: ignore[arg-type]
+    results = roll_out(engine, steps_for(engine)[:2], None, timeout=30)
     assert [r.result for r in results] == ["updated", "updated"]
 
 
@@ -134,7 +134,7 @@ class InterruptingGates(FakeGates):
 def test_ctrl_c_after_swarm_completed_an_update_leaves_it_updated_and_reports() -> None:
     engine = stack()
     with pytest.raises(RolloutInterrupted) as e:
-        roll_out(engine, steps_for(engine), InterruptingGates("zookeeper-2"), timeout=30)  # type: ignore[arg-type]
+        roll_out(engine, steps_for(engine), InterruptingGates("zookeeper-2"), timeout=30)
     assert e.value.exit_status == 130
     by_name = {r.name: (r.result, r.detail) for r in e.value.results}
     assert by_name["zookeeper-1"][0] == "updated"
@@ -171,7 +171,9 @@ def test_a_convergence_wait_asks_again_when_the_manager_cannot_answer_for_a_mome
 
 
 def test_a_manager_that_never_answers_ends_the_wait_at_its_deadline_naming_why() -> None:
-    never = [Busy("lab1", "list services: rpc error: code = DeadlineExceeded desc = context deadline exceeded")] * 100
+    never: list[Exception] = [
+        Busy("lab1", "list services: rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+    ] * 100
     with pytest.raises(TimeoutExpired) as e:
         wait_converged(unanswering(never), ["kafka_zookeeper-1"], {}, timeout=1.5, poll=0)
     assert "not converged after 1.5s" in str(e.value) and "DeadlineExceeded" in str(e.value)

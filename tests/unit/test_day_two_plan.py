@@ -32,6 +32,7 @@ from swarmctl.ops.backup import manifest, open_backup, plan_backup, read_manifes
 from swarmctl.ops.recover import plan_recover, restore_target
 from swarmctl.ops.rotate import ca_progress, token_changes
 from swarmctl.secretstore import Keyring, KeySource, SecretKey
+from tests.unit.fakeengine import FakeEngine
 
 
 def host(name: str, role: str) -> Host:
@@ -287,10 +288,11 @@ def test_recover_plan_json_has_the_shape_of_every_plan() -> None:
     assert set(data) == {"changes", "warnings", "failures"} and json.loads(json.dumps(data)) == data
 
 
-class _SwarmOnly:
+class _SwarmOnly(FakeEngine):
     """An engine that answers only what read_autolock asks."""
 
     def __init__(self, autolock: bool):
+        super().__init__()
         self.autolock = autolock
 
     def inspect_swarm(self) -> dict[str, Any]:
@@ -306,7 +308,7 @@ def test_the_secrets_key_is_read_only_when_autolock_is_on(tmp_path: Path) -> Non
     bad.chmod(0o644)  # load_key refuses it: readable by others
     source = KeySource({"SWARMCTL_SECRETS_KEY_FILE": str(bad)})
     inv = Inventory(tmp_path / "hosts.yml", INV.hosts, INV.vars)
-    off = read_autolock(_SwarmOnly(False), inv, source)  # type: ignore[arg-type]
+    off = read_autolock(_SwarmOnly(False), inv, source)
     assert not off.enabled and off.key_stored  # the key file was not touched
     with pytest.raises(InputError, match="readable by others"):
-        read_autolock(_SwarmOnly(True), inv, source)  # type: ignore[arg-type]
+        read_autolock(_SwarmOnly(True), inv, source)

@@ -306,11 +306,11 @@ def test_s4_quorum_is_checked_again_after_starting_engines_before_forcing(tmp_pa
     """m2 and m3 stopped without raft state: started first. Once they run the swarm has its quorum
     back (say m2 held state after all): nothing is forced."""
     inv = three(tmp_path)
-    swarm = Swarm(inv, {"m1": "active", "m2": "inactive", "m3": "inactive", "w4": "active"})
-    planned = plan_recover(read_recover(swarm, window=0))  # type: ignore[arg-type]
+    swarm: Any = Swarm(inv, {"m1": "active", "m2": "inactive", "m3": "inactive", "w4": "active"})
+    planned = plan_recover(read_recover(swarm, window=0))
     assert planned.forces and planned.source == "m1"
     swarm.quorum_after = swarm.asked + 1  # the started engines gave the quorum back
-    why = ops_recover._changed(planned, swarm, None, 0.1)  # type: ignore[arg-type]
+    why = ops_recover._changed(planned, swarm, None, 0.1)
     assert why.startswith("nothing was forced: once the stopped engines ran, the swarm has quorum")
 
 
@@ -352,8 +352,8 @@ def test_s5_pending_managers_of_a_majority_are_waited_for_not_forced(tmp_path: P
 
 def test_s6_quorum_seen_once_while_watched_refuses_the_recovery(tmp_path: Path) -> None:
     inv = three(tmp_path)
-    swarm = Swarm(inv, {"m1": "active", "m2": "inactive", "m3": "inactive", "w4": "active"}, quorum_after=3)
-    state = read_recover(swarm, window=5.0)  # type: ignore[arg-type]
+    swarm: Any = Swarm(inv, {"m1": "active", "m2": "inactive", "m3": "inactive", "w4": "active"}, quorum_after=3)
+    state = read_recover(swarm, window=5.0)
     assert state.quorum_seen == "m1"
     with pytest.raises(Refused, match="lists its nodes for a moment while watched"):
         plan_recover(state)
@@ -361,9 +361,9 @@ def test_s6_quorum_seen_once_while_watched_refuses_the_recovery(tmp_path: Path) 
 
 def test_s6_no_quorum_over_the_whole_window_is_believed(tmp_path: Path) -> None:
     inv = three(tmp_path)
-    swarm = Swarm(inv, {"m1": "active", "m2": "inactive", "m3": "inactive", "w4": "active"})
+    swarm: Any = Swarm(inv, {"m1": "active", "m2": "inactive", "m3": "inactive", "w4": "active"})
     t0 = time.monotonic()
-    state = read_recover(swarm, window=1.5)  # type: ignore[arg-type]
+    state = read_recover(swarm, window=1.5)
     assert time.monotonic() - t0 >= 1.5 and swarm.asked >= 3  # asked again over the window
     assert state.quorum_seen == "" and plan_recover(state).source == "m1"
 
@@ -499,7 +499,12 @@ def test_s12_recover_refuses_a_backup_archive_with_anything_but_swarm_state(
     monkeypatch.setattr(ops_recover, "open_backup", lambda path, keys: ({"swarm_id": "S"}, bad))
     monkeypatch.setattr(ops_recover, "keyring", lambda: None)
     touched: list[str] = []
-    session: Any = SimpleNamespace(fan_out=lambda *a: touched.append("read") or {})
+
+    def fan_out(*_: Any) -> dict[str, Any]:
+        touched.append("read")
+        return {}
+
+    session: Any = SimpleNamespace(fan_out=fan_out)
     with pytest.raises(InputError, match="cannot be restored: it holds 'swarm/raft/link'"):
         ops_recover.recover(session, tmp_path / "b.swarmctl")
     assert touched == []  # refused before any host was read, let alone changed

@@ -71,7 +71,7 @@ def test_a_silent_host_is_named_within_connect_timeout(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["silent", "hang_channels"])
 def test_ctrl_c_ends_the_command_within_two_seconds(tmp_path: Path, mode: str) -> None:
-    with ssh_server(tmp_path, **{mode: True}) as server:
+    with ssh_server(tmp_path, silent=mode == "silent", hang_channels=mode == "hang_channels") as server:
         inv = tmp_path / "hosts.yml"
         inv.write_text(
             f"ssh: {{port: {server.port}, identity_file: {server.client_key_file}, known_hosts: {tmp_path}/kh,"

@@ -26,7 +26,7 @@ import pytest
 
 from swarmctl.errors import Busy, Conflict, EngineError, ImageNotFound, NotFound, Unavailable, Unreachable
 from swarmctl.inventory import Host, Inventory, SSHSettings
-from swarmctl.transport.engine import API_VERSION, MAX_RESPONSE, Engine, Session
+from swarmctl.transport.engine import API_VERSION, MAX_RESPONSE, DockerEngine, Session
 from swarmctl.transport.ssh import CommandResult, Connection
 from tests.unit.sshserver import ssh_server
 from tests.unit.test_ssh_host_keys import lab_host
@@ -155,16 +155,18 @@ HOST = Host("h1", "10.0.0.1", "manager", MappingProxyType({}), None, SSHSettings
 
 
 @pytest.fixture
-def engine() -> Iterator[tuple[Engine, Seen, SocketPairConnection]]:
+def engine() -> Iterator[tuple[DockerEngine, Seen, SocketPairConnection]]:
     host = HOST
     seen: Seen = []
     conn = SocketPairConnection(host, seen)
-    e = Engine(host, conn, timeout=5)  # type: ignore[arg-type]
+    e = DockerEngine(host, conn, timeout=5)
     yield e, seen, conn
     e.close()
 
 
-def test_requests_go_out_as_built_and_answers_come_back(engine: tuple[Engine, Seen, SocketPairConnection]) -> None:
+def test_requests_go_out_as_built_and_answers_come_back(
+    engine: tuple[DockerEngine, Seen, SocketPairConnection],
+) -> None:
     e, seen, _ = engine
     assert e.version()["Version"] == "20.10.24"
     assert e.services(filters={"label": ["com.docker.stack.namespace=st"]}, status=True)[0]["ID"] == "s1"
@@ -176,7 +178,7 @@ def test_requests_go_out_as_built_and_answers_come_back(engine: tuple[Engine, Se
 
 
 def test_http_failures_become_typed_errors_naming_host_and_action(
-    engine: tuple[Engine, Seen, SocketPairConnection],
+    engine: tuple[DockerEngine, Seen, SocketPairConnection],
 ) -> None:
     e, seen, _ = engine
     with pytest.raises(NotFound) as nf:
@@ -199,7 +201,7 @@ def test_http_failures_become_typed_errors_naming_host_and_action(
 
 
 def test_a_leave_whose_node_stop_ran_out_of_time_is_asked_again(
-    engine: tuple[Engine, Seen, SocketPairConnection],
+    engine: tuple[DockerEngine, Seen, SocketPairConnection],
 ) -> None:
     e, seen, _ = engine
     LEAVE_TIMEOUTS[0] = 2
@@ -214,7 +216,7 @@ def test_a_leave_whose_node_stop_ran_out_of_time_is_asked_again(
     LEAVE_TIMEOUTS[0] = 0
 
 
-def test_container_output_is_demultiplexed_by_the_sdk(engine: tuple[Engine, Seen, SocketPairConnection]) -> None:
+def test_container_output_is_demultiplexed_by_the_sdk(engine: tuple[DockerEngine, Seen, SocketPairConnection]) -> None:
     e, _, _ = engine
     assert e.container_output("c1") == b"hello from the probe\n"
 
@@ -222,7 +224,7 @@ def test_container_output_is_demultiplexed_by_the_sdk(engine: tuple[Engine, Seen
 def test_an_engine_that_trickles_its_answer_is_given_up_on_at_the_calls_timeout() -> None:
     # each byte comes within the timeout: a timeout per socket read would wait for the whole answer
     conn = SocketPairConnection(HOST, [], TricklingDockerAPI)
-    e = Engine(HOST, conn, timeout=1)  # type: ignore[arg-type]
+    e = DockerEngine(HOST, conn, timeout=1)
     t0 = time.monotonic()
     try:
         with pytest.raises(Unreachable) as err:
@@ -237,7 +239,7 @@ def test_an_engine_that_trickles_its_answer_is_given_up_on_at_the_calls_timeout(
 
 def test_an_engine_answer_over_the_byte_cap_is_refused() -> None:
     conn = SocketPairConnection(HOST, [], FloodingDockerAPI)
-    e = Engine(HOST, conn, timeout=5, max_response=1 << 20)  # type: ignore[arg-type]
+    e = DockerEngine(HOST, conn, timeout=5, max_response=1 << 20)
     try:
         with pytest.raises(EngineError) as err:
             e.info()
@@ -253,7 +255,7 @@ def test_a_frozen_engine_is_waited_for_once_per_command() -> None:
     # dockerd SIGSTOPped: its socket accepts, nothing answers. bootstrap reads info, then version
     # and info: each waiting out its own timeout named the engine only after twice the timeout
     conn = SocketPairConnection(HOST, [], frozen=frozenset({"/info", "/version"}))
-    e = Engine(HOST, conn, timeout=2)  # type: ignore[arg-type]
+    e = DockerEngine(HOST, conn, timeout=2)
     try:
         t0 = time.monotonic()
         with pytest.raises(Unreachable) as first:
@@ -277,7 +279,7 @@ def test_a_frozen_engine_is_waited_for_once_per_command() -> None:
 def test_a_container_wait_that_runs_out_leaves_the_engine_asked_again() -> None:
     # the engine holds a wait's answer until the container exits: its timeout says nothing of the engine
     conn = SocketPairConnection(HOST, [], frozen=frozenset({"/containers/c1/wait"}))
-    e = Engine(HOST, conn, timeout=5)  # type: ignore[arg-type]
+    e = DockerEngine(HOST, conn, timeout=5)
     try:
         with pytest.raises(Unreachable):
             e.wait_container("c1", timeout=1)
@@ -309,7 +311,7 @@ def test_a_frozen_engine_over_a_real_ssh_channel_is_waited_for_once_per_command(
     with ssh_server(tmp_path, command=lambda channel, command: api(channel, ("fake", 0), None)) as server:
         host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
         with Connection(host) as c:
-            e = Engine(host, c, timeout=2)
+            e = DockerEngine(host, c, timeout=2)
             try:
                 assert e.version()["Version"] == "20.10.24"
                 t0 = time.monotonic()

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,9 +17,10 @@ from bench.images import tiny_archive
 from swarmctl.compose.reference import registry_of, strip_digest
 from swarmctl.errors import EngineError, InputError
 from swarmctl.facts.images import host_images, read_archive
-from swarmctl.facts.nodes import node_view, placement_allows
+from swarmctl.facts.nodes import NodeView, node_view, placement_allows
 from swarmctl.ops.images import changes_of, plan_push, save_local, split_sources
 from swarmctl.ops.registry import Credential, Credentials, Resolved, choose_images, docker_config_auths, resolve_image
+from tests.unit.fakeengine import FakeEngine
 
 
 def test_an_archive_and_what_each_host_needs(tmp_path: Path) -> None:
@@ -46,7 +48,7 @@ def test_not_an_archive(tmp_path: Path) -> None:
         read_archive(tmp_path / "missing.tar")
 
 
-def node(hostname: str, role: str = "worker", **labels: str):  # type: ignore[no-untyped-def]
+def node(hostname: str, role: str = "worker", **labels: str) -> NodeView:
     return node_view(
         {"ID": f"id-{hostname}", "Spec": {"Role": role, "Labels": labels}, "Description": {"Hostname": hostname}}
     )
@@ -132,11 +134,11 @@ def test_push_arguments_are_archives_or_image_names(tmp_path: Path, monkeypatch:
     assert names == ["registry.example:5000/team/web:1", "busybox"]
 
 
-class _NoRegistry:
+class _NoRegistry(FakeEngine):
     """An engine's answer to GET /distribution when the manager cannot reach the registry (the
     message as dockerd 20.10 gave it on the lab, whose hosts have no route out)."""
 
-    def distribution(self, image: str, registry_auth: str | None = None) -> dict[str, str]:
+    def distribution(self, image: str, registry_auth: str | None = None) -> dict[str, Any]:
         raise EngineError(
             "lab1",
             f'look up {image} on its registry: Get "https://registry-1.docker.io/v2/": dial tcp: lookup '
@@ -145,7 +147,7 @@ class _NoRegistry:
 
 
 def test_an_image_no_registry_answers_for_is_sent_unpinned_with_the_short_reason() -> None:
-    got = resolve_image(_NoRegistry(), "swarmctl-lab/probe:py3", Credentials())  # type: ignore[arg-type]
+    got = resolve_image(_NoRegistry(), "swarmctl-lab/probe:py3", Credentials())
     assert got.image == "swarmctl-lab/probe:py3" and not got.digest
     assert "(docker.io: network is unreachable)" in got.warning and "10.255.255.53" not in got.warning
 

@@ -10,13 +10,15 @@ from swarmctl.errors import InputError
 from swarmctl.ops.update import Step, plan_order, plan_update
 
 
-def service(short: str, image: str = "img:1", env: list[str] | None = None, **labels: str) -> dict[str, Any]:
+def service(
+    short: str, image: str = "img:1", env: list[str] | None = None, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "ID": f"id-{short}",
         "Version": {"Index": 5},
         "Spec": {
             "Name": f"st_{short}",
-            "Labels": {"com.docker.stack.namespace": "st", "com.docker.stack.image": image, **labels},
+            "Labels": {"com.docker.stack.namespace": "st", "com.docker.stack.image": image, **(labels or {})},
             "TaskTemplate": {"ContainerSpec": {"Image": image, "Env": env or []}, "ForceUpdate": 0},
             "Mode": {"Replicated": {"Replicas": 1}},
         },
@@ -26,8 +28,8 @@ def service(short: str, image: str = "img:1", env: list[str] | None = None, **la
 ZK = {"io.swarmctl.check": "zookeeper", "io.swarmctl.rollout.group": "zookeeper", "io.swarmctl.rollout.order": "1"}
 KAFKA = {"io.swarmctl.check": "kafka", "io.swarmctl.rollout.group": "kafka", "io.swarmctl.rollout.order": "2"}
 CURRENT = {
-    **{f"st_zookeeper-{i}": service(f"zookeeper-{i}", **ZK) for i in (1, 2, 3)},
-    **{f"st_kafka-{i}": service(f"kafka-{i}", **KAFKA) for i in (1, 2, 3)},
+    **{f"st_zookeeper-{i}": service(f"zookeeper-{i}", labels=ZK) for i in (1, 2, 3)},
+    **{f"st_kafka-{i}": service(f"kafka-{i}", labels=KAFKA) for i in (1, 2, 3)},
     "st_web": service("web"),
 }
 

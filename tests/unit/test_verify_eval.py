@@ -118,7 +118,7 @@ def test_a_node_cut_off_from_gossip_is_named() -> None:
     owners = {"10.0.0.5": "N1", "10.0.0.6": "N2", "10.0.0.4": "N1", "10.0.0.8": "N3"}
     v = view(svc("a", ["10.0.0.5", "10.0.0.6"], ["N1", "N2"]), svc("b", ["10.0.0.8"], ["N3"]), owners=owners)
     # lab3 still sees an old task of a; lab1 and lab2 do not see b's task on lab3
-    override = {("N3", "tasks.a"): {"ips": ["10.0.0.4", "10.0.0.6"]}}
+    override: dict[tuple[str, str], dict[str, Any]] = {("N3", "tasks.a"): {"ips": ["10.0.0.4", "10.0.0.6"]}}
     override.update({(n, "tasks.b"): {"error": "timeout"} for n in ("N1", "N2")})
     bad = failed(evaluate(v, answers(v, override)))
     assert {c.node for c in bad} == {"lab1", "lab2", "lab3"}
