@@ -20,7 +20,7 @@ from pathlib import Path
 
 import docker
 
-from swarmctl.lab import hosts as labhosts
+from swarmctl_lab import hosts as labhosts
 
 LAB_DIR = Path(".swarmctl/bench-lab")
 

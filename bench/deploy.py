@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import images
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images
 
 LAB_DIR = Path(".swarmctl/bench-lab")
 STACK = "bench"
@@ -49,7 +49,7 @@ def newer_cli() -> str | None:
 def timed(argv: list[str], host_side: bool = False) -> float:
     t0 = time.monotonic()
     proc = (
-        labhosts.host_exec("lab1", argv, env=images.lab_vars())
+        labhosts.host_exec(labhosts.load_spec(LAB_DIR), "lab1", argv, env=images.lab_vars())
         if host_side
         else subprocess.run(argv, capture_output=True)
     )
@@ -63,6 +63,7 @@ def wait_running(cli: str) -> None:
     while True:
         out = (
             labhosts.host_exec(
+                labhosts.load_spec(LAB_DIR),
                 "lab1",
                 [
                     cli,

@@ -27,8 +27,8 @@ from pathlib import Path
 import docker
 
 from swarmctl.facts.images import read_archive
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import images as labimages
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images as labimages
 
 LAB_DIR = Path(".swarmctl/bench-lab")
 

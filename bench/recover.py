@@ -21,8 +21,8 @@ from pathlib import Path
 
 import docker
 
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import images
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images
 
 LAB_DIR = Path(".swarmctl/bench-recover-lab")
 SMALL = """
@@ -58,7 +58,7 @@ def lose_quorum(spec: labhosts.LabSpec) -> float:
     """Two managers lost for good; returns when the survivor has no leader (monotonic time)."""
     for host in spec.hosts[1:3]:
         script = "systemctl stop docker && rm -rf /var/lib/docker/swarm && systemctl start docker"
-        proc = labhosts.host_exec(host.name, ["sh", "-c", script])
+        proc = labhosts.host_exec(spec, host.name, ["sh", "-c", script])
         if proc.returncode != 0:
             sys.exit(f"could not wipe {host.name}: {proc.stderr.decode()}")
     deadline = time.monotonic() + 120

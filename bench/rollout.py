@@ -23,9 +23,9 @@ from pathlib import Path
 import docker
 
 from bench.zkload import ZkLoad
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import images
 from swarmctl.spec import parse_time
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images
 
 LAB_DIR = Path(".swarmctl/bench-lab")
 ROOT = Path(__file__).resolve().parents[1]

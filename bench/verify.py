@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import images, vm
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images, vm
 
 LAB_DIR = Path(".swarmctl/bench-lab")
 STACK = """

@@ -8,12 +8,22 @@ import click
 
 from swarmctl.cli.app import cli
 from swarmctl.cli.render import emit_json, say, table
-from swarmctl.errors import ExitStatus
+from swarmctl.errors import ExitStatus, PrerequisiteError
 
 
 @cli.group()
-def lab() -> None:
+@click.pass_context
+def lab(ctx: click.Context) -> None:
     """The built-in lab: N hosts in network namespaces on this machine (needs root)."""
+    if ctx.resilient_parsing:  # shell completion: nothing to check
+        return
+    try:
+        import swarmctl_lab  # noqa: F401
+    except ImportError:
+        raise PrerequisiteError(
+            "the lab is not installed: it is a package of its own, swarmctl-lab (pip install 'swarmctl[lab]'; "
+            "from a clone of swarmctl: pip install ./lab)"
+        ) from None
 
 
 _dir_option = click.option(
@@ -34,29 +44,23 @@ _dir_option = click.option(
     is_flag=True,
     help="Real virtual machines (qemu; KVM if it works here, else TCG) instead of network namespaces.",
 )
+@click.option("--subnet", metavar="CIDR", help="The lab's IPv4 subnet (default: a /24 no interface here is on).")
 @_dir_option
-def lab_up(hosts: int, managers: int, vm: bool, directory: Path) -> None:
-    """Create the lab (removing any earlier one) and write DIR/hosts.yml.
+def lab_up(hosts: int, managers: int, vm: bool, subnet: str | None, directory: Path) -> None:
+    """Create the lab (removing an earlier one in DIR) and write DIR/hosts.yml. Labs in different
+    directories run side by side, each on a bridge and subnet of its own.
 
     Example: swarmctl lab up --hosts 3, or swarmctl lab up --vm --hosts 3
     """
-    from swarmctl.lab import hosts as labhosts
-    from swarmctl.lab import images
+    from swarmctl_lab import hosts as labhosts
+    from swarmctl_lab.backend import backend
 
-    spec = labhosts.plan_lab(directory, hosts, managers, kind="vm" if vm else "netns")
-    if vm:
-        from swarmctl.lab import vm as labvm
-
-        inventory = labvm.bring_up(spec, report=say)
-    else:
-
-        def load_images(spec: labhosts.LabSpec) -> dict[str, str]:
-            images.load_into_hosts(spec, images.ensure_bundle(report=say), report=say)
-            return images.lab_vars()
-
-        inventory = labhosts.bring_up(spec, report=say, prepare=load_images, with_registry=True)
+    spec = labhosts.plan_lab(directory, hosts, managers, subnet=subnet, kind="vm" if vm else "netns")
+    inventory = backend(spec.kind).bring_up(spec, report=say)
     kind = "VMs" if vm else "hosts"
-    say(f"lab ready: {len(spec.hosts)} {kind} ({', '.join(h.name for h in spec.hosts)})")
+    say(
+        f"lab ready: {len(spec.hosts)} {kind} ({', '.join(h.name for h in spec.hosts)}) on {spec.bridge}, {spec.subnet}"
+    )
     click.echo(str(inventory))
 
 
@@ -68,34 +72,30 @@ def lab_images(directory: Path, rebuild: bool) -> None:
 
     Example: swarmctl lab images
     """
-    from swarmctl.lab import hosts as labhosts
-    from swarmctl.lab import images
+    from swarmctl_lab import hosts as labhosts
+    from swarmctl_lab import images
+    from swarmctl_lab.backend import backend
 
     spec = labhosts.load_spec(directory)
     archive = images.ensure_bundle(report=say, rebuild=rebuild)
-    ids = images.bundle_ids(archive)
-    if spec.kind == "vm":
-        from swarmctl.lab import vm as labvm
-
-        labvm.check_images(spec, ids)  # baked into the VMs' root image
-    else:
-        images.load_into_hosts(spec, archive, report=say)
-    for ref, image_id in ids.items():
+    backend(spec.kind).images(spec, archive, report=say)
+    for ref, image_id in images.bundle_ids(archive).items():
         click.echo(f"{ref}  {image_id[:19]}")
     click.echo(f"archive: {archive}")
 
 
 @lab.command("down")
 @_dir_option
-def lab_down(directory: Path) -> None:
-    """Remove the lab: processes, mounts, namespaces, bridge, iptables rules and its files.
+@click.option("--all", "everything", is_flag=True, help="Every lab on this machine, whatever its directory.")
+def lab_down(directory: Path, everything: bool) -> None:
+    """Remove the lab of DIR: processes, mounts, namespaces, bridge, iptables rules and its files.
 
-    Example: swarmctl lab down
+    Example: swarmctl lab down, or swarmctl lab down --all
     """
-    from swarmctl.lab import hosts as labhosts
+    from swarmctl_lab import hosts as labhosts
 
     labhosts.check_prerequisites()
-    removed = labhosts.teardown(directory, report=say)
+    removed = labhosts.teardown_all(report=say) if everything else labhosts.teardown(directory, report=say)
     say("lab removed" if removed else "no lab found: nothing to remove")
 
 
@@ -109,16 +109,18 @@ def lab_status(directory: Path, as_json: bool) -> None:
     """
     from dataclasses import asdict
 
-    from swarmctl.lab import hosts as labhosts
+    from swarmctl_lab import hosts as labhosts
+    from swarmctl_lab.backend import backend
 
     spec = labhosts.load_spec(directory)
-    status = labhosts.host_status(spec)
+    status = backend(spec.kind).status(spec)
     if as_json:
-        emit_json({"inventory": str(spec.inventory), "hosts": [asdict(s) for s in status]})
+        emit_json({"inventory": str(spec.inventory), "bridge": spec.bridge, "subnet": spec.subnet,
+                   "hosts": [asdict(s) for s in status]})  # fmt: skip
     else:
         up = {True: "up", False: "DOWN"}
         rows = [(s.name, s.address, s.role, up[s.netns], up[s.sshd], up[s.dockerd]) for s in status]
         click.echo(table(rows, ("HOST", "ADDRESS", "ROLE", "NETNS", "SSHD", "DOCKERD")))
-        click.echo(f"inventory: {spec.inventory}")
+        click.echo(f"inventory: {spec.inventory} (bridge {spec.bridge}, {spec.subnet})")
     if not all(s.netns and s.sshd and s.dockerd for s in status):
         raise SystemExit(ExitStatus.FAILURE)

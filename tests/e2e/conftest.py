@@ -21,24 +21,36 @@ import docker
 import docker.errors
 import pytest
 
-from swarmctl.lab import hosts as labhosts
+from swarmctl_lab import hosts as labhosts
 from tests.helpers import running_lab, swarmctl, wait_for
 
 LAB_HOSTS = 4
+
+
+# Which end-to-end modules run together, on one pytest-xdist worker and its own lab (labs side by
+# side: each has its own bridge, subnet and names, from its directory). Balanced by their measured
+# times (README, Development); the VM tier has a worker of its own. A module not listed here runs
+# in the first group.
+GROUPS = {
+    "test_update": "stacks", "test_kafka": "stacks", "test_secrets": "stacks",
+    "test_day_two": "day-two", "test_registry": "day-two", "test_stack_parity": "day-two",
+    "test_safety": "churn", "test_engine": "churn", "test_bootstrap": "churn", "test_deploy": "churn",
+    "test_vm": "vm",
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-    # Tests that re-create the swarm over and over run last. Docker 20.10's overlay gossip
-    # (networkdb/memberlist) keeps stale peers when a multi-manager swarm is torn down and made
-    # again within seconds ("node ... is unknown to memberlist"), and embedded DNS on those nodes
-    # then answers wrongly for a long while - verify reports exactly that. The stack tests share
-    # one swarm made once; the churning bootstrap tests come after them.
-    # The VM tier (test_vm.py) runs first, before the session's namespace lab exists: both use the
-    # lab bridge, and one lab lives at a time. The day-two module, whose last test makes the lab
-    # again (lab down, lab up), runs after every other churning module.
+            module = Path(str(item.fspath)).stem
+            item.add_marker(pytest.mark.xdist_group(GROUPS.get(module, "stacks")))
+    # Within one lab, tests that re-create the swarm over and over run last. Docker 20.10's overlay
+    # gossip (networkdb/memberlist) keeps stale peers when a multi-manager swarm is torn down and
+    # made again within seconds ("node ... is unknown to memberlist"), and embedded DNS on those
+    # nodes then answers wrongly for a long while - verify reports exactly that. The stack tests
+    # share one swarm made once; the churning tests come after them. The day-two module, whose last
+    # test makes the lab again (lab down, lab up), runs after every other churning module.
     items.sort(
         key=lambda item: (
             item.get_closest_marker("vm") is None,
@@ -119,18 +131,18 @@ class Lab:
             for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
                 target = f"{d}/{command}"
                 if os.path.exists(target) and not os.path.islink(d):
-                    proc = labhosts.host_exec(name, ["mount", "--bind", str(blank), target])
+                    proc = labhosts.host_exec(self.spec, name, ["mount", "--bind", str(blank), target])
                     assert proc.returncode == 0, proc.stderr.decode()
                     hidden.append(target)
             assert hidden, f"no {command} on this machine to hide"
             yield
         finally:
             for target in reversed(hidden):
-                labhosts.host_exec(name, ["umount", target])
+                labhosts.host_exec(self.spec, name, ["umount", target])
 
     def dockerd_pid(self, name: str) -> int:
         """The host's dockerd, as its docker unit (the lab's systemd stand-in) reports it; 0 when stopped."""
-        proc = labhosts.host_exec(name, ["systemctl", "status", "docker"])
+        proc = labhosts.host_exec(self.spec, name, ["systemctl", "status", "docker"])
         for line in proc.stdout.decode().splitlines():
             if "Main PID:" in line:
                 return int(line.split("Main PID:")[1].split()[0])
@@ -151,9 +163,9 @@ class Lab:
 
     def start_sshd(self, name: str) -> None:
         """Start the host's sshd again, in the host's cgroup (so that `lab down` finds it)."""
-        procs = labhosts.host_cgroup_procs(name)
+        procs = labhosts.host_cgroup_procs(self.spec, name)
         sshd = shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/sshd"
-        proc = labhosts.host_exec(name, ["sh", "-c", f"echo $$ > {procs}; exec {sshd} -E /run/sshd.log"])
+        proc = labhosts.host_exec(self.spec, name, ["sh", "-c", f"echo $$ > {procs}; exec {sshd} -E /run/sshd.log"])
         assert proc.returncode == 0, proc.stderr.decode()
         wait_for(f"sshd of {name}", lambda: labhosts.host_status(self.spec), lambda st: next(
             h for h in st if h.name == name).sshd)  # fmt: skip

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from swarmctl.lab import hosts as labhosts
+from swarmctl_lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, swarmctl
 
@@ -76,8 +77,9 @@ def test_added_host_is_the_only_change(lab: Lab, tmp_path: Path) -> None:
 
 def test_unreachable_host_is_named_and_the_others_are_bootstrapped(lab: Lab, tmp_path: Path) -> None:
     lab.reset()
-    # 192.168.77.99 is on the lab bridge's subnet but no host answers there: a machine that is down
-    ghost = "  ghost: {address: 192.168.77.99, role: worker, ssh: {connect_timeout: 3}}"
+    # .99 is on the lab bridge's subnet but no host answers there: a machine that is down
+    down = ipaddress.ip_network(lab.spec.subnet).network_address + 99
+    ghost = f"  ghost: {{address: {down}, role: worker, ssh: {{connect_timeout: 3}}}}"
     inv = lab.write_inventory(tmp_path / "hosts.yml", THREE, extra_hosts=ghost)
     run = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
     assert run.rc == 1, str(run)
@@ -232,7 +234,7 @@ def test_non_root_user_through_sudo(lab: Lab, tmp_path: Path) -> None:
 def test_blocked_swarm_port_fails_preflight_for_the_hosts_behind_it(lab: Lab, tmp_path: Path) -> None:
     lab.reset()
     rule = ["INPUT", "-p", "tcp", "--dport", "2377", "-j", "DROP"]
-    assert labhosts.host_exec("lab1", ["iptables", "-w", "-I", *rule]).returncode == 0
+    assert labhosts.host_exec(lab.spec, "lab1", ["iptables", "-w", "-I", *rule]).returncode == 0
     try:
         inv = lab.write_inventory(tmp_path / "hosts.yml", THREE)
         run = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
@@ -240,11 +242,11 @@ def test_blocked_swarm_port_fails_preflight_for_the_hosts_behind_it(lab: Lab, tm
         failures = {f["host"]: f["error"] for f in run.json()["failures"]}
         assert set(failures) == {"lab2", "lab3"}
         for error in failures.values():
-            assert "cannot reach lab1 (192.168.77.11) port 2377/tcp: timeout" in error
+            assert f"cannot reach lab1 ({lab.host('lab1').address}) port 2377/tcp: timeout" in error
         # nothing was attempted on the hosts that failed preflight
         assert lab.swarm_state("lab2") == lab.swarm_state("lab3") == "inactive"
     finally:
-        assert labhosts.host_exec("lab1", ["iptables", "-w", "-D", *rule]).returncode == 0
+        assert labhosts.host_exec(lab.spec, "lab1", ["iptables", "-w", "-D", *rule]).returncode == 0
     healed = swarmctl("bootstrap", str(inv), cwd=tmp_path)
     assert healed.rc == 0, str(healed)
     assert set(nodes_by_hostname(lab)) == {"lab1", "lab2", "lab3"}
@@ -286,9 +288,10 @@ def test_plan_changes_nothing_and_apply_then_does_what_it_showed(lab: Lab, tmp_p
     # lab3 joins, lab2 is drained and loses the label the new inventory does not give it (--prune)
     text = lab.write_inventory(tmp_path / "three.yml", THREE).read_text()
     inv = tmp_path / "three.yml"
-    old = 'lab2: {address: 192.168.77.12, role: worker, labels: {kafka.slot: "2"}}'
+    lab2 = lab.host("lab2").address
+    old = f'lab2: {{address: {lab2}, role: worker, labels: {{kafka.slot: "2"}}}}'
     assert old in text
-    inv.write_text(text.replace(old, "lab2: {address: 192.168.77.12, role: worker, availability: drain, labels: {}}"))
+    inv.write_text(text.replace(old, f"lab2: {{address: {lab2}, role: worker, availability: drain, labels: {{}}}}"))
     before = swarm_snapshot(lab)
 
     plan = swarmctl("bootstrap", str(inv), "--plan", "--json", "--prune", cwd=tmp_path)

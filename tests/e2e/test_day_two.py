@@ -22,9 +22,9 @@ import pytest
 from cryptography import x509
 
 from swarmctl.inventory import load_inventory
-from swarmctl.lab import hosts as labhosts
 from swarmctl.ops.autolock import load_keys, store_path
 from swarmctl.secretstore import load_key
+from swarmctl_lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.e2e.test_secrets import files_containing
 from tests.helpers import Run, assert_no_traceback, swarmctl, wait_for
@@ -74,14 +74,14 @@ class DayTwo:
             return list(api.nodes())
 
     def engine(self, name: str, action: str) -> None:
-        proc = labhosts.host_exec(name, ["systemctl", action, "docker"])
+        proc = labhosts.host_exec(self.lab.spec, name, ["systemctl", action, "docker"])
         assert proc.returncode == 0, proc.stderr.decode()
 
     def wipe(self, name: str, start: bool = True) -> None:
         """The host's engine stopped and its swarm state gone (a manager lost for good); started
         again empty unless ``start`` is False."""
         self.engine(name, "stop")
-        proc = labhosts.host_exec(name, ["rm", "-rf", "/var/lib/docker/swarm"])
+        proc = labhosts.host_exec(self.lab.spec, name, ["rm", "-rf", "/var/lib/docker/swarm"])
         assert proc.returncode == 0, proc.stderr.decode()
         if start:
             self.engine(name, "start")
@@ -139,7 +139,9 @@ def test_rotated_worker_token_joins_new_hosts_and_the_old_one_is_refused(day: Da
     assert after["Worker"] != before["Worker"] and after["Manager"] == before["Manager"]
     assert before["Worker"] not in run.stdout + run.stderr and after["Worker"] not in run.stdout + run.stderr
     with day.api("lab4") as api, pytest.raises(docker.errors.APIError):
-        api.join_swarm(["192.168.77.11:2377"], before["Worker"], advertise_addr=day.lab.host("lab4").address)
+        api.join_swarm(
+            [f"{day.lab.host('lab1').address}:2377"], before["Worker"], advertise_addr=day.lab.host("lab4").address
+        )
     day.write(ALL)
     joined = day.run("bootstrap", "--json")
     assert joined.rc == 0, str(joined)
@@ -265,7 +267,8 @@ def test_a_replaced_manager_host_joins_and_its_stale_node_goes(day: DayTwo) -> N
 def test_recover_from_the_backup_onto_a_lab_made_anew(day: DayTwo, backup_file: Path) -> None:
     lab = day.lab
     assert swarmctl("lab", "down", "--dir", str(lab.dir)).rc == 0
-    up = swarmctl("lab", "up", "--hosts", str(len(lab.names)), "--dir", str(lab.dir))
+    # new machines at the old addresses (a backup is restored at the address it was taken at)
+    up = swarmctl("lab", "up", "--hosts", str(len(lab.names)), "--subnet", lab.spec.subnet, "--dir", str(lab.dir))
     assert up.rc == 0, str(up)
     lab.spec = labhosts.load_spec(lab.dir)
     assert all(lab.swarm_state(n) == "inactive" for n in ALL)

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from swarmctl.lab import hosts as labhosts
+from swarmctl_lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, swarmctl
 
@@ -80,7 +80,7 @@ def test_plan_deploy_redeploy_and_update(swarm: Lab, tmp_path: Path) -> None:
         assert len(tasks) == 2
 
         # docker's own stack commands see a swarmctl stack
-        proc = labhosts.host_exec("lab1", ["docker", "stack", "services", "app", "--format", "{{.Name}}"])
+        proc = labhosts.host_exec(swarm.spec, "lab1", ["docker", "stack", "services", "app", "--format", "{{.Name}}"])
         assert sorted(proc.stdout.decode().split()) == ["app_app", "app_side"]
 
         again = deploy(swarm, "app", f, "--json")

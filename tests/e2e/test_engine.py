@@ -9,6 +9,7 @@ a thread asks the managers' engines for `docker node ls` every 0.3 s during each
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,6 @@ from tests.helpers import assert_no_traceback, swarmctl
 pytestmark = pytest.mark.churn
 
 ROLES = {"lab1": "manager", "lab2": "manager", "lab3": "manager", "lab4": "worker"}
-MIRROR = "https://192.168.77.250:5000"  # on the lab's subnet, never contacted: nothing pulls here
 SERVICE = "engine-probe"
 SLEEP = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); time.sleep(1e9)"
 
@@ -101,6 +101,11 @@ def three_managers(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         api.remove_service(SERVICE)
 
 
+def unused_mirror(lab: Lab) -> str:
+    """A mirror on the lab's subnet (.250) that nothing answers at, never contacted: nothing pulls here."""
+    return f"https://{ipaddress.ip_network(lab.spec.subnet).network_address + 250}:5000"
+
+
 def write(lab: Lab, d: Path, engine: str) -> Path:
     return lab.write_inventory(d / "hosts.yml", ROLES, top=engine)
 
@@ -112,7 +117,8 @@ def pids(lab: Lab) -> dict[str, int]:
 def test_engine_configuration_rolls_through_keeping_the_majority(three_managers: tuple[Lab, Path]) -> None:
     lab, d = three_managers
     before = pids(lab)
-    inv = write(lab, d, f"engine:\n  registry-mirrors: [{MIRROR}]\n  log-opts: {{max-size: 10m, max-file: 3}}\n")
+    mirror = unused_mirror(lab)
+    inv = write(lab, d, f"engine:\n  registry-mirrors: [{mirror}]\n  log-opts: {{max-size: 10m, max-file: 3}}\n")
 
     plan = swarmctl("bootstrap", str(inv), "--plan", "--json")
     assert plan.rc == 0, str(plan)
@@ -133,7 +139,7 @@ def test_engine_configuration_rolls_through_keeping_the_majority(three_managers:
     assert order == ["lab4", "lab2", "lab3", "lab1"], run.stderr  # the worker first, the leader (lab1) last
     for name in lab.names:
         with lab.docker(name) as api:
-            assert f"{MIRROR}/" in api.info()["RegistryConfig"]["Mirrors"], name
+            assert f"{mirror}/" in api.info()["RegistryConfig"]["Mirrors"], name
         config = lab.daemon_json(name)
         assert config["log-opts"] == {"max-size": "10m", "max-file": "3"}
         assert "cgroup-parent" in config  # the lab's own keys are kept

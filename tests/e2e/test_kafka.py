@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from swarmctl.lab import hosts as labhosts
+from swarmctl_lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, swarmctl, wait_for
 
@@ -107,7 +107,7 @@ def test_brokers_not_declared_standalone_fail_verify_by_name(kafka: Lab) -> None
     # this far: its rollout gate refuses the brokers, as verify does, and rolls back)
     for i in (1, 2, 3):  # with the docker CLI on the manager, as an operator would
         cmd = ["docker", "service", "update", "--detach", "--label-rm", "io.swarmctl.standalone", f"kafka_kafka-{i}"]
-        proc = labhosts.host_exec("lab1", cmd)
+        proc = labhosts.host_exec(kafka.spec, "lab1", cmd)
         assert proc.returncode == 0, proc.stderr.decode()
     cluster_checks = [f"kafka kafka-{i} cluster" for i in (1, 2, 3)]
 
@@ -132,7 +132,7 @@ def test_brokers_not_declared_standalone_fail_verify_by_name(kafka: Lab) -> None
         # put the declaration back the same way (a deploy would refuse to start: its gate finds the
         # brokers unhealthy before the update, as they are without it)
         for i in (1, 2, 3):
-            labhosts.host_exec("lab1", ["docker", "service", "update", "--detach", "--label-add",
+            labhosts.host_exec(kafka.spec, "lab1", ["docker", "service", "update", "--detach", "--label-add",
                                         "io.swarmctl.standalone=true", f"kafka_kafka-{i}"])  # fmt: skip
     assert verify(kafka, "kafka", "--wait", "180").rc == 0
 
@@ -192,7 +192,7 @@ def test_a_node_cut_off_from_gossip_is_named(dnstest: Lab, tmp_path: Path) -> No
     rules = [["INPUT", "-p", proto, "--dport", "7946", "-j", "DROP"] for proto in ("tcp", "udp")]
     rules += [["OUTPUT", "-p", proto, "--dport", "7946", "-j", "DROP"] for proto in ("tcp", "udp")]
     for rule in rules:
-        assert labhosts.host_exec("lab3", ["iptables", "-w", "-I", *rule]).returncode == 0
+        assert labhosts.host_exec(dnstest.spec, "lab3", ["iptables", "-w", "-I", *rule]).returncode == 0
     try:
         with dnstest.docker("lab1") as api:
             (svc,) = api.services(filters={"name": "dnstest_spread"})
@@ -222,4 +222,4 @@ def test_a_node_cut_off_from_gossip_is_named(dnstest: Lab, tmp_path: Path) -> No
         assert all("suspect gossip trouble (7946/tcp+udp) on lab3" in c["detail"] for c in failed), failed
     finally:
         for rule in rules:
-            labhosts.host_exec("lab3", ["iptables", "-w", "-D", *rule])
+            labhosts.host_exec(dnstest.spec, "lab3", ["iptables", "-w", "-D", *rule])

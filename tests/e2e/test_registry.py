@@ -9,6 +9,7 @@ The session swarm (lab1 manager, lab2-4 workers) was bootstrapped from the lab i
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import textwrap
 from collections.abc import Iterator
@@ -16,20 +17,28 @@ from pathlib import Path
 
 import pytest
 
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import registry as labregistry
 from swarmctl.secretstore import KeySource, read_secret
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import registry as labregistry
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, swarmctl, wait_for
 
-REGISTRY = "192.168.77.5:5000"
-WEB = f"{REGISTRY}/swarmctl/web:1"
+
+def registry_address(lab: Lab) -> str:
+    """The lab registry's host:port: .5 of the lab's own subnet."""
+    return f"{ipaddress.ip_network(lab.spec.subnet).network_address + labregistry.OCTET}:{labregistry.PORT}"
+
+
+def web(lab: Lab) -> str:
+    return f"{registry_address(lab)}/swarmctl/web:1"
+
+
 ROLES = {"lab1": "manager", "lab2": "worker", "lab3": "worker", "lab4": "worker"}
 
 
 def on(lab: Lab, host: str, *argv: str, stdin: bytes | None = None) -> str:
     """The docker CLI (or anything) on a lab host, as an operator there would run it."""
-    proc = labhosts.host_exec(host, list(argv), input=stdin)
+    proc = labhosts.host_exec(lab.spec, host, list(argv), input=stdin)
     assert proc.returncode == 0, f"{argv} on {host}: {proc.stderr.decode()}"
     return proc.stdout.decode()
 
@@ -95,14 +104,24 @@ def running_nodes(lab: Lab, service: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def in_registry(swarm: Lab) -> Iterator[tuple[Lab, str, str]]:
-    """WEB pushed to the lab registry from lab1 (docker login with the lab's password), then
+    """The web image pushed to the lab registry from lab1 (docker login with the lab's password), then
     removed from lab1: no node has it."""
     lab = swarm
     password = read_secret(lab.dir / "secrets" / f"{labregistry.SECRET}.enc", KeySource(os.environ).required())
-    image_id = new_image(lab, "lab1", WEB, "v1")
-    on(lab, "lab1", "docker", "login", REGISTRY, "-u", labregistry.USER, "--password-stdin", stdin=password)
-    on(lab, "lab1", "docker", "push", WEB)
-    on(lab, "lab1", "docker", "logout", REGISTRY)
+    image_id = new_image(lab, "lab1", web(lab), "v1")
+    on(
+        lab,
+        "lab1",
+        "docker",
+        "login",
+        registry_address(lab),
+        "-u",
+        labregistry.USER,
+        "--password-stdin",
+        stdin=password,
+    )
+    on(lab, "lab1", "docker", "push", web(lab))
+    on(lab, "lab1", "docker", "logout", registry_address(lab))
     remove_everywhere(lab, image_id)
     assert holders(lab, image_id) == []
     yield lab, image_id, password.decode()
@@ -114,19 +133,20 @@ def test_a_private_image_deploys_on_every_node_pinned_to_its_digest(
     in_registry: tuple[Lab, str, str], tmp_path: Path
 ) -> None:
     lab, image_id, password = in_registry
-    stack = stack_file(tmp_path, WEB)
+    ref = web(lab)
+    stack = stack_file(tmp_path, ref)
     inv = str(lab.inventory)
     plan = swarmctl("deploy", "regweb", "-f", str(stack), "-i", inv, "--plan", "--json")
     assert plan.rc == 0, str(plan)
     (create,) = [c for c in plan.json()["changes"] if c["kind"] == "service"]
-    assert create["detail"].startswith(f"{WEB} -> sha256:"), create  # the plan shows tag -> digest
+    assert create["detail"].startswith(f"{ref} -> sha256:"), create  # the plan shows tag -> digest
 
     run = swarmctl("deploy", "regweb", "-f", str(stack), "-i", inv, "--no-verify", timeout=600)
     assert run.rc == 0, str(run)
     assert running_nodes(lab, "regweb_web") == set(lab.names)  # every node pulled it with the credentials
     with lab.docker("lab1") as api:
         image = api.inspect_service("regweb_web")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-    assert image.startswith(f"{WEB}@sha256:"), image
+    assert image.startswith(f"{ref}@sha256:"), image
     assert sorted(holders(lab, image_id)) == sorted(lab.names)
     assert password not in plan.stdout + run.stdout + run.stderr  # the credentials never show
 
@@ -138,19 +158,20 @@ def test_a_rejected_login_stops_deploy_before_anything_changes(
     in_registry: tuple[Lab, str, str], tmp_path: Path
 ) -> None:
     lab, _, _ = in_registry
+    address, ref = registry_address(lab), web(lab)
     top = (
-        f'registries:\n  "{REGISTRY}": {{username: {labregistry.USER}, password_secret: wrong, '
+        f'registries:\n  "{address}": {{username: {labregistry.USER}, password_secret: wrong, '
         f"ca_file: {lab.dir / 'registry' / labregistry.CA_FILE}}}\n"
     )
     inv = lab.write_inventory(tmp_path / "hosts.yml", ROLES, top=top)
     (tmp_path / "secrets").mkdir()
     made = swarmctl("secrets", "set", "wrong", "--dir", str(tmp_path / "secrets"), input="not-the-password")
     assert made.rc == 0, str(made)
-    run = swarmctl("deploy", "regbad", "-f", str(stack_file(tmp_path, WEB)), "-i", str(inv), timeout=300)
+    run = swarmctl("deploy", "regbad", "-f", str(stack_file(tmp_path, ref)), "-i", str(inv), timeout=300)
     assert run.rc == 1, str(run)
     assert_no_traceback(run)
     (line,) = [x for x in run.stderr.splitlines() if x.startswith("error:")]
-    assert f"registry {REGISTRY} rejected the login" in line and "nothing was changed" in line, line
+    assert f"registry {address} rejected the login" in line and "nothing was changed" in line, line
     assert "not-the-password" not in run.stdout + run.stderr
     with lab.docker("lab1") as api:
         assert not api.services(filters={"label": "com.docker.stack.namespace=regbad"})

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmctl.lab import hosts as labhosts
+from swarmctl_lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.e2e.test_engine import MajorityWatch
 from tests.helpers import Run, assert_no_traceback, swarmctl, wait_for
@@ -77,7 +77,7 @@ class Named:
         return result
 
     def engine(self, name: str, action: str) -> None:
-        proc = labhosts.host_exec(NAMED[name], ["systemctl", action, "docker"])
+        proc = labhosts.host_exec(self.lab.spec, NAMED[name], ["systemctl", action, "docker"])
         assert proc.returncode == 0, proc.stderr.decode()
 
     def nodes(self, via: str = "lab1") -> dict[str, dict[str, str]]:
@@ -132,7 +132,7 @@ def named(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Named]
     finally:
         drop_hosts_entries()
         for name in lab.names:  # the lab's own engine configuration back, whatever a test left
-            labhosts.host_exec(name, ["systemctl", "stop", "docker"])
+            labhosts.host_exec(lab.spec, name, ["systemctl", "stop", "docker"])
             path = lab.spec.host_dir(lab.host(name)) / "etc-docker"
             (path / "daemon.json").write_text(json.dumps(original[name], indent=2) + "\n")
             for leftover in (
@@ -141,8 +141,8 @@ def named(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Named]
                 "daemon.json.swarmctl-previous",
             ):
                 (path / leftover).unlink(missing_ok=True)
-            labhosts.host_exec(name, ["rm", "-rf", "/srv/docker"])
-            labhosts.host_exec(name, ["systemctl", "start", "docker"])
+            labhosts.host_exec(lab.spec, name, ["rm", "-rf", "/srv/docker"])
+            labhosts.host_exec(lab.spec, name, ["systemctl", "start", "docker"])
         wait_for(
             "every engine back", lambda: [lab.swarm_state(n) for n in lab.names], lambda s: len(s) == 4, timeout=120
         )
@@ -240,11 +240,11 @@ def test_recover_never_forces_while_a_stopped_manager_holds_raft_state_under_a_m
     named.write("engine:\n  data-root: /srv/docker\n")
     boot = named.run("bootstrap")
     assert boot.rc == 0, str(boot)
-    assert labhosts.host_exec("lab3", ["test", "-d", "/srv/docker/swarm/raft"]).returncode == 0
+    assert labhosts.host_exec(named.lab.spec, "lab3", ["test", "-d", "/srv/docker/swarm/raft"]).returncode == 0
     # two managers lost: both engines stopped, beta's state kept, gamma's gone
     for name in ("beta", "gamma"):
         named.engine(name, "stop")
-    assert labhosts.host_exec("lab1", ["rm", "-rf", "/srv/docker/swarm"]).returncode == 0
+    assert labhosts.host_exec(named.lab.spec, "lab1", ["rm", "-rf", "/srv/docker/swarm"]).returncode == 0
 
     def quorum() -> bool:
         try:

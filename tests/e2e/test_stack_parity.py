@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import images
 from swarmctl.spec import diff_paths
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images
 from tests.e2e.conftest import Lab
 from tests.helpers import swarmctl, wait_for
 
@@ -126,7 +126,7 @@ def reference_deploy(lab: Lab, cli: str, files: list[Path]) -> None:
     for f in files:
         args += ["-c", str(f)]
     # the docker CLI reads ${VAR} from its environment only: give it the lab inventory's vars
-    proc = labhosts.host_exec("lab1", [*args, STACK], env=images.lab_vars())
+    proc = labhosts.host_exec(lab.spec, "lab1", [*args, STACK], env=images.lab_vars())
     assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
 
 

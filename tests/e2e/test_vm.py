@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import vm
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import vm
 from tests.helpers import Run, running_lab, swarmctl, wait_for
 
 pytestmark = pytest.mark.vm

@@ -34,10 +34,10 @@ from swarmctl.compose.loader import load_stack
 from swarmctl.facts.membership import find_manager
 from swarmctl.facts.stack import read_objects
 from swarmctl.inventory import load_inventory
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import images
 from swarmctl.ops.deploy import wanted
 from swarmctl.transport.engine import Engine, Session
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swarmctl.lab.images import find_debian_mirror
+from swarmctl_lab.images import find_debian_mirror
 
 BOOKWORM_DEB822 = """\
 Types: deb

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from swarmctl.lab.kafka_shim import (
+from swarmctl_lab.kafka_shim import (
     API_VERSIONS,
     DESCRIBE_CLUSTER,
     FIND_COORDINATOR,

@@ -9,7 +9,7 @@ import ssl
 import threading
 from pathlib import Path
 
-from swarmctl.lab.registry import make_tls
+from swarmctl_lab.registry import make_tls
 
 
 def test_the_lab_registry_certificate_verifies_strictly(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmctl.lab import systemd
+from swarmctl_lab import systemd
 
 FAKE_ENGINE = r"""
 import os, socket, sys

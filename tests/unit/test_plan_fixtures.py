@@ -34,10 +34,10 @@ from swarmctl.facts.membership import Membership
 from swarmctl.facts.nodes import node_view
 from swarmctl.facts.stack import StackObjects
 from swarmctl.inventory import load_inventory
-from swarmctl.lab.images import lab_vars
 from swarmctl.ops.bootstrap import BootstrapState, plan_bootstrap
 from swarmctl.ops.deploy import plan_stack
 from swarmctl.ops.engine_config import EngineState, plan_engine
+from swarmctl_lab.images import lab_vars
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -21,7 +21,7 @@ import pytest
 
 from swarmctl.checks import probe_script as ps
 
-SHIM = Path(resources.files("swarmctl.lab").joinpath("kafka_shim.py"))  # type: ignore[arg-type]
+SHIM = Path(resources.files("swarmctl_lab").joinpath("kafka_shim.py"))  # type: ignore[arg-type]
 
 
 def _free_port() -> int:

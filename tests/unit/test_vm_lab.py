@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab import vm
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import vm
 
 
 @pytest.fixture
 def spec(tmp_path: Path) -> labhosts.LabSpec:
-    s = labhosts.plan_lab(tmp_path / "lab", 3, 1, kind="vm")
+    s = labhosts.plan_lab(tmp_path / "lab", 3, 1, subnet="192.168.77.0/24", kind="vm")
     for h in s.hosts:
         ssh = s.host_dir(h) / "etc-ssh"
         ssh.mkdir(parents=True)
@@ -52,7 +52,7 @@ def test_qemu_command_line_per_accelerator(spec: labhosts.LabSpec, tmp_path: Pat
     assert tcg[tcg.index("-accel") + 1].startswith("tcg") and "max" in tcg
     assert kvm[kvm.index("-accel") + 1] == "kvm" and "host" in kvm
     joined = " ".join(tcg)
-    assert f"ifname={host.veth}" in joined and "script=no" in joined  # a tap on the lab bridge, no helper
+    assert f"ifname={spec.veth(host)}" in joined and "script=no" in joined  # a tap on the lab bridge, no helper
     assert f"mac={vm.mac_address(host)}" in joined
     assert f"file={spec.host_dir(host) / 'identity.tar'},format=raw,if=virtio,readonly=on" in joined
     assert "root=/dev/vda" in joined and "-no-reboot" in tcg
@@ -119,3 +119,22 @@ def test_vm_lab_inventory_and_spec_round_trip(spec: labhosts.LabSpec) -> None:
     assert labhosts.load_spec(spec.dir).kind == "vm"
     labhosts._write_inventory(spec, {})
     assert spec.inventory.read_text().startswith("# swarmctl lab: 3 virtual machines on this machine.")
+
+
+def test_labs_in_different_directories_have_names_and_subnets_of_their_own(tmp_path: Path) -> None:
+    """Labs side by side (the test suite runs one per worker): every name a lab makes on this
+    machine carries its directory's tag, and its /24 is one no interface here is on."""
+    a = labhosts.plan_lab(tmp_path / "a", 32, 3, subnet="192.168.70.0/24")
+    b = labhosts.plan_lab(tmp_path / "b", 32, 3, subnet="192.168.71.0/24")
+    assert a.tag != b.tag and a.tag == labhosts.lab_tag(tmp_path / "a" / ".." / "a")  # by absolute path
+    names_a = {a.bridge, a.registry_netns, *(a.veth(h) for h in a.hosts), a.cgroup, a.comment}
+    names_b = {b.bridge, b.registry_netns, *(b.veth(h) for h in b.hosts), b.cgroup, b.comment}
+    assert not names_a & names_b
+    assert max(len(n) for n in (a.bridge, a.registry_netns, *(a.veth(h) for h in a.hosts))) <= 15  # IFNAMSIZ - 1
+    tag = "0000"  # points at 192.168.64.0/24
+    assert labhosts.pick_subnet(tag, []) == "192.168.64.0/24"
+    taken = ["127.0.0.1/8", "192.168.64.1/24", "192.168.65.7/24", "10.0.0.5/8"]  # two labs' bridges, a LAN
+    assert labhosts.pick_subnet(tag, taken) == "192.168.66.0/24"
+    assert labhosts.pick_subnet(tag, [*taken, "fe80::1/64"]) == "192.168.66.0/24"  # v6 never in the way
+    with pytest.raises(labhosts.LabError, match="no free"):
+        labhosts.pick_subnet(tag, ["192.168.1.2/16"])  # a LAN over all of 192.168

@@ -2,7 +2,7 @@
 docker`` and ``journalctl -u docker``, so swarmctl restarts a lab host's engine with the command it
 uses on a real host, and tests stop and start an engine the way an operator would.
 
-Each lab host's first process is ``python -m swarmctl.lab.systemd serve``: it starts dockerd (its
+Each lab host's first process is ``python -m swarmctl_lab.systemd serve``: it starts dockerd (its
 output appended to /run/dockerd.log, the host's own /run) and answers the ``systemctl`` and
 ``journalctl`` commands that the lab puts first on the host's PATH (/usr/local/sbin) over a unix
 socket in /run. It keeps dockerd's life the way docker.service does (Type=notify): ``start``
@@ -126,7 +126,7 @@ class Unit:
             state, pid = "inactive (dead)", ""
         head = [
             "● docker.service - Docker Application Container Engine (swarmctl lab stand-in)",
-            "     Loaded: loaded (swarmctl.lab.systemd)",
+            "     Loaded: loaded (swarmctl_lab.systemd)",
             f"     Active: {state}",
         ]
         body = head + ([pid] if pid else []) + [""] + tail(self.log, 10)
@@ -236,7 +236,7 @@ def write_commands(directory: Path, python: str, pythonpath: str) -> None:
     """
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("systemctl", "journalctl"):
-        script = f'#!/bin/sh\nPYTHONPATH={pythonpath} exec {python} -m swarmctl.lab.systemd client {name} "$@"\n'
+        script = f'#!/bin/sh\nPYTHONPATH={pythonpath} exec {python} -m swarmctl_lab.systemd client {name} "$@"\n'
         write_atomic(directory / name, script, 0o755)
 
 
@@ -248,7 +248,7 @@ def main(argv: Sequence[str]) -> int:
         if rest and rest[0] == "systemctl":
             rest = rest[1:]
         return client(rest)
-    print("usage: python -m swarmctl.lab.systemd serve [DOCKERD ...] | client systemctl|journalctl", file=sys.stderr)
+    print("usage: python -m swarmctl_lab.systemd serve [DOCKERD ...] | client systemctl|journalctl", file=sys.stderr)
     return 2
 
 

@@ -1,13 +1,18 @@
 """A multi-host lab on one Linux machine: each host a network + mount + UTS namespace with its own
 hostname, sshd and dockerd, all on one bridge.
 
-Everything the lab makes carries a fixed name so that a lab left over from an earlier run (crashed,
-killed, half torn down) is found and removed by the next ``lab up`` or ``lab down``:
+Everything a lab makes carries a name derived from its directory (a tag: 4 hex digits of a hash of
+the path), so that labs in different directories run side by side (the test suite runs several at
+once) and a lab left over from an earlier run in the same directory (crashed, killed, half torn
+down) is found and removed by the next ``lab up`` or ``lab down`` there:
 
-* bridge ``swlab0`` and, per host, veth ``swlab-<host>`` and network namespace ``swlab-<host>``;
-* cgroup ``swarmctl-lab/<host>`` holding every process of the host (sshd, dockerd, containerd,
-  container processes via dockerd's ``cgroup-parent``), so teardown kills exactly those;
-* iptables rules in the root namespace tagged with the comment ``swarmctl-lab``.
+* bridge ``swl<tag>`` and, per host, veth ``swl<tag>-<host>`` and network namespace ``swl<tag>-<host>``;
+* a /24 of its own, chosen from the tag among 192.168.64.0-192.168.191.0 that no interface of this
+  machine (another lab's bridge included) is on;
+* cgroup ``swarmctl-lab-<tag>/<host>`` holding every process of the host (sshd, dockerd,
+  containerd, container processes via dockerd's ``cgroup-parent``), so teardown kills exactly those;
+* iptables rules in the root namespace tagged with the comment ``swarmctl-lab-<tag>``;
+* ``/run/swarmctl-labs/<tag>.json``: which directory the lab of that tag lives in (``lab down --all``).
 
 Hosts get no default route: nothing they do can leave this machine.
 """
@@ -15,6 +20,7 @@ Hosts get no default route: nothing they do can leave this machine.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import logging
@@ -26,25 +32,26 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from swarmctl.errors import InputError, PrerequisiteError, SwarmctlError, TimeoutExpired
 from swarmctl.files import write_atomic
-from swarmctl.lab import registry, systemd
 from swarmctl.plan import Notify, quiet
 from swarmctl.secretstore import KeySource, create_key_file, write_secret
+from swarmctl_lab import registry, systemd
 
 log = logging.getLogger(__name__)
 
-BRIDGE = "swlab0"
 LOCAL_SBIN = "/usr/local/sbin"  # first on root's PATH (sshd's and sudo's): the lab's systemctl
-PREFIX = "swlab-"
-CGROUP = "swarmctl-lab"
-COMMENT = "swarmctl-lab"
-DEFAULT_SUBNET = "192.168.77.0/24"
-GLOBAL_STATE = Path("/run/swarmctl-lab.json")
+NAME = "swl"  # + tag: bridge; + tag + "-": namespaces and interfaces (at most 15 characters)
+CGROUP = "swarmctl-lab-"  # + tag
+LABS_STATE = Path("/run/swarmctl-labs")  # <tag>.json: the directory of each lab on this machine
+SUBNETS = range(64, 192)  # the third octet of the lab's 192.168.X.0/24
+# what earlier swarmctl versions named their one lab: removed by `lab down --all`
+LEGACY_BRIDGE, LEGACY_PREFIX, LEGACY_CGROUP = "swlab0", "swlab-", "swarmctl-lab"
+LEGACY_STATE = Path("/run/swarmctl-lab.json")
 FIRST_HOST_OCTET = 11
 KAFKA_SLOTS = 3
 MAX_HOSTS = 32
@@ -74,13 +81,10 @@ class LabHost:
     role: str
     labels: dict[str, str]
 
-    @property
-    def netns(self) -> str:
-        return PREFIX + self.name
 
-    @property
-    def veth(self) -> str:
-        return PREFIX + self.name  # the root-namespace end; <= 15 chars for names up to lab999
+def lab_tag(directory: Path) -> str:
+    """The tag a lab's names carry: 4 hex digits of a hash of its directory's absolute path."""
+    return hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:4]
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,38 @@ class LabSpec:
     subnet: str
     hosts: tuple[LabHost, ...]
     kind: str = "netns"  # or "vm": real virtual machines (lab/vm.py)
+    tag: str = ""  # lab_tag(dir); "" in a lab.json of an earlier version: derived again
+
+    def __post_init__(self) -> None:
+        if not self.tag:
+            object.__setattr__(self, "tag", lab_tag(self.dir))
+
+    @property
+    def bridge(self) -> str:
+        return f"{NAME}{self.tag}"
+
+    @property
+    def prefix(self) -> str:
+        return f"{NAME}{self.tag}-"
+
+    @property
+    def cgroup(self) -> str:
+        return f"{CGROUP}{self.tag}"
+
+    @property
+    def comment(self) -> str:
+        """The comment on the lab's iptables rules."""
+        return f"{CGROUP}{self.tag}"
+
+    def netns(self, host: LabHost) -> str:
+        return self.prefix + host.name
+
+    def veth(self, host: LabHost) -> str:
+        return self.prefix + host.name  # the root-namespace end (or a VM's tap): <= 15 chars up to lab99999
+
+    @property
+    def registry_netns(self) -> str:
+        return self.prefix + "reg"
 
     @property
     def gateway(self) -> str:
@@ -109,8 +145,40 @@ class LabSpec:
         return self.dir / "hosts.yml"
 
 
-def plan_lab(directory: Path, hosts: int, managers: int, subnet: str = DEFAULT_SUBNET, kind: str = "netns") -> LabSpec:
-    """Names, addresses, roles and labels of a lab (pure)."""
+def pick_subnet(tag: str, taken: Iterable[str]) -> str:
+    """The lab's /24: the first of SUBNETS from the one the tag points at that overlaps none of
+    ``taken`` (the networks this machine's interfaces are on) (pure)."""
+    used = [ipaddress.ip_network(t, strict=False) for t in taken]
+    start = int(tag, 16) % len(SUBNETS)
+    for i in range(len(SUBNETS)):
+        net = ipaddress.ip_network(f"192.168.{SUBNETS[(start + i) % len(SUBNETS)]}.0/24")
+        if not any(net.overlaps(u) for u in used if u.version == 4):
+            return str(net)
+    raise LabError("no free 192.168.X.0/24 for the lab on this machine: remove some labs (`lab down --all`)")
+
+
+def machine_networks(except_bridge: str = "") -> list[str]:
+    """The IPv4 networks this machine's interfaces are on (but ``except_bridge``'s: a stale lab of
+    the same directory, about to be removed)."""
+    proc = _run(["ip", "-o", "-4", "addr", "show"], check=False)
+    out = []
+    for line in proc.stdout.decode().splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[1] != except_bridge:
+            out.append(parts[3])
+    return out
+
+
+def plan_lab(directory: Path, hosts: int, managers: int, subnet: str | None = None, kind: str = "netns") -> LabSpec:
+    """Names, addresses, roles and labels of a lab; its subnet one no interface here is on."""
+    tag = lab_tag(directory)
+    if subnet is None:
+        subnet = pick_subnet(tag, machine_networks(except_bridge=f"{NAME}{tag}"))
+    try:
+        if ipaddress.ip_network(subnet).version != 4:
+            raise ValueError("not IPv4")
+    except ValueError as e:
+        raise InputError(f"--subnet {subnet!r} is not an IPv4 network such as 192.168.70.0/24 ({e})") from None
     if not 1 <= hosts <= MAX_HOSTS:
         raise InputError(f"--hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
     if not 1 <= managers <= hosts:
@@ -129,7 +197,7 @@ def plan_lab(directory: Path, hosts: int, managers: int, subnet: str = DEFAULT_S
                 labels=labels,
             )
         )
-    return LabSpec(dir=directory.resolve(), subnet=subnet, hosts=tuple(out), kind=kind)
+    return LabSpec(dir=directory.resolve(), subnet=subnet, hosts=tuple(out), kind=kind, tag=tag)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -175,21 +243,21 @@ def _which(cmd: str) -> str | None:
     return shutil.which(cmd, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
-def _cgroup_roots() -> list[Path]:
-    """Where the lab's cgroup lives in each mounted hierarchy (v2: one; v1: every hierarchy)."""
+def _cgroup_roots(cgroup: str) -> list[Path]:
+    """Where a lab's cgroup lives in each mounted hierarchy (v2: one; v1: every hierarchy)."""
     base = Path("/sys/fs/cgroup")
     if (base / "cgroup.controllers").exists():
-        return [base / CGROUP]
+        return [base / cgroup]
     roots = []
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
         if entry.is_dir() and not entry.is_symlink() and (entry / "cgroup.procs").exists():
-            roots.append(entry / CGROUP)
+            roots.append(entry / cgroup)
     return roots
 
 
-def _tracking_root() -> Path:
-    """The hierarchy whose cgroup.procs lists every lab process (v1: pids if there is one)."""
-    roots = _cgroup_roots()
+def tracking_root(cgroup: str) -> Path:
+    """The hierarchy whose cgroup.procs lists every process of a lab (v1: pids if there is one)."""
+    roots = _cgroup_roots(cgroup)
     if not roots:
         raise PrerequisiteError("no cgroup filesystem mounted at /sys/fs/cgroup")
     for r in roots:
@@ -230,8 +298,8 @@ def _kill_cgroup(root: Path, deadline: float) -> None:
         time.sleep(0.05)
 
 
-def _remove_cgroups() -> None:
-    for root in _cgroup_roots():
+def _remove_cgroups(cgroup: str) -> None:
+    for root in _cgroup_roots(cgroup):
         for cg in _walk_cgroups(root):
             try:
                 cg.rmdir()
@@ -239,19 +307,20 @@ def _remove_cgroups() -> None:
                 log.debug("lab: rmdir %s: %s", cg, e)
 
 
-def _iptables_rules() -> list[list[str]]:
-    """Root-namespace iptables rules tagged as the lab's, as `iptables -D` argument lists."""
+def _iptables_rules(comment: str) -> list[list[str]]:
+    """Root-namespace iptables rules tagged as a lab's, as `iptables -D` argument lists."""
     proc = _run(["iptables", "-w", "-S"], check=False)
     rules = []
     for line in proc.stdout.decode().splitlines():
-        if f"--comment {COMMENT}" in line and line.startswith("-A "):
-            rules.append(["-D", *shlex.split(line)[1:]])
+        words = shlex.split(line)
+        if line.startswith("-A ") and "--comment" in words and words[words.index("--comment") + 1] == comment:
+            rules.append(["-D", *words[1:]])
     return rules
 
 
-def _netns_list() -> list[str]:
+def _netns_list(prefix: str) -> list[str]:
     proc = _run(["ip", "netns", "list"], check=False)
-    return [line.split()[0] for line in proc.stdout.decode().splitlines() if line.startswith(PREFIX)]
+    return [line.split()[0] for line in proc.stdout.decode().splitlines() if line.startswith(prefix)]
 
 
 def _link_exists(name: str) -> bool:
@@ -270,52 +339,94 @@ def _root_is_mountpoint() -> bool:
 # -- teardown ------------------------------------------------------------------------------------
 
 
-def teardown(directory: Path | None, report: Notify = quiet) -> list[str]:
-    """Remove every lab object on this machine, and the data of the lab in ``directory``.
+def teardown(directory: Path, report: Notify = quiet) -> list[str]:
+    """Remove every object of the lab in ``directory`` from this machine, and its data there.
 
-    Safe to run any number of times and on half-made labs. Returns what was removed.
+    Labs in other directories are left alone. Safe to run any number of times and on half-made
+    labs. Returns what was removed.
     """
-    removed: list[str] = []
-    deadline = time.monotonic() + 30
-    tracking = _tracking_root() if Path("/sys/fs/cgroup").is_dir() else None
-    if tracking is not None and tracking.is_dir():
-        hosts = sorted(p.name for p in tracking.iterdir() if p.is_dir())
-        _kill_cgroup(tracking, deadline)
-        _remove_cgroups()
-        if hosts:
-            removed.append(f"processes of {', '.join(hosts)}")
-    for ns in _netns_list():
-        _run(["ip", "netns", "delete", ns], check=False)
-        removed.append(f"netns {ns}")
-    for link in _stale_links():
-        _run(["ip", "link", "delete", link], check=False)
-    if _link_exists(BRIDGE):
-        _run(["ip", "link", "delete", BRIDGE], check=False)
-        removed.append(f"bridge {BRIDGE}")
-    for rule in _iptables_rules():
-        _run(["iptables", "-w", *rule], check=False)
-        removed.append("iptables rule")
-    dirs = {directory.resolve()} if directory is not None else set()
-    previous = _read_global_state()
-    if previous:
-        dirs.add(Path(previous))
-    for d in dirs:
-        if _remove_lab_dir(d):
-            removed.append(f"lab files in {d}")
-    GLOBAL_STATE.unlink(missing_ok=True)
+    tag = lab_tag(directory)
+    removed = _remove_objects(f"{NAME}{tag}", f"{NAME}{tag}-", f"{CGROUP}{tag}", f"{CGROUP}{tag}")
+    if _remove_lab_dir(directory.resolve()):
+        removed.append(f"lab files in {directory.resolve()}")
+    (LABS_STATE / f"{tag}.json").unlink(missing_ok=True)
     for item in removed:
         report(f"removed {item}")
     return removed
 
 
-def _stale_links() -> list[str]:
+def teardown_all(report: Notify = quiet) -> list[str]:
+    """Remove every lab on this machine (those of earlier swarmctl versions too), and their data."""
+    removed: list[str] = []
+    states = sorted(LABS_STATE.glob("*.json")) if LABS_STATE.is_dir() else []
+    for state in states:
+        try:
+            directory = Path(json.loads(state.read_text())["dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            state.unlink(missing_ok=True)
+            continue
+        removed += teardown(directory)
+    # labs whose state file is gone (/run cleared) still carry their names
+    tags = {name[len(NAME) : len(NAME) + 4] for name in _links_named(NAME) if _is_tag(name[len(NAME) : len(NAME) + 4])}
+    tags |= {p.name[len(CGROUP) :] for root in _cgroup_roots("") for p in _cgroup_dirs(root, CGROUP)}
+    for tag in sorted(t for t in tags if _is_tag(t)):
+        removed += _remove_objects(f"{NAME}{tag}", f"{NAME}{tag}-", f"{CGROUP}{tag}", f"{CGROUP}{tag}")
+    legacy = _remove_objects(LEGACY_BRIDGE, LEGACY_PREFIX, LEGACY_CGROUP, LEGACY_CGROUP)
+    if legacy:
+        old = _read_legacy_state()
+        if old is not None and _remove_lab_dir(old):
+            legacy.append(f"lab files in {old}")
+        removed += legacy
+    LEGACY_STATE.unlink(missing_ok=True)
+    for item in removed:
+        report(f"removed {item}")
+    return removed
+
+
+def _is_tag(text: str) -> bool:
+    return len(text) == 4 and all(c in "0123456789abcdef" for c in text)
+
+
+def _cgroup_dirs(root: Path, prefix: str) -> list[Path]:
+    parent = root if root.name else root.parent
+    if not parent.is_dir():
+        return []
+    return [p for p in parent.iterdir() if p.is_dir() and p.name.startswith(prefix)]
+
+
+def _remove_objects(bridge: str, prefix: str, cgroup: str, comment: str) -> list[str]:
+    """A lab's processes (its cgroup), namespaces, links, bridge and iptables rules."""
+    removed: list[str] = []
+    deadline = time.monotonic() + 30
+    tracking = tracking_root(cgroup) if Path("/sys/fs/cgroup").is_dir() else None
+    if tracking is not None and tracking.is_dir():
+        hosts = sorted(p.name for p in tracking.iterdir() if p.is_dir())
+        _kill_cgroup(tracking, deadline)
+        _remove_cgroups(cgroup)
+        if hosts:
+            removed.append(f"processes of {', '.join(hosts)}")
+    for ns in _netns_list(prefix):
+        _run(["ip", "netns", "delete", ns], check=False)
+        removed.append(f"netns {ns}")
+    for link in _links_named(prefix):
+        _run(["ip", "link", "delete", link], check=False)
+    if _link_exists(bridge):
+        _run(["ip", "link", "delete", bridge], check=False)
+        removed.append(f"bridge {bridge}")
+    for rule in _iptables_rules(comment):
+        _run(["iptables", "-w", *rule], check=False)
+        removed.append("iptables rule")
+    return removed
+
+
+def _links_named(prefix: str) -> list[str]:
     proc = _run(["ip", "-o", "link", "show"], check=False)
     links = []
     for line in proc.stdout.decode().splitlines():
         parts = line.split(":", 2)
         if len(parts) > 1:
             name = parts[1].strip().split("@")[0]
-            if name.startswith(PREFIX):
+            if name.startswith(prefix):
                 links.append(name)
     return links
 
@@ -337,9 +448,9 @@ def _remove_lab_dir(d: Path) -> bool:
     return True
 
 
-def _read_global_state() -> str | None:
+def _read_legacy_state() -> Path | None:
     try:
-        return str(json.loads(GLOBAL_STATE.read_text())["dir"])
+        return Path(str(json.loads(LEGACY_STATE.read_text())["dir"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -364,10 +475,13 @@ def bring_up(
     check_prerequisites()
     teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"))
     spec.dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(GLOBAL_STATE, json.dumps({"dir": str(spec.dir)}), 0o644)
+    write_atomic(LABS_STATE / f"{spec.tag}.json", json.dumps({"dir": str(spec.dir), "subnet": spec.subnet}), 0o644)
     write_atomic(
         spec.dir / "lab.json",
-        json.dumps({"subnet": spec.subnet, "kind": spec.kind, "hosts": [asdict(h) for h in spec.hosts]}, indent=2)
+        json.dumps(
+            {"subnet": spec.subnet, "kind": spec.kind, "tag": spec.tag, "hosts": [asdict(h) for h in spec.hosts]},
+            indent=2,
+        )
         + "\n",
         0o644,
     )
@@ -378,7 +492,7 @@ def bring_up(
             start(spec)
         else:
             procs = {host.name: _make_host(spec, host) for host in spec.hosts}
-            report(f"started {len(spec.hosts)} hosts on bridge {BRIDGE} ({spec.subnet})")
+            report(f"started {len(spec.hosts)} hosts on bridge {spec.bridge} ({spec.subnet})")
             _wait_ready(spec, procs, timeout)
         variables = prepare(spec) if prepare else {}
         lab_registry = _start_registry(spec, report) if with_registry else None
@@ -390,9 +504,6 @@ def bring_up(
     return spec.inventory
 
 
-REGISTRY_NETNS = PREFIX + "registry"
-
-
 def _start_registry(spec: LabSpec, report: Notify) -> registry.LabRegistry | None:
     """The lab's private registry (lab/registry.py) on the bridge, its password stored encrypted
     in DIR/secrets; None (with a note) where Debian's docker-registry cannot be fetched."""
@@ -402,33 +513,38 @@ def _start_registry(spec: LabSpec, report: Notify) -> registry.LabRegistry | Non
     except PrerequisiteError as e:
         report(f"no lab registry: {e}")
         return None
-    _run(["ip", "netns", "add", REGISTRY_NETNS])
-    _run(["ip", "link", "add", REGISTRY_NETNS, "type", "veth", "peer", "name", "eth0", "netns", REGISTRY_NETNS])
-    _run(["ip", "link", "set", REGISTRY_NETNS, "master", BRIDGE, "up"])
-    inside = ["nsenter", f"--net=/run/netns/{REGISTRY_NETNS}", "ip"]
+    netns = spec.registry_netns
+    _run(["ip", "netns", "add", netns])
+    _run(["ip", "link", "add", netns, "type", "veth", "peer", "name", "eth0", "netns", netns])
+    _run(["ip", "link", "set", netns, "master", spec.bridge, "up"])
+    inside = ["nsenter", f"--net=/run/netns/{netns}", "ip"]
     _run([*inside, "addr", "add", f"{ip}/{spec.prefixlen}", "dev", "eth0"])
     _run([*inside, "link", "set", "eth0", "up"])
     _run([*inside, "link", "set", "lo", "up"])
-    procs = _tracking_root() / "registry" / "daemons" / "cgroup.procs"
-    found = registry.start(spec.dir / "registry", REGISTRY_NETNS, ip, procs, report)
+    procs = tracking_root(spec.cgroup) / "registry" / "daemons" / "cgroup.procs"
+    found = registry.start(spec.dir / "registry", netns, ip, procs, report)
     keys = KeySource(os.environ).optional()
     if keys is None:
-        path, keys = create_key_file(os.environ)
-        report(f"created the secrets key {path} (for the lab registry's password; back it up like any key)")
+        try:
+            path, keys = create_key_file(os.environ)
+            report(f"created the secrets key {path} (for the lab registry's password; back it up like any key)")
+        except InputError:  # another lab (side by side) made it meanwhile
+            keys = KeySource(os.environ).required()
     write_secret(spec.dir / "secrets" / f"{registry.SECRET}.enc", found.password.encode(), keys)
     return found
 
 
 def _make_bridge(spec: LabSpec) -> None:
-    _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
-    _run(["ip", "addr", "add", f"{spec.gateway}/{spec.prefixlen}", "dev", BRIDGE])
-    _run(["ip", "link", "set", BRIDGE, "up"])
-    tag = ["-m", "comment", "--comment", COMMENT]
+    bridge = spec.bridge
+    _run(["ip", "link", "add", bridge, "type", "bridge"])
+    _run(["ip", "addr", "add", f"{spec.gateway}/{spec.prefixlen}", "dev", bridge])
+    _run(["ip", "link", "set", bridge, "up"])
+    tag = ["-m", "comment", "--comment", spec.comment]
     # With br_netfilter loaded, bridged traffic passes the FORWARD chain, whose policy is DROP
     # once any dockerd ran in the root namespace: let lab hosts talk to each other...
-    _run(["iptables", "-w", "-I", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, *tag, "-j", "ACCEPT"])
+    _run(["iptables", "-w", "-I", "FORWARD", "-i", bridge, "-o", bridge, *tag, "-j", "ACCEPT"])
     # ...and never let their traffic be routed off this machine.
-    _run(["iptables", "-w", "-I", "FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, *tag, "-j", "REJECT"])
+    _run(["iptables", "-w", "-I", "FORWARD", "-i", bridge, "!", "-o", bridge, *tag, "-j", "REJECT"])
 
 
 def _make_keys(spec: LabSpec) -> None:
@@ -512,10 +628,16 @@ def _user_mounts(spec: LabSpec, host: LabHost) -> list[tuple[Path, str]]:
     return [*mounts, (sudoers, "/etc/sudoers.d"), (hd / "home", "/home")]
 
 
+def _package_roots() -> list[Path]:
+    """Where this swarmctl and this lab are imported from (a clone's directories, or site-packages)."""
+    import swarmctl
+
+    return sorted({Path(swarmctl.__file__).resolve().parents[1], Path(__file__).resolve().parents[1]})
+
+
 def _python_paths() -> list[Path]:
-    """What the host's stand-in systemd needs to run this swarmctl: the interpreter and the package."""
-    package_root = Path(__file__).resolve().parents[2]
-    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package_root}
+    """What the host's stand-in systemd needs to run this lab: the interpreter and the packages."""
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), *_package_roots()}
     # the venv's interpreter may be a link to yet another place
     paths.add(Path(sys.executable).resolve().parent.parent)
     return sorted(paths)
@@ -540,15 +662,15 @@ def _python_binds(home: Path) -> list[str]:
 
 
 def _python_env() -> str:
-    """``PYTHONPATH`` that makes ``-m swarmctl...`` find this swarmctl whoever runs it on the host."""
-    return shlex.quote(str(Path(__file__).resolve().parents[2]))
+    """``PYTHONPATH`` that makes ``-m swarmctl_lab...`` find this lab and swarmctl whoever runs it on the host."""
+    return shlex.quote(":".join(str(p) for p in _package_roots()))
 
 
 def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
     hd = spec.host_dir(host)
     for sub in ("run", "docker", "etc-docker", "log", "srv"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
-    # systemctl/journalctl for the host's docker unit (swarmctl.lab.systemd), first on its PATH
+    # systemctl/journalctl for the host's docker unit (swarmctl_lab.systemd), first on its PATH
     systemd.write_commands(hd / "sbin", shlex.quote(sys.executable), _python_env())
     write_atomic(hd / "etc-ssh" / "sshd_config", _sshd_config(host), 0o644)
     write_atomic(
@@ -556,7 +678,7 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
         json.dumps(
             {
                 # container processes land in the host's cgroup, so teardown finds them
-                "cgroup-parent": f"/{CGROUP}/{host.name}/containers",
+                "cgroup-parent": f"/{spec.cgroup}/{host.name}/containers",
                 "shutdown-timeout": 5,
             },
             indent=2,
@@ -564,15 +686,16 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
         + "\n",
         0o644,
     )
-    daemons = _tracking_root() / host.name / "daemons"
+    daemons = tracking_root(spec.cgroup) / host.name / "daemons"
     daemons.mkdir(parents=True, exist_ok=True)
     procs = daemons / "cgroup.procs"
 
-    _run(["ip", "netns", "add", host.netns])
-    _run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns])
-    _run(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
+    netns, veth = spec.netns(host), spec.veth(host)
+    _run(["ip", "netns", "add", netns])
+    _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
+    _run(["ip", "link", "set", veth, "master", spec.bridge, "up"])
     # nsenter rather than `ip -n`: that remounts / (make-rslave), which fails inside a chroot
-    inside = ["nsenter", f"--net=/run/netns/{host.netns}", "ip"]
+    inside = ["nsenter", f"--net=/run/netns/{netns}", "ip"]
     _run([*inside, "addr", "add", f"{host.address}/{spec.prefixlen}", "dev", "eth0"])
     _run([*inside, "link", "set", "eth0", "up"])
     _run([*inside, "link", "set", "lo", "up"])
@@ -603,7 +726,7 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
             "mkdir -p /run/sshd",
             f"{q(_which('sshd') or '/usr/sbin/sshd')} -E /run/sshd.log",
             # dockerd under the stand-in for its systemd unit: `systemctl restart docker` works
-            f"PYTHONPATH={_python_env()} exec {q(sys.executable)} -m swarmctl.lab.systemd serve dockerd",
+            f"PYTHONPATH={_python_env()} exec {q(sys.executable)} -m swarmctl_lab.systemd serve dockerd",
         ]
     )
     propagation = "private"
@@ -611,11 +734,11 @@ def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
         # Inside a chroot "/" is not a mount point: its propagation cannot be changed (EINVAL), and
         # dockerd, runc and `docker exec` need one (see rootmount.py, which gives the host one).
         propagation = "unchanged"
-        run_host = f"exec {q(sys.executable)} -m swarmctl.lab.rootmount sh -euc {q(run_host)}"
+        run_host = f"exec {q(sys.executable)} -m swarmctl_lab.rootmount sh -euc {q(run_host)}"
     script = f"set -eu\necho $$ > {q(str(procs))}\n{run_host}"
     argv = [
         "nsenter",
-        f"--net=/run/netns/{host.netns}",
+        f"--net=/run/netns/{netns}",
         "unshare",
         "--mount",
         "--uts",
@@ -697,7 +820,7 @@ def _write_inventory(
 ) -> None:
     lines = [
         f"# swarmctl lab: {len(spec.hosts)} {_KIND_WORDS.get(spec.kind, 'hosts')} on this machine.",
-        "# Remove them with: swarmctl lab down",
+        f"# Remove them with: swarmctl lab down --dir {spec.dir}",
         "ssh:",
         "  user: root",
         "  identity_file: ./id_ed25519",
@@ -730,7 +853,9 @@ def load_spec(directory: Path) -> LabSpec:
     try:
         data = json.loads((d / "lab.json").read_text())
         hosts = tuple(LabHost(**h) for h in data["hosts"])
-        return LabSpec(dir=d, subnet=data["subnet"], hosts=hosts, kind=data.get("kind", "netns"))
+        return LabSpec(
+            dir=d, subnet=data["subnet"], hosts=hosts, kind=data.get("kind", "netns"), tag=data.get("tag", "")
+        )
     except FileNotFoundError:
         raise LabError(f"no lab in {d} (run `swarmctl lab up` first)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -748,17 +873,14 @@ class HostStatus:
 
 
 def host_status(spec: LabSpec) -> list[HostStatus]:
-    if spec.kind == "vm":
-        from swarmctl.lab import vm
-
-        return vm.host_status(spec)
-    namespaces = set(_netns_list())
+    """Each namespaced host's netns, sshd and dockerd (backend.py asks vm.py for a VM lab's)."""
+    namespaces = set(_netns_list(spec.prefix))
     return [
         HostStatus(
             name=h.name,
             address=h.address,
             role=h.role,
-            netns=h.netns in namespaces,
+            netns=spec.netns(h) in namespaces,
             sshd=_tcp_open(h.address, 22),
             dockerd=_docker_ping(spec.docker_socket(h)),
         )
@@ -766,16 +888,16 @@ def host_status(spec: LabSpec) -> list[HostStatus]:
     ]
 
 
-def host_cgroup_procs(host: str) -> Path:
+def host_cgroup_procs(spec: LabSpec, host: str) -> Path:
     """The cgroup.procs file of a lab host's daemons: a process written there is the host's, and
     `lab down` removes it with the rest."""
-    return _tracking_root() / host / "daemons" / "cgroup.procs"
+    return tracking_root(spec.cgroup) / host / "daemons" / "cgroup.procs"
 
 
-def host_pid(host: str) -> int:
+def host_pid(spec: LabSpec, host: str) -> int:
     """A process inside the lab host, for nsenter: its first one (the docker unit's stand-in), which
     lives while the host's engine is stopped."""
-    procs = host_cgroup_procs(host)
+    procs = host_cgroup_procs(spec, host)
     try:
         pids = [int(p) for p in procs.read_text().split()]
     except OSError:
@@ -785,16 +907,16 @@ def host_pid(host: str) -> int:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"swarmctl.lab.systemd" in cmdline and b"serve" in cmdline:
+        if b"swarmctl_lab.systemd" in cmdline and b"serve" in cmdline:
             return pid
     raise LabError(f"lab host {host} is not running")
 
 
 def host_exec(
-    host: str, argv: Sequence[str], input: bytes | None = None, env: dict[str, str] | None = None
+    spec: LabSpec, host: str, argv: Sequence[str], input: bytes | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a command inside a lab host's network, mount and UTS namespaces (root side, no SSH)."""
-    pid = host_pid(host)
+    pid = host_pid(spec, host)
     return subprocess.run(
         ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--root", "--wd=/", "--", *argv],
         input=input,

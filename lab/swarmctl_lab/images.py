@@ -39,8 +39,9 @@ import docker.errors
 
 from swarmctl.errors import PrerequisiteError, SwarmctlError
 from swarmctl.files import finish_atomic, write_atomic
-from swarmctl.lab.hosts import LabSpec
 from swarmctl.plan import Notify, quiet
+from swarmctl_lab.cache import locked
+from swarmctl_lab.hosts import LabSpec
 
 log = logging.getLogger(__name__)
 
@@ -387,17 +388,20 @@ def ensure_bundle(report: Notify = quiet, rebuild: bool = False) -> Path:
     """The cached bundle of every lab image, built first when missing or when asked to."""
     mirror = debian_mirror()
     out = bundle_path(mirror)
-    if rebuild:
-        out.unlink(missing_ok=True)
-        BASE.path(mirror).unlink(missing_ok=True)
-    if out.is_file():
+    if out.is_file() and not rebuild:
         return out
-    base = BASE.build(mirror, report)
-    report("writing the lab images: " + ", ".join(i.ref for i in IMAGES.values()))
-    write_bundle(base, out)
-    for old in CACHE.glob("lab-images-*.tar"):
-        if old != out:
-            old.unlink(missing_ok=True)
+    with locked(CACHE, "the lab images"):
+        if rebuild:
+            out.unlink(missing_ok=True)
+            BASE.path(mirror).unlink(missing_ok=True)
+        if out.is_file():  # another lab built it while this one waited
+            return out
+        base = BASE.build(mirror, report)
+        report("writing the lab images: " + ", ".join(i.ref for i in IMAGES.values()))
+        write_bundle(base, out)
+        for old in CACHE.glob("lab-images-*.tar"):
+            if old != out:
+                old.unlink(missing_ok=True)
     return out
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from swarmctl.errors import PrerequisiteError, TimeoutExpired
 from swarmctl.files import write_atomic
 from swarmctl.plan import Notify, quiet
+from swarmctl_lab.cache import locked
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "swarmctl" / "registry"
 PACKAGE = "docker-registry"
@@ -59,6 +60,14 @@ def binary(report: Notify = quiet) -> Path:
     found = sorted(CACHE.glob("*/usr/bin/docker-registry"))
     if found:
         return found[-1]
+    with locked(CACHE, "the lab registry's binary"):
+        found = sorted(CACHE.glob("*/usr/bin/docker-registry"))
+        if found:  # another lab fetched it while this one waited
+            return found[-1]
+        return _fetch(report)
+
+
+def _fetch(report: Notify) -> Path:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise PrerequisiteError("the lab registry needs apt-get and dpkg-deb to fetch Debian's docker-registry")
     report("fetching Debian's docker-registry package for the lab registry")

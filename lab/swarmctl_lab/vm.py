@@ -11,7 +11,7 @@ shared kernel lacks here.
 * Each VM boots a copy-on-write overlay of it (``qemu-img create -b``) and a small read-only disk
   with its identity (a tar: hostname, address, SSH host key, authorized key), unpacked at boot
   before sshd and dockerd start. Nothing reaches the VM over a network it could leave by.
-* VMs sit on the namespace lab's bridge through tap devices (``swlab-<host>``), with the same
+* VMs sit on the lab's bridge through tap devices (``swl<tag>-<host>``), with the same
   addresses, keys and known_hosts; their qemu processes live in the lab's cgroup, so ``lab down``
   removes them like any lab host.
 * KVM when it works on this machine (a short probe boot, cached per host kernel, CPU and qemu);
@@ -39,9 +39,9 @@ from pathlib import Path
 
 from swarmctl.errors import PrerequisiteError, TimeoutExpired
 from swarmctl.files import write_atomic
-from swarmctl.lab import hosts as labhosts
-from swarmctl.lab.hosts import BRIDGE, LabError, LabHost, LabSpec
 from swarmctl.plan import Notify, quiet
+from swarmctl_lab import hosts as labhosts
+from swarmctl_lab.hosts import LabError, LabHost, LabSpec
 
 log = logging.getLogger(__name__)
 
@@ -516,7 +516,7 @@ def qemu_argv(spec: LabSpec, host: LabHost, base: BaseImage, accel: str) -> list
         "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 quiet",
         "-drive", f"file={hd / 'disk.qcow2'},format=qcow2,if=virtio,cache=unsafe",
         "-drive", f"file={hd / 'identity.tar'},format=raw,if=virtio,readonly=on",
-        "-netdev", f"tap,id=net0,ifname={host.veth},script=no,downscript=no",
+        "-netdev", f"tap,id=net0,ifname={spec.veth(host)},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=net0,mac={mac_address(host)}",
         "-device", "virtio-rng-pci",
     ]  # fmt: skip
@@ -546,9 +546,9 @@ def start_vms(
             f"qemu-img create for {host.name}",
         )
         write_atomic(hd / "identity.tar", identity_tar(spec, host), 0o600)
-        labhosts._run(["ip", "tuntap", "add", "dev", host.veth, "mode", "tap"])
-        labhosts._run(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
-        daemons = labhosts._tracking_root() / host.name / "daemons"
+        labhosts._run(["ip", "tuntap", "add", "dev", spec.veth(host), "mode", "tap"])
+        labhosts._run(["ip", "link", "set", spec.veth(host), "master", spec.bridge, "up"])
+        daemons = labhosts.tracking_root(spec.cgroup) / host.name / "daemons"
         daemons.mkdir(parents=True, exist_ok=True)
         script = f'echo $$ > {shlex.quote(str(daemons / "cgroup.procs"))}\nexec "$@"'
         (hd / "log").mkdir(exist_ok=True)
@@ -561,7 +561,7 @@ def start_vms(
                 start_new_session=True,
             )
     speed = "KVM" if accel == "kvm" else "TCG, no KVM: a boot takes a minute or more"
-    report(f"booting {len(spec.hosts)} VMs on bridge {BRIDGE} ({spec.subnet}; {speed})")
+    report(f"booting {len(spec.hosts)} VMs on bridge {spec.bridge} ({spec.subnet}; {speed})")
     _wait_booted(spec, procs, timeout)
     return accel
 
@@ -569,7 +569,7 @@ def start_vms(
 def bring_up(spec: LabSpec, report: Notify = quiet, with_registry: bool = True) -> Path:
     """``lab up --vm``: the lab of ``spec`` as VMs, with the lab images (and registry). Returns the
     inventory path."""
-    from swarmctl.lab import images
+    from swarmctl_lab import images
 
     check_prerequisites()
     mirror = _mirror()
@@ -594,7 +594,7 @@ def bring_up(spec: LabSpec, report: Notify = quiet, with_registry: bool = True) 
 
 
 def _mirror() -> str:
-    from swarmctl.lab import images
+    from swarmctl_lab import images
 
     return images.debian_mirror()
 
@@ -662,10 +662,10 @@ def check_images(spec: LabSpec, wanted: dict[str, str]) -> None:
         )
 
 
-def running(host: LabHost) -> bool:
+def running(spec: LabSpec, host: LabHost) -> bool:
     """Whether the VM's qemu still runs (it is in the lab's cgroup)."""
     try:
-        pids = labhosts.host_cgroup_procs(host.name).read_text().split()
+        pids = labhosts.host_cgroup_procs(spec, host.name).read_text().split()
     except OSError:
         return False
     return bool(pids)
@@ -677,7 +677,7 @@ def host_status(spec: LabSpec) -> list[labhosts.HostStatus]:
     def one(host: LabHost) -> labhosts.HostStatus:
         sshd = labhosts._tcp_open(host.address, 22)
         dockerd = sshd and ssh(spec, host, "systemctl is-active docker", timeout=20).returncode == 0
-        return labhosts.HostStatus(host.name, host.address, host.role, running(host), sshd, dockerd)
+        return labhosts.HostStatus(host.name, host.address, host.role, running(spec, host), sshd, dockerd)
 
     with ThreadPoolExecutor(max_workers=len(spec.hosts)) as ex:
         return list(ex.map(one, spec.hosts))

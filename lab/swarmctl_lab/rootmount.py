@@ -1,6 +1,6 @@
 """Give a lab host a root that is a mount point when the lab runs inside a plain chroot.
 
-``python -m swarmctl.lab.rootmount CMD ...`` runs in the lab host's own mount namespace. Inside a
+``python -m swarmctl_lab.rootmount CMD ...`` runs in the lab host's own mount namespace. Inside a
 chroot "/" is a directory of the machine's root filesystem, not a mount: dockerd cannot make it
 rslave before unpacking an image layer, runc cannot pivot_root, and ``docker exec`` (setns into a
 container's mount namespace) lands on the machine's real root instead of the container's. So the
@@ -30,7 +30,7 @@ def _check(rc: int, what: str) -> None:
 
 def main(argv: list[str]) -> None:
     if not argv:
-        sys.exit("usage: python -m swarmctl.lab.rootmount CMD [ARG ...]")
+        sys.exit("usage: python -m swarmctl_lab.rootmount CMD [ARG ...]")
     libc = ctypes.CDLL(None, use_errno=True)
     ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
     tree = os.open("/", os.O_PATH | os.O_DIRECTORY)  # the chroot's root, before leaving it
