@@ -38,24 +38,24 @@ def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_on
 
     inv = load_inventory(obj, inventory)
     with Session(inv) as session:
-        report = run_bootstrap(session, force=force, prune=prune, plan_only=plan_only, notify=notifier(as_json))
+        done = run_bootstrap(session, force=force, prune=prune, plan_only=plan_only, notify=notifier(as_json))
+    report = done.report
     if plan_only:
         show_plan(report.plan, as_json, f"nothing to do: the swarm already matches {inv.path}")
         if report.failures:
             raise HostsFailed("bootstrap --plan", report.failures)
         return
-    if report.data["swarm_ready"]:
+    if done.swarm_ready:
         remember_inventory(inv.path, Path.cwd())
     if as_json:
-        emit_json(report.json())
+        emit_json(done.json())
     else:
         render_warnings(report.warnings)
-        if report.data["swarm_ready"] and not report.failures:
-            nodes = report.data["nodes"]
+        if done.swarm_ready and not report.failures:
             if report.changes:
-                say(f"swarm ready: {nodes} nodes, {len(report.changes)} changes")
+                say(f"swarm ready: {done.nodes} nodes, {len(report.changes)} changes")
             else:
-                say(f"nothing to do: the swarm already matches {inv.path} ({nodes} nodes)")
+                say(f"nothing to do: the swarm already matches {inv.path} ({done.nodes} nodes)")
     if report.failures:
         raise HostsFailed("bootstrap", report.failures)
 

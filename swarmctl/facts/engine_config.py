@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmctl.errors import HostError
 from swarmctl.facts.membership import OUTSIDE, Membership, parse_membership
-from swarmctl.inventory import Host
-from swarmctl.transport.engine import Session
 
 CONFIG = "/etc/docker/daemon.json"
 OWNED = "/etc/docker/daemon.swarmctl.json"  # the keys swarmctl set, and their values
@@ -126,18 +123,3 @@ def engine_facts(host: str, files: ConfigFiles, info: Mapping[str, Any]) -> Engi
         log_drivers=tuple(str(d) for d in plugins.get("Log") or ()),
         restart_pending=files.restart_pending,
     )
-
-
-def read_host(session: Session, host: Host, registries: Iterable[str]) -> EngineFacts:
-    """Read one host's daemon.json, swarmctl's record, CA files and swarm membership.
-
-    Raises:
-        HostError: unreachable, daemon.json unreadable or not JSON, engine not answering.
-    """
-    conn = session.pool.connection(host)
-    res = conn.run(["sh", "-c", READ_SCRIPT, "read", *registries], timeout=30).check("read the engine configuration")
-    try:
-        files = parse_config_read(res.stdout)
-    except ValueError as e:
-        raise HostError(host.name, str(e)) from None
-    return engine_facts(host.name, files, session.engine(host).info())

@@ -5,10 +5,13 @@ Everything here only reads. Results are per host; a host that fails is a value, 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from swarmctl.errors import HostError
+from swarmctl.facts.engine_config import READ_SCRIPT, EngineFacts, engine_facts, parse_config_read
 from swarmctl.facts.membership import Membership, parse_membership
 from swarmctl.inventory import Host
 from swarmctl.transport.engine import MIN_ENGINE, Session, missing_cli_message, parse_engine_version
@@ -124,6 +127,18 @@ class PortProbe:
         return self.result in ("open", "refused")
 
 
+_SEPARATOR = "=== swarmctl: engine configuration ==="
+
+
+@dataclass(frozen=True)
+class HostRead:
+    """Everything bootstrap reads of one host, in one SSH round trip and two API calls: its
+    preflight facts and its engine's configuration."""
+
+    facts: HostFacts
+    engine: EngineFacts
+
+
 def read_facts(session: Session, host: Host) -> HostFacts:
     """Engine, swarm and kernel facts of one host (SSH and Docker API, read only).
 
@@ -132,7 +147,32 @@ def read_facts(session: Session, host: Host) -> HostFacts:
     """
     conn = session.pool.connection(host)
     res = conn.run(["sh", "-c", _FACTS_SCRIPT], timeout=30).check("read host facts")
-    kv = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+    return _facts(session, host, res.stdout)[0]
+
+
+def read_host(session: Session, host: Host, registries: Iterable[str] = ()) -> HostRead:
+    """One host's preflight facts and engine configuration: one command over SSH (both scripts),
+    then the engine's version and info, once each.
+
+    Raises:
+        HostError: unreachable host, no docker CLI, engine not answering or too old, daemon.json
+            not a JSON object.
+    """
+    conn = session.pool.connection(host)
+    script = f"{{ {_FACTS_SCRIPT}\n}}\necho {shlex.quote(_SEPARATOR)}\n{{ {READ_SCRIPT}\n}}"
+    res = conn.run(["sh", "-c", script, "read", *registries], timeout=30).check("read host facts")
+    head, _, tail = res.stdout.partition(_SEPARATOR + "\n")
+    facts, info = _facts(session, host, head)
+    try:
+        files = parse_config_read(tail)
+    except ValueError as e:
+        raise HostError(host.name, str(e)) from None
+    return HostRead(facts, engine_facts(host.name, files, info))
+
+
+def _facts(session: Session, host: Host, output: str) -> tuple[HostFacts, dict[str, Any]]:
+    """_FACTS_SCRIPT's output, the engine's version and info -> HostFacts (and the info read)."""
+    kv = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     if not kv.get("docker_cli"):
         raise HostError(host.name, missing_cli_message(kv.get("cli_package", ""), bool(kv.get("dockerd"))))
     engine = session.engine(host)
@@ -146,16 +186,19 @@ def read_facts(session: Session, host: Host) -> HostFacts:
     own = kv.get("addrs", "").split()
     if own and advertise not in own:
         raise HostError(host.name, advertise_mismatch(host, advertise, own))
-    return HostFacts(
-        name=host.name,
-        engine_version=engine_version,
-        api_version=str(version.get("ApiVersion", "")),
-        hostname=str(info.get("Name", "")),
-        membership=parse_membership(info),
-        ipvs=kv.get("ipvs", "unknown"),
-        esp=kv.get("esp", "unknown"),
-        can_probe_ports=bool(kv.get("bash") and kv.get("timeout")),
-        advertise=advertise,
+    return (
+        HostFacts(
+            name=host.name,
+            engine_version=engine_version,
+            api_version=str(version.get("ApiVersion", "")),
+            hostname=str(info.get("Name", "")),
+            membership=parse_membership(info),
+            ipvs=kv.get("ipvs", "unknown"),
+            esp=kv.get("esp", "unknown"),
+            can_probe_ports=bool(kv.get("bash") and kv.get("timeout")),
+            advertise=advertise,
+        ),
+        info,
     )
 
 
@@ -192,22 +235,24 @@ class Preflight:
         return [p for p in self.probes if not p.ok and p.target not in skip]
 
 
-def preflight(session: Session, hosts: Iterable[Host]) -> dict[str, Outcome[Preflight]]:
-    """Facts of every host, then the swarm-port probes from each to the others' advertise addresses
-    (those hosts that answered), both in parallel."""
+def read_hosts(session: Session, hosts: Iterable[Host], registries: Iterable[str] = ()) -> dict[str, Outcome[HostRead]]:
+    """read_host for every host, in parallel."""
+    names = list(registries)
+    return session.fan_out(lambda h: read_host(session, h, names), list(hosts))
+
+
+def probe_all(session: Session, hosts: Iterable[Host], facts: Mapping[str, HostFacts]) -> dict[str, Outcome[Preflight]]:
+    """The swarm-port probes from every host that answered (``facts``) to the others' advertise
+    addresses, in parallel: each host's Preflight."""
     everyone = list(hosts)
-    facts = session.fan_out(lambda h: read_facts(session, h), everyone)
-    addresses = {n: o.value.advertise for n, o in facts.items() if o.value is not None}
+    addresses = {n: f.advertise for n, f in facts.items()}
 
     def one(host: Host) -> Preflight:
-        f = facts[host.name].value
-        assert f is not None
+        f = facts[host.name]
         probes = probe_ports(session, host, everyone, addresses) if f.can_probe_ports else []
         return Preflight(f, tuple(probes))
 
-    answered = [h for h in everyone if facts[h.name].value is not None]
-    probed = session.fan_out(one, answered)
-    return {h.name: probed.get(h.name) or Outcome(h.name, error=facts[h.name].error) for h in everyone}
+    return session.fan_out(one, [h for h in everyone if h.name in facts])
 
 
 def port_targets(host: Host, peers: Iterable[Host], addresses: Mapping[str, str]) -> list[tuple[Host, str, int]]:

@@ -18,20 +18,30 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from swarmctl.errors import EngineError, HostError, NotFound, Refused, TimeoutExpired, message_of
-from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, preflight
-from swarmctl.facts.membership import read_membership, refuse_shared_node_ids
+from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, probe_all, read_hosts
+from swarmctl.facts.membership import autolock_on, read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import AutolockState, apply_autolock, keyring, plan_autolock, read_autolock
-from swarmctl.ops.engine_config import BACK_TIMEOUT, configure_engines
+from swarmctl.ops.engine_config import (
+    BACK_TIMEOUT,
+    EnginePlan,
+    EngineState,
+    apply_engine,
+    engine_state,
+    plan_engine,
+    registry_cas,
+    unlock_keys_for,
+)
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.secretstore import KeySource
 from swarmctl.transport.engine import Engine, Session
+from swarmctl.transport.ssh import Outcome
 from swarmctl.wait import Pending, until
 
 log = logging.getLogger(__name__)
@@ -65,28 +75,71 @@ class BootstrapState:
         return {n: f for n, f in self.facts.items() if n in self.ready}
 
 
-def read_state(session: Session) -> BootstrapState:
-    """Preflight every host (in parallel) and read the swarm's nodes through the anchor manager."""
+def read_state(session: Session) -> tuple[BootstrapState, EngineState]:
+    """Every host read once (preflight facts and engine configuration, in parallel), the swarm
+    ports probed between the hosts that answered, and the swarm's nodes read through the anchor.
+
+    Raises:
+        Refused: two hosts report the same node ID.
+    """
     inv = session.inventory
-    checked = preflight(session, inv.hosts)
-    blocked: dict[str, str] = {name: message_of(o.error) for name, o in checked.items() if o.error is not None}
-    unreachable = set(blocked)
-    facts: dict[str, HostFacts] = {}
-    for name, o in checked.items():
+    cas = registry_cas(inv)
+    reads = read_hosts(session, inv.hosts, sorted(cas))
+    unreachable = {name: message_of(o.error) for name, o in reads.items() if o.error is not None}
+    answered = {name: o.value for name, o in reads.items() if o.value is not None}
+    refuse_shared_node_ids({n: r.facts.node_id for n, r in answered.items()})
+    probed = probe_all(session, inv.hosts, {n: r.facts for n, r in answered.items()})
+    blocked = dict(unreachable)
+    facts: dict[str, HostFacts] = {n: r.facts for n, r in answered.items()}
+    for name, o in probed.items():
         if o.value is None:
+            blocked[name] = message_of(o.error) if o.error is not None else "no answer"
             continue
-        facts[name] = o.value.facts
         # a probe towards a host that is down says nothing about this host
         bad = o.value.port_failures(ignore=unreachable)
         if bad:
             blocked[name] = port_failure_message(bad)
-    refuse_shared_node_ids({n: f.node_id for n, f in facts.items()})
     blocked.update(duplicate_hostnames(inv, {n: f for n, f in facts.items() if n not in blocked}))
     ready = frozenset(n for n in facts if n not in blocked)
     warnings = (*inv.warnings, *kernel_warnings(facts.values()))
+    nodes, autolock = _swarm_of(session, inv, facts, ready)
+    state = BootstrapState(inv, facts, ready, blocked, nodes, tuple(warnings))
+    engines = engine_state({n: r.engine for n, r in answered.items()}, unreachable, nodes, cas, autolock, inv)
+    return state, engines
+
+
+def _swarm_of(
+    session: Session, inv: Inventory, facts: Mapping[str, HostFacts], ready: frozenset[str]
+) -> tuple[tuple[NodeView, ...] | None, bool]:
+    """The swarm's nodes and whether it locks its managers, through the anchor (or, for the engines'
+    plan, any active manager when no host passed preflight as one)."""
     anchor = choose_anchor(inv, {n: f for n, f in facts.items() if n in ready})
-    nodes = tuple(read_nodes(session.engine(anchor))) if anchor is not None else None
-    return BootstrapState(inv, facts, ready, blocked, nodes, tuple(warnings))
+    managers = [anchor] if anchor is not None else [n for n, f in facts.items() if f.membership.manager]
+    for name in managers:
+        try:
+            engine = session.engine(name)
+            return tuple(read_nodes(engine)), autolock_on(engine.inspect_swarm())
+        except HostError as e:
+            if name == anchor:
+                raise
+            log.info("%s: cannot list nodes: %s", name, e.message)
+    return None, False
+
+
+def refresh(session: Session, state: BootstrapState, restarted: Iterable[str]) -> BootstrapState:
+    """The state after engine restarts: the restarted hosts' membership read again (a restart may
+    leave a manager locked, or move the leader), and the nodes through the anchor."""
+    facts = dict(state.facts)
+    again = session.fan_out(lambda h: read_membership(session.engine(h)), [state.inventory.host(n) for n in restarted])
+    blocked = dict(state.blocked)
+    for name, o in again.items():
+        if o.value is not None:
+            facts[name] = replace(facts[name], membership=o.value)
+        else:
+            blocked[name] = message_of(o.error) if o.error is not None else "no answer"
+    ready = frozenset(n for n in facts if n not in blocked)
+    nodes, _ = _swarm_of(session, state.inventory, facts, ready)
+    return replace(state, facts=facts, ready=ready, blocked=blocked, nodes=nodes)
 
 
 # -- planning (pure) -------------------------------------------------------------------------------
@@ -424,27 +477,61 @@ def stale_changes(host: str, node: NodeView) -> list[Change]:
     return [*out, Change("node", host, "remove", detail=f"{what}: {host} is a new engine")]
 
 
-def membership_changes(
+@dataclass(frozen=True)
+class JoinStep:
+    """One host joining: its leave of an earlier swarm first, when it is in one."""
+
+    host: str
+    role: str
+    join: Change
+    leave: Change | None = None
+
+
+@dataclass(frozen=True)
+class MembershipSteps:
+    """The membership changes, typed, in apply order: the new swarm's init (after its host left an
+    earlier swarm), stale nodes removed, then the joins."""
+
+    init: Change | None = None
+    init_leave: Change | None = None
+    stale: Mapping[str, tuple[Change, ...]] = field(default_factory=dict)  # joining host -> its old node's
+    joins: tuple[JoinStep, ...] = ()
+
+    @property
+    def changes(self) -> list[Change]:
+        out = [c for c in (self.init_leave, self.init) if c is not None]
+        out += [c for changes in self.stale.values() for c in changes]
+        for j in self.joins:
+            out += [c for c in (j.leave, j.join) if c is not None]
+        return out
+
+
+def membership_steps(
     inventory: Inventory,
     m: MembershipPlan,
     stale: Mapping[str, NodeView] | None = None,
     addresses: Mapping[str, str] | None = None,
-) -> list[Change]:
-    changes = []
+) -> MembershipSteps:
+    """The membership plan as typed steps, each carrying the Change it reports (pure)."""
+    init = init_leave = None
     if m.init is not None:
         host = inventory.host(m.init)
         if m.init in m.leave:
-            changes.append(Change("swarm", host.name, "leave", detail="its earlier swarm (--force)"))
+            init_leave = Change("swarm", host.name, "leave", detail="its earlier swarm (--force)")
         address = (addresses or {}).get(host.name) or host.address
-        changes.append(Change("swarm", host.name, "init", detail=f"new swarm, advertising {address}"))
+        init = Change("swarm", host.name, "init", detail=f"new swarm, advertising {address}")
     # stale nodes go first, so the manager count never grows past what the reachable ones carry
-    for name, node in (stale or {}).items():
-        changes += stale_changes(name, node)
-    for name, role in m.join:
-        if name in m.leave:
-            changes.append(Change("swarm", name, "leave", detail="its earlier swarm"))
-        changes.append(Change("node", name, f"join-{role}", detail=f"as {role}"))
-    return changes
+    removals = {name: tuple(stale_changes(name, node)) for name, node in (stale or {}).items()}
+    joins = tuple(
+        JoinStep(
+            name,
+            role,
+            Change("node", name, f"join-{role}", detail=f"as {role}"),
+            Change("swarm", name, "leave", detail="its earlier swarm") if name in m.leave else None,
+        )
+        for name, role in m.join
+    )
+    return MembershipSteps(init, init_leave, removals, joins)
 
 
 @dataclass(frozen=True)
@@ -453,6 +540,7 @@ class BootstrapPlan:
     nodes: NodePlan
     plan: Plan
     stale: Mapping[str, NodeView] = field(default_factory=dict)  # joining host -> its old node, removed first
+    steps: MembershipSteps = field(default_factory=MembershipSteps)
 
 
 def claimed_nodes(state: BootstrapState, members: Mapping[str, NodeView], nodes: list[NodeView]) -> frozenset[str]:
@@ -512,13 +600,27 @@ def plan_bootstrap(state: BootstrapState, force: bool = False, prune: bool = Fal
     anchor_id = future[m.anchor].id if m.anchor in future else ""
     newcomers = [future[n] for n in future if n not in members]
     node_plan = guard_quorum(node_plan, [*nodes, *newcomers], anchor_id)
-    changes = (*membership_changes(inv, m, stale, addresses), *node_plan.changes) if m.anchor is not None else ()
+    steps = membership_steps(inv, m, stale, addresses)
+    changes = (*steps.changes, *node_plan.changes) if m.anchor is not None else ()
     warnings += node_plan.warnings
     blocked.update(node_plan.refused)
-    return BootstrapPlan(m, node_plan, Plan(tuple(changes), tuple(dict.fromkeys(warnings)), blocked), stale)
+    return BootstrapPlan(m, node_plan, Plan(tuple(changes), tuple(dict.fromkeys(warnings)), blocked), stale, steps)
 
 
 # -- apply -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BootstrapOutcome:
+    """What bootstrap did: its report, and whether a swarm exists whose anchor answers (the
+    inventory is then remembered) with how many nodes."""
+
+    report: Report
+    swarm_ready: bool = False
+    nodes: int = 0
+
+    def json(self) -> dict[str, Any]:
+        return {**self.report.json(), "swarm_ready": self.swarm_ready, "nodes": self.nodes}
 
 
 def bootstrap(
@@ -529,69 +631,103 @@ def bootstrap(
     notify: Notify = quiet,
     join_timeout: float = JOIN_TIMEOUT,
     engine_timeout: float = BACK_TIMEOUT,
-) -> Report:
-    """Make the swarm match the inventory. Failures on some hosts do not stop the others - except
-    an engine that does not come back after its configuration changed: the run stops there.
-
-    First the engines' configuration (``ops.engine``: daemon.json, registry CAs, restarts), then
-    preflight, membership and nodes.
-
-    Returns:
-        A Report: what changed, warnings, and per-host failures (the caller decides the exit
-        status); ``data``: ``swarm_ready`` (a swarm exists and its anchor answers), ``nodes``.
+) -> BootstrapOutcome:
+    """Make the swarm match the inventory, in phases: read every host once; plan (the engines'
+    configuration, then membership and nodes - every refusal before any change); the engines
+    (daemon.json, registry CAs, restarts: an engine that does not come back stops the run there);
+    what the restarts changed read again; membership; nodes; swarm settings (autolock). Failures on
+    some hosts do not stop the others.
     """
     inv = session.inventory
     # autolock keeps the unlock key encrypted: without a secrets key, refuse before any change
     keys = KeySource(os.environ)  # loaded once, and only when autolock needs it
     if inv.autolock:
         keyring(keys)
-    if (force or prune) and not plan_only:
-        plan_bootstrap(read_state(session), force, prune)  # its refusals come before any change
-    engines = configure_engines(session, force, plan_only, notify, back_timeout=engine_timeout)
-    if engines.data.get("stopped"):
-        engines.data.update(swarm_ready=False, nodes=0)
-        return engines
-    state = read_state(session)
-    planned = plan_bootstrap(state, force, prune)
+    state, engines_state = read_state(session)
+    engines = plan_engine(inv, engines_state, force)
+    planned = plan_bootstrap(state, force, prune)  # its refusals come before any change
+    if plan_only:
+        return _planned(session, engines, planned, state, keys)
+    unlock = unlock_keys_for(engines, engines_state, inv)
+    applied = apply_engine(session, engines, engines_state.ca_files, notify, engine_timeout, unlock_keys=unlock)
+    if applied.stopped:
+        return BootstrapOutcome(applied.report)
+    if applied.restarted:  # a restart may have moved the leader or left a manager locked
+        state = refresh(session, state, applied.restarted)
+        planned = plan_bootstrap(state, force, prune)
+    report = _combined(engines, planned, applied.report)
+    outcome = BootstrapOutcome(report)
+    m = planned.membership
+    if m.anchor is None:
+        return outcome
+    anchor = session.engine(m.anchor)
+    known_ids = apply_membership(session, anchor, state, planned, report, notify, join_timeout)
+    if known_ids is None:
+        return outcome
+    outcome.swarm_ready = True
+    outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify)
+    apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
+    return outcome
+
+
+def _combined(engines: EnginePlan, planned: BootstrapPlan, applied: Report) -> Report:
+    """One report of both plans: the engines' changes done, membership's and nodes' to come."""
     plan = Plan(
         (*engines.plan.changes, *planned.plan.changes),
         tuple(dict.fromkeys((*engines.plan.warnings, *planned.plan.warnings))),
         # a host preflight fails is named with preflight's reason (the engine read met the same wall)
         {**engines.plan.blocked, **planned.plan.blocked},
     )
-    report = Report(plan=plan, results=list(engines.results), warnings=list(plan.warnings))
-    report.failures = {**engines.failures, **planned.plan.blocked}
-    report.data.update(swarm_ready=False, nodes=0)
+    report = Report(plan=plan, results=list(applied.results), warnings=list(plan.warnings))
+    report.failures = {**engines.plan.blocked, **applied.failures, **planned.plan.blocked}
+    return report
+
+
+def _planned(
+    session: Session, engines: EnginePlan, planned: BootstrapPlan, state: BootstrapState, keys: KeySource
+) -> BootstrapOutcome:
+    """--plan: both plans, and the swarm settings' changes."""
+    report = _combined(engines, planned, Report())
     m = planned.membership
-    if plan_only or m.anchor is None:
-        if m.anchor is not None:
-            fresh = AutolockState("", 0, {}, False, False)
-            al = fresh if m.init is not None else read_autolock(session.engine(m.anchor), inv, keys)
-            extra = plan_autolock(inv.autolock, al, m.anchor)
-            report.plan = replace(report.plan, changes=(*report.plan.changes, *extra))
-        report.data["swarm_ready"] = m.anchor is not None and m.init is None
-        report.data["nodes"] = len(state.nodes or ())
-        return report
-    anchor_name = m.anchor
-    anchor = session.engine(anchor_name)
-    changes = {(c.kind, c.name, c.action): c for c in planned.plan.changes}
+    if m.anchor is not None:
+        fresh = AutolockState("", 0, {}, False, False)
+        al = fresh if m.init is not None else read_autolock(session.engine(m.anchor), state.inventory, keys)
+        extra = plan_autolock(state.inventory.autolock, al, m.anchor)
+        report.plan = replace(report.plan, changes=(*report.plan.changes, *extra))
+    return BootstrapOutcome(report, m.anchor is not None and m.init is None, len(state.nodes or ()))
+
+
+def apply_membership(
+    session: Session,
+    anchor: Engine,
+    state: BootstrapState,
+    planned: BootstrapPlan,
+    report: Report,
+    notify: Notify,
+    join_timeout: float,
+) -> dict[str, str] | None:
+    """The new swarm's init, stale nodes removed, the joins; host -> the node ID its own engine
+    reports, for every member. None when the swarm could not be made or the joined nodes did not
+    show up in time (the failures say so)."""
+    inv = state.inventory
+    m, steps = planned.membership, planned.steps
     known_ids = {name: state.facts[name].node_id for name in m.members}
-    if m.init is not None:
+    if m.init is not None and steps.init is not None:
         host = inv.host(m.init)
         try:
-            if m.init in m.leave:
+            if steps.init_leave is not None:
                 anchor.leave_swarm(force=True)
-                report.done(changes[("swarm", host.name, "leave")], notify=notify)
+                report.done(steps.init_leave, notify=notify)
             anchor.init_swarm(state.facts[host.name].advertise or host.address, f"0.0.0.0:{SWARM_PORT}")
         except HostError as e:
             report.failures[host.name] = e.message
-            for name, _ in m.join:
-                report.failures.setdefault(name, f"not joined: the swarm could not be initialized on {host.name}")
-            return report
+            for j in steps.joins:
+                report.failures.setdefault(j.host, f"not joined: the swarm could not be initialized on {host.name}")
+            return None
         known_ids[host.name] = _node_id(anchor)
-        report.done(changes[("swarm", host.name, "init")], notify=notify)
-    report.data["swarm_ready"] = True
+        report.done(steps.init, notify=notify)
 
+    joins = list(steps.joins)
     for name, node in planned.stale.items():
         try:
             if node.is_manager:
@@ -600,33 +736,42 @@ def bootstrap(
             remove_node(anchor, node.id, what=f"{name}'s stale node")
         except HostError as e:
             report.failures[name] = f"not joined: its stale node {node.id[:12]} could not be removed ({e.message})"
-            m = replace(m, join=tuple((n, r) for n, r in m.join if n != name))
+            joins = [j for j in joins if j.host != name]
             continue
-        for c in stale_changes(name, node):
+        for c in steps.stale.get(name, ()):
             report.done(c, notify=notify)
 
-    if m.join:
-        joined = _join(session, anchor, m, {n: f.advertise for n, f in state.facts.items()})
-        for name, done in joined.items():
-            role = dict(m.join)[name]
+    if joins:
+        joined = _join(session, anchor, m, joins, {n: f.advertise for n, f in state.facts.items()})
+        for j in joins:
+            done = joined[j.host]
             if done.error is not None:
-                report.failures[name] = message_of(done.error)
+                report.failures[j.host] = message_of(done.error)
                 continue
             assert done.value is not None
-            known_ids[name] = done.value
-            if name in m.leave:
-                report.done(changes[("swarm", name, "leave")], notify=notify)
-            report.done(changes[("node", name, f"join-{role}")], done.seconds, notify=notify)
+            known_ids[j.host] = done.value
+            if j.leave is not None:
+                report.done(j.leave, notify=notify)
+            report.done(j.join, done.seconds, notify=notify)
         try:
-            _wait_registered(anchor, {known_ids[n] for n, _ in m.join if n in known_ids}, join_timeout)
+            _wait_registered(anchor, {known_ids[j.host] for j in joins if j.host in known_ids}, join_timeout)
         except TimeoutExpired as e:
-            report.failures[anchor_name] = str(e)
-            return report
+            report.failures[anchor.name] = str(e)
+            return None
+    return known_ids
 
+
+def apply_nodes(
+    anchor: Engine, state: BootstrapState, known_ids: Mapping[str, str], prune: bool, report: Report, notify: Notify
+) -> int:
+    """Roles, labels and availability, planned again from the nodes as they are after the joins
+    (they match the plan unless something else changed them); how many nodes the swarm has."""
+    inv = state.inventory
     nodes = read_nodes(anchor)
     members = match_hosts([inv.host(n) for n in known_ids], nodes, known_ids=known_ids)
     node_plan = plan_nodes(inv, members, nodes, prune, claimed_nodes(state, members, nodes), not state.blocked)
-    node_plan = guard_quorum(node_plan, nodes, known_ids.get(anchor_name, ""))
+    anchor_id = next((i for n, i in known_ids.items() if n == anchor.name), "")
+    node_plan = guard_quorum(node_plan, nodes, anchor_id)
     report.failures.update(node_plan.refused)
     report.warn(node_plan.warnings)
     for update in node_plan.updates:
@@ -647,13 +792,18 @@ def bootstrap(
             report.failures[node.label] = e.message
             continue
         report.done(removal_change(node, node_plan.stale.get(node.id, "")), notify=notify)
-    report.data["nodes"] = len(read_nodes(anchor)) if node_plan.removals else len(nodes)
+    return len(read_nodes(anchor)) if node_plan.removals else len(nodes)
+
+
+def apply_swarm_settings(
+    anchor: Engine, anchor_name: str, inv: Inventory, keys: KeySource, report: Report, notify: Notify
+) -> None:
+    """The swarm-wide settings the inventory names (autolock, and the stored unlock key)."""
     al = read_autolock(anchor, inv, keys)
     extra = plan_autolock(inv.autolock, al, anchor_name)
     if extra:
         report.plan = replace(report.plan, changes=(*report.plan.changes, *extra))
         apply_autolock(anchor, inv, keys, al, extra, report, notify)
-    return report
 
 
 def demote_gone(anchor: Engine, node_id: str, version: int, spec: Mapping[str, Any], what: str) -> None:
@@ -683,7 +833,9 @@ def remove_node(anchor: Engine, node_id: str, what: str, timeout: float = REMOVE
     until(f"raft to let {what} go", removed, timeout, first=POLL, cap=POLL, retry=(), error=lambda _: last[0])
 
 
-def _join(session: Session, anchor: Engine, m: MembershipPlan, addresses: Mapping[str, str]) -> Any:
+def _join(
+    session: Session, anchor: Engine, m: MembershipPlan, joins: list[JoinStep], addresses: Mapping[str, str]
+) -> dict[str, Outcome[str]]:
     """Join the hosts in parallel, each at the address it advertises, through the managers' (the
     joining host resolves no inventory name: the names may be known only on this machine)."""
     inv = session.inventory
@@ -691,7 +843,7 @@ def _join(session: Session, anchor: Engine, m: MembershipPlan, addresses: Mappin
     assert m.anchor is not None
     managers = [m.anchor] + [n for n in m.members if inv.host(n).is_manager and n != m.anchor]
     remotes = [f"{addresses.get(n) or inv.host(n).address}:{SWARM_PORT}" for n in managers]
-    roles = dict(m.join)
+    roles = {j.host: j.role for j in joins}
 
     def join_one(host: Host) -> str:
         engine = session.engine(host)
@@ -701,7 +853,7 @@ def _join(session: Session, anchor: Engine, m: MembershipPlan, addresses: Mappin
         engine.join_swarm(remotes, token, addresses.get(host.name) or host.address, f"0.0.0.0:{SWARM_PORT}")
         return _node_id(engine)
 
-    return session.fan_out(join_one, [inv.host(n) for n, _ in m.join])
+    return session.fan_out(join_one, [inv.host(j.host) for j in joins])
 
 
 def _node_id(engine: Engine) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from swarmctl import labels
@@ -109,9 +110,54 @@ def spec_to_send(
     return spec
 
 
+@dataclass(frozen=True)
+class ObjectStep:
+    """A secret or config created (``new``) or relabelled."""
+
+    change: Change
+    kind: str  # secret | config: the API's object kind
+    new: bool
+
+
+@dataclass(frozen=True)
+class ServiceStep:
+    """A service created (``new``) or updated (through the rollout, one at a time)."""
+
+    change: Change
+    new: bool
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """A stack's changes as typed steps, in apply order: networks created, secrets and configs,
+    services, removals (--prune); ``plan`` is the Plan they make (what --plan shows)."""
+
+    networks: tuple[Change, ...] = ()
+    objects: tuple[ObjectStep, ...] = ()
+    services: tuple[ServiceStep, ...] = ()
+    removals: tuple[Change, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def plan(self) -> Plan:
+        changes = (*self.networks, *(o.change for o in self.objects), *(s.change for s in self.services))
+        return Plan((*changes, *self.removals), self.warnings)
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return self.plan.changes
+
+    @property
+    def updates(self) -> list[Change]:
+        return [s.change for s in self.services if not s.new]
+
+    def json(self) -> dict[str, Any]:
+        return self.plan.json()
+
+
 def plan_stack(
     desired: DesiredStack, current: StackObjects, prune: bool = False, choice: ImageChoice | None = None
-) -> Plan:
+) -> StackPlan:
     """What to create, update and remove, in apply order (pure).
 
     ``choice``: the images chosen for the services (pinned to digests or not), shown where pinned.
@@ -126,14 +172,15 @@ def plan_stack(
             + " (create it first, e.g. `docker network create -d overlay NAME`)"
         )
     problems: list[str] = []
-    changes: list[Change] = []
+    networks: list[Change] = []
+    objects: list[ObjectStep] = []
     for name in sorted(current.foreign_networks):
         problems.append(f"network {name} exists but is not part of stack {desired.name}: remove or rename it")
     for name, body in sorted(desired.networks.items()):
         have = current.networks.get(name)
         if have is None:
             if name not in current.foreign_networks:
-                changes.append(Change("network", name, "create"))
+                networks.append(Change("network", name, "create"))
             continue
         fields = _network_differences(body, have)
         if fields:
@@ -146,7 +193,7 @@ def plan_stack(
         for name, obj in sorted(asked.items()):
             have = have_map.get(name)
             if have is None:
-                changes.append(Change(kind, name, "create"))
+                objects.append(ObjectStep(Change(kind, name, "create"), kind, new=True))
             elif _data_changed(kind, obj, have):
                 hint = " or keep it encrypted in secrets/, where swarmctl versions it by content"
                 problems.append(
@@ -154,25 +201,25 @@ def plan_stack(
                     f"(`name: {name}_v2` in the stack file)" + (hint if kind == "secret" else "")
                 )
             elif (have["Spec"].get("Labels") or {}) != _wanted_labels(obj, have):
-                changes.append(Change(kind, name, "update", ("Labels",)))
+                objects.append(ObjectStep(Change(kind, name, "update", ("Labels",)), kind, new=False))
     if problems:
         raise InputError("; ".join(problems))
 
     ids = object_ids(current)
     images = choice.images if choice else {}
     pins = choice.pins if choice else {}
+    services: list[ServiceStep] = []
     for name, spec in sorted(desired.services.items()):
         have = current.services.get(name)
         if have is None:
-            changes.append(Change("service", name, "create", detail=pins.get(name, "")))
+            services.append(ServiceStep(Change("service", name, "create", detail=pins.get(name, "")), new=True))
             continue
         fields = changed_fields(spec_to_send(spec, have, ids, images.get(name)), have["Spec"], current.network_names)
         if fields:
             pin = pins.get(name, "") if IMAGE_FIELD in fields else ""
             detail = f"{', '.join(fields)}; {pin}" if pin else ""
-            changes.append(Change("service", name, "update", tuple(fields), detail))
-    if prune:
-        changes += _prunable(desired, current)
+            services.append(ServiceStep(Change("service", name, "update", tuple(fields), detail), new=False))
+    removals = _prunable(desired, current) if prune else []
     warnings = [
         f"secret {name} was named by an unsalted hash of its content (an older swarmctl), which lets anyone who "
         "can inspect the swarm check a guess: it is deployed once more under a keyed name (its services restart "
@@ -180,7 +227,9 @@ def plan_stack(
         for name in legacy_versioned(current)
     ]
     warnings += list(choice.warnings) if choice else []
-    return Plan(tuple(changes), tuple(desired.warnings) + tuple(warnings))
+    return StackPlan(
+        tuple(networks), tuple(objects), tuple(services), tuple(removals), tuple(desired.warnings) + tuple(warnings)
+    )
 
 
 def _prunable(desired: DesiredStack, current: StackObjects) -> list[Change]:
@@ -285,7 +334,7 @@ def apply_plan(
     engine: Engine,
     desired: DesiredStack,
     current: StackObjects,
-    plan: Plan,
+    planned: StackPlan,
     report: Report,
     notify: Notify = quiet,
     update_services: bool = True,
@@ -303,31 +352,29 @@ def apply_plan(
         ``secret:NAME``/``config:NAME`` -> ID map including the objects created just now.
     """
     ids = object_ids(current)
-    for c in plan.changes:
-        if c.kind == "network" and c.action == "create":
-            engine.create_network(desired.networks[c.name])
-            report.done(c, notify=notify)
-    for kind, objects in (("secret", desired.secrets), ("config", desired.configs)):
-        for c in plan.changes:
-            if c.kind != kind:
-                continue
-            if c.action == "create":
-                ids[f"{kind}:{c.name}"] = engine.create_object(kind, objects[c.name].body())["ID"]
-                report.done(c, notify=notify)
-            elif c.action == "update":
-                have = current.of_kind(kind)[c.name]
-                spec = {**have["Spec"], "Labels": _wanted_labels(objects[c.name], have)}
-                engine.update_object(kind, have["ID"], have["Version"]["Index"], spec, what=c.name)
-                report.done(c, notify=notify)
+    for c in planned.networks:
+        engine.create_network(desired.networks[c.name])
+        report.done(c, notify=notify)
+    for step in planned.objects:
+        c, kind = step.change, step.kind
+        wanted = (desired.secrets if kind == "secret" else desired.configs)[c.name]
+        if step.new:
+            ids[f"{kind}:{c.name}"] = engine.create_object(kind, wanted.body())["ID"]
+        else:
+            have = current.of_kind(kind)[c.name]
+            spec = {**have["Spec"], "Labels": _wanted_labels(wanted, have)}
+            engine.update_object(kind, have["ID"], have["Version"]["Index"], spec, what=c.name)
+        report.done(c, notify=notify)
     written: dict[str, float] = {}
-    for c in plan.changes:
-        if c.kind != "service" or c.action == "remove" or (c.action == "update" and not update_services):
+    for service in planned.services:
+        c = service.change
+        if not service.new and not update_services:
             continue
         # IDs of secrets/configs created just now are known only here
         image = choice.images.get(c.name) if choice else None
         spec = spec_to_send(desired.services[c.name], current.services.get(c.name), ids, image)
         auth = choice.auth(spec["TaskTemplate"]["ContainerSpec"]["Image"]) if choice else None
-        if c.action == "create":
+        if service.new:
             warnings = engine.create_service(spec, registry_auth=auth).get("Warnings") or []
             written[c.name] = 0.0
         else:
@@ -338,9 +385,8 @@ def apply_plan(
             if "could not be accessed on a registry to record its digest" not in w:
                 report.warn([f"{c.name}: {w}"])
         report.done(c, notify=notify)
-    removals = [c for c in plan.changes if c.action == "remove"]
-    if removals:
-        _remove(engine, current, removals, report, notify)
+    if planned.removals:
+        _remove(engine, current, list(planned.removals), report, notify)
     return written, ids
 
 
@@ -445,13 +491,13 @@ def deploy_stack(
     creds = credentials or Credentials()
     choice = choose_images(wanted_images(desired), current_images(current), resolve_image,
                            lambda images: resolve_images(engine, images, creds), creds)  # fmt: skip
-    plan = plan_stack(desired, current, prune, choice)
-    report = Report(plan=plan, warnings=list(plan.warnings))
+    planned = plan_stack(desired, current, prune, choice)
+    report = Report(plan=planned.plan, warnings=list(planned.warnings))
     if plan_only:
         return report
     try:
-        return _apply_and_wait(engine, desired, current, report, wait, timeout, notify, on_progress, gates, t0,
-                               choice)  # fmt: skip
+        return _apply_and_wait(engine, desired, current, planned, report, wait, timeout, notify, on_progress, gates,
+                               t0, choice)  # fmt: skip
     except KeyboardInterrupt:
         done = ", ".join(c.describe() for c in report.changes) or "nothing"
         raise Interrupted(
@@ -464,6 +510,7 @@ def _apply_and_wait(
     engine: Engine,
     desired: DesiredStack,
     current: StackObjects,
+    planned: StackPlan,
     report: Report,
     wait: bool,
     timeout: float,
@@ -473,11 +520,11 @@ def _apply_and_wait(
     t0: float,
     choice: ImageChoice,
 ) -> Report:
-    plan = report.plan
-    written, ids = apply_plan(engine, desired, current, plan, report, notify, update_services=not wait, choice=choice)
+    written, ids = apply_plan(engine, desired, current, planned, report, notify, update_services=not wait,
+                              choice=choice)  # fmt: skip
     progress = {}
     if wait:
-        updates = [c for c in plan.changes if c.kind == "service" and c.action == "update"]
+        updates = planned.updates
         steps = []
         for c in updates:
             spec = spec_to_send(desired.services[c.name], current.services[c.name], ids, choice.images.get(c.name))
@@ -559,9 +606,9 @@ def remove_stack(engine: Engine, stack: str, notify: Notify = quiet, timeout: fl
     if not any((current.services, current.networks, current.secrets, current.configs)):
         raise ClusterError(f"no stack {stack!r} on this swarm (nothing is labelled {labels.NAMESPACE}={stack})")
     empty = DesiredStack(stack, {}, [], {}, {}, {})
-    plan = plan_stack(empty, current, prune=True)
-    report = Report(plan=plan)
-    _remove(engine, current, list(plan.changes), report, notify, timeout)
+    planned = plan_stack(empty, current, prune=True)
+    report = Report(plan=planned.plan)
+    _remove(engine, current, list(planned.removals), report, notify, timeout)
 
     def gone() -> bool | Pending:
         left = [n["Name"] for n in engine.networks(filters=stack_filter(stack))]

@@ -23,14 +23,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from swarmctl import daemon_config
 from swarmctl.errors import HostError, InputError, SwarmctlError, TimeoutExpired, message_of
-from swarmctl.facts.engine_config import CERTS, CONFIG, OWNED, PENDING, EngineFacts, read_host
-from swarmctl.facts.membership import autolock_on, read_membership, refuse_shared_node_ids
+from swarmctl.facts.engine_config import CERTS, CONFIG, OWNED, PENDING, EngineFacts
+from swarmctl.facts.membership import read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, nodes_of, read_nodes
 from swarmctl.files import read_regular
 from swarmctl.inventory import Host, Inventory, majority
@@ -76,41 +76,38 @@ class EngineState:
     unlock_keys: str = ""  # why the stored unlock keys cannot be read ("" when they can, or need not be)
 
 
-def read_state(session: Session, hosts: Iterable[Host] | None = None) -> EngineState:
-    """Every host's engine configuration, in parallel (only when the inventory asks for any).
+def registry_cas(inv: Inventory) -> dict[str, tuple[str, Path]]:
+    """The inventory's registry CA files: registry -> (sha256, local file)."""
+    cas: dict[str, tuple[str, Path]] = {}
+    for reg in inv.registries.values():
+        if reg.ca_file is not None:
+            ca = read_regular(reg.ca_file, MAX_CA, "CA files")
+            cas[reg.host] = (hashlib.sha256(ca).hexdigest(), reg.ca_file)
+    return cas
+
+
+def engine_state(
+    facts: Mapping[str, EngineFacts],
+    blocked: Mapping[str, str],
+    nodes: tuple[NodeView, ...] | None,
+    ca_files: Mapping[str, tuple[str, Path]],
+    autolock: bool,
+    inv: Inventory,
+) -> EngineState:
+    """What the engines' plan needs, from the hosts' reads (facts.host.read_host); the stored
+    unlock keys are tried when the swarm locks its managers (a restarted one needs them).
 
     Raises:
         Refused: two hosts report the same node ID (nothing can be told apart, nothing is changed).
     """
-    inv = session.inventory
-    ca_files: dict[str, tuple[str, Path]] = {}
-    for reg in inv.registries.values():
-        if reg.ca_file is not None:
-            ca = read_regular(reg.ca_file, MAX_CA, "CA files")
-            ca_files[reg.host] = (hashlib.sha256(ca).hexdigest(), reg.ca_file)
-    wanted = list(inv.hosts if hosts is None else hosts)
-    outcomes = session.fan_out(lambda h: read_host(session, h, sorted(ca_files)), wanted)
-    facts = {n: o.value for n, o in outcomes.items() if o.value is not None}
-    blocked = {n: message_of(o.error) for n, o in outcomes.items() if o.error is not None}
     refuse_shared_node_ids({n: f.node_id for n, f in facts.items()})
-    nodes = None
-    autolock = False
-    for name, f in facts.items():
-        if f.manager:
-            try:
-                engine = session.engine(name)
-                nodes = tuple(read_nodes(engine))
-                autolock = autolock_on(engine.inspect_swarm())
-                break
-            except HostError as e:
-                log.info("%s: cannot list nodes: %s", name, e.message)
     unlock_keys = ""
     if autolock:
         try:
             stored_keys(inv)
         except InputError as e:
             unlock_keys = e.message
-    return EngineState(facts, blocked, nodes, ca_files, autolock, unlock_keys)
+    return EngineState(dict(facts), dict(blocked), nodes, dict(ca_files), autolock, unlock_keys)
 
 
 # -- plan (pure) -----------------------------------------------------------------------------------
@@ -129,6 +126,16 @@ class HostChange:
     in_swarm: bool = False
     manager: bool = False
     node_id: str = ""  # the node its own engine reports ("" outside a swarm, or when it could not say)
+
+
+@dataclass
+class EngineOutcome:
+    """What applying the engines' plan did: its report, whether a failure stopped the run (later
+    hosts untouched), and the hosts whose engine restarted (their membership is read again)."""
+
+    report: Report
+    stopped: bool = False
+    restarted: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -480,17 +487,13 @@ def apply_engine(
     back_timeout: float = BACK_TIMEOUT,
     settle_timeout: float = SETTLE_TIMEOUT,
     unlock_keys: Sequence[str] = (),
-) -> Report:
+) -> EngineOutcome:
     """Write and restart as planned; stops at the first host that fails to come back. A manager
     that comes back locked (autolock) is unlocked with ``unlock_keys``.
-
-    Returns:
-        A Report (changes done, warnings, failures by host); ``data["stopped"]``: True when a
-        failure stopped the run (later hosts untouched).
     """
     inv = session.inventory
     report = Report(plan=planned.plan, warnings=list(planned.plan.warnings), failures=dict(planned.plan.blocked))
-    report.data["stopped"] = False
+    outcome = EngineOutcome(report)
     quiet_hosts = [h for h in planned.hosts if not h.restart]
     outcomes = session.fan_out(
         lambda h: _write_files(session, h, _change_of(planned, h.name), ca_files),
@@ -517,8 +520,8 @@ def apply_engine(
                 why = _majority_refusal(session, managers, change, settle_timeout, notify)
                 if why:
                     report.failures[change.host] = why
-                    _stop(report, batches[i:], change.host)
-                    return report
+                    _stop(outcome, batches[i:], change.host)
+                    return outcome
 
         def one(host: Host) -> None:
             change = _change_of(planned, host.name)
@@ -533,6 +536,7 @@ def apply_engine(
 
         notify("restarting the engine of " + ", ".join(c.host for c in batch))
         outcomes = session.fan_out(one, [inv.host(c.host) for c in batch])
+        outcome.restarted += [c.host for c in batch]  # failed or not: its engine was restarted
         failed = False
         for change in batch:
             o = outcomes[change.host]
@@ -543,9 +547,9 @@ def apply_engine(
                 for c in change.changes:
                     report.done(c, o.seconds, notify=notify)
         if failed:
-            _stop(report, batches[i + 1 :], next(c.host for c in batch if outcomes[c.host].error is not None))
-            return report
-    return report
+            _stop(outcome, batches[i + 1 :], next(c.host for c in batch if outcomes[c.host].error is not None))
+            return outcome
+    return outcome
 
 
 def _change_of(planned: EnginePlan, name: str) -> HostChange:
@@ -572,32 +576,16 @@ def _restore(
     return f"the engine did not come back with the new daemon.json: {why}; {back}"
 
 
-def _stop(report: Report, rest: list[list[HostChange]], failed: str) -> None:
-    report.data["stopped"] = True
+def _stop(outcome: EngineOutcome, rest: list[list[HostChange]], failed: str) -> None:
+    outcome.stopped = True
     for batch in rest:
         for change in batch:
-            if change.host != failed and change.host not in report.failures:
-                report.failures[change.host] = f"not changed: the run stopped at {failed}"
+            if change.host != failed and change.host not in outcome.report.failures:
+                outcome.report.failures[change.host] = f"not changed: the run stopped at {failed}"
 
 
-def configure_engines(
-    session: Session,
-    force: bool = False,
-    plan_only: bool = False,
-    notify: Notify = quiet,
-    back_timeout: float = BACK_TIMEOUT,
-) -> Report:
-    """Read, plan and (unless ``plan_only``) apply the inventory's engine configuration.
-
-    One round trip per host to read; nothing written where nothing changes.
-    """
-    inv = session.inventory
-    # read even when the inventory names no engine key: one it named before must be removed again
-    state = read_state(session)
-    planned = plan_engine(inv, state, force)
-    if plan_only:
-        return Report(plan=planned.plan, warnings=list(planned.plan.warnings), failures=dict(planned.plan.blocked))
-    # a manager restarted under autolock comes back locked: the stored keys, read before any change
+def unlock_keys_for(planned: EnginePlan, state: EngineState, inv: Inventory) -> list[str]:
+    """The stored unlock keys when a manager restarts under autolock (it comes back locked), read
+    before any change; [] when none is needed."""
     locks = state.autolock and any(h.manager for h in planned.restarts)
-    unlock_keys = stored_keys(inv) if locks else []
-    return apply_engine(session, planned, state.ca_files, notify, back_timeout, unlock_keys=unlock_keys)
+    return stored_keys(inv) if locks else []

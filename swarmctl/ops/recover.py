@@ -305,7 +305,7 @@ def recover(
     for name in planned.leave:
         report.record(next(changes), left[name].error, host=name, notify=notify)
 
-    joined = bootstrap(session, notify=notify)
+    joined = bootstrap(session, notify=notify).report
     report.warn(joined.warnings)
     report.failures.update(joined.failures)
     report.results += joined.results
