@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarmctl.errors import Busy, ClusterError, TimeoutExpired, Unavailable
+from swarmctl.facts.daemon import read_daemon_info
 from swarmctl.facts.nodes import node_names, read_nodes
 from swarmctl.facts.services import desired_tasks, is_job, is_running, read_services, task_state
 from swarmctl.spec import parse_time, task_runs_spec
@@ -173,7 +174,7 @@ def wait_converged(
         TimeoutExpired: naming the services not converged and their last task errors.
     """
     watched = list(services)
-    since = parse_time(engine.info().get("SystemTime"))
+    since = parse_time(read_daemon_info(engine).system_time)
     local_start = time.monotonic()
     names = node_names(read_nodes(engine))
     progress = {n: Progress(n) for n in watched}

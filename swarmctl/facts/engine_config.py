@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from swarmctl.errors import SwarmctlError
 from swarmctl.facts.membership import OUTSIDE, Membership, parse_membership
+from swarmctl.inventory import Host
+from swarmctl.transport.engine import Session
 
 CONFIG = "/etc/docker/daemon.json"
 OWNED = "/etc/docker/daemon.swarmctl.json"  # the keys swarmctl set, and their values
@@ -123,3 +126,39 @@ def engine_facts(host: str, files: ConfigFiles, info: Mapping[str, Any]) -> Engi
         log_drivers=tuple(str(d) for d in plugins.get("Log") or ()),
         restart_pending=files.restart_pending,
     )
+
+
+# dockerd's last words: its unit's journal, else the unit's status (a host without journald)
+_JOURNAL = ["journalctl", "-u", "docker.service", "-n", "40", "--no-pager", "-o", "cat"]
+_STATUS = ["systemctl", "status", "docker", "--no-pager", "-n", "40"]
+
+
+def start_failure(lines: Iterable[str]) -> str:
+    """dockerd's line saying why it could not start, the newest first; "" when there is none (pure).
+
+    A failed start is a fatal line, its configuration refused, or its last words on stderr
+    ("failed to start daemon: ...", "failed to start metrics server: ...", without the level= of
+    its running log, where "failed to start" may be about a container)."""
+    for line in reversed(list(lines)):
+        low = line.lower()
+        if (
+            "level=fatal" in low
+            or "unable to configure the docker daemon" in low
+            or ("failed to start" in low and "level=" not in low)
+        ):
+            return line.strip()[-300:]
+    return ""
+
+
+def dockerd_start_error(session: Session, host: Host) -> str:
+    """Why dockerd could not start on the host, in its own words ("" when it did not say)."""
+    conn = session.pool.connection(host)
+    try:
+        res = conn.run(_JOURNAL, timeout=30)
+        lines = res.stdout.splitlines() if res.ok else []
+        if not lines:
+            res = conn.run(_STATUS, timeout=30)
+            lines = (res.stdout + res.stderr).splitlines()
+    except SwarmctlError:
+        return ""
+    return start_failure(lines)

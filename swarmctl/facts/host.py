@@ -78,6 +78,21 @@ wait
 """
 
 
+def parse_facts_script(output: str) -> dict[str, str]:
+    """_FACTS_SCRIPT's output -> its KEY=VALUE lines (pure)."""
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+
+def parse_ports(output: str) -> dict[tuple[str, str], str]:
+    """_PORTS_SCRIPT's output -> (address, port) -> open | refused | timeout | unreachable | error (pure)."""
+    seen = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            seen[(parts[0], parts[1])] = parts[2]
+    return seen
+
+
 @dataclass(frozen=True)
 class HostFacts:
     """What one host told us. ``node_id`` is empty unless the engine is in a swarm."""
@@ -172,7 +187,7 @@ def read_host(session: Session, host: Host, registries: Iterable[str] = ()) -> H
 
 def _facts(session: Session, host: Host, output: str) -> tuple[HostFacts, dict[str, Any]]:
     """_FACTS_SCRIPT's output, the engine's version and info -> HostFacts (and the info read)."""
-    kv = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    kv = parse_facts_script(output)
     if not kv.get("docker_cli"):
         raise HostError(host.name, missing_cli_message(kv.get("cli_package", ""), bool(kv.get("dockerd"))))
     engine = session.engine(host)
@@ -278,11 +293,7 @@ def probe_ports(session: Session, host: Host, peers: list[Host], addresses: Mapp
         args += [address, str(port)]
     res = session.pool.connection(host).run(["bash", "-c", _PORTS_SCRIPT, "probe", *args], timeout=30)
     res.check("probe swarm ports")
-    seen = {}
-    for line in res.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            seen[(parts[0], parts[1])] = parts[2]
+    seen = parse_ports(res.stdout)
     return [
         PortProbe(host.name, peer.name, address, port, seen.get((address, str(port)), "error"))
         for peer, address, port in targets

@@ -12,10 +12,13 @@ on another: two swarms.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
+import io
 import json
 import re
 import shlex
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -154,3 +157,54 @@ def read_raft(conn: Connection, roots: Sequence[str]) -> tuple[str, Raft | None]
     if not roots:
         raise HostError(conn.host.name, "read the raft state: no data root to look in")
     return roots[0], None
+
+
+# tar's own status, not the pipe's (POSIX sh has no pipefail, and base64 succeeds on a half
+# archive): written on fd 3 into the command substitution, stdout goes on to base64 on fd 4
+ARCHIVE_SCRIPT = r"""
+root=$1
+test -d "$root/swarm/raft" || { echo "no swarm state in $root/swarm" >&2; exit 3; }
+{ status=$( { { tar -czf - -C "$root" swarm; echo "$?" >&3; } | base64 >&4; } 3>&1 ); } 4>&1
+if [ "$status" != 0 ]; then echo "tar exited with status $status" >&2; exit 4; fi
+"""
+
+
+def read_state_archive(conn: Connection, root: str, timeout: float, max_bytes: int) -> bytes:
+    """A stopped engine's swarm state, ``ROOT/swarm`` as a tar.gz (base64 on the wire), checked
+    whole: tar's own exit status.
+
+    Raises:
+        HostError: no swarm state there, tar failed, or the archive came back damaged.
+    """
+    res = conn.run(["sh", "-c", ARCHIVE_SCRIPT, "archive", root], timeout=timeout, max_output=max_bytes)
+    res.check("archive the swarm state")
+    try:
+        return base64.b64decode("".join(res.stdout.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise HostError(conn.host.name, "archive the swarm state: the archive came back damaged") from None
+
+
+_RAFT_FILE = re.compile(r"^swarm/raft/[^/]+/[0-9a-f]{16}-[0-9a-f]{16}\.(wal|snap)$")
+
+
+def archive_problem(archive: bytes) -> str:
+    """What is wrong with a swarm state archive (tar.gz), "" when nothing is (pure): it holds only
+    regular files and directories under ``swarm/`` (no links, devices or paths leaving it: a
+    restore unpacks it as root into the data root), and the raft log (a WAL segment at least)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        return f"not a readable tar.gz archive ({e})"
+    wal = False
+    for m in members:
+        name = m.name.removeprefix("./")
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or parts[0] != "swarm":
+            return f"it holds {m.name!r}, outside swarm/"
+        if not (m.isreg() or m.isdir()):
+            return f"it holds {m.name!r}, which is neither a regular file nor a directory"
+        wal = wal or bool(m.isreg() and _RAFT_FILE.match(name) and name.endswith(".wal"))
+    if not wal:
+        return "it holds no raft log (swarm/raft/*/*.wal): the swarm state is incomplete"
+    return ""

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from swarmctl.errors import HostError, Unavailable, Unreachable, message_of
-from swarmctl.facts.membership import INACTIVE, read_membership, refuse_shared_node_ids
+from swarmctl.facts.daemon import read_daemon_info
+from swarmctl.facts.membership import INACTIVE, refuse_shared_node_ids
 from swarmctl.facts.raft import Raft, read_data_roots, read_raft
 from swarmctl.inventory import Host, Inventory
 from swarmctl.transport.engine import Session
@@ -57,12 +58,12 @@ def read_recover(session: Session, window: float = QUORUM_WINDOW) -> RecoverStat
         engine = session.engine(host)
         conn = session.pool.connection(host)
         try:
-            own = read_membership(engine)
+            daemon = read_daemon_info(engine)
         except Unreachable:
             # SSH answers (or this raises), the engine does not: a stopped engine, and its state on disk
             root, raft = read_raft(conn, read_data_roots(conn))
             return HostState(host.name, STOPPED, "", False, False, root, raft)
-        root = str(engine.info().get("DockerRootDir") or "")
+        own, root = daemon.membership, daemon.root
         quorum = False
         if own.control_available:
             try:

@@ -19,13 +19,8 @@ The order of operations (what the docker documentation asks for by hand):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import io
 import json
-import re
-import tarfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,8 +30,10 @@ from typing import Any
 
 from swarmctl import __version__, labels
 from swarmctl.errors import HostError, InputError, Refused
+from swarmctl.facts.daemon import read_daemon_info
 from swarmctl.facts.membership import autolock_on
 from swarmctl.facts.nodes import NodeView
+from swarmctl.facts.raft import archive_problem, read_state_archive
 from swarmctl.facts.swarm import BackupState, read_backup_state
 from swarmctl.files import read_regular, write_atomic
 from swarmctl.interrupts import finishing
@@ -52,15 +49,6 @@ STOP_TIMEOUT = 120.0
 ARCHIVE_TIMEOUT = 300.0
 MAX_ARCHIVE = 1 << 30  # what a raft directory of a few dozen hosts can be, and then some
 MAX_DOWNLOAD = MAX_ARCHIVE * 4 // 3 + (1 << 20)  # the archive in base64, with its line breaks
-
-# tar's own status, not the pipe's (POSIX sh has no pipefail, and base64 succeeds on a half
-# archive): written on fd 3 into the command substitution, stdout goes on to base64 on fd 4
-_ARCHIVE_SCRIPT = r"""
-root=$1
-test -d "$root/swarm/raft" || { echo "no swarm state in $root/swarm" >&2; exit 3; }
-{ status=$( { { tar -czf - -C "$root" swarm; echo "$?" >&3; } | base64 >&4; } 3>&1 ); } 4>&1
-if [ "$status" != 0 ]; then echo "tar exited with status $status" >&2; exit 4; fi
-"""
 
 
 # -- plan (pure) -----------------------------------------------------------------------------------
@@ -135,31 +123,6 @@ def manifest(state: BackupState, node: NodeView, host: str, engine_version: str,
 
 
 # -- the archive file ------------------------------------------------------------------------------
-
-_RAFT_FILE = re.compile(r"^swarm/raft/[^/]+/[0-9a-f]{16}-[0-9a-f]{16}\.(wal|snap)$")
-
-
-def archive_problem(archive: bytes) -> str:
-    """What is wrong with a swarm state archive (tar.gz), "" when nothing is (pure): it holds only
-    regular files and directories under ``swarm/`` (no links, devices or paths leaving it: a
-    restore unpacks it as root into the data root), and the raft log (a WAL segment at least)."""
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            members = tar.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        return f"not a readable tar.gz archive ({e})"
-    wal = False
-    for m in members:
-        name = m.name.removeprefix("./")
-        parts = name.split("/")
-        if name.startswith("/") or ".." in parts or parts[0] != "swarm":
-            return f"it holds {m.name!r}, outside swarm/"
-        if not (m.isreg() or m.isdir()):
-            return f"it holds {m.name!r}, which is neither a regular file nor a directory"
-        wal = wal or bool(m.isreg() and _RAFT_FILE.match(name) and name.endswith(".wal"))
-    if not wal:
-        return "it holds no raft log (swarm/raft/*/*.wal): the swarm state is incomplete"
-    return ""
 
 
 def _sealed_name(manifest_line: str) -> str:
@@ -251,10 +214,9 @@ def backup(
     unlock_keys = stored_keys(session.inventory) if autolock_on(state.swarm) else []
     host = session.inventory.host(planned.host)
     engine = session.engine(host)
-    info = engine.info()
-    root = str(info.get("DockerRootDir") or "/var/lib/docker")
+    daemon = read_daemon_info(engine)
     now = datetime.now(timezone.utc)
-    data = manifest(state, planned.node, host.name, str(info.get("ServerVersion", "")), now)
+    data = manifest(state, planned.node, host.name, daemon.version, now)
     path = output or default_output(data["swarm_id"], now)
     stop, archive_step, start = planned.plan.changes
     conn = session.pool.connection(host)
@@ -265,13 +227,7 @@ def backup(
         # inside the try: an engine stopped here is started again, even on Ctrl-C
         systemctl_docker(session, host, "stop", STOP_TIMEOUT)
         report.done(stop, notify=notify)
-        res = conn.run(["sh", "-c", _ARCHIVE_SCRIPT, "archive", root], timeout=ARCHIVE_TIMEOUT,
-                       max_output=MAX_DOWNLOAD)  # fmt: skip
-        res.check("archive the swarm state")
-        try:
-            archive = base64.b64decode("".join(res.stdout.split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise HostError(host.name, "archive the swarm state: the archive came back damaged") from None
+        archive = read_state_archive(conn, daemon.root, ARCHIVE_TIMEOUT, MAX_DOWNLOAD)
         problem = archive_problem(archive)
         if problem:
             raise HostError(host.name, f"archive the swarm state: {problem}: nothing was written")

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from swarmctl import daemon_config
-from swarmctl.errors import HostError, InputError, SwarmctlError, TimeoutExpired, message_of
-from swarmctl.facts.engine_config import CERTS, CONFIG, OWNED, PENDING, EngineFacts
+from swarmctl.errors import HostError, InputError, TimeoutExpired, message_of
+from swarmctl.facts.engine_config import CERTS, CONFIG, OWNED, PENDING, EngineFacts, dockerd_start_error
 from swarmctl.facts.membership import read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, nodes_of, read_nodes
 from swarmctl.files import read_regular
@@ -320,32 +320,6 @@ def _write_record(session: Session, host: Host, change: HostChange) -> None:
         conn.put((json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), OWNED, 0o644)
     if change.restart:
         conn.run(["sh", "-c", 'rm -f "$1"; sync', "done", PENDING]).check("clear the pending restart")
-
-
-def dockerd_start_error(session: Session, host: Host) -> str:
-    """dockerd's line saying why it could not start, from its journal (or the unit's status); ""
-    when there is none (an engine that runs logs errors of its own, which say nothing of that)."""
-    conn = session.pool.connection(host)
-    try:
-        res = conn.run(["journalctl", "-u", "docker.service", "-n", "40", "--no-pager", "-o", "cat"], timeout=30)
-        lines = res.stdout.splitlines() if res.ok else []
-        if not lines:
-            res = conn.run(["systemctl", "status", "docker", "--no-pager", "-n", "40"], timeout=30)
-            lines = (res.stdout + res.stderr).splitlines()
-    except SwarmctlError:
-        return ""
-    return next((line.strip()[-300:] for line in reversed(lines) if _start_failure(line.lower())), "")
-
-
-def _start_failure(low: str) -> bool:
-    """A line dockerd writes when it cannot start: fatal, its configuration refused, or its last
-    words on stderr ("failed to start daemon: ...", "failed to start metrics server: ...", without
-    the level= of its running log, where "failed to start" may be about a container)."""
-    return (
-        "level=fatal" in low
-        or "unable to configure the docker daemon" in low
-        or ("failed to start" in low and "level=" not in low)
-    )
 
 
 def systemctl_docker(

@@ -182,9 +182,7 @@ def _push_one(session: Session, host: Host, push: HostPush, transfer: Transfer) 
 
         with open_regular(archive.path) as f:  # the file read_archive looked at may have been replaced
             res = conn.stream(["docker", "load"], f, on_bytes=sent, idle_timeout=LOAD_IDLE_TIMEOUT)
-        if not res.ok:
-            detail = (res.stderr.strip() or res.stdout.strip() or f"exit status {res.rc}").splitlines()[-1]
-            raise HostError(host.name, f"docker load of {archive.label} failed: {detail}")
+        res.check(f"docker load of {archive.label} failed")
         offset += archive.size
     engine = session.engine(host)
     for image_id, ref in push.tag:

@@ -33,13 +33,13 @@ from typing import Any
 from swarmctl.errors import HostError, InputError, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, advertise_address
 from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership
-from swarmctl.facts.raft import DEFAULT_ROOT
+from swarmctl.facts.raft import DEFAULT_ROOT, archive_problem
 from swarmctl.facts.recovery import QUORUM_WINDOW, STOPPED, RecoverState, read_recover
 from swarmctl.facts.services import read_services, service_view
 from swarmctl.interrupts import finishing
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import keyring, stored_keys, unlock_with, wait_active
-from swarmctl.ops.backup import STOP_TIMEOUT, archive_problem, open_backup
+from swarmctl.ops.backup import STOP_TIMEOUT, open_backup
 from swarmctl.ops.bootstrap import bootstrap
 from swarmctl.ops.engine_config import systemctl_docker
 from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet

@@ -379,13 +379,13 @@ def test_s9_a_tar_that_fails_halfway_fails_the_archive(tmp_path: Path) -> None:
     (bin_dir / "tar").chmod(0o755)
     raft_files(tmp_path, "/root")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
-    script = ops_backup._ARCHIVE_SCRIPT
+    script = facts_raft.ARCHIVE_SCRIPT
     proc = subprocess.run(["sh", "-c", script, "archive", str(tmp_path / "root")], capture_output=True, env=env)
     assert proc.returncode == 4 and b"tar exited with status 2" in proc.stderr
     ok = subprocess.run(["sh", "-c", script, "archive", str(tmp_path / "root")], capture_output=True,
                         env={"PATH": "/usr/bin:/bin"})  # fmt: skip
     assert ok.returncode == 0
-    assert ops_backup.archive_problem(__import__("base64").b64decode(ok.stdout)) == ""
+    assert facts_raft.archive_problem(__import__("base64").b64decode(ok.stdout)) == ""
 
 
 def archive(members: list[tuple[str, bytes | None, bytes]]) -> bytes:
@@ -407,10 +407,10 @@ WAL = ("swarm/raft/wal-v3-encrypted/0000000000000000-0000000000000001.wal", b"x"
 
 
 def test_s9_an_archive_without_the_raft_log_is_never_sealed() -> None:
-    assert ops_backup.archive_problem(archive([("swarm", None, tarfile.DIRTYPE), WAL])) == ""
+    assert facts_raft.archive_problem(archive([("swarm", None, tarfile.DIRTYPE), WAL])) == ""
     no_raft = archive([("swarm", None, tarfile.DIRTYPE), ("swarm/state.json", b"{}", tarfile.REGTYPE)])
-    assert "no raft log" in ops_backup.archive_problem(no_raft)
-    assert "not a readable tar.gz" in ops_backup.archive_problem(b"half an archive")
+    assert "no raft log" in facts_raft.archive_problem(no_raft)
+    assert "not a readable tar.gz" in facts_raft.archive_problem(b"half an archive")
 
 
 # -- s10: autolock after an engine restart -----------------------------------------------------------
@@ -476,7 +476,7 @@ def test_s12_a_restart_left_pending_by_a_crash_is_planned_again(tmp_path: Path) 
     ],
 )
 def test_s12_a_restore_takes_only_files_and_directories_under_swarm(member: Any, why: str) -> None:
-    assert why in ops_backup.archive_problem(archive([WAL, member]))
+    assert why in facts_raft.archive_problem(archive([WAL, member]))
 
 
 def test_s12_a_second_ctrl_c_while_the_engine_starts_again_is_held_off() -> None:

@@ -87,7 +87,10 @@ def test_live_restore_false_is_fine_and_every_key_has_a_check() -> None:
 
 
 def test_only_a_failed_start_is_blamed_on_dockerd() -> None:
-    from swarmctl.ops.engine_config import _start_failure
+    from swarmctl.facts.engine_config import start_failure
+
+    def _start_failure(line: str) -> bool:
+        return bool(start_failure([line]))
 
     # dockerd's last words when it cannot start (its stderr, in the unit's journal)
     assert _start_failure("failed to start metrics server: listen tcp 0.0.0.0:22: bind: address already in use")
