@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Generic, TypeVar
 
 import paramiko
@@ -97,6 +98,26 @@ class _RejectUnknown(paramiko.MissingHostKeyPolicy):
         )
 
 
+def add_known_hosts(path: Path, lines: Sequence[str]) -> None:
+    """Append known_hosts lines, crash-safe: read, add, replace (its mode kept, 0600 for a new file),
+    under a lock of its directory that keeps other swarmctl processes (and threads) out."""
+    with _KNOWN_HOSTS_LOCK:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                text = path.read_text(encoding="utf-8")
+                mode = stat.S_IMODE(path.stat().st_mode)
+            except FileNotFoundError:
+                text, mode = "", 0o600
+            if text and not text.endswith("\n"):
+                text += "\n"
+            write_atomic(path, text + "".join(line + "\n" for line in lines), mode)
+        finally:
+            os.close(fd)
+
+
 class _AcceptNew(paramiko.MissingHostKeyPolicy):
     """Record a first-seen key in the inventory's known_hosts (like OpenSSH's accept-new)."""
 
@@ -105,23 +126,7 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         path = self.host.ssh.known_hosts
-        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        with _KNOWN_HOSTS_LOCK:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # read, add, replace crash-safe; the directory's lock keeps other swarmctl processes out
-            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    text = path.read_text(encoding="utf-8")
-                    mode = stat.S_IMODE(path.stat().st_mode)
-                except FileNotFoundError:
-                    text, mode = "", 0o600
-                if text and not text.endswith("\n"):
-                    text += "\n"
-                write_atomic(path, text + line, mode)
-            finally:
-                os.close(fd)
+        add_known_hosts(path, [f"{hostname} {key.get_name()} {key.get_base64()}"])
         client.get_host_keys().add(hostname, key.get_name(), key)
         log.warning("%s: recorded new host key %s %s in %s", self.host.name, key.get_name(), fingerprint(key), path)
 
