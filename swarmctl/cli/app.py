@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from swarmctl import __version__
-from swarmctl.cli.render import error_line, warn
+from swarmctl.cli.render import error_line, json_document, print_json, warn
 from swarmctl.errors import ExitStatus, SwarmctlError
 
 DEBUG_LOG = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "swarmctl" / "debug.log"
@@ -82,8 +82,16 @@ def common_options(fn: Any) -> Any:
     return fn
 
 
-def json_option(what: str) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON (only JSON on stdout).")
+def json_option(schema: str) -> Any:
+    """``--json``: one JSON document on stdout, on success and on failure (``schema``: its
+    definition in swarmctl/schemas/output.json)."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help=f"Print one JSON document on stdout, also on failure, and nothing else there "
+        f"(schema: swarmctl/schemas/output.json, $defs/{schema}).",
+    )
 
 
 def plan_option(fn: Any) -> Any:
@@ -121,31 +129,44 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; map expected errors to one line and an exit status, bugs to a logged traceback."""
+    """Run the CLI; map expected errors to one line and an exit status, bugs to a logged traceback.
+    With --json, exactly one JSON document on stdout however the command ended."""
     signal.signal(signal.SIGTERM, _terminate)
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+    status, error, failures = _run(args)
+    if as_json:
+        print_json(json_document(status, error, failures))
+    return status
+
+
+def _run(args: list[str]) -> tuple[int, str, Any]:
+    """The command's exit status, and its error in one line ("" when none) with the hosts it names."""
     try:
-        rv = cli.main(args=argv, prog_name="swarmctl", standalone_mode=False)
-        return int(rv) if isinstance(rv, int) else ExitStatus.OK
+        rv = cli.main(args=args, prog_name="swarmctl", standalone_mode=False)
+        return (int(rv) if isinstance(rv, int) else ExitStatus.OK), "", None
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
-        return ExitStatus.USAGE
+        return ExitStatus.USAGE, "no command given", None
     except click.UsageError as e:
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
-        error_line(f"{e.format_message()}{hint}")
-        return ExitStatus.USAGE
+        message = f"{e.format_message()}{hint}"
+        error_line(message)
+        return ExitStatus.USAGE, message, None
     except click.exceptions.Exit as e:
-        return e.exit_code
+        return e.exit_code, "", None
     except (click.Abort, KeyboardInterrupt):
         error_line("interrupted")
-        return ExitStatus.INTERRUPTED
+        return ExitStatus.INTERRUPTED, "interrupted", None
     except SwarmctlError as e:
         error_line(str(e))
-        return e.exit_status
+        return e.exit_status, " ".join(str(e).split()), getattr(e, "failures", None)
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else ExitStatus.FAILURE
+        return (e.code if isinstance(e.code, int) else ExitStatus.FAILURE), "", None
     except Exception as e:  # a bug: keep the traceback out of the user's face, but keep it
-        error_line(f"internal error: {type(e).__name__}: {e}; {_save_traceback()}")
-        return ExitStatus.INTERNAL
+        message = f"internal error: {type(e).__name__}: {e}; {_save_traceback()}"
+        error_line(message)
+        return ExitStatus.INTERNAL, message, None
 
 
 def _save_traceback() -> str:

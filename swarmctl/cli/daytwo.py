@@ -33,7 +33,7 @@ def rotate() -> None:
 @rotate.command("tokens")
 @click.option("--worker", is_flag=True, help="Only the worker token.")
 @click.option("--manager", is_flag=True, help="Only the manager token.")
-@json_option("{changes, warnings, failures}")
+@json_option("rotate")
 @common_options
 @click.pass_obj
 def rotate_tokens(obj: Obj, worker: bool, manager: bool, as_json: bool) -> None:
@@ -53,7 +53,7 @@ def rotate_tokens(obj: Obj, worker: bool, manager: bool, as_json: bool) -> None:
 @rotate.command("ca")
 @click.option("--timeout", type=click.FloatRange(1, 3600), default=300, show_default=True,
               help="Seconds to wait for every node to follow.")  # fmt: skip
-@json_option("{changes, warnings, failures, progress}")
+@json_option("rotate")
 @common_options
 @click.pass_obj
 def rotate_ca(obj: Obj, timeout: float, as_json: bool) -> None:
@@ -72,7 +72,7 @@ def rotate_ca(obj: Obj, timeout: float, as_json: bool) -> None:
 
 
 @rotate.command("unlock-key")
-@json_option("{changes, warnings, failures, stored}")
+@json_option("rotate")
 @common_options
 @click.pass_obj
 def rotate_unlock_key(obj: Obj, as_json: bool) -> None:
@@ -91,7 +91,7 @@ def rotate_unlock_key(obj: Obj, as_json: bool) -> None:
 
 @cli.command()
 @plan_option
-@json_option("{changes, warnings, failures, locked}")
+@json_option("unlock")
 @common_options
 @click.pass_obj
 def unlock(obj: Obj, plan_only: bool, as_json: bool) -> None:
@@ -127,7 +127,7 @@ def _plan(report: Any, as_json: bool, nothing: str) -> None:
               help="Show a backup's manifest; change nothing.")  # fmt: skip
 @click.option("--yes", is_flag=True, help="Accept that a swarm of one or two managers is unavailable meanwhile.")
 @plan_option
-@json_option("{changes, warnings, failures, file, manifest}")
+@json_option("backup")
 @common_options
 @click.pass_obj
 def backup(obj: Obj, output: Path | None, list_file: Path | None, yes: bool, plan_only: bool, as_json: bool) -> None:
@@ -144,7 +144,7 @@ def backup(obj: Obj, output: Path | None, list_file: Path | None, yes: bool, pla
 
         data = read_manifest(list_file)
         if as_json:
-            emit_json(data)
+            emit_json({"manifest": data})
             return
         _render_manifest(data)
         return
@@ -177,7 +177,7 @@ def _render_manifest(data: dict[str, Any]) -> None:
 @click.option("--timeout", type=click.FloatRange(1, 3600), default=600, show_default=True,
               help="Seconds to wait for the services to run again.")  # fmt: skip
 @plan_option
-@json_option("{changes, warnings, failures, source, services}")
+@json_option("recover")
 @common_options
 @click.pass_obj
 def recover(obj: Obj, from_backup: Path | None, yes: bool, timeout: float, plan_only: bool, as_json: bool) -> None:

@@ -20,7 +20,7 @@ def images() -> None:
 @click.argument("sources", nargs=-1, required=True, metavar="IMAGE|ARCHIVE...")
 @click.option("--hosts", "host_list", metavar="H,...", default="", help="Only these inventory hosts (default: all).")
 @plan_option
-@json_option("{changes, failures, hosts}")
+@json_option("images")
 @common_options
 @click.pass_obj
 def images_push(obj: Obj, sources: tuple[str, ...], host_list: str, plan_only: bool, as_json: bool) -> None:
@@ -58,7 +58,7 @@ def images_push(obj: Obj, sources: tuple[str, ...], host_list: str, plan_only: b
 @images.command("ls")
 @click.argument("name")
 @click.option("-f", "--file", "files", multiple=True, metavar="FILE", help="Stack file (repeat: later files override).")
-@json_option("{images: [{image, host, id}]}")
+@json_option("images")
 @common_options
 @click.pass_obj
 def images_ls(obj: Obj, name: str, files: tuple[str, ...], as_json: bool) -> None:
@@ -68,6 +68,7 @@ def images_ls(obj: Obj, name: str, files: tuple[str, ...], as_json: bool) -> Non
     """
     from swarmctl.compose.convert import convert_stack
     from swarmctl.compose.loader import find_stack_files, load_stack
+    from swarmctl.errors import HostsFailed
     from swarmctl.ops.images import list_images
     from swarmctl.secretstore import KeySource
     from swarmctl.transport.engine import Session
@@ -77,9 +78,11 @@ def images_ls(obj: Obj, name: str, files: tuple[str, ...], as_json: bool) -> Non
     desired = convert_stack(config, KeySource(os.environ))
     wanted = sorted({s["TaskTemplate"]["ContainerSpec"]["Image"] for s in desired.services.values()})
     with Session(inv) as session:
-        rows = list_images(session, wanted, list(inv.hosts))
+        rows, failures = list_images(session, wanted, list(inv.hosts))
     if as_json:
         emit_json({"images": [r.json() for r in rows]})
-        return
-    shown = [(r.image, r.host, r.id[7:19] if r.id.startswith("sha256:") else (r.id or "missing")) for r in rows]
-    click.echo(table(shown, ("IMAGE", "HOST", "ID")))
+    else:
+        shown = [(r.image, r.host, r.id[7:19] if r.id.startswith("sha256:") else (r.id or "missing")) for r in rows]
+        click.echo(table(shown, ("IMAGE", "HOST", "ID")))
+    if failures:  # "?" in the table: those hosts could not be asked
+        raise HostsFailed("images ls", failures)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from swarmctl.cli.app import cli
+from swarmctl.cli.app import cli, json_option
 from swarmctl.cli.render import emit_json, say, table
 from swarmctl.errors import ExitStatus, PrerequisiteError
 
@@ -101,7 +101,7 @@ def lab_down(directory: Path, everything: bool) -> None:
 
 @lab.command("status")
 @_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("lab")
 def lab_status(directory: Path, as_json: bool) -> None:
     """Show the lab's hosts and whether their sshd and dockerd answer.
 

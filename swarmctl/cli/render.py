@@ -29,8 +29,43 @@ def error_line(message: str) -> None:
     click.echo(click.style("error: ", fg="red", bold=True) + text, err=True)
 
 
+class JsonOut:
+    """The one JSON document of a ``--json`` command: a command sets its result here (emit_json),
+    and the entry point prints it once it knows how the command ended - on success and on failure
+    alike, with the envelope every document has (swarmctl/schemas/output.json)."""
+
+    def __init__(self) -> None:
+        self.document: dict[str, Any] | None = None
+
+
+JSON = JsonOut()
+
+
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    """The command's result for ``--json`` (printed by the entry point, with the envelope)."""
+    JSON.document = dict(data)
+
+
+def json_document(status: int, error: str = "", failures: Any = None) -> dict[str, Any]:
+    """The envelope around the command's result: ok, exit_status, error, changes, warnings,
+    failures (``failures``: host -> why, from an error that names hosts), then the command's keys."""
+    doc = dict(JSON.document or {})
+    out: dict[str, Any] = {
+        "ok": status == 0,
+        "exit_status": int(status),
+        "error": error or str(doc.pop("error", "") or ""),
+        "changes": doc.pop("changes", []),
+        "warnings": doc.pop("warnings", []),
+        "failures": doc.pop("failures", []),
+    }
+    if failures and not out["failures"]:
+        out["failures"] = [{"host": h, "error": str(getattr(e, "message", e))} for h, e in sorted(failures.items())]
+    doc.pop("ok", None)  # verify's own "ok" is the command's: all checks passed
+    return {**out, **doc}
+
+
+def print_json(document: dict[str, Any]) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=False))
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:

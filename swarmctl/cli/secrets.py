@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from swarmctl.cli.app import cli
+from swarmctl.cli.app import Obj, cli, json_option
 from swarmctl.cli.render import emit_json, say, table
 
 
@@ -26,13 +26,28 @@ def _recovered(directory: Path) -> None:
         say(done)
 
 
+def _default_dir(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path:
+    """--dir, else the secrets/ beside the inventory (where bootstrap and deploy read them), else
+    ./secrets when there is no inventory to go by."""
+    if value is not None:
+        return value
+    from swarmctl.errors import InputError
+
+    obj = ctx.find_object(Obj)
+    try:
+        inventory = obj.inventory_path() if obj is not None else None
+    except InputError:
+        inventory = None
+    return inventory.resolve().parent / "secrets" if inventory is not None else Path("secrets")
+
+
 _secrets_dir = click.option(
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("secrets"),
-    show_default=True,
-    help="Where the encrypted secret files live.",
+    default=None,
+    callback=_default_dir,
+    help="Where the encrypted secret files live (default: secrets/ beside the inventory, else ./secrets).",
 )
 
 
@@ -81,7 +96,7 @@ def secrets_set(name: str, from_file: Path | None, directory: Path) -> None:
 
 @secrets.command("list")
 @_secrets_dir
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("secrets")
 def secrets_list(directory: Path, as_json: bool) -> None:
     """Names and sizes of the secrets, and the key's fingerprint (never a value).
 

@@ -59,7 +59,7 @@ _resolve_image_option = click.option(
     "--push-images", "push", is_flag=True,
     help="First copy the stack's images from the local engine to the hosts its placement allows (no registry).",
 )  # fmt: skip
-@json_option("{changes, services, converged, seconds}")
+@json_option("deploy")
 @common_options
 @click.pass_obj
 def deploy(
@@ -150,7 +150,7 @@ def _image(inv: Any, explicit: str | None) -> str:
     help="Also write a message with acks=all through each Kafka broker and read it back through the others "
     "(on a topic made for it, with the stack's replication factor, removed afterwards).",
 )  # fmt: skip
-@json_option("{ok, checks}")
+@json_option("verify")
 @common_options
 @click.pass_obj
 def verify(obj: Obj, name: str, probe_image: str | None, wait: float, produce: bool, as_json: bool) -> None:
@@ -227,7 +227,7 @@ def _env_map(envs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds per service.")
 @click.option("--probe-image", metavar="IMAGE", help="Image with python3 for the application gates.")
 @_resolve_image_option
-@json_option("{services: [{name, from, to, result, seconds}]}")
+@json_option("update")
 @common_options
 @click.pass_obj
 def update(

@@ -18,7 +18,7 @@ from swarmctl.cli.render import emit_json, render_warnings, say, show_plan, tabl
 @click.option("--hosts", "addresses", metavar="A,B,C", default="",
               help="The three hosts' addresses (IP or DNS name), the first the manager.")  # fmt: skip
 @plan_option
-@json_option("{changes, warnings, failures}")
+@json_option("init")
 def init(directory: Path, addresses: str, plan_only: bool, as_json: bool) -> None:
     """Write a commented hosts.yml for 3 hosts (one manager, kafka.slot 1..3) and a .gitignore in
     DIRECTORY (default: here), then say what to do next. Never overwrites a file.
@@ -60,7 +60,7 @@ def init(directory: Path, addresses: str, plan_only: bool, as_json: bool) -> Non
 @click.option("--expect", "expected", multiple=True, metavar="HOST=SHA256:...",
               help="The fingerprint a host must offer (from its console); matching new keys are recorded.")  # fmt: skip
 @plan_option
-@json_option("{changes, warnings, failures, known_hosts, keys}")
+@json_option("host-keys")
 @common_options
 @click.pass_obj
 def host_keys(obj: Obj, yes: bool, expected: tuple[str, ...], plan_only: bool, as_json: bool) -> None:

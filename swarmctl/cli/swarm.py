@@ -20,7 +20,7 @@ from swarmctl.cli.render import emit_json, notifier, render_warnings, say, show_
 )
 @click.option("--prune", is_flag=True, help="Remove nodes and node labels the inventory does not name.")
 @plan_option
-@json_option("{changes, warnings, failures}")
+@json_option("bootstrap")
 @common_options
 @click.pass_obj
 def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_only: bool, as_json: bool) -> None:
@@ -61,7 +61,7 @@ def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_on
 
 
 @cli.command()
-@json_option("{manager, nodes, services}")
+@json_option("status")
 @common_options
 @click.pass_obj
 def status(obj: Obj, as_json: bool) -> None:

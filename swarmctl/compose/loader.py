@@ -48,7 +48,7 @@ def find_stack_files(name: str, files: list[str], cwd: Path) -> list[Path]:
     """The files a deploy reads: ``-f`` files as given, else ``stacks/NAME/stack.yml`` (local, then shipped)."""
     check_stack_name(name)
     if files:
-        return [Path(f) for f in files]  # as given: messages name them the way the user did
+        return [shipped_file(f, cwd) for f in files]
     for root in (cwd / "stacks", SHIPPED_STACKS):
         candidate = root / name / "stack.yml"
         if candidate.is_file():
@@ -62,6 +62,21 @@ def find_stack_files(name: str, files: list[str], cwd: Path) -> list[Path]:
     raise InputError(
         f"no stack {name!r}: neither ./stacks/{name}/stack.yml nor a shipped stack exists{hint}; use -f FILE"
     )
+
+
+def shipped_file(given: str, cwd: Path) -> Path:
+    """A ``-f`` file as given (messages name it the way the user did) - or, when there is no such
+    file here and it names one of the stacks swarmctl ships (``stacks/kafka/external.yml``), that
+    one: the README's own examples work for a swarmctl installed with pip, away from a clone."""
+    path = Path(given)
+    if path.is_absolute() or (cwd / path).exists() or path.is_symlink():
+        return path
+    parts = path.parts
+    if len(parts) >= 2 and parts[0] == "stacks":
+        shipped = SHIPPED_STACKS.joinpath(*parts[1:])
+        if shipped.is_file():
+            return shipped
+    return path
 
 
 def load_stack(

@@ -255,9 +255,10 @@ class ImageRow:
         return {"image": self.image, "host": self.host, "id": self.id}
 
 
-def list_images(session: Session, images: list[str], hosts: list[Host]) -> list[ImageRow]:
-    """For each image (by name), the ID each host has for it."""
+def list_images(session: Session, images: list[str], hosts: list[Host]) -> tuple[list[ImageRow], dict[str, str]]:
+    """For each image (by name), the ID each host has for it; and the hosts that could not be asked."""
     listed = session.fan_out(lambda h: host_images(session.engine(h).images()), hosts)
+    failures = {name: message_of(o.error) for name, o in listed.items() if o.error is not None}
     rows = []
     for image in images:
         for h in hosts:
@@ -266,7 +267,7 @@ def list_images(session: Session, images: list[str], hosts: list[Host]) -> list[
                 rows.append(ImageRow(image, h.name, "?"))
                 continue
             rows.append(ImageRow(image, h.name, o.value.refs.get(image, "")))
-    return rows
+    return rows, failures
 
 
 def hosts_named(session: Session, names: Iterable[str]) -> list[Host]:
