@@ -180,6 +180,8 @@ def parse_yaml(text: str, file_name: str) -> Any:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = e.problem or e.context or "invalid YAML"
+        if "'\\t'" in problem:  # PyYAML's words for a tab used for indentation
+            problem += ": YAML indents with spaces, never tabs"
         raise InputError(f"invalid YAML: {problem}", file_name, line) from None
     except yaml.YAMLError as e:
         raise InputError(f"invalid YAML: {e}", file_name) from None

@@ -107,14 +107,16 @@ def _setup_logging(verbose: int) -> None:
     root.setLevel(level)
 
 
-def load_inventory(obj: Obj, explicit: str | None = None) -> Any:
-    """The inventory of this command (its warnings shown once)."""
+def load_inventory(obj: Obj, explicit: str | None = None, quiet: bool = False) -> Any:
+    """The inventory of this command (its warnings shown once: here, unless ``quiet`` because
+    the operation reports them itself)."""
     from swarmctl.inventory import load_inventory as load
 
     path = Path(explicit) if explicit else obj.inventory_path()
     inv = load(path)
-    for w in inv.warnings:
-        warn(f"{path}: {w}")
+    if not quiet:
+        for w in inv.warnings:
+            warn(f"{path}: {w}")
     return inv
 
 

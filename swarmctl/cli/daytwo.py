@@ -40,6 +40,7 @@ def rotate_tokens(obj: Obj, worker: bool, manager: bool, as_json: bool) -> None:
     """New join tokens (both unless --worker or --manager). Joined nodes are not affected; the next
     bootstrap joins new hosts with the new token; the old one is refused. Tokens are never shown.
 
+    \b
     Example: swarmctl rotate tokens --worker
     """
     from swarmctl.ops.rotate import rotate_tokens as run
@@ -60,6 +61,7 @@ def rotate_ca(obj: Obj, timeout: float, as_json: bool) -> None:
     """A new root CA; waits (with progress) until every node holds a certificate from it and trusts
     only it. Exit 1 names the nodes that did not follow in time.
 
+    \b
     Example: swarmctl rotate ca
     """
     from swarmctl.ops.rotate import rotate_ca as run
@@ -79,6 +81,7 @@ def rotate_unlock_key(obj: Obj, as_json: bool) -> None:
     """A new unlock key (autolock on). The old key stays stored, retired: a manager that was down
     during the rotation may still need it. Keys are never shown.
 
+    \b
     Example: swarmctl rotate unlock-key
     """
     from swarmctl.ops.autolock import rotate_unlock_key as run
@@ -98,6 +101,7 @@ def unlock(obj: Obj, plan_only: bool, as_json: bool) -> None:
     """Unlock every locked manager (autolock: a manager is locked after its engine restarts) with
     the unlock key stored encrypted in secrets/.
 
+    \b
     Example: swarmctl unlock
     """
     from swarmctl.ops.autolock import unlock as run
@@ -116,7 +120,7 @@ def unlock(obj: Obj, plan_only: bool, as_json: bool) -> None:
 def _plan(report: Any, as_json: bool, nothing: str) -> None:
     from swarmctl.errors import HostsFailed
 
-    show_plan(report.plan, as_json, nothing)
+    show_plan(report.plan, as_json, nothing, report.data)
     if report.plan.blocked:
         raise HostsFailed("plan", report.plan.blocked)
 
@@ -137,6 +141,7 @@ def backup(obj: Obj, output: Path | None, list_file: Path | None, yes: bool, pla
     its engine stops, its swarm state is archived, it starts and rejoins. Default file:
     swarm-backup-<swarm>-<time>.swarmctl here.
 
+    \b
     Example: swarmctl backup -o swarm.backup; swarmctl backup --list swarm.backup
     """
     if list_file is not None:
@@ -188,6 +193,7 @@ def recover(obj: Obj, from_backup: Path | None, yes: bool, timeout: float, plan_
     (--force-new-cluster); every other host leaves the lost swarm and joins again with fresh
     tokens; then it waits until the services run. Shows the plan; runs it only with --yes.
 
+    \b
     Example: swarmctl recover --plan; swarmctl recover --yes
     """
     from swarmctl.ops.recover import recover as run

@@ -29,6 +29,7 @@ def images_push(obj: Obj, sources: tuple[str, ...], host_list: str, plan_only: b
     Streamed into `docker load` over each host's SSH connection, hosts in parallel; a host that
     already has an image by ID is skipped (or only given the name).
 
+    \b
     Example: swarmctl images push app.tar --hosts w1,w2
     """
     from swarmctl.errors import HostsFailed
@@ -41,7 +42,7 @@ def images_push(obj: Obj, sources: tuple[str, ...], host_list: str, plan_only: b
         hosts = hosts_named(session, host_list.split(","))
         report = push_images(session, archives, hosts, plan_only=plan_only, notify=notifier(as_json))
     if plan_only:
-        show_plan(report.plan, as_json, "nothing to push: every host has every image")
+        show_plan(report.plan, as_json, "nothing to push: every host has every image", report.data)
     elif as_json:
         emit_json(report.json())
     else:
@@ -64,6 +65,7 @@ def images_push(obj: Obj, sources: tuple[str, ...], host_list: str, plan_only: b
 def images_ls(obj: Obj, name: str, files: tuple[str, ...], as_json: bool) -> None:
     """Which host has which image ID, for the images of stack NAME (its files, as deploy reads them).
 
+    \b
     Example: swarmctl images ls kafka
     """
     from swarmctl.compose.convert import convert_stack

@@ -50,6 +50,7 @@ def lab_up(hosts: int, managers: int, vm: bool, subnet: str | None, directory: P
     """Create the lab (removing an earlier one in DIR) and write DIR/hosts.yml. Labs in different
     directories run side by side, each on a bridge and subnet of its own.
 
+    \b
     Example: swarmctl lab up --hosts 3, or swarmctl lab up --vm --hosts 3
     """
     from swarmctl_lab import hosts as labhosts
@@ -70,6 +71,7 @@ def lab_up(hosts: int, managers: int, vm: bool, subnet: str | None, directory: P
 def lab_images(directory: Path, rebuild: bool) -> None:
     """Build the lab's images (cached) and load them into every lab host that lacks them.
 
+    \b
     Example: swarmctl lab images
     """
     from swarmctl_lab import hosts as labhosts
@@ -90,6 +92,7 @@ def lab_images(directory: Path, rebuild: bool) -> None:
 def lab_down(directory: Path, everything: bool) -> None:
     """Remove the lab of DIR: processes, mounts, namespaces, bridge, iptables rules and its files.
 
+    \b
     Example: swarmctl lab down, or swarmctl lab down --all
     """
     from swarmctl_lab import hosts as labhosts
@@ -105,6 +108,7 @@ def lab_down(directory: Path, everything: bool) -> None:
 def lab_status(directory: Path, as_json: bool) -> None:
     """Show the lab's hosts and whether their sshd and dockerd answer.
 
+    \b
     Example: swarmctl lab status
     """
     from dataclasses import asdict

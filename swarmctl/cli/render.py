@@ -6,6 +6,7 @@ Progress and notes go to stderr, results to stdout; with ``--json`` stdout carri
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
@@ -19,14 +20,23 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
+def colors() -> bool:
+    """Colours on stderr: a terminal, and neither NO_COLOR (https://no-color.org) nor TERM=dumb."""
+    return sys.stderr.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def _style(text: str, color: str) -> str:
+    return click.style(text, fg=color, bold=True) if colors() else text
+
+
 def warn(message: str) -> None:
-    click.echo(click.style("warning: ", fg="yellow", bold=True) + message, err=True)
+    click.echo(_style("warning: ", "yellow") + message, err=True, color=colors())
 
 
 def error_line(message: str) -> None:
     # one line, always: multi-line messages are joined so scripts can grep them
     text = " ".join(message.split("\n"))
-    click.echo(click.style("error: ", fg="red", bold=True) + text, err=True)
+    click.echo(_style("error: ", "red") + text, err=True, color=colors())
 
 
 class JsonOut:
@@ -93,10 +103,13 @@ def render_plan(plan: Any, nothing: str) -> None:
         warn(w)
 
 
-def show_plan(plan: Any, as_json: bool, nothing: str) -> None:
-    """``--plan``: the plan as JSON (``--json``) or rendered (``render_plan``)."""
+def show_plan(plan: Any, as_json: bool, nothing: str, facts: Any = None) -> None:
+    """``--plan``: the plan as JSON (``--json``; with the command's own ``facts``, the keys its
+    help promises) or rendered (``render_plan``)."""
     if as_json:
-        emit_json(plan.json())
+        from swarmctl.plan import jsonable
+
+        emit_json({**plan.json(), **{k: jsonable(v) for k, v in dict(facts or {}).items()}})
     else:
         render_plan(plan, nothing)
 

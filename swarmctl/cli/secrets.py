@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from swarmctl.cli.app import Obj, cli, json_option
-from swarmctl.cli.render import emit_json, say, table
+from swarmctl.cli.render import emit_json, say, table, warn
 
 
 @cli.group()
@@ -55,6 +55,7 @@ _secrets_dir = click.option(
 def secrets_init() -> None:
     """Create a new key file (a keyring with one random key, mode 0600); never overwrites one.
 
+    \b
     Example: swarmctl secrets init
     """
     from swarmctl.secretstore import create_key_file
@@ -71,6 +72,7 @@ def secrets_init() -> None:
 def secrets_set(name: str, from_file: Path | None, directory: Path) -> None:
     """Encrypt a value into DIR/NAME.enc, from --from-file or stdin (never from the command line).
 
+    \b
     Example: swarmctl secrets set db_password < password.txt
     """
     from swarmctl.errors import InputError
@@ -92,6 +94,10 @@ def secrets_set(name: str, from_file: Path | None, directory: Path) -> None:
     path = directory / f"{name}{SUFFIX}"
     write_secret(path, value, key)
     say(f"{path}: {len(value)} bytes, key {key.fingerprint}")
+    if from_file is not None and value.endswith(b"\n"):
+        # kept as given (a certificate or a key file wants it); a password usually does not
+        warn(f"the value ends with the newline of {from_file}, kept: `printf %s VALUE | swarmctl secrets set "
+             f"{name}` stores it without one")  # fmt: skip
 
 
 @secrets.command("list")
@@ -100,9 +106,9 @@ def secrets_set(name: str, from_file: Path | None, directory: Path) -> None:
 def secrets_list(directory: Path, as_json: bool) -> None:
     """Names and sizes of the secrets, and the key's fingerprint (never a value).
 
+    \b
     Example: swarmctl secrets list
     """
-    from swarmctl.cli.render import warn
     from swarmctl.secretstore import list_secrets, load_key
 
     _recovered(directory)
@@ -118,18 +124,19 @@ def secrets_list(directory: Path, as_json: bool) -> None:
                 ],
             }
         )
-        return
-    rows = [(x.name, str(x.size), x.key, str(x.path)) for x in listed if not x.problem]
-    click.echo(table(rows, ("NAME", "BYTES", "KEY", "FILE")) if rows else f"no secrets in {directory}")
-    click.echo(f"key: {key.fingerprint} ({key.source}, {len(key.retired)} retired)")
-    for x in listed:
-        if x.problem:
-            warn(f"{x.path}: {x.problem}")
-    old = sorted({x.key for x in listed if not x.problem and x.key != key.fingerprint})
-    if old:
-        warn(
-            f"some secrets use a retired key ({', '.join(old)}): `swarmctl secrets rekey --dir {directory}` moves them"
-        )
+    else:
+        rows = [(x.name, "-" if x.problem else str(x.size), x.key or "?", str(x.path)) for x in listed]
+        click.echo(table(rows, ("NAME", "BYTES", "KEY", "FILE")) if rows else f"no secrets in {directory}")
+        click.echo(f"key: {key.fingerprint} ({key.source}, {len(key.retired)} retired)")
+        old = sorted({x.key for x in listed if not x.problem and x.key != key.fingerprint})
+        if old:
+            warn(f"some secrets use a retired key ({', '.join(old)}): `swarmctl secrets rekey --dir {directory}` "
+                 "moves them")  # fmt: skip
+    broken = {str(x.path): x.problem for x in listed if x.problem}
+    if broken:  # a secret that does not decrypt is a deploy that will fail: say so with the exit status
+        from swarmctl.errors import HostsFailed
+
+        raise HostsFailed("secrets list", broken)
 
 
 @secrets.command("show")
@@ -139,15 +146,19 @@ def secrets_list(directory: Path, as_json: bool) -> None:
 def secrets_show(name: str, force: bool, directory: Path) -> None:
     """Print a secret's value - only to a terminal, unless --force.
 
+    \b
     Example: swarmctl secrets show db_password
     """
     from swarmctl.errors import InputError
     from swarmctl.secretstore import SUFFIX, check_name, load_key, read_secret
 
     check_name(name)
+    path = directory / f"{name}{SUFFIX}"
+    if not path.exists():  # the missing name first: that is the mistake, whatever stdout is
+        raise InputError(f"no secret {name!r} in {directory} (`swarmctl secrets list` shows what there is)")
     if not sys.stdout.isatty() and not force:
         raise InputError("refusing to write a secret to a pipe or a file; add --force if that is what you want")
-    value = read_secret(directory / f"{name}{SUFFIX}", load_key(os.environ), os.environ)
+    value = read_secret(path, load_key(os.environ), os.environ)
     sys.stdout.buffer.write(value)
     if sys.stdout.isatty() and not value.endswith(b"\n"):
         sys.stdout.buffer.write(b"\n")
@@ -160,6 +171,7 @@ def secrets_rekey(directory: Path) -> None:
     """Re-encrypt every secret of DIR under a new key, all or nothing; the old key is retired (kept
     in the key file, so that other directories sharing it still decrypt), never deleted.
 
+    \b
     Example: swarmctl secrets rekey
     """
     from swarmctl.secretstore import rekey

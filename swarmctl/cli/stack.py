@@ -79,6 +79,7 @@ def deploy(
 ) -> None:
     """Deploy stack NAME (stacks/NAME/stack.yml, or the -f files) and wait until it converged.
 
+    \b
     Example: swarmctl deploy web -f web.yml --plan
     """
     from swarmctl.compose.convert import convert_stack
@@ -156,6 +157,7 @@ def _image(inv: Any, explicit: str | None) -> str:
 def verify(obj: Obj, name: str, probe_image: str | None, wait: float, produce: bool, as_json: bool) -> None:
     """Check stack NAME from inside its overlay networks on every node: DNS, VIPs, ZooKeeper, Kafka.
 
+    \b
     Example: swarmctl verify kafka --produce
     """
     from swarmctl.compose.loader import check_stack_name
@@ -183,6 +185,7 @@ def verify(obj: Obj, name: str, probe_image: str | None, wait: float, produce: b
 def rm(obj: Obj, name: str, timeout: float) -> None:
     """Remove stack NAME (services, networks, secrets, configs) and wait until its networks are gone.
 
+    \b
     Example: swarmctl rm web
     """
     from swarmctl.compose.loader import check_stack_name
@@ -245,10 +248,11 @@ def update(
 ) -> None:
     """Roll changes into stack NAME's services one at a time, behind health and application gates.
 
-    SERVICE is the name in the stack file (zookeeper-1). Without files: --image and --env change the
-    running services; --force restarts them. On a failure the failing service is rolled back and
-    the rest is left as it was.
+    SERVICE is the name in the stack file (zookeeper-1). --image and --env change the running
+    services; --force restarts them (to roll a changed stack file, run deploy: its updates go the
+    same way). On a failure the failing service is rolled back and the rest is left as it was.
 
+    \b
     Example: swarmctl update kafka --image zookeeper-1=quay.io/debezium/zookeeper:3.1.3.Final
     """
     from swarmctl.compose.loader import check_stack_name

@@ -29,6 +29,7 @@ def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_on
     Preflight on every host, init on the first manager, join the rest in parallel, apply roles,
     labels and availability. Running it again changes nothing. --plan shows what it would do.
 
+    \b
     Example: swarmctl bootstrap hosts.yml --plan
     """
     from swarmctl.errors import HostsFailed
@@ -36,12 +37,21 @@ def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_on
     from swarmctl.ops.bootstrap import bootstrap as run_bootstrap
     from swarmctl.transport.engine import Session
 
-    inv = load_inventory(obj, inventory)
+    if inventory and obj.inventory and Path(inventory).resolve() != Path(obj.inventory).resolve():
+        from swarmctl.errors import InputError
+
+        raise InputError(
+            f"two inventories given: {inventory} and -i {obj.inventory}: name one (the argument or -i, not both)"
+        )
+    inv = load_inventory(obj, inventory, quiet=True)  # its warnings are the plan's (they are in --json)
     with Session(inv) as session:
         done = run_bootstrap(session, force=force, prune=prune, plan_only=plan_only, notify=notifier(as_json))
     report = done.report
     if plan_only:
-        show_plan(report.plan, as_json, f"nothing to do: the swarm already matches {inv.path}")
+        # "nothing to do" only when every host could be asked: a host that could not be is no match
+        nothing = (f"nothing to do: the swarm already matches {inv.path}" if not report.failures
+                   else "nothing can be planned for the hosts that were not checked (below)")  # fmt: skip
+        show_plan(report.plan, as_json, nothing, {"swarm_ready": done.swarm_ready, "nodes": done.nodes})
         if report.failures:
             raise HostsFailed("bootstrap --plan", report.failures)
         return
@@ -67,6 +77,7 @@ def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_on
 def status(obj: Obj, as_json: bool) -> None:
     """Show the swarm's nodes and services (running/desired tasks).
 
+    \b
     Example: swarmctl status
     """
     from swarmctl.ops.status import read_status

@@ -71,7 +71,8 @@ def substitute(template: str, lookup: Lookup, unset: list[str] | None = None) ->
 
 
 def interpolate(node: Any, lookup: Lookup, file: str, unset: list[str]) -> Any:
-    """A copy of a loaded YAML tree with every string value interpolated (keys are left alone)."""
+    """A copy of a loaded YAML tree with every string value interpolated (keys are left alone);
+    ``unset`` gets ``FILE:LINE: variable NAME`` for each use of a variable that is not set."""
     if isinstance(node, LineDict):
         out = LineDict()
         out.line = node.line
@@ -94,10 +95,12 @@ def _one(value: Any, lookup: Lookup, file: str, line: int, unset: list[str]) -> 
     if isinstance(value, str):
         if "$" not in value:
             return value
+        missing: list[str] = []
         try:
-            result = substitute(value, lookup, unset)
+            result = substitute(value, lookup, missing)
         except TemplateError as e:
             raise InputError(str(e), file, line) from None
+        unset += [f"{file}:{line}: variable {name}" for name in missing]  # where each unset one was used
         return Interpolated(result)
     return interpolate(value, lookup, file, unset)
 

@@ -112,8 +112,8 @@ def load_stack(
     assert merged is not None
     for sname, service in merged["services"].items():
         check_merged_service(sname, service)
-    for var in unset:
-        warnings.append(f"variable {var} is not set: using an empty string")
+    for use in unset:
+        warnings.append(f"{use} is not set: using an empty string")
     _check_references(merged)
     for sname, service in merged["services"].items():
         if "restart" in service:

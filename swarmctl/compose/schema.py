@@ -44,7 +44,8 @@ IGNORED_KEYS = (
 
 # Not part of format 3 at all; docker's own advice for each.
 FORBIDDEN_KEYS = {
-    "extends": "`extends` is not supported by swarm stacks",
+    "extends": "swarm stacks have no `extends`: repeat the settings, or give them in a second -f file that "
+    "overrides the first",
     "volume_driver": "define a volume in the top-level `volumes` with its driver and reference it instead",
     "volumes_from": "share a volume by defining it in the top-level `volumes` and referencing it from each service",
     "cpu_quota": "set resource limits with deploy.resources",
@@ -128,6 +129,22 @@ class FileChecker:
         if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise self.error(path, f"must be a string, not {type_name(value)}", line)
+
+    def image(self, value: Any, path: str, line: int) -> str:
+        """An image reference: a string, not empty, not starting with '-', no empty tag or digest
+        (``nginx:${TAG}`` with TAG unset gives ``nginx:``, which no registry serves)."""
+        image = self.string(value, path, line)
+        problem = ""
+        if not image.strip():
+            problem = "is empty"
+        elif image.startswith("-"):
+            problem = "starts with '-': an image reference never does"
+        elif image.endswith((":", "@")) or image[-8:] == "@sha256:":
+            problem = "has an empty tag or digest"
+        if problem:
+            unset = "; a variable in it may be unset" if isinstance(value, Interpolated) else ""
+            raise self.error(path, f"{image!r} {problem}{unset}", line)
+        return image
 
     def integer(self, value: Any, path: str, line: int, minimum: int | None = None) -> int:
         result: int | None = None
@@ -237,6 +254,13 @@ class FileChecker:
         if data is None:
             raise self.error("", "the stack file is empty (expected `services:`)", 1)
         top = self.mapping(data, "", 1)
+        if "name" in top:
+            raise self.error(
+                "the stack file",
+                "`name:` is not read: the stack's name is the one given to deploy (`swarmctl deploy NAME`); "
+                "remove it",
+                top.line_of("name"),
+            )
         self.keys(top, TOP_KEYS, "the stack file", extensions=True)
         version = top.get("version")
         if version is not None:
@@ -301,7 +325,9 @@ class FileChecker:
                 continue
             p = f"{path}.{key}"
             k = ln(key)
-            if key in ("image", "hostname", "user", "working_dir", "stop_signal", "isolation"):
+            if key == "image":
+                s[key] = self.image(value, p, k)
+            elif key in ("hostname", "user", "working_dir", "stop_signal", "isolation"):
                 s[key] = self.string(value, p, k)
             elif key == "restart":
                 s[key] = self.restart(value, p, k)
@@ -468,6 +494,12 @@ class FileChecker:
                     r[rk] = self.cpus(rv, rp, rl)
                 elif rk == "memory":
                     r[rk] = self.size(rv, rp, rl)
+                    if isinstance(rv, int) and not isinstance(rv, bool) and 0 < rv < 4 << 20:
+                        # compose reads a bare number as bytes; nobody means a limit of a few KiB
+                        self.ctx.warnings.append(
+                            f"{self.ctx.file}:{rl}: {rp}: {rv} is {rv} bytes (a bare number is bytes): "
+                            f"did you mean {rv}M? write the unit (512M, 1G) to say so"
+                        )
                 elif rk == "pids":
                     r[rk] = self.integer(rv, rp, rl, minimum=0)
                 elif rk == "generic_resources":

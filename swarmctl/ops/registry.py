@@ -164,6 +164,10 @@ def resolve_image(engine: Engine, image: str, creds: Credentials) -> Resolved:
     registry answers for it (an image only present on the hosts)."""
     if "@" in image:
         return Resolved(image, image.rpartition("@")[2])
+    if _never_pulled(engine, image):
+        # built or loaded here (docker load, `images push`, the lab's images): no registry has it
+        # to ask, and saying so on every deploy would only teach users to ignore warnings
+        return Resolved(image)
     try:
         found = engine.distribution(image, creds.header(image))
     except Unauthorized as e:
@@ -180,6 +184,16 @@ def resolve_image(engine: Engine, image: str, creds: Credentials) -> Resolved:
     if not digest:
         return Resolved(image, warning=f"image {image}: its registry gave no digest; not pinned")
     return Resolved(f"{image}@{digest}", digest)
+
+
+def _never_pulled(engine: Engine, image: str) -> bool:
+    """The manager has the image, and it never came from a registry (no repo digest: it was built or
+    loaded here)."""
+    try:
+        found = engine.inspect_image(image)
+    except EngineError:
+        return False
+    return not found.get("RepoDigests")
 
 
 def resolve_images(engine: Engine, images: Mapping[str, str], creds: Credentials) -> dict[str, Resolved]:

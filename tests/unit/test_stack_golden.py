@@ -35,7 +35,7 @@ CASES = {
 }
 ENV = {
     "PROBE_IMAGE": "swarmctl-lab/probe:1",
-    "TAG": "",
+    "TAG": "2.1",  # set: `${TAG-latest}` takes it (set but empty would be an empty tag, refused)
     "EMPTY": "",
     "REPLICAS": "3",
     "NAME": "env",

@@ -142,10 +142,15 @@ def test_ignored_keys_are_named_in_a_warning(tmp_path: Path) -> None:
     assert "`restart` is not a swarm setting" in warnings
 
 
-def test_unset_variable_warns_and_becomes_empty(tmp_path: Path) -> None:
-    config = load(tmp_path, "services:\n  web:\n    image: nginx:${TAG}\n")
-    assert config.services["web"]["image"] == "nginx:"  # type: ignore[attr-defined]
-    assert "variable TAG is not set: using an empty string" in config.warnings  # type: ignore[attr-defined]
+def test_unset_variable_warns_with_file_and_line_and_becomes_empty(tmp_path: Path) -> None:
+    config = load(tmp_path, "services:\n  web:\n    image: nginx\n    hostname: web${SUFFIX}\n")
+    assert config.services["web"]["hostname"] == "web"  # type: ignore[attr-defined]
+    assert f"{tmp_path / 'stack0.yml'}:4: variable SUFFIX is not set: using an empty string" in config.warnings  # type: ignore[attr-defined]
+
+
+def test_an_unset_variable_that_empties_an_image_tag_is_an_error_at_its_line(tmp_path: Path) -> None:
+    msg = error(tmp_path, "services:\n  web:\n    image: nginx:${TAG}\n")
+    assert msg.startswith("3: ") and "'nginx:' has an empty tag or digest; a variable in it may be unset" in msg
 
 
 def test_variables_precedence_environment_then_dotenv_then_inventory(tmp_path: Path) -> None:
