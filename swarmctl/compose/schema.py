@@ -257,8 +257,7 @@ class FileChecker:
         if "name" in top:
             raise self.error(
                 "the stack file",
-                "`name:` is not read: the stack's name is the one given to deploy (`swarmctl deploy NAME`); "
-                "remove it",
+                "`name:` is not read: the stack's name is the one given to deploy (`swarmctl deploy NAME`); remove it",
                 top.line_of("name"),
             )
         self.keys(top, TOP_KEYS, "the stack file", extensions=True)
