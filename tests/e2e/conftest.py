@@ -32,8 +32,8 @@ LAB_HOSTS = 4
 # times (README, Development); the VM tier has a worker of its own. A module not listed here runs
 # in the first group.
 GROUPS = {
-    "test_update": "stacks", "test_kafka": "stacks", "test_secrets": "stacks",
-    "test_day_two": "day-two", "test_registry": "day-two", "test_stack_parity": "day-two",
+    "test_update": "stacks", "test_kafka": "stacks", "test_secrets": "stacks", "test_stack_parity": "stacks",
+    "test_day_two": "day-two", "test_registry": "day-two", "test_quick_start": "day-two",
     "test_safety": "churn", "test_engine": "churn", "test_bootstrap": "churn", "test_deploy": "churn",
     "test_vm": "vm",
 }  # fmt: skip
