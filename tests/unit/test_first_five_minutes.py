@@ -170,3 +170,31 @@ def test_an_image_loaded_here_is_not_looked_up_on_a_registry_nor_warned_about() 
     assert local.image == "swarmctl-lab/probe:py3" and not local.warning and engine.asked == []
     remote = resolve_image(engine, "quay.io/debezium/kafka:3.1", Credentials())
     assert "could not be accessed on a registry" in remote.warning and engine.asked == ["quay.io/debezium/kafka:3.1"]
+
+
+def test_every_option_in_help_is_in_the_readme() -> None:
+    """What --help offers, the README documents: each command's heading, and each of its options."""
+    import click
+
+    from swarmctl.cli import cli as root
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+            return
+        if f"swarmctl {' '.join(path)}" not in readme and f"`{path[-1]}" not in readme:
+            missing.append(" ".join(path))
+        for param in command.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--") and opt not in ("--help",) and opt not in readme:
+                    missing.append(f"{' '.join(path)} {opt}")
+
+    walk(root, [])
+    for opt in ("--version", "-vv"):
+        if opt not in readme:
+            missing.append(opt)
+    assert missing == []
