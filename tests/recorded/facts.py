@@ -100,7 +100,7 @@ def main() -> None:
                   spec.hosts[2].address, "7946", spec.hosts[0].address, "7946"]  # fmt: skip
         out = on(spec, "lab2", probes)
         save("ports", "lab", "from a worker: the manager's 2377 open, 7946 open; lab3's 7946 refused (no swarm)",
-             probes, out, host.parse_ports(out))  # fmt: skip
+             probes, out, {f"{a} {p}": r for (a, p), r in host.parse_ports(out).items()})  # fmt: skip
 
         # autolock: the manager restarted comes back locked
         with api(spec, "lab1") as a:

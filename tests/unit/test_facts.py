@@ -26,7 +26,7 @@ PARSES = {
     "data_roots": raft.parse_data_roots,
     "raft": lambda out: {r: vars(v) for r, v in raft.parse_raft_by_root(out).items()},
     "host": host.parse_facts_script,
-    "ports": lambda out: host.parse_ports(out),
+    "ports": lambda out: {f"{a} {p}": r for (a, p), r in host.parse_ports(out).items()},
 }
 
 
