@@ -27,24 +27,12 @@ from tests.helpers import running_lab, swarmctl, wait_for
 LAB_HOSTS = 4
 
 
-# Which end-to-end modules run together, on one pytest-xdist worker and its own lab (labs side by
-# side: each has its own bridge, subnet and names, from its directory). Balanced by their measured
-# times (README, Development); the VM tier has a worker of its own. A module not listed here runs
-# in the first group.
-GROUPS = {
-    "test_update": "stacks", "test_kafka": "stacks", "test_secrets": "stacks", "test_stack_parity": "stacks",
-    "test_day_two": "day-two", "test_registry": "day-two", "test_quick_start": "day-two",
-    "test_safety": "churn", "test_engine": "churn", "test_bootstrap": "churn", "test_deploy": "churn",
-    "test_vm": "vm",
-}  # fmt: skip
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-            module = Path(str(item.fspath)).stem
-            item.add_marker(pytest.mark.xdist_group(GROUPS.get(module, "stacks")))
+    # The suite runs with pytest-xdist's --dist loadfile: each module on one worker, each worker with
+    # a lab of its own (made when its first module needs one), modules handed out in this order.
     # Within one lab, tests that re-create the swarm over and over run last. Docker 20.10's overlay
     # gossip (networkdb/memberlist) keeps stale peers when a multi-manager swarm is torn down and
     # made again within seconds ("node ... is unknown to memberlist"), and embedded DNS on those
