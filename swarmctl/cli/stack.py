@@ -290,6 +290,8 @@ def update(
         return
     if as_json:
         emit_json(report.json())
+    elif not report.plan.changes:
+        click.echo(f"nothing to update in stack {name}: the services already have those images and variables", err=True)
     else:
         render_rollout(report.data["services"], as_json)
 

@@ -102,28 +102,31 @@ def read_state(session: Session) -> tuple[BootstrapState, EngineState]:
     blocked.update(duplicate_hostnames(inv, {n: f for n, f in facts.items() if n not in blocked}))
     ready = frozenset(n for n in facts if n not in blocked)
     warnings = (*inv.warnings, *kernel_warnings(facts.values()))
-    nodes, autolock = _swarm_of(session, inv, facts, ready)
-    state = BootstrapState(inv, facts, ready, blocked, nodes, tuple(warnings))
+    nodes, through_anchor, autolock = _swarm_of(session, inv, facts, ready)
+    # the membership plan takes only the anchor's swarm for this one: a manager found otherwise (the
+    # engines' plan still needs its nodes) may be a manager of another swarm
+    state = BootstrapState(inv, facts, ready, blocked, nodes if through_anchor else None, tuple(warnings))
     engines = engine_state({n: r.engine for n, r in answered.items()}, unreachable, nodes, cas, autolock, inv)
     return state, engines
 
 
 def _swarm_of(
     session: Session, inv: Inventory, facts: Mapping[str, HostFacts], ready: frozenset[str]
-) -> tuple[tuple[NodeView, ...] | None, bool]:
-    """The swarm's nodes and whether it locks its managers, through the anchor (or, for the engines'
-    plan, any active manager when no host passed preflight as one)."""
+) -> tuple[tuple[NodeView, ...] | None, bool, bool]:
+    """The swarm's nodes, whether they came through the anchor, and whether the swarm locks its
+    managers: through the anchor, or (for the engines' plan) any active manager when no host passed
+    preflight as one."""
     anchor = choose_anchor(inv, {n: f for n, f in facts.items() if n in ready})
     managers = [anchor] if anchor is not None else [n for n, f in facts.items() if f.membership.manager]
     for name in managers:
         try:
             engine = session.engine(name)
-            return tuple(read_nodes(engine)), autolock_on(engine.inspect_swarm())
+            return tuple(read_nodes(engine)), name == anchor, autolock_on(engine.inspect_swarm())
         except HostError as e:
             if name == anchor:
                 raise
             log.info("%s: cannot list nodes: %s", name, e.message)
-    return None, False
+    return None, False, False
 
 
 def refresh(session: Session, state: BootstrapState, restarted: Iterable[str]) -> BootstrapState:
@@ -138,8 +141,8 @@ def refresh(session: Session, state: BootstrapState, restarted: Iterable[str]) -
         else:
             blocked[name] = message_of(o.error) if o.error is not None else "no answer"
     ready = frozenset(n for n in facts if n not in blocked)
-    nodes, _ = _swarm_of(session, state.inventory, facts, ready)
-    return replace(state, facts=facts, ready=ready, blocked=blocked, nodes=nodes)
+    nodes, through_anchor, _ = _swarm_of(session, state.inventory, facts, ready)
+    return replace(state, facts=facts, ready=ready, blocked=blocked, nodes=nodes if through_anchor else None)
 
 
 # -- planning (pure) -------------------------------------------------------------------------------

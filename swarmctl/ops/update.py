@@ -163,7 +163,7 @@ def plan_update(
         images, env: short name -> new image / variables to set.
 
     Raises:
-        InputError: an unknown service, or nothing to do.
+        InputError: an unknown service, or nothing asked for.
     """
     by_short = {name.removeprefix(f"{stack}_"): name for name in current}
     named = list(dict.fromkeys([*services, *images, *env]))
@@ -192,9 +192,7 @@ def plan_update(
         fields = tuple(changed_fields(spec, svc["Spec"], {}))
         if fields:
             steps.append(Step(svc["Spec"]["Name"], short, svc, spec, fields))
-    if not steps:
-        raise InputError("nothing to update: the services already have that image and those variables")
-    return steps
+    return steps  # empty when the services already have those images and variables: nothing to do
 
 
 # -- application gates --------------------------------------------------------------------------------
@@ -531,7 +529,7 @@ def update_stack(
         per step and ``data["services"]`` (StepResult per service).
 
     Raises:
-        InputError: unknown services or nothing to change; RolloutFailed: see ``roll_out``.
+        InputError: unknown services or nothing asked for; RolloutFailed: see ``roll_out``.
     """
     steps = plan_update(stack, read_stack_services(engine, stack), services, images, env, force)
     if inventory is not None:
@@ -544,6 +542,8 @@ def update_stack(
                 last = gates.goes_last()
         ordered = plan_order(steps, last)
         return Report(plan=Plan(tuple(s.change(s.short in last) for s in ordered)))
+    if not steps:  # a run again of an update that is done: idempotent, like deploy
+        return Report(plan=Plan(()), data={"services": []})
     results = roll_out(engine, steps, gates, timeout, notify, on_progress)
     by_short = {s.short: s for s in steps}
     report = Report(plan=Plan(tuple(by_short[r.name].change() for r in results)), data={"services": results})

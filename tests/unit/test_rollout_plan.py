@@ -74,9 +74,12 @@ def test_update_image_env_and_force() -> None:
     [
         (["nope"], {}, "no service nope in stack st"),
         ([], {}, "nothing to update: name --image"),
-        ([], {"web": "img:1"}, "already have that image"),
     ],
 )
 def test_update_errors(services: list[str], images: dict[str, str], message: str) -> None:
     with pytest.raises(InputError, match=message):
         plan_update("st", CURRENT, services, images, {}, force=False)
+
+
+def test_an_update_already_done_plans_nothing_and_is_no_error() -> None:
+    assert plan_update("st", CURRENT, [], {"web": "img:1"}, {}, force=False) == []
