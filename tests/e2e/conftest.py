@@ -31,8 +31,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-    # The suite runs with pytest-xdist's --dist loadfile: each module on one worker, each worker with
-    # a lab of its own (made when its first module needs one), modules handed out in this order.
+    # The suite runs with pytest-xdist's --dist loadfile --no-loadscope-reorder: each module on one
+    # worker, each worker with a lab of its own (made when its first module needs one), modules handed
+    # out in this order, so on every worker in this order too.
     # Within one lab, tests that re-create the swarm over and over run last. Docker 20.10's overlay
     # gossip (networkdb/memberlist) keeps stale peers when a multi-manager swarm is torn down and
     # made again within seconds ("node ... is unknown to memberlist"), and embedded DNS on those
@@ -199,11 +200,29 @@ class Lab:
 
 
 @pytest.fixture(scope="session")
-def swarm(lab: Lab) -> Lab:
-    """The lab's own inventory bootstrapped once (lab1 manager, lab2-4 workers) for the stack tests."""
+def _shared_swarm(lab: Lab) -> tuple[Lab, str]:
     lab.reset()
     run = swarmctl("bootstrap", str(lab.inventory))
     assert run.rc == 0, str(run)
+    with lab.docker("lab1") as api:
+        return lab, str(api.inspect_swarm()["ID"])
+
+
+@pytest.fixture(scope="module")
+def swarm(_shared_swarm: tuple[Lab, str]) -> Lab:
+    """The lab's own inventory bootstrapped once (lab1 manager, lab2-4 workers) for the stack tests.
+
+    Checked for every module: a churning module run before on this worker's lab would have taken the
+    swarm away (the module order above is what prevents that), and its tests would then fail for
+    a reason that is not theirs.
+    """
+    lab, cluster = _shared_swarm
+    with lab.docker("lab1") as api:
+        now = api.info()["Swarm"].get("Cluster", {}).get("ID", "")
+    assert now == cluster, (
+        f"the stack tests' shared swarm {cluster[:12]} is gone from lab1 (now {now[:12] or 'none'}): a module "
+        "that re-creates the swarm ran before this one on this worker (see the order in tests/e2e/conftest.py)"
+    )
     return lab
 
 
