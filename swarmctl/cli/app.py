@@ -65,21 +65,19 @@ def _add_verbosity(ctx: click.Context, _param: click.Parameter, value: int) -> N
         _setup_logging(obj.verbose)
 
 
-def common_options(fn: Any) -> Any:
-    """-i and -v are accepted after the subcommand too: `swarmctl status -i hosts.yml`."""
-    fn = click.option(
-        "-i",
-        "--inventory",
-        "inventory_option",
-        metavar="FILE",
-        expose_value=False,
-        callback=_set_inventory,
-        help="Inventory (hosts.yml).",
-    )(fn)
-    fn = click.option("-v", "--verbose", count=True, expose_value=False, callback=_add_verbosity, help="More detail.")(
-        fn
-    )
-    return fn
+def common_options(fn: Any = None, *, short_inventory: bool = True) -> Any:
+    """-i and -v are accepted after the subcommand too: `swarmctl status -i hosts.yml`. A command
+    whose own -i means something else (exec's interactive, as docker's) takes only --inventory."""
+
+    def wrap(fn: Any) -> Any:
+        names = ["-i", "--inventory"] if short_inventory else ["--inventory"]
+        fn = click.option(*names, "inventory_option", metavar="FILE", expose_value=False,
+                          callback=_set_inventory, help="Inventory (hosts.yml).")(fn)  # fmt: skip
+        fn = click.option("-v", "--verbose", count=True, expose_value=False, callback=_add_verbosity,
+                          help="More detail.")(fn)  # fmt: skip
+        return fn
+
+    return wrap(fn) if fn is not None else wrap
 
 
 def json_option(schema: str) -> Any:
@@ -138,8 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
     status, error, failures = _run(args)
     if as_json:
-        print_json(json_document(status, error, failures))
+        print_json(json_document(status, error, failures), one_line=_command(args) in JSON_LINES)
     return status
+
+
+JSON_LINES = {"logs"}  # commands whose --json is one object per line; the result is the last line
+
+
+def _command(args: list[str]) -> str:
+    """The subcommand named in ``args`` (the first word that is not an option or -i's value)."""
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("-i", "--inventory"):
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return ""
 
 
 def _run(args: list[str]) -> tuple[int, str, Any]:

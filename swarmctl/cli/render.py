@@ -74,8 +74,13 @@ def json_document(status: int, error: str = "", failures: Any = None) -> dict[st
     return {**out, **doc}
 
 
-def print_json(document: dict[str, Any]) -> None:
-    click.echo(json.dumps(document, indent=2, sort_keys=False))
+def print_json(document: dict[str, Any], one_line: bool = False) -> None:
+    """The document; ``one_line`` for commands whose --json is JSON lines (``logs``): the result is
+    then their last line."""
+    if one_line:
+        click.echo(json.dumps(document, separators=(",", ":")))
+    else:
+        click.echo(json.dumps(document, indent=2, sort_keys=False))
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import paramiko
 
@@ -248,8 +248,11 @@ class Connection:
             command = "sudo -n -- sh -c " + shlex.quote(command)
         return command
 
-    def open_channel(self, argv: Sequence[str] | str, sudo: bool | None = None) -> paramiko.Channel:
-        """Start a command and return its channel (stdin/stdout as a byte stream).
+    def open_channel(
+        self, argv: Sequence[str] | str, sudo: bool | None = None, pty: tuple[str, int, int] | None = None
+    ) -> paramiko.Channel:
+        """Start a command and return its channel (stdin/stdout as a byte stream); with ``pty``
+        (terminal type, columns, rows) on a pseudo-terminal of the host.
 
         Opening the channel and starting the command each get ``connect_timeout``: a host that
         stops answering is given up on, never waited for (paramiko's own waits have no deadline).
@@ -265,6 +268,8 @@ class Connection:
         watchdog.daemon = True
         watchdog.start()
         try:
+            if pty is not None:
+                channel.get_pty(term=pty[0], width=pty[1], height=pty[2])
             channel.exec_command(command)
         except (paramiko.SSHException, EOFError, OSError) as e:
             if not watchdog.is_alive():
@@ -428,6 +433,64 @@ class Connection:
             channel.close()
         return CommandResult(self.host.name, shown, rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
+    def interact(
+        self,
+        argv: Sequence[str],
+        stdin: int | None,
+        stdout: int,
+        stderr: int,
+        pty: tuple[str, int, int] | None = None,
+        resized: Callable[[], tuple[int, int] | None] | None = None,
+    ) -> int:
+        """Run a command wired to this process's file descriptors, as ``ssh -t`` would: its output
+        written to ``stdout``/``stderr`` as it comes, ``stdin`` (when given) sent until its end;
+        with ``pty``, on a pseudo-terminal whose size follows ``resized()`` (polled: the new
+        columns and rows, or None). Returns the command's exit status.
+
+        No deadline but the connection's: an interactive command runs as long as its user wants.
+
+        Raises:
+            SSHError: the connection failed or was lost.
+        """
+        shown = shlex.join(argv)
+        channel = self.open_channel(argv, pty=pty)
+        try:
+            if stdin is None:
+                channel.shutdown_write()
+            while True:
+                if resized is not None:
+                    size = resized()
+                    if size is not None:
+                        channel.resize_pty(width=size[0], height=size[1])
+                watch: list[Any] = [channel] + ([stdin] if stdin is not None else [])
+                ready, _, _ = select.select(watch, [], [], 0.2)
+                if stdin is not None and stdin in ready:
+                    data = os.read(stdin, 65536)
+                    if data:
+                        channel.sendall(data)
+                    else:
+                        stdin = None
+                        channel.shutdown_write()
+                while channel.recv_ready():
+                    _write_all(stdout, channel.recv(65536))
+                while channel.recv_stderr_ready():
+                    _write_all(stderr, channel.recv_stderr(65536))
+                if (channel.exit_status_ready() or channel.closed) and not (
+                    channel.recv_ready() or channel.recv_stderr_ready()
+                ):
+                    if channel.eof_received or channel.closed:
+                        break
+                    select.select([channel], [], [], EOF_GRACE)
+                    if not (channel.recv_ready() or channel.recv_stderr_ready()):
+                        break
+            if not channel.exit_status_ready():
+                raise SSHError(self.host.name, f"connection lost running {_summary(shown)}")
+            return channel.recv_exit_status()
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise SSHError(self.host.name, f"connection lost running {_summary(shown)}: {e}") from e
+        finally:
+            channel.close()
+
     def put(self, data: bytes, path: str, mode: int = 0o600, timeout: float = 60.0) -> None:
         """Write ``data`` to ``path`` on the host, crash-safe (through stdin, never argv): a new
         temporary file beside it (mktemp: O_EXCL, 0600), its final mode, synced, renamed over it,
@@ -458,6 +521,12 @@ mv -f "$tmp" "$1"
 trap - EXIT
 sync "$dir" 2>/dev/null || sync
 """
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _reason(err: BaseException) -> str:

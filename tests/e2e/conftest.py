@@ -64,6 +64,7 @@ ORDER = [
     "test_safety",
     "test_vm",
     "test_deploy",
+    "test_day_to_day",
     "test_bootstrap",
     "test_registry",
     "test_stack_parity",

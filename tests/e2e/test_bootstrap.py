@@ -343,7 +343,7 @@ def test_prune_and_force_refuse_while_a_manager_cannot_be_reached(lab: Lab, tmp_
         lab.start_sshd("lab3")
 
 
-def test_a_frozen_sshd_is_named_within_connect_timeout_and_the_others_are_done(lab: Lab, tmp_path: Path) -> None:
+def test_s8_a_frozen_sshd_is_named_within_connect_timeout_and_the_others_are_done(lab: Lab, tmp_path: Path) -> None:
     lab.reset()
     inv = lab.write_inventory(tmp_path / "hosts.yml", ALL4, ssh={"connect_timeout": "5"})
     assert swarmctl("bootstrap", str(inv), cwd=tmp_path).rc == 0

@@ -165,7 +165,7 @@ def test_an_inventory_of_dns_names_bootstraps_with_ip_addresses(swarm: Named) ->
     assert again.rc == 0 and "nothing to do" in again.stderr, str(again)
 
 
-def test_a_frozen_engine_is_named_within_connect_timeout_and_35s(swarm: Named) -> None:
+def test_s8_a_frozen_engine_is_named_within_connect_timeout_and_35s(swarm: Named) -> None:
     pid = swarm.lab.dockerd_pid("lab4")
     swarm.write(labels={"alpha": 'zone: "a"'})  # the change the others must still get
     os.kill(pid, signal.SIGSTOP)

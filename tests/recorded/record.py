@@ -13,6 +13,8 @@ Writes ``tests/recorded/*.json``:
 * ``rollout.json``: a replicated service before an update, after it converged, and after a
   failed update that swarm rolled back (with the write time read back right after the write).
 * ``nodes.json``: the nodes of a 3-manager, 1-worker swarm with labels.
+* ``placement.json`` (``--placement INVENTORY``, from a lab that runs the Kafka stack): its nodes,
+  services and tasks, and which task each host's own engine runs - what ``ps`` must show.
 
 The unit tests replay them through a fake engine (``tests/unit/fakeengine.py``); the same
 behaviour is proven end to end on the lab by the e2e tier. Re-record after a Docker upgrade.
@@ -205,7 +207,30 @@ def record_rollout(engine: Engine, probe: str) -> None:
     engine.remove_service(sid)
 
 
+def record_placement(inventory: Path, stack: str = "kafka") -> None:
+    """A deployed stack's nodes, services and tasks as a manager lists them, and - from each host's
+    own engine - which task runs where: what ``ps`` must show (``placement.json``)."""
+    with Session(load_inventory(inventory)) as session:
+        engine = find_manager(session)
+        services = [s for s in engine.services(status=True)
+                    if (s["Spec"].get("Labels") or {}).get("com.docker.stack.namespace") == stack]  # fmt: skip
+        tasks = engine.tasks({"service": [s["ID"] for s in services]})
+        names = {s["ID"]: s["Spec"]["Name"].removeprefix(f"{stack}_") for s in services}
+        slots = {t["ID"]: f"{names[t['ServiceID']]}.{t['Slot']}" for t in tasks}
+        expect = []
+        for host in session.inventory.hosts:
+            for c in session.engine(host).containers("com.docker.swarm.task.id"):
+                task_id = (c.get("Labels") or {}).get("com.docker.swarm.task.id", "")
+                if task_id in slots and c.get("State") == "running":
+                    expect.append([slots[task_id], host.name])
+        save("placement", {"nodes": engine.nodes(), "services": services, "tasks": tasks, "expect": sorted(expect)})
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--placement"]:
+        # python -m tests.recorded.record --placement INVENTORY: from a lab where the Kafka stack runs
+        record_placement(Path(sys.argv[2]))
+        return
     spec = labhosts.plan_lab(LAB_DIR, 4, 3)
 
     def load(s: labhosts.LabSpec) -> dict[str, str]:

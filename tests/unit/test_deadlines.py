@@ -100,7 +100,7 @@ def test_ctrl_c_ends_the_command_within_two_seconds(tmp_path: Path, mode: str) -
     assert "Traceback" not in err and "interrupted" in err
 
 
-def test_run_input_to_a_host_that_stops_reading_is_bounded(tmp_path: Path) -> None:
+def test_s7_run_input_to_a_host_that_stops_reading_is_bounded(tmp_path: Path) -> None:
     # a restore's archive or a put() to a host whose command never reads: past the channel's
     # window (2 MiB) nothing more can be sent, and the wait for window is the command's to bound
     data = b"x" * (8 << 20)
@@ -116,7 +116,7 @@ def test_run_input_to_a_host_that_stops_reading_is_bounded(tmp_path: Path) -> No
     assert f"of the {len(data)} bytes of its input" in e.value.message
 
 
-def test_run_input_to_a_command_that_writes_while_it_reads_does_not_deadlock(tmp_path: Path) -> None:
+def test_s7_run_input_to_a_command_that_writes_while_it_reads_does_not_deadlock(tmp_path: Path) -> None:
     # `cat` stops reading while its output is not taken: sending all the input before reading any
     # output would hold both ends for ever
     data = bytes(range(32, 127)) * ((6 << 20) // 95)  # 6 MiB, past both windows (2 MiB each)

@@ -221,7 +221,7 @@ def test_container_output_is_demultiplexed_by_the_sdk(engine: tuple[DockerEngine
     assert e.container_output("c1") == b"hello from the probe\n"
 
 
-def test_an_engine_that_trickles_its_answer_is_given_up_on_at_the_calls_timeout() -> None:
+def test_s7_an_engine_that_trickles_its_answer_is_given_up_on_at_the_calls_timeout() -> None:
     # each byte comes within the timeout: a timeout per socket read would wait for the whole answer
     conn = SocketPairConnection(HOST, [], TricklingDockerAPI)
     e = DockerEngine(HOST, conn, timeout=1)
@@ -237,7 +237,7 @@ def test_an_engine_that_trickles_its_answer_is_given_up_on_at_the_calls_timeout(
     assert conn.runs == 0  # a hung engine is not diagnosed with the docker CLI: that would only wait again
 
 
-def test_an_engine_answer_over_the_byte_cap_is_refused() -> None:
+def test_s7_an_engine_answer_over_the_byte_cap_is_refused() -> None:
     conn = SocketPairConnection(HOST, [], FloodingDockerAPI)
     e = DockerEngine(HOST, conn, timeout=5, max_response=1 << 20)
     try:

@@ -53,7 +53,7 @@ def test_what_docker_cannot_parse_is_sent_as_written(unparseable: str) -> None:
 
 
 @pytest.mark.parametrize("option", ["-x", "--output=/etc/passwd", "-"])
-def test_an_image_that_starts_with_a_dash_is_refused(option: str) -> None:
+def test_s12_an_image_that_starts_with_a_dash_is_refused(option: str) -> None:
     """No reference docker parses starts with '-'; on a command line it would be an option."""
     with pytest.raises(InputError, match="starts with '-'"):
         check_image(option)

@@ -17,7 +17,7 @@ from tests.unit.test_deadlines import within
 from tests.unit.test_ssh_host_keys import lab_host
 
 
-def test_run_output_of_a_host_that_floods_stdout_is_capped_by_default(tmp_path: Path) -> None:
+def test_s7_run_output_of_a_host_that_floods_stdout_is_capped_by_default(tmp_path: Path) -> None:
     # more than the default cap, then an ordinary exit: without the cap all of it is kept
     with ssh_server(tmp_path, command=floods(MAX_OUTPUT + (8 << 20))) as server:
         host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
@@ -28,7 +28,7 @@ def test_run_output_of_a_host_that_floods_stdout_is_capped_by_default(tmp_path: 
     assert e.value.message == "the output of yes ran over 16 MiB (max_output); its channel was closed"
 
 
-def test_run_output_over_a_callers_cap_closes_the_channel(tmp_path: Path) -> None:
+def test_s7_run_output_over_a_callers_cap_closes_the_channel(tmp_path: Path) -> None:
     stopped = threading.Event()
     with ssh_server(tmp_path, command=floods(1 << 40, stopped)) as server:
         host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
@@ -42,7 +42,7 @@ def test_run_output_over_a_callers_cap_closes_the_channel(tmp_path: Path) -> Non
     assert "the output of cat /dev/zero ran over 1 MiB (max_output)" in e.value.message
 
 
-def test_stream_output_of_a_host_that_floods_stdout_is_capped(tmp_path: Path) -> None:
+def test_s7_stream_output_of_a_host_that_floods_stdout_is_capped(tmp_path: Path) -> None:
     with ssh_server(tmp_path, command=floods(MAX_OUTPUT + (8 << 20))) as server:
         host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
         with Connection(host) as c, pytest.raises(HostError) as e:

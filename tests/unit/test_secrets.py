@@ -272,7 +272,7 @@ def test_a_rekey_killed_at_any_step_is_finished_or_undone_by_the_next_command(
     assert {n: s.read_secret(d / f"{n}.enc", ring) for n in values} == values
 
 
-def test_two_rekeys_at_once_on_directories_sharing_a_keyring_keep_both_new_keys(
+def test_s11_two_rekeys_at_once_on_directories_sharing_a_keyring_keep_both_new_keys(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two rekeys race through the step between reading the keyring and writing it: the crash-point
@@ -303,7 +303,7 @@ def test_two_rekeys_at_once_on_directories_sharing_a_keyring_keep_both_new_keys(
         }
 
 
-def test_a_rekey_that_cannot_have_the_keyring_lock_in_time_names_it_and_changes_nothing(
+def test_s11_a_rekey_that_cannot_have_the_keyring_lock_in_time_names_it_and_changes_nothing(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = tmp_path / "secrets"
@@ -323,7 +323,7 @@ def test_a_rekey_that_cannot_have_the_keyring_lock_in_time_names_it_and_changes_
     assert {p: p.read_bytes() for p in before} == before and not (d / s.JOURNAL).exists()
 
 
-def test_rekey_keeps_the_mode_of_each_file(env: dict[str, str], tmp_path: Path) -> None:
+def test_s11_rekey_keeps_the_mode_of_each_file(env: dict[str, str], tmp_path: Path) -> None:
     """The autolock unlock-key store is written 0600; a rekey that rewrote it 0644 would let every
     local user read the (encrypted) unlock key."""
     d = tmp_path / "secrets"
@@ -339,7 +339,7 @@ def test_rekey_keeps_the_mode_of_each_file(env: dict[str, str], tmp_path: Path) 
     assert stat.S_IMODE((d / "swarm-unlock-key.enc").stat().st_mode) == 0o600
 
 
-def test_a_rekey_finished_after_a_crash_keeps_the_mode_of_each_file(env: dict[str, str], tmp_path: Path) -> None:
+def test_s11_a_rekey_finished_after_a_crash_keeps_the_mode_of_each_file(env: dict[str, str], tmp_path: Path) -> None:
     d = tmp_path / "secrets"
     ring = s.load_key(env)
     for i in range(2):

@@ -71,7 +71,7 @@ def key_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_read_regular_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+def test_s12_read_regular_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
     path = make(tmp_path / "special", kind)
     message = refused(lambda: read_regular(path, 1024), path)
     assert ("FIFO" if kind == "fifo" else "character device") in message and "not a regular file" in message
@@ -80,7 +80,7 @@ def test_read_regular_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: s
     assert "no such file" in refused(lambda: read_regular(tmp_path / "nowhere", 1024), tmp_path / "nowhere")
 
 
-def test_read_regular_refuses_a_file_larger_than_its_limit(tmp_path: Path) -> None:
+def test_s12_read_regular_refuses_a_file_larger_than_its_limit(tmp_path: Path) -> None:
     path = tmp_path / "ten"
     path.write_bytes(b"0123456789")
     assert read_regular(path, 10) == b"0123456789"
