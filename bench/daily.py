@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images
 
 LAB_DIR = Path(".swarmctl/bench-daily-lab")
 STACK = """services:
@@ -74,7 +75,12 @@ def main() -> None:
     try:
         for n in args.sizes:
             spec = labhosts.plan_lab(LAB_DIR, n, 1)
-            inventory = labhosts.bring_up(spec)
+
+            def load(s: labhosts.LabSpec) -> dict[str, str]:
+                images.load_into_hosts(s, images.ensure_bundle())  # the ticker's image on every host
+                return images.lab_vars()
+
+            inventory = labhosts.bring_up(spec, prepare=load)
             inv = ["--inventory", str(inventory)]
             run([*swarmctl, "bootstrap", str(inventory)])
             with tempfile.TemporaryDirectory() as tmp:

@@ -189,6 +189,9 @@ def logs(
     with Session(inv) as session:
         placement = read_placement(session, stack, services, history=True)
         chosen = oplogs.sources(placement)
+        unread = oplogs.outside(placement)
+        if unread:
+            warn(f"not read: {', '.join(unread)} (on nodes the inventory does not name; add them to read their logs)")
         width[0] = max((len(s.label) for s in chosen), default=0)
         if not follow:
             lines, failed = oplogs.read(session, chosen, tail, since)

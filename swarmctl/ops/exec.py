@@ -57,7 +57,13 @@ def choose(placement: Placement, every: Sequence[TaskView], slot: int | None = N
     if len(running) > 1:
         names = ", ".join(f"{t.name}@{placement.host_of(t)}" for t in running)
         raise InputError(f"{service} has {len(running)} running tasks ({names}): name one with --slot N or --node HOST")
-    return Target(running[0], placement.host_of(running[0]))
+    task = running[0]
+    if task.node_id not in placement.names:
+        raise ClusterError(
+            f"{task.name} runs on node {placement.host_of(task)}, which the inventory does not name: swarmctl reaches "
+            "a node only as an inventory host (add it, or name another task with --slot/--node)"
+        )
+    return Target(task, placement.names[task.node_id])
 
 
 def find(session: Session, stack: str, service: str, slot: int | None = None, host: str = "") -> Target:

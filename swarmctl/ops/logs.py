@@ -107,8 +107,16 @@ def sources(placement: Placement, tasks: Sequence[TaskView] | None = None) -> li
         have = chosen.get(key)
         if have is None or (have.desired != "running" and t.desired == "running"):
             chosen[key] = t
-    out = [Source(t, placement.host_of(t)) for t in chosen.values()]
+    # only nodes the inventory names can be reached: the others are named by ``outside``
+    out = [Source(t, placement.names[t.node_id]) for t in chosen.values() if t.node_id in placement.names]
     return sorted(out, key=lambda s: (s.task.stack, s.task.short, s.task.slot, s.host))
+
+
+def outside(placement: Placement) -> list[str]:
+    """The running tasks on nodes the inventory does not name (``task@node``): their logs cannot be
+    read, since swarmctl reaches a node only as an inventory host (pure)."""
+    return sorted({f"{t.name}@{placement.host_of(t)}" for t in placement.tasks
+                   if t.running and t.node_id and t.node_id not in placement.names})  # fmt: skip
 
 
 def split(raw: str) -> tuple[int, str, str]:

@@ -225,6 +225,32 @@ def test_the_picture_and_logs_follow_through_a_node_whose_engine_stops(kafka: La
         assert sorted(hosts[name][1]) == want and len(want) == 2, (name, hosts)
     assert hosts["lab4"][1] == [] and "down" not in hosts["lab3"][0]
 
+    # --watch rewrites the page (which reloads itself) until Ctrl-C
+    watched = tmp_path / "watched.html"
+    argv = [
+        sys.executable,
+        "-m",
+        "swarmctl",
+        "ps",
+        "kafka",
+        "--html",
+        str(watched),
+        "--watch",
+        "1",
+        "-i",
+        str(kafka.inventory),
+    ]
+    watch = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        first = wait_for("the watched page", lambda: watched.stat().st_mtime_ns if watched.exists() else 0, bool)
+        wait_for("the page rewritten", lambda: watched.stat().st_mtime_ns, lambda m: m != first, timeout=30)
+        assert '<meta http-equiv="refresh" content="1">' in watched.read_text()
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=5) == 130
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+
     logs = Follower(kafka)
     try:
         logs.saw("", "zookeeper-3.1@lab3 ")  # the tail of every task, lab3's among them

@@ -358,3 +358,12 @@ def test_the_services_filled_in_defaults_do_not_make_a_task_older() -> None:
     svc["Spec"]["TaskTemplate"] = {**svc["Spec"]["TaskTemplate"], "Runtime": "container", "ForceUpdate": 0}
     assert spec_of({"ContainerSpec": {"Image": "img:1"}}, svc) == "current"  # as the engine shows them
     assert spec_of({"ContainerSpec": {"Image": "img:1"}, "ForceUpdate": 1}, svc) == "older"
+
+
+def test_a_task_on_a_node_outside_the_inventory_is_named_not_reached() -> None:
+    p = placement([task("a", "s1", 1, "n1"), task("b", "s2", 1, "n9")], SERVICES, history=False)
+    assert [s.label for s in oplogs.sources(p)] == ["zookeeper-1.1@lab1"]
+    assert oplogs.outside(p) == ["kafka.1@n9"]
+    kafka = [t for t in p.tasks if t.short == "kafka"]
+    with pytest.raises(ClusterError, match=r"kafka\.1 runs on node n9, which the inventory does not name"):
+        opexec.choose(Placement("lab1", (), p.names, tuple(kafka), "kafka"), kafka)
