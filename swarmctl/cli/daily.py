@@ -306,3 +306,65 @@ def _raw_terminal() -> Iterator[Any]:
     finally:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
+
+
+# -- diff ----------------------------------------------------------------------------------------
+
+
+@cli.command("diff")
+@click.argument("stacks", nargs=-1, metavar="[STACK...]")
+@click.option("-f", "--file", "files", multiple=True, metavar="FILE",
+              help="The stack file of the one STACK named (repeat: later files override).")  # fmt: skip
+@click.option("--exit-code", is_flag=True,
+              help="Exit 3 when the swarm differs from the repository; 0 when not, 1 when it could not be "
+              "read, 2 on bad input.")  # fmt: skip
+@json_option("diff")
+@common_options
+@click.pass_obj
+def diff(obj: Obj, stacks: tuple[str, ...], files: tuple[str, ...], exit_code: bool, as_json: bool) -> int:
+    """Show what differs between the repository and the swarm, changing nothing.
+
+    The repository: the inventory (engine keys, membership, roles, labels, availability) and the
+    stacks' files (secrets by version). Each difference is named with the command that would undo
+    it. Without STACK: every stack on the swarm that has files here (./stacks/NAME, or shipped).
+
+    \b
+    Examples:
+      swarmctl diff
+      swarmctl diff kafka --exit-code      in CI: 3 when someone changed the swarm by hand
+    """
+    from swarmctl.compose.convert import convert_stack
+    from swarmctl.compose.loader import find_stack_files, load_stack, stack_names
+    from swarmctl.errors import HostsFailed, InputError
+    from swarmctl.ops.diff import EXIT_DRIFT, read_drift
+    from swarmctl.secretstore import KeySource
+    from swarmctl.transport.engine import Session
+
+    if files and len(stacks) != 1:
+        raise InputError("-f names the files of one stack: name exactly one STACK with it")
+    inv = load_inventory(obj, quiet=True)
+    cwd = Path.cwd()
+    for name in stacks:
+        find_stack_files(name, list(files), cwd)  # bad input before any connection
+
+    def desired_of(name: str) -> Any:
+        config = load_stack(name, find_stack_files(name, list(files), cwd), os.environ, inv.vars)
+        return convert_stack(config, KeySource(os.environ))
+
+    with Session(inv) as session:
+        drift = read_drift(session, list(stacks), desired_of, stack_names(cwd))
+    if as_json:
+        emit_json(drift.json())
+    else:
+        for w in drift.json()["warnings"]:
+            warn(w)
+        rows = [(c.describe(), by) for by, c in drift.changes()]
+        rows += [(f"stack {s} runs on the swarm", "no files here: swarmctl rm " + s) for s in drift.extra]
+        if rows:
+            click.echo(table(rows, ("DIFFERS", "UNDONE BY")))
+        else:
+            checked = ", ".join(sorted(drift.stacks)) or "no stack"
+            click.echo(f"no drift: the swarm matches {inv.path} and the files of {checked}")
+    if drift.unread:
+        raise HostsFailed("diff", dict(drift.unread))
+    return EXIT_DRIFT if exit_code and drift.drifted else 0

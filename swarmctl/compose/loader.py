@@ -44,6 +44,15 @@ def check_stack_name(name: str) -> None:
         raise InputError(f"bad stack name {name!r}: use letters, digits, '_', '.' or '-' (at most 63)")
 
 
+def stack_names(cwd: Path) -> list[str]:
+    """The stacks that have files without ``-f``: ``./stacks/NAME/stack.yml``, then the shipped ones."""
+    names: set[str] = set()
+    for root in (cwd / "stacks", SHIPPED_STACKS):
+        if root.is_dir():
+            names.update(p.name for p in root.iterdir() if (p / "stack.yml").is_file())
+    return sorted(names)
+
+
 def find_stack_files(name: str, files: list[str], cwd: Path) -> list[Path]:
     """The files a deploy reads: ``-f`` files as given, else ``stacks/NAME/stack.yml`` (local, then shipped)."""
     check_stack_name(name)

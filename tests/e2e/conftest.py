@@ -70,6 +70,7 @@ ORDER = [
     "test_stack_parity",
     "test_engine",
     "test_quick_start",
+    "test_drift",
     "test_secrets",
 ]
 

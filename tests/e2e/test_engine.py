@@ -81,7 +81,9 @@ class MajorityWatch:
 
 @pytest.fixture(scope="module")
 def three_managers(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
-    lab.reset()
+    # a 3-manager swarm whose engines restart: on a lab where no swarm was torn down (Docker 20.10 once
+    # kept a restarted manager "down" for 120 s on a lab that had just taken a swarm apart)
+    lab.fresh()
     d = tmp_path_factory.mktemp("engine")
     inv = lab.write_inventory(d / "hosts.yml", ROLES)
     run = swarmctl("bootstrap", str(inv))

@@ -113,7 +113,7 @@ def restarted(run: Run) -> list[str]:
 
 @pytest.fixture(scope="module")
 def named(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Named]:
-    lab.reset()
+    lab.fresh()  # 3 managers whose engines restart: see test_engine's three_managers
     drop_hosts_entries()  # a run killed before its teardown left them
     with open("/etc/hosts", "a") as f:
         for name, lab_name in NAMED.items():

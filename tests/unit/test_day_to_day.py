@@ -367,3 +367,20 @@ def test_a_task_on_a_node_outside_the_inventory_is_named_not_reached() -> None:
     kafka = [t for t in p.tasks if t.short == "kafka"]
     with pytest.raises(ClusterError, match=r"kafka\.1 runs on node n9, which the inventory does not name"):
         opexec.choose(Placement("lab1", (), p.names, tuple(kafka), "kafka"), kafka)
+
+
+# -- diff ----------------------------------------------------------------------------------------
+
+
+def test_a_hand_set_image_is_drift_though_deploy_would_keep_its_pin() -> None:
+    from swarmctl.ops.diff import Drift, extra_stacks, image_drift
+    from swarmctl.plan import Change, Plan
+
+    wanted = {"s_app": ("app:1", "app:1"), "s_db": ("db:2", "db:2"), "s_new": ("new:1", "new:1")}
+    current = {"s_app": ("app:1@sha256:" + "a" * 64, "app:1"), "s_db": ("db:3@sha256:" + "b" * 64, "db:2")}
+    hand = image_drift(wanted, current, [Change("service", "s_new", "create")])
+    assert [c.describe() for c in hand] == ["update service s_db (db:3 -> db:2)"]
+    assert extra_stacks(["kafka", "web"], ["kafka"], []) == ["web"] and extra_stacks(["web"], [], ["kafka"]) == []
+    d = Drift("hosts.yml", Plan(), {"s": Plan(tuple(hand))})
+    assert d.drifted and d.json()["differences"][0]["undone_by"] == "swarmctl deploy s --prune"
+    assert not Drift("hosts.yml", Plan(), {"s": Plan()}).drifted

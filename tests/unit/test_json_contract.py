@@ -30,6 +30,8 @@ COMMANDS: list[tuple[list[str], str]] = [
     (["ps"], "ps"),
     (["ps", "kafka", "--grid"], "ps"),
     (["logs", "kafka"], "logs"),
+    (["diff"], "diff"),
+    (["diff", "kafka", "--exit-code"], "diff"),
     (["deploy", "kafka"], "deploy"),
     (["deploy", "kafka", "--plan"], "deploy"),
     (["verify", "kafka"], "verify"),
@@ -135,8 +137,8 @@ def test_every_json_command_names_a_definition_in_its_help() -> None:
 
     defs = set(SCHEMA["$defs"]) - {"change", "failure", "logline"}  # logline: the lines of logs --json
     seen = set()
-    for args in (["bootstrap"], ["status"], ["ps"], ["logs"], ["deploy"], ["verify"], ["update"], ["rotate", "tokens"],
-                 ["rotate", "ca"], ["rotate", "unlock-key"], ["unlock"], ["backup"], ["recover"],
+    for args in (["bootstrap"], ["status"], ["ps"], ["logs"], ["diff"], ["deploy"], ["verify"], ["update"],
+                 ["rotate", "tokens"], ["rotate", "ca"], ["rotate", "unlock-key"], ["unlock"], ["backup"], ["recover"],
                  ["images", "push"], ["images", "ls"], ["lab", "status"], ["secrets", "list"], ["init"],
                  ["host-keys"]):  # fmt: skip
         out = CliRunner().invoke(cli, [*args, "--help"]).output
