@@ -227,8 +227,14 @@ def test_under_autolock_an_engine_change_rolls_and_unlocks_every_manager(swarm: 
     assert sorted(restarted(rolled)) == sorted(NAMED)
     for lab_name in ("lab1", "lab2", "lab3"):
         assert swarm.lab.swarm_state(lab_name) == "active", lab_name
-    nodes = swarm.nodes()
-    assert sorted(h for h, n in nodes.items() if n["reach"] == "reachable") == ["lab1", "lab2", "lab3"], nodes
+    # each manager ends reachable; a manager just restarted (the leader goes last) lists the others
+    # as it last heard of them until their next heartbeat: wait for its view to settle
+    wait_for(
+        "every manager reachable as lab1 lists them",
+        lambda: swarm.nodes(),
+        lambda nodes: sorted(h for h, n in nodes.items() if n["reach"] == "reachable") == ["lab1", "lab2", "lab3"],
+        timeout=60,
+    )
     off = swarm.write("swarm: {autolock: false}\nengine:\n  log-opts: {max-size: 12m}\n")
     assert off.exists() and swarm.run("bootstrap").rc == 0
 
