@@ -21,6 +21,7 @@ shared kernel lacks here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -33,6 +34,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -548,22 +550,28 @@ def start_vms(
         write_atomic(hd / "identity.tar", identity_tar(spec, host), 0o600)
         labhosts._run(["ip", "tuntap", "add", "dev", spec.veth(host), "mode", "tap"])
         labhosts._run(["ip", "link", "set", spec.veth(host), "master", spec.bridge, "up"])
-        daemons = labhosts.tracking_root(spec.cgroup) / host.name / "daemons"
-        daemons.mkdir(parents=True, exist_ok=True)
-        script = f'echo $$ > {shlex.quote(str(daemons / "cgroup.procs"))}\nexec "$@"'
-        (hd / "log").mkdir(exist_ok=True)
-        with open(hd / "log" / "qemu.log", "ab") as out:
-            procs[host.name] = subprocess.Popen(
-                ["sh", "-c", script, "qemu", *qemu_argv(spec, host, base, accel)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
+        procs[host.name] = _launch(spec, host, base, accel)
     speed = "KVM" if accel == "kvm" else "TCG, no KVM: a boot takes a minute or more"
     report(f"booting {len(spec.hosts)} VMs on bridge {spec.bridge} ({spec.subnet}; {speed})")
-    _wait_booted(spec, procs, timeout)
+    _wait_booted(spec, procs, timeout, relaunch=lambda h: _launch(spec, h, base, accel), report=report)
     return accel
+
+
+def _launch(spec: LabSpec, host: LabHost, base: BaseImage, accel: str) -> subprocess.Popen[bytes]:
+    """Start the host's qemu in the host's cgroup (so that `lab down` finds it)."""
+    hd = spec.host_dir(host)
+    daemons = labhosts.tracking_root(spec.cgroup) / host.name / "daemons"
+    daemons.mkdir(parents=True, exist_ok=True)
+    script = f'echo $$ > {shlex.quote(str(daemons / "cgroup.procs"))}\nexec "$@"'
+    (hd / "log").mkdir(exist_ok=True)
+    with open(hd / "log" / "qemu.log", "ab") as out:
+        return subprocess.Popen(
+            ["sh", "-c", script, "qemu", *qemu_argv(spec, host, base, accel)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
 
 
 def bring_up(spec: LabSpec, report: Notify = quiet, with_registry: bool = True) -> Path:
@@ -616,14 +624,34 @@ def ssh(spec: LabSpec, host: LabHost, command: str, timeout: float = 60.0) -> su
         return subprocess.CompletedProcess([], 124, "", f"no answer within {timeout:g}s")
 
 
-def _wait_booted(spec: LabSpec, procs: dict[str, subprocess.Popen[bytes]], timeout: float) -> None:
+def _wait_booted(
+    spec: LabSpec,
+    procs: dict[str, subprocess.Popen[bytes]],
+    timeout: float,
+    relaunch: Callable[[LabHost], subprocess.Popen[bytes]] | None = None,
+    report: Notify = quiet,
+) -> None:
+    """Wait until sshd and dockerd answer in every VM. A VM whose kernel dies while booting (seen
+    under TCG: a trace in its first hundredth of a second, then the exit -no-reboot makes of the
+    panic) is booted once more, said so, its console kept; a second death is the error."""
     deadline = time.monotonic() + timeout
     pending = {h.name: h for h in spec.hosts}
     seen: dict[str, str] = dict.fromkeys(pending, "booting")
+    relaunched: set[str] = set()
     while pending:
         for name, host in list(pending.items()):
             if procs[name].poll() is not None:
-                raise VmError(f"VM {name} exited while booting: {_console_tail(spec, host)}")
+                console = _console_tail(spec, host)
+                if relaunch is None or name in relaunched:
+                    raise VmError(f"VM {name} exited while booting: {console}")
+                relaunched.add(name)
+                hd = spec.host_dir(host)
+                with contextlib.suppress(OSError):
+                    (hd / "console.log").rename(hd / "console.died-at-boot.log")
+                report(f"VM {name} died while booting ({console.splitlines()[-1] if console else 'no output'}); "
+                       f"booting it again (its console: {hd / 'console.died-at-boot.log'})")  # fmt: skip
+                procs[name] = relaunch(host)
+                continue
             if not labhosts._tcp_open(host.address, 22):
                 continue
             proc = ssh(spec, host, "systemctl is-active docker", timeout=20)

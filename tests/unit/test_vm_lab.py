@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +140,44 @@ def test_labs_in_different_directories_have_names_and_subnets_of_their_own(tmp_p
     assert labhosts.pick_subnet(tag, [*taken, "fe80::1/64"]) == "192.168.66.0/24"  # v6 never in the way
     with pytest.raises(labhosts.LabError, match="no free"):
         labhosts.pick_subnet(tag, ["192.168.1.2/16"])  # a LAN over all of 192.168
+
+
+class _Proc:
+    """A qemu process as _wait_booted sees it: running (None) or exited (its status)."""
+
+    def __init__(self, status: int | None):
+        self.status = status
+
+    def poll(self) -> int | None:
+        return self.status
+
+
+def test_a_vm_whose_kernel_dies_while_booting_is_booted_once_more(
+    spec: labhosts.LabSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the lab's TCG guests have been seen to die in their first hundredth of a second: a trace on the
+    # console, then the exit -no-reboot makes of the panic
+    for h in spec.hosts:
+        spec.host_dir(h).mkdir(parents=True, exist_ok=True)
+    lab3 = spec.hosts[2]
+    (spec.host_dir(lab3) / "console.log").write_text("[    0.008000]  </TASK>\n")
+    monkeypatch.setattr(labhosts, "_tcp_open", lambda address, port: True)
+    monkeypatch.setattr(vm, "ssh", lambda *a, **k: subprocess.CompletedProcess([], 0, "active\n", ""))
+    said: list[str] = []
+    procs: dict[str, Any] = {h.name: _Proc(None) for h in spec.hosts}
+    procs["lab3"] = _Proc(1)
+
+    def alive(_: Any) -> Any:
+        return _Proc(None)
+
+    def dead(_: Any) -> Any:
+        return _Proc(1)
+
+    vm._wait_booted(spec, procs, 30, relaunch=alive, report=said.append)
+    assert len(said) == 1 and said[0].startswith("VM lab3 died while booting ([    0.008000]  </TASK>)")
+    assert (spec.host_dir(lab3) / "console.died-at-boot.log").exists()
+    # a second death is the error, with the console
+    procs = {h.name: _Proc(None) for h in spec.hosts}
+    procs["lab3"] = _Proc(1)
+    with pytest.raises(vm.VmError, match="VM lab3 exited while booting"):
+        vm._wait_booted(spec, procs, 30, relaunch=dead, report=said.append)
