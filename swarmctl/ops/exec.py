@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from swarmctl.errors import ClusterError, InputError
 from swarmctl.facts.tasks import TaskView
-from swarmctl.ops.ps import Placement, read_placement, select
+from swarmctl.ops.ps import Placed, Placement, read_placement, select
 from swarmctl.transport.engine import Session
 
 
-@dataclass(frozen=True)
-class Target:
-    task: TaskView
-    host: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.task.name}@{self.host}"
-
-
-def choose(placement: Placement, every: Sequence[TaskView], slot: int | None = None, host: str = "") -> Target:
+def choose(placement: Placement, every: Sequence[TaskView], slot: int | None = None, host: str = "") -> Placed:
     """The one running task to exec into (pure). ``placement``: the service's tasks as ``ps``
     selects them (each slot's current one); ``every``: all of them, to tell a slot that does not
     exist from one that does not run.
@@ -63,10 +53,10 @@ def choose(placement: Placement, every: Sequence[TaskView], slot: int | None = N
             f"{task.name} runs on node {placement.host_of(task)}, which the inventory does not name: swarmctl reaches "
             "a node only as an inventory host (add it, or name another task with --slot/--node)"
         )
-    return Target(task, placement.names[task.node_id])
+    return Placed(task, placement.names[task.node_id])
 
 
-def find(session: Session, stack: str, service: str, slot: int | None = None, host: str = "") -> Target:
+def find(session: Session, stack: str, service: str, slot: int | None = None, host: str = "") -> Placed:
     """The running task to exec into, as a manager sees it now. Meanwhile, the connections to the
     hosts are opened (the exec needs one of them next)."""
     for h in session.inventory.hosts:
@@ -83,7 +73,7 @@ def _warm(session: Session, host: str) -> None:
 
 
 def command(
-    target: Target,
+    target: Placed,
     cmd: Sequence[str],
     interactive: bool = False,
     tty: bool = False,
@@ -108,7 +98,7 @@ def command(
 
 def run(
     session: Session,
-    target: Target,
+    target: Placed,
     argv: list[str],
     stdin: int | None,
     stdout: int,

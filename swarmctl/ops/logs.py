@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarmctl.errors import HostError, InputError, SwarmctlError
-from swarmctl.facts.tasks import TaskView, parse_time
-from swarmctl.ops.ps import Placement
+from swarmctl.facts.tasks import current, parse_time
+from swarmctl.ops.ps import Placed, Placement
 from swarmctl.transport.engine import Session
 
 log = logging.getLogger(__name__)
@@ -41,23 +41,10 @@ PROBE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
-class Source:
-    """One container whose log is read: a task's, on its host."""
-
-    task: TaskView
-    host: str
-
-    @property
-    def label(self) -> str:
-        """``service.slot@host``: how each line is prefixed."""
-        return f"{self.task.name}@{self.host}"
-
-
-@dataclass(frozen=True)
 class LogLine:
     time_ns: int  # 0 when the line had no timestamp
     time: str  # as the engine wrote it
-    source: Source
+    source: Placed
     stream: str  # stdout | stderr
     text: str
 
@@ -95,20 +82,13 @@ def check_tail(value: str) -> str:
     raise InputError(f"--tail {value!r}: give a number of lines, or all")
 
 
-def sources(placement: Placement, tasks: Sequence[TaskView] | None = None) -> list[Source]:
+def sources(placement: Placement) -> list[Placed]:
     """The containers to read (pure): for each slot (global services: each node), the newest task
-    that has a container, preferring the ones swarm wants running. ``tasks``: every task, newest
-    first within each slot (``task_views``), else the placement's."""
-    chosen: dict[tuple[str, int, str], TaskView] = {}
-    for t in placement.tasks if tasks is None else tasks:
-        if not t.container_id or not t.node_id:
-            continue
-        key = (t.service_id, t.slot, "" if t.slot else t.node_id)
-        have = chosen.get(key)
-        if have is None or (have.desired != "running" and t.desired == "running"):
-            chosen[key] = t
+    that has a container, preferring the one swarm wants running (``facts.tasks.current`` among the
+    tasks with a container) - so a task that keeps failing shows its last attempt."""
+    chosen = current(t for t in placement.tasks if t.container_id and t.node_id)
     # only nodes the inventory names can be reached: the others are named by ``outside``
-    out = [Source(t, placement.names[t.node_id]) for t in chosen.values() if t.node_id in placement.names]
+    out = [Placed(t, placement.names[t.node_id]) for t in chosen if t.node_id in placement.names]
     return sorted(out, key=lambda s: (s.task.stack, s.task.short, s.task.slot, s.host))
 
 
@@ -167,7 +147,7 @@ def next_since(time_text: str) -> str:
 class _Ended:
     """A reader's end: how its command ended, or the error that ended it."""
 
-    def __init__(self, source: Source, rc: int, error: str):
+    def __init__(self, source: Placed, rc: int, error: str):
         self.source, self.rc, self.error = source, rc, error
 
 
@@ -181,11 +161,11 @@ class Readers:
         self.last: dict[str, str] = {}  # container ID -> the time of its last line seen
         self.said: dict[str, str] = {}  # container ID -> the docker CLI's last message (an error)
 
-    def start(self, source: Source, command: list[str]) -> None:
+    def start(self, source: Placed, command: list[str]) -> None:
         threading.Thread(target=self._read, args=(source, command), daemon=True,
                          name=f"logs {source.label}").start()  # fmt: skip
 
-    def _read(self, source: Source, command: list[str]) -> None:
+    def _read(self, source: Placed, command: list[str]) -> None:
         rc, error = -1, ""
         try:
             rc = self._pump(source, command)
@@ -197,7 +177,7 @@ class Readers:
             error = f"{type(e).__name__}: {e}"
         self.queue.put(_Ended(source, rc, error))
 
-    def _pump(self, source: Source, command: list[str]) -> int:
+    def _pump(self, source: Placed, command: list[str]) -> int:
         channel = self.session.pool.connection(source.host).open_channel(command)
         partial = {"stdout": b"", "stderr": b""}
         try:
@@ -224,7 +204,7 @@ class Readers:
         finally:
             channel.close()
 
-    def _line(self, source: Source, stream: str, raw: bytes) -> bool:
+    def _line(self, source: Placed, stream: str, raw: bytes) -> bool:
         """A line of the container's log (True), or - on stderr without a time - the docker CLI's
         own message (False: kept as why the reader ended, not printed as the task's)."""
         ns, stamp, text = split(raw.decode("utf-8", "replace").rstrip("\r"))
@@ -249,7 +229,7 @@ class Readers:
 
 
 def read(
-    session: Session, chosen: Sequence[Source], tail: str = "", since: str = ""
+    session: Session, chosen: Sequence[Placed], tail: str = "", since: str = ""
 ) -> tuple[list[LogLine], dict[str, str]]:
     """Every chosen container's log up to now, in time order, and the hosts that failed (and why)."""
     readers = Readers(session)
@@ -293,14 +273,14 @@ def follow(
     ``RETRY`` s, named again when it answers.
     """
     readers = Readers(session)
-    following: dict[str, Source] = {}  # container ID -> source, while its reader runs
+    following: dict[str, Placed] = {}  # container ID -> source, while its reader runs
     known: set[str] = set()  # containers read since the start: a new one is read from its first line
     lost: dict[str, str] = {}  # host -> why
     probing: set[str] = set()
     lock = threading.Lock()
     pending: list[tuple[float, LogLine]] = []
 
-    def begin(s: Source, first: bool) -> None:
+    def begin(s: Placed, first: bool) -> None:
         cid = s.task.container_id
         resume = next_since(readers.last[cid]) if cid in readers.last else ""
         if resume:
@@ -333,10 +313,10 @@ def follow(
             probing.add(host)
         threading.Thread(target=run, daemon=True, name=f"probe {host}").start()
 
-    def start_new(current: Sequence[Source], first: bool) -> None:
+    def start_new(found: Sequence[Placed], first: bool) -> None:
         with lock:
             down = set(lost)
-        for s in current:
+        for s in found:
             if s.task.container_id not in following and s.host not in down and s.task.running:
                 begin(s, first or s.task.container_id in known)
 

@@ -25,6 +25,19 @@ from swarmctl.transport.engine import Session
 
 
 @dataclass(frozen=True)
+class Placed:
+    """A task and the inventory host it runs on: what `logs` reads and `exec` runs in."""
+
+    task: TaskView
+    host: str
+
+    @property
+    def label(self) -> str:
+        """``service.slot@host``: how logs prefixes its lines and exec names its task."""
+        return f"{self.task.name}@{self.host}"
+
+
+@dataclass(frozen=True)
 class Placement:
     """Nodes and tasks as one manager saw them at one moment."""
 

@@ -21,7 +21,7 @@ from swarmctl.facts.tasks import parse_time, spec_of, task_views
 from swarmctl.inventory import load_inventory
 from swarmctl.ops import exec as opexec
 from swarmctl.ops import logs as oplogs
-from swarmctl.ops.ps import Placement, columns, pick_services, select
+from swarmctl.ops.ps import Placed, Placement, columns, pick_services, select
 from swarmctl.transport.ssh import Connection
 from tests.unit.sshserver import ssh_server
 from tests.unit.test_ssh_host_keys import lab_host
@@ -169,7 +169,7 @@ def test_logs_read_each_slots_newest_container_preferring_the_running_one() -> N
     assert [(s.label, s.task.id) for s in chosen] == [("kafka.1@lab2", "x"), ("zookeeper-1.1@lab1", "r")]
 
 
-def line(src: oplogs.Source, raw: str) -> oplogs.LogLine:
+def line(src: Placed, raw: str) -> oplogs.LogLine:
     ns, stamp, text = oplogs.split(raw)
     return oplogs.LogLine(ns, stamp, src, "stdout", text)
 
