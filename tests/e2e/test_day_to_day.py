@@ -71,18 +71,29 @@ def test_ps_lists_the_six_tasks_on_the_hosts_their_engines_run_them(kafka: Lab) 
 
 def test_logs_tail_prints_that_tasks_last_lines_prefixed(kafka: Lab) -> None:
     (task,) = [t for t in ps(kafka, "kafka", "zookeeper-1")["tasks"]]
-    mark = f"tail-mark-{time.time_ns()}"
-    # lines of our own on the container's stdout (its PID 1's), so that the last five are known
-    ex = swarmctl("exec", "kafka", "zookeeper-1", "--inventory", str(kafka.inventory), "--", "sh", "-c",
-                  f"for i in 0 1 2 3 4 5; do echo {mark}-$i > /proc/1/fd/1; done")  # fmt: skip
-    assert ex.rc == 0, str(ex)
-    run = swarmctl("logs", "kafka", "zookeeper-1", "--tail", "5", "-i", str(kafka.inventory))
+    seen: list[str] = []
+    # ZooKeeper logs a line of its own for every healthcheck (each 10 s): an attempt counts only when
+    # the engine's own tail, read after swarmctl's reads, is still our five lines (logs only grow, so
+    # nothing came between); otherwise write new marks and read again
+    for _ in range(4):
+        mark = f"tail-mark-{time.time_ns()}"
+        marks = [f"{mark}-{i}" for i in range(1, 6)]
+        # lines of our own on the container's stdout (its PID 1's), so that the last five are known
+        ex = swarmctl("exec", "kafka", "zookeeper-1", "--inventory", str(kafka.inventory), "--", "sh", "-c",
+                      f"for i in 0 1 2 3 4 5; do echo {mark}-$i > /proc/1/fd/1; done")  # fmt: skip
+        assert ex.rc == 0, str(ex)
+        run = swarmctl("logs", "kafka", "zookeeper-1", "--tail", "5", "-i", str(kafka.inventory))
+        jl = swarmctl("logs", "kafka", "zookeeper-1", "--tail", "1", "--json", "-i", str(kafka.inventory))
+        with kafka.docker("lab1") as api:
+            own = api.logs(task["container_id"], tail=5).decode().splitlines()
+        if own == marks:
+            break
+        seen = own
+    else:
+        pytest.fail(f"the engine's tail never held only the test's lines; last seen: {seen}")
     assert run.rc == 0, str(run)
-    assert run.stdout.splitlines() == [f"zookeeper-1.1@lab1 | {mark}-{i}" for i in range(1, 6)], run.stdout
-    with kafka.docker("lab1") as api:
-        own = api.logs(task["container_id"], tail=5).decode().splitlines()
-    assert own == [f"{mark}-{i}" for i in range(1, 6)]
-    jl = swarmctl("logs", "kafka", "zookeeper-1", "--tail", "1", "--json", "-i", str(kafka.inventory))
+    assert run.stdout.splitlines() == [f"zookeeper-1.1@lab1 | {m}" for m in marks], run.stdout
+    assert jl.rc == 0, str(jl)
     first, last = [json.loads(x) for x in jl.stdout.splitlines()]
     assert (
         first["line"] == f"{mark}-5" and first["host"] == "lab1" and first["slot"] == 1 and first["stream"] == "stdout"
