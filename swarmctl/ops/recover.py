@@ -36,6 +36,7 @@ from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_me
 from swarmctl.facts.raft import DEFAULT_ROOT, archive_problem
 from swarmctl.facts.recovery import QUORUM_WINDOW, STOPPED, RecoverState, read_recover
 from swarmctl.facts.services import read_services, service_view
+from swarmctl.facts.tasks import current, read_tasks, task_views
 from swarmctl.interrupts import finishing
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import keyring, stored_keys, unlock_with, wait_active
@@ -423,13 +424,25 @@ def wait_services(engine: Engine, timeout: float, notify: Notify = quiet) -> dic
     """Poll until every replicated/global service runs as many tasks as it wants; name -> "running/desired"."""
 
     def running() -> dict[str, str] | Pending:
-        views = [service_view(s) for s in read_services(engine)]
+        raw = read_services(engine)
+        views = [service_view(s) for s in raw]
         counts = {v.name: f"{v.running}/{v.desired}" for v in views}
         behind = sorted(v.name for v in views if not v.mode.endswith("-job") and v.running < v.desired)
         if not behind:
             return counts
+        why = _why_behind(engine, [s for s in raw if s.get("Spec", {}).get("Name") in behind])
         return Pending(f"{len(views) - len(behind)}/{len(views)} running all their tasks; behind: "
-                       + ", ".join(f"{n} ({counts[n]})" for n in behind))  # fmt: skip
+                       + ", ".join(f"{n} ({counts[n]}{why.get(n, '')})" for n in behind))  # fmt: skip
 
     return until("every service to run its tasks", running, timeout, first=POLL, cap=POLL,
                  on_wait=lambda seen: notify("services: " + seen.split(";")[0]))  # fmt: skip
+
+
+def _why_behind(engine: Engine, services: list[dict[str, Any]]) -> dict[str, str]:
+    """Service name -> ``: TASK STATE: ERROR`` of its tasks that should run and do not (what a
+    timeout then names: "pending: no suitable node", "rejected: ...")."""
+    out: dict[str, list[str]] = {}
+    for t in current(task_views(read_tasks(engine, services), services)):
+        if t.desired == "running" and not t.running:
+            out.setdefault(t.service, []).append(f"{t.name} {t.state}: {t.error or t.message}")
+    return {name: ": " + "; ".join(why) for name, why in out.items()}
