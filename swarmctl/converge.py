@@ -17,7 +17,9 @@ from typing import Any
 from swarmctl.errors import Busy, ClusterError, TimeoutExpired, Unavailable
 from swarmctl.facts.daemon import read_daemon_info
 from swarmctl.facts.nodes import node_names, read_nodes
-from swarmctl.facts.services import desired_tasks, is_job, is_running, read_services, task_state
+from swarmctl.facts.services import desired_tasks, is_job, is_running, read_services, service_view, task_state
+from swarmctl.facts.tasks import current, read_tasks, task_views
+from swarmctl.plan import Notify, quiet
 from swarmctl.spec import parse_time, task_runs_spec
 from swarmctl.transport.engine import Engine
 from swarmctl.wait import Pending, until
@@ -253,3 +255,34 @@ def last_task_error(engine: Engine, service_id: str) -> str:
         return ""
     st = failed[-1]["Status"]
     return f"{st.get('State')}: {st.get('Err') or st.get('Message', '')}".strip()
+
+
+SERVICES_POLL = 1.0
+
+
+def wait_services_running(engine: Engine, timeout: float, notify: Notify = quiet) -> dict[str, str]:
+    """Poll until every replicated/global service runs as many tasks as it wants; name -> "running/desired"."""
+
+    def running() -> dict[str, str] | Pending:
+        raw = read_services(engine)
+        views = [service_view(s) for s in raw]
+        counts = {v.name: f"{v.running}/{v.desired}" for v in views}
+        behind = sorted(v.name for v in views if not v.mode.endswith("-job") and v.running < v.desired)
+        if not behind:
+            return counts
+        why = _why_behind(engine, [s for s in raw if s.get("Spec", {}).get("Name") in behind])
+        return Pending(f"{len(views) - len(behind)}/{len(views)} running all their tasks; behind: "
+                       + ", ".join(f"{n} ({counts[n]}{why.get(n, '')})" for n in behind))  # fmt: skip
+
+    return until("every service to run its tasks", running, timeout, first=SERVICES_POLL, cap=SERVICES_POLL,
+                 on_wait=lambda seen: notify("services: " + seen.split(";")[0]))  # fmt: skip
+
+
+def _why_behind(engine: Engine, services: list[dict[str, Any]]) -> dict[str, str]:
+    """Service name -> ``: TASK STATE: ERROR`` of its tasks that should run and do not (what a
+    timeout then names: "pending: no suitable node", "rejected: ...")."""
+    out: dict[str, list[str]] = {}
+    for t in current(task_views(read_tasks(engine, services), services)):
+        if t.desired == "running" and not t.running:
+            out.setdefault(t.service, []).append(f"{t.name} {t.state}: {t.error or t.message}")
+    return {name: ": " + "; ".join(why) for name, why in out.items()}

@@ -30,26 +30,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarmctl.converge import wait_services_running
 from swarmctl.errors import HostError, InputError, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, advertise_address
 from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership
 from swarmctl.facts.raft import DEFAULT_ROOT, archive_problem
 from swarmctl.facts.recovery import QUORUM_WINDOW, STOPPED, RecoverState, read_recover
-from swarmctl.facts.services import read_services, service_view
-from swarmctl.facts.tasks import current, read_tasks, task_views
 from swarmctl.interrupts import finishing
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import keyring, stored_keys, unlock_with, wait_active
 from swarmctl.ops.backup import STOP_TIMEOUT, open_backup
 from swarmctl.ops.bootstrap import bootstrap
-from swarmctl.ops.engine_config import systemctl_docker
-from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
+from swarmctl.ops.engine_config import BACK_TIMEOUT, HostChange, systemctl_docker, wait_back
+from swarmctl.plan import FAILED, NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
 from swarmctl.wait import Pending, until
 
 SETTLE_TIMEOUT = 90.0  # the new cluster answering, the restored engine back
 CONVERGE_TIMEOUT = 600.0
 POLL = 1.0
+# Docker 20.10 was seen, after --force-new-cluster, with the forced node's overlay networking stuck:
+# its embedded DNS answering nothing, its tasks not gossiped to the nodes that joined, tasks
+# pinned to it never started (docker/for-linux#495). An engine restart starts it clean.
+RESTART_WHY = "a clean start of its overlay networking after the forced new cluster (docker/for-linux#495)"
 
 _RESTORE_SCRIPT = r"""
 set -e
@@ -227,6 +230,7 @@ def plan_recover(
     for name, role in join:
         changes.append(Change("node", name, f"join-{role}", detail=f"as {role} with a fresh token, its stale "
                               "node removed first (bootstrap)"))  # fmt: skip
+    changes.append(Change("node", source, "restart-engine", detail=RESTART_WHY))
     changes.append(Change("swarm", "services", "wait", detail="until every service runs its tasks again"))
     return RecoverPlan(source, backup is not None, unlock, tuple(leave), tuple(join),
                        Plan(tuple(changes), tuple(warnings)), tuple(stopped))  # fmt: skip
@@ -310,16 +314,41 @@ def recover(
     report.warn(joined.warnings)
     report.failures.update(joined.failures)
     report.results += joined.results
-    wait = planned.plan.changes[-1]
+    restart, wait = planned.plan.changes[-2:]
     if joined.failures:
+        report.results.append(Result(restart, NOT_STARTED, "the hosts did not all join"))
         report.results.append(Result(wait, NOT_STARTED, "the hosts did not all join"))
         return report
     try:
-        report.data["services"] = wait_services(engine, converge_timeout, notify)
+        _restart_source(session, host, candidates, notify)
+        report.done(restart, notify=notify)
+    except (HostError, InputError) as e:
+        # the swarm is back; its forced manager's networking may not be: said, not fatal
+        report.results.append(Result(restart, FAILED, str(e)))
+        why = f"{host.name}: its engine was not restarted after the forced new cluster ({e})"
+        report.warn([f"{why}: if `swarmctl verify` finds names that do not resolve on it, restart it"])
+    engine = session.engine(host)
+    try:
+        report.data["services"] = wait_services_running(engine, converge_timeout, notify)
         report.done(wait, notify=notify)
     except TimeoutExpired as e:
         report.failed(wait, str(e), "services")
     return report
+
+
+def _restart_source(session: Session, host: Host, candidates: list[str], notify: Notify) -> None:
+    """The forced manager's engine restarted once the others have joined (they keep the quorum
+    meanwhile), and waited for: its node Ready and reachable, its tasks running. See RESTART_WHY."""
+    engine = session.engine(host)
+    own = read_membership(engine)
+    autolock = bool(((engine.inspect_swarm().get("Spec") or {}).get("EncryptionConfig") or {}).get("AutoLockManagers"))
+    keys = candidates or (stored_keys(session.inventory) if autolock else [])
+    notify(f"restarting the engine of {host.name}: {RESTART_WHY}")
+    with finishing(f"restarting the engine of {host.name}", notify):
+        systemctl_docker(session, host, "restart", STOP_TIMEOUT)
+    others = [m.name for m in session.inventory.managers if m.name != host.name]
+    change = HostChange(host.name, None, None, (), (), True, in_swarm=True, manager=True, node_id=own.node_id)
+    wait_back(session, host, change, others, BACK_TIMEOUT, keys)
 
 
 def _addresses(session: Session, state: RecoverState) -> dict[str, str]:
@@ -418,31 +447,3 @@ def _wait_quorum(engine: Engine, timeout: float) -> None:
         return True
 
     until(f"the new cluster on {engine.name} to answer", lists, timeout, first=POLL, cap=POLL)
-
-
-def wait_services(engine: Engine, timeout: float, notify: Notify = quiet) -> dict[str, str]:
-    """Poll until every replicated/global service runs as many tasks as it wants; name -> "running/desired"."""
-
-    def running() -> dict[str, str] | Pending:
-        raw = read_services(engine)
-        views = [service_view(s) for s in raw]
-        counts = {v.name: f"{v.running}/{v.desired}" for v in views}
-        behind = sorted(v.name for v in views if not v.mode.endswith("-job") and v.running < v.desired)
-        if not behind:
-            return counts
-        why = _why_behind(engine, [s for s in raw if s.get("Spec", {}).get("Name") in behind])
-        return Pending(f"{len(views) - len(behind)}/{len(views)} running all their tasks; behind: "
-                       + ", ".join(f"{n} ({counts[n]}{why.get(n, '')})" for n in behind))  # fmt: skip
-
-    return until("every service to run its tasks", running, timeout, first=POLL, cap=POLL,
-                 on_wait=lambda seen: notify("services: " + seen.split(";")[0]))  # fmt: skip
-
-
-def _why_behind(engine: Engine, services: list[dict[str, Any]]) -> dict[str, str]:
-    """Service name -> ``: TASK STATE: ERROR`` of its tasks that should run and do not (what a
-    timeout then names: "pending: no suitable node", "rejected: ...")."""
-    out: dict[str, list[str]] = {}
-    for t in current(task_views(read_tasks(engine, services), services)):
-        if t.desired == "running" and not t.running:
-            out.setdefault(t.service, []).append(f"{t.name} {t.state}: {t.error or t.message}")
-    return {name: ": " + "; ".join(why) for name, why in out.items()}
