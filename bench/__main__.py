@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("bootstrap", "deploy", "verify", "rollout", "images", "recover", "daily")
+BENCHMARKS = ("bootstrap", "deploy", "verify", "rollout", "images", "recover", "daily", "maintain")
 
 
 def main() -> int:

@@ -287,8 +287,10 @@ class Connection:
         timeout: float = 60.0,
         sudo: bool | None = None,
         max_output: int = MAX_OUTPUT,
+        on_line: Callable[[str], None] | None = None,
     ) -> CommandResult:
-        """Run a command and collect its output.
+        """Run a command and collect its output (``on_line`` is also told each line of it, stdout
+        and stderr, as it comes).
 
         ``argv`` as a list is quoted with shlex; a string is a shell script the caller wrote
         (never with user data concatenated in). ``input`` goes to stdin and never to argv.
@@ -309,6 +311,16 @@ class Connection:
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         sent = 0
+        told = [0, 0]  # bytes of stdout, stderr passed to on_line
+
+        def tell(final: bool = False) -> None:
+            for i, buf in enumerate((out, err)):
+                end = len(buf) if final else buf.rfind(b"\n", told[i]) + 1
+                if on_line is not None and end > told[i]:
+                    for line in bytes(buf[told[i] : end]).decode("utf-8", "replace").splitlines():
+                        on_line(line)
+                told[i] = max(told[i], end)
+
         try:
             if not data:
                 channel.shutdown_write()
@@ -316,6 +328,7 @@ class Connection:
             exited_at = 0.0
             while True:
                 self._read_ready(channel, out, err, max_output, shown)
+                tell()
                 if sent < len(data) and (channel.closed or channel.exit_status_ready()):
                     data = data[:sent]  # the command ended before its input did: its output says why
                 left = deadline - time.monotonic()
@@ -342,6 +355,7 @@ class Connection:
                         break
                 select.select([fd], [], [], min(left, 0.1 if exited_at else 1.0))
             rc = channel.recv_exit_status() if channel.exit_status_ready() else -1
+            tell(final=True)
         except (OSError, paramiko.SSHException, EOFError) as e:
             raise SSHError(self.host.name, f"connection lost running {_summary(shown)}: {e}") from e
         finally:

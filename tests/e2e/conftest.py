@@ -65,6 +65,7 @@ ORDER = [
     "test_vm",
     "test_deploy",
     "test_day_to_day",
+    "test_maintain",
     "test_bootstrap",
     "test_registry",
     "test_stack_parity",

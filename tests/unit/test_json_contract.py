@@ -140,7 +140,7 @@ def test_every_json_command_names_a_definition_in_its_help() -> None:
     for args in (["bootstrap"], ["status"], ["ps"], ["logs"], ["diff"], ["deploy"], ["verify"], ["update"],
                  ["rotate", "tokens"], ["rotate", "ca"], ["rotate", "unlock-key"], ["unlock"], ["backup"], ["recover"],
                  ["images", "push"], ["images", "ls"], ["lab", "status"], ["secrets", "list"], ["init"],
-                 ["host-keys"]):  # fmt: skip
+                 ["host-keys"], ["maintain"], ["drain"], ["activate"]):  # fmt: skip
         out = CliRunner().invoke(cli, [*args, "--help"]).output
         text = " ".join(out.split())
         assert "swarmctl/schemas/output.json, $defs/" in text, args
