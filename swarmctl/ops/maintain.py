@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -400,6 +400,8 @@ class Maintenance:
     command_timeout: float = CMD_TIMEOUT
     gate_timeout: float = GATE_TIMEOUT
     unlock_keys: Sequence[str] = ()
+    allow_down: frozenset[str] = frozenset()
+    verb: str = "maintain"
     report: Report = field(init=False)
     done: list[HostDone] = field(init=False)
     _scaled: dict[str, int] = field(init=False, default_factory=dict)  # service ID -> replicas to restore
@@ -484,14 +486,19 @@ class Maintenance:
     # the run ------------------------------------------------------------------------------------
 
     def run(self) -> Report:
+        """Each host in turn, from the facts as they are at its turn: the hosts before it moved
+        tasks around, so its share of each service is read again (not taken from the plan)."""
         inv = self.session.inventory
-        changes = iter(self.planned.plan.changes)
         current: HostDone | None = None
+        left: Iterator[Change] = iter(())
+        at = -1
         try:
-            for steps, done in zip(self.planned.hosts, self.done, strict=True):
-                current = done
+            for i, (planned, done) in enumerate(zip(self.planned.hosts, self.done, strict=True)):
+                current, at = done, i
                 started = time.monotonic()
-                self._one(inv.host(steps.host), steps, done, changes)
+                steps = planned if i == 0 else self.again(planned)
+                left = iter(steps.changes)
+                self._one(inv.host(steps.host), steps, done, left)
                 done.seconds = time.monotonic() - started
         except KeyboardInterrupt:
             self._stop_scaling(current)
@@ -500,9 +507,29 @@ class Maintenance:
             self._stop_scaling(current)
             host = current.host if current else "swarm"
             self.report.failures[host] = self._left(message_of(e), current)
-        for c in changes:
+        later = [c for h in self.planned.hosts[at + 1 :] for c in h.changes]
+        for c in [*left, *later]:
             self.report.results.append(Result(c, NOT_STARTED))
         return self.report
+
+    def again(self, planned: HostSteps) -> HostSteps:
+        """One host's steps planned anew from the swarm as it is now.
+
+        Raises:
+            Refused: a service only this host can run now (the hosts before it moved tasks onto
+                it) that --allow-down does not name.
+        """
+        state, _ = read_state(self.session)
+        node = next((n for n in state.nodes if n.id == planned.node_id), None)
+        if node is None:
+            raise ClusterError(f"{planned.host}: its node {planned.node_id[:12]} is no longer listed by the managers")
+        leaving = [h.node_id for h in self.planned.hosts if h.node_id != node.id] if not self.work.activate else []
+        shares = shares_on(node, state, leaving)
+        pinned = [f"{s.service} ({s.stays})" for s in shares if s.stays and s.service not in self.allow_down]
+        if pinned:
+            raise Refused(f"refusing to {self.verb} {planned.host}: no other node can run {'; '.join(pinned)} now: "
+                          "name them with --allow-down, or change their placement")  # fmt: skip
+        return _host_steps(planned.host, node, shares, self.work)
 
     def _stop_scaling(self, current: HostDone | None) -> None:
         if not self._scaled:
@@ -663,14 +690,16 @@ def maintain(
     Raises:
         InputError / Refused before anything changed; Interrupted (Ctrl-C) after the scale-ups were undone.
     """
+    allow = list(allow_down)
     state, _ = read_state(session)
-    planned = plan_maintain(session.inventory, hosts, state, work, allow_down, verb)
+    planned = plan_maintain(session.inventory, hosts, state, work, allow, verb)
     if plan_only:
         return Report(plan=planned.plan, warnings=list(planned.plan.warnings),
                       data={"hosts": [HostDone(h.host, "untouched") for h in planned.hosts]})  # fmt: skip
     managers_go_down = any(h.manager for h in planned.hosts) and (work.restart_engine or work.reboot)
     keys = stored_keys(session.inventory) if state.autolock and managers_go_down else []
-    run = Maintenance(session, planned, work, probe_image, notify, unlock_keys=keys)
+    run = Maintenance(session, planned, work, probe_image, notify, unlock_keys=keys, allow_down=frozenset(allow),
+                      verb=verb)  # fmt: skip
     return run.run()
 
 
