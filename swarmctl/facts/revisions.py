@@ -36,8 +36,8 @@ from swarmctl.transport.engine import Engine
 FORMAT = 1
 PREFIX = "swarmctl-history"
 # swarmkit's rules for a config (manager/controlapi): a name of at most 64 of [a-zA-Z0-9-_.],
-# starting and ending with a letter or digit; data shorter than MaxConfigSize, which is 500 KiB up
-# to Docker 24 (1000 KiB since): the smaller, so a revision fits every supported engine
+# starting and ending with a letter or digit; data shorter than MaxConfigSize: 500 KiB in the
+# swarmkit of Docker 20.10, 1000 KiB in newer swarmkit - the smaller, so a revision fits every engine
 MAX_NAME = 64
 MAX_DATA = 500 * 1024
 
