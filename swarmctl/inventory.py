@@ -20,8 +20,9 @@ Everything is checked before any connection is made; each mistake is reported as
       log-opts: {max-size: 10m, max-file: "3"}
     registries:                     # private registries: credentials (an encrypted secret), CA, insecure
       registry.example.com:5000: {username: ci, password_secret: registry-password, ca_file: ./ca.crt}
-    swarm:                          # swarm-wide settings bootstrap applies
-      autolock: true                # lock managers; the unlock key is kept encrypted in secrets/
+    swarm:                          # swarm-wide settings
+      autolock: true                # lock managers (bootstrap); the unlock key is kept encrypted in secrets/
+      history_limit: 10             # revisions of each stack kept in the swarm (deploy, update, rollback)
 
 ``address`` is how swarmctl reaches the host over SSH: an IP address or a DNS name. The swarm needs
 an IP address for each node (the other nodes reach it there): ``advertise_address`` when given,
@@ -52,7 +53,9 @@ HOST_KEY_POLICIES = ("reject", "accept-new")
 MAX_TIMEOUT = 600  # seconds: every wait has a deadline, and a deadline of hours is none
 
 TOP_KEYS = ("ssh", "hosts", "vars", "engine", "registries", "swarm")
-SWARM_KEYS = ("autolock",)
+SWARM_KEYS = ("autolock", "history_limit")
+HISTORY_LIMIT = 10  # revisions kept per stack unless swarm.history_limit says otherwise
+MAX_HISTORY_LIMIT = 100  # each revision is a config in the raft store, which every manager holds
 SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "host_key_policy", "sudo", "connect_timeout")
 HOST_KEYS = ("address", "advertise_address", "role", "labels", "availability", "ssh", "engine")
 REGISTRY_KEYS = ("username", "password_secret", "ca_file", "insecure")
@@ -135,6 +138,7 @@ class Inventory:
     # daemon.json keys the inventory names anywhere (with `engine:` blocks or insecure registries)
     engine_keys: frozenset[str] = frozenset()
     autolock: bool | None = None  # swarm.autolock; None: leave the swarm's setting as it is
+    history_limit: int = HISTORY_LIMIT  # swarm.history_limit: revisions kept per stack
 
     @property
     def secrets_dir(self) -> Path:
@@ -245,7 +249,7 @@ class _Validator:
             raise self.error("no manager: at least one host needs `role: manager`", hosts_line)
 
         variables = self.variables(top.get("vars"), top.line_of("vars")) if "vars" in top else {}
-        autolock = self.swarm_settings(top["swarm"], top.line_of("swarm")) if "swarm" in top else None
+        autolock, history_limit = self.swarm_settings(top.get("swarm"), top.line_of("swarm"))
 
         warnings = []
         if len(managers) % 2 == 0:
@@ -261,22 +265,29 @@ class _Validator:
             registries=MappingProxyType(registries),
             engine_keys=frozenset(k for h in hosts for k in h.engine),
             autolock=autolock,
+            history_limit=history_limit,
         )
 
-    def swarm_settings(self, value: Any, line: int) -> bool | None:
-        """The `swarm:` block: ``autolock`` (a boolean) for now."""
+    def swarm_settings(self, value: Any, line: int) -> tuple[bool | None, int]:
+        """The `swarm:` block: ``autolock`` (a boolean; None when not given) and ``history_limit``
+        (revisions kept per stack, 2..MAX_HISTORY_LIMIT: one fewer than 2 leaves nothing to roll back to)."""
         if value is None:
-            return None
+            return None, HISTORY_LIMIT
         block = self.mapping(value, "swarm", line)
         self.check_keys(block, SWARM_KEYS, "swarm")
-        if "autolock" not in block:
-            return None
-        autolock = block["autolock"]
-        if not isinstance(autolock, bool):
+        autolock = block.get("autolock")
+        if "autolock" in block and not isinstance(autolock, bool):
             raise self.error(
                 f"swarm.autolock: expected true or false, got {type_name(autolock)}", block.line_of("autolock")
             )
-        return autolock
+        limit = block.get("history_limit", HISTORY_LIMIT)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 2 <= limit <= MAX_HISTORY_LIMIT:
+            raise self.error(
+                f"swarm.history_limit: expected a whole number from 2 to {MAX_HISTORY_LIMIT} (revisions kept per "
+                f"stack), got {limit!r}",
+                block.line_of("history_limit"),
+            )
+        return autolock, limit
 
     def engine(self, value: Any, where: str, line: int) -> dict[str, Any]:
         """An `engine:` block: daemon.json keys, each checked for its type (daemon_config)."""

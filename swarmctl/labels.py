@@ -15,3 +15,5 @@ STANDALONE = "io.swarmctl.standalone"  # x-swarmctl.standalone: "true" for broke
 GROUP = "io.swarmctl.rollout.group"  # x-swarmctl.rollout.group
 ORDER = "io.swarmctl.rollout.order"  # x-swarmctl.rollout.order
 PROBE = "io.swarmctl.probe"  # on verify's probe containers, so a crashed run's leftovers are found
+HISTORY_STACK = "io.swarmctl.history.stack"  # on a revision's config (ops.history): the stack it records
+HISTORY_REVISION = "io.swarmctl.history.revision"  # and its number

@@ -281,6 +281,7 @@ def update(
                 on_progress=progress_callback(as_json),
                 inventory=inv,
                 resolve_image=resolve_image,
+                history_limit=inv.history_limit,
             )
         except RolloutFailed as e:  # failed or interrupted: what was done, rolled back, not started
             render_rollout(e.results, as_json, error=str(e))
@@ -290,7 +291,9 @@ def update(
         return
     if as_json:
         emit_json(report.json())
-    elif not report.plan.changes:
+        return
+    render_warnings(report.warnings)
+    if not report.plan.changes:
         click.echo(f"nothing to update in stack {name}: the services already have those images and variables", err=True)
     else:
         render_rollout(report.data["services"], as_json)
@@ -306,3 +309,117 @@ def render_rollout(results: list[Any], as_json: bool, error: str = "") -> None:
     for r in results:
         if r.detail and r.result != "updated":
             click.echo(f"  {r.name}: {r.detail}")
+
+
+# -- history and rollback ------------------------------------------------------------------------
+
+
+@cli.command("history")
+@click.argument("name")
+@json_option("history")
+@common_options
+@click.pass_obj
+def history(obj: Obj, name: str, as_json: bool) -> None:
+    """List the revisions of stack NAME and what changed between them.
+
+    Every deploy, update and rollback that changed the stack records a revision in the swarm (a
+    config, readable from every manager): when, by whom, with which swarmctl and stack files, and
+    the services' specs. The newest swarm.history_limit (inventory; 10) are kept.
+
+    \b
+    Example: swarmctl history web
+    """
+    from swarmctl.compose.loader import check_stack_name
+    from swarmctl.facts.membership import find_manager
+    from swarmctl.ops.history import read_history
+    from swarmctl.transport.engine import Session
+
+    check_stack_name(name)
+    inv = load_inventory(obj)
+    with Session(inv) as session:
+        entries, warnings = read_history(find_manager(session), name)
+    if as_json:
+        emit_json({"warnings": warnings, "stack": name, "history_limit": inv.history_limit,
+                   "revisions": [e.json() for e in entries]})  # fmt: skip
+        return
+    render_warnings(warnings)
+    if not entries:
+        click.echo(f"no revisions of stack {name} (deploy, update and rollback record them)")
+        return
+    rows = []
+    for e in entries:
+        r = e.revision
+        command = f"rollback to {r.restores}" if r.restores else r.command
+        files = r.files_digest.removeprefix("sha256:")[:12] or "-"
+        rows.append((str(r.number), r.time, r.who, command, r.swarmctl, files, str(len(r.services))))
+    click.echo(table(rows, ("REV", "TIME", "BY", "COMMAND", "SWARMCTL", "FILES", "SERVICES")))
+    changes = [(str(e.revision.number), c.describe()) for e in entries for c in e.differences]
+    changes += [(str(e.revision.number), "(the revision before it is no longer kept)")
+                for e in entries if e.compared_with is None and e.revision.number > 1]  # fmt: skip
+    if changes:
+        click.echo("")
+        click.echo(table(sorted(changes, key=lambda c: int(c[0])), ("REV", "CHANGED")))
+
+
+@cli.command("rollback")
+@click.argument("name")
+@click.argument("revision", required=False, type=click.IntRange(min=1))
+@plan_option
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds per service.")
+@click.option("--probe-image", metavar="IMAGE", help="Image with python3 for the application gates.")
+@json_option("rollback")
+@common_options
+@click.pass_obj
+def rollback(
+    obj: Obj, name: str, revision: int | None, plan_only: bool, timeout: float, probe_image: str | None, as_json: bool
+) -> None:
+    """Roll stack NAME's services back to REVISION (default: the one before the latest).
+
+    The revision's service specs are rolled out as `update` does - one service at a time, behind
+    health and application gates, a failing one rolled back - and the result is recorded as a new
+    revision. Networks, secrets and configs are not changed. See `swarmctl history NAME`.
+
+    \b
+    Example: swarmctl rollback web --plan
+    """
+    from swarmctl.compose.loader import check_stack_name
+    from swarmctl.facts.membership import find_manager
+    from swarmctl.ops.rollback import rollback_stack
+    from swarmctl.ops.update import AppGates, RolloutFailed
+    from swarmctl.transport.engine import Session
+
+    check_stack_name(name)
+    inv = load_inventory(obj)
+    with Session(inv) as session:
+        engine = find_manager(session)
+        try:
+            report = rollback_stack(
+                engine,
+                name,
+                revision,
+                AppGates(engine, name, _image(inv, probe_image)),
+                timeout,
+                plan_only=plan_only,
+                notify=notifier(as_json),
+                on_progress=progress_callback(as_json),
+                inventory=inv,
+                history_limit=inv.history_limit,
+            )
+        except RolloutFailed as e:  # failed or interrupted: what was done, rolled back, not started
+            render_rollout(e.results, as_json, error=str(e))
+            raise
+    target = report.data["target"]
+    nothing = f"nothing to roll back: the services of stack {name} already match revision {target}"
+    if plan_only:
+        show_plan(report.plan, as_json, nothing, {"stack": name, "target": target})
+        return
+    if as_json:
+        emit_json(report.json())
+        return
+    render_warnings(report.warnings)
+    if not report.plan.changes:
+        click.echo(nothing, err=True)
+        return
+    render_rollout(report.data["services"], as_json)
+    recorded = report.data.get("revision")
+    say(f"stack {name} rolled back to revision {target}" + (f"; recorded as revision {recorded}" if recorded else ""))

@@ -51,6 +51,7 @@ class DesiredStack:
     external_secrets: list[str] = field(default_factory=list)
     external_configs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    digest: str = ""  # of the stack files (StackConfig.digest): what a revision records
 
 
 def scope(stack: str, name: str) -> str:
@@ -107,7 +108,16 @@ def convert_stack(config: StackConfig, keys: KeySource | None = None) -> Desired
     configs, external_configs, _ = _file_objects(config, "configs", None, warnings)
     services = {scope(stack, name): convert_service(config, name, secret_names) for name in sorted(config.services)}
     return DesiredStack(
-        stack, networks, external_networks, secrets, configs, services, external_secrets, external_configs, warnings
+        stack,
+        networks,
+        external_networks,
+        secrets,
+        configs,
+        services,
+        external_secrets,
+        external_configs,
+        warnings,
+        config.digest,
     )
 
 

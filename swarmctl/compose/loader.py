@@ -9,6 +9,7 @@ inventory's ``vars``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class StackConfig:
     secrets: dict[str, dict[str, Any]]
     configs: dict[str, dict[str, Any]]
     warnings: tuple[str, ...] = ()
+    digest: str = ""  # sha256 of the files' bytes, in order: what a revision records (ops.history)
 
 
 def check_stack_name(name: str) -> None:
@@ -110,8 +112,11 @@ def load_stack(
     warnings: list[str] = []
     unset: list[str] = []
     merged: dict[str, Any] | None = None
+    digest = hashlib.sha256()
     for f in files:
         raw = load_yaml(f)
+        content = read_regular(f, MAX_BYTES, "YAML files")
+        digest.update(len(content).to_bytes(8, "big") + content)  # each file's length first: a|bc is not ab|c
         data = interpolate(raw, lookup, str(f), unset)
         ctx = FileContext(file=str(f), base_dir=f.resolve().parent, env=lookup, warnings=warnings)
         checked = FileChecker(ctx).check(data)
@@ -143,6 +148,7 @@ def load_stack(
         secrets=merged["secrets"],
         configs=merged["configs"],
         warnings=tuple(dict.fromkeys(warnings)),
+        digest="sha256:" + digest.hexdigest(),
     )
 
 

@@ -25,6 +25,7 @@ from swarmctl.facts.membership import find_manager, identify
 from swarmctl.facts.nodes import NodeView, placement_allows, read_nodes
 from swarmctl.facts.services import stack_filter
 from swarmctl.facts.stack import StackObjects, Wanted, read_objects
+from swarmctl.ops.history import Recording, record
 from swarmctl.ops.images import push_images
 from swarmctl.ops.images import sources as image_sources
 from swarmctl.ops.registry import (
@@ -475,16 +476,20 @@ def deploy_stack(
     gates: Gates | None = None,
     credentials: Credentials | None = None,
     resolve_image: str = "always",
+    history_limit: int | None = None,
 ) -> Report:
     """Plan and (unless ``plan_only``) apply a stack, then wait for it to converge.
 
     Updates of existing services go through the rollout engine: one service at a time, behind
     health and application gates, unless ``wait`` is off. Images are chosen (pinned to their
-    digests) per ``resolve_image`` before planning, so the plan shows what is sent.
+    digests) per ``resolve_image`` before planning, so the plan shows what is sent. With
+    ``history_limit``, a deploy that changed the stack is recorded as its next revision once applied
+    (``ops.history``; that many kept); a failed one records nothing.
 
     Returns:
         A Report; after applying, ``data`` has ``services`` (Progress of each), ``converged``,
-        ``seconds`` and, when services were rolled, ``rollout`` (StepResult of each).
+        ``seconds``, ``revision`` (recorded, or None) and, when services were rolled, ``rollout``
+        (StepResult of each).
     """
     t0 = time.monotonic()
     current = read(engine, desired)
@@ -496,14 +501,18 @@ def deploy_stack(
     if plan_only:
         return report
     try:
-        return _apply_and_wait(engine, desired, current, planned, report, wait, timeout, notify, on_progress, gates,
-                               t0, choice)  # fmt: skip
+        _apply_and_wait(engine, desired, current, planned, report, wait, timeout, notify, on_progress, gates, t0,
+                        choice)  # fmt: skip
     except KeyboardInterrupt:
         done = ", ".join(c.describe() for c in report.changes) or "nothing"
         raise Interrupted(
             f"interrupted; done before: {done}. What was written stays, and swarm goes on converging it: "
             f"`swarmctl deploy {desired.name} --plan` shows what is left"
         ) from None
+    if history_limit is not None:
+        recording = Recording("deploy", desired.digest, keep=history_limit)
+        record(engine, desired.name, report, recording, changed=bool(report.changes), notify=notify)
+    return report
 
 
 def _apply_and_wait(
@@ -652,7 +661,7 @@ def deploy_and_verify(
     pushed = push_for_stack(session, engine, desired, notify) if push and not plan_only else None
     report = deploy_stack(engine, desired, prune=prune, plan_only=plan_only, wait=wait, timeout=timeout,
                           notify=notify, on_progress=on_progress, gates=gates, credentials=credentials,
-                          resolve_image=resolve_image)  # fmt: skip
+                          resolve_image=resolve_image, history_limit=session.inventory.history_limit)  # fmt: skip
     if pushed is not None:
         report.data["pushed"] = pushed.data.get("hosts", {})
     if verify and not plan_only and report.data.get("services"):

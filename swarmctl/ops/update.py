@@ -36,6 +36,7 @@ from swarmctl.errors import ClusterError, ExitStatus, HostError, InputError, Swa
 from swarmctl.facts.services import read_services
 from swarmctl.facts.stack import ServiceInfo, observe
 from swarmctl.inventory import Inventory
+from swarmctl.ops.history import Recording, record
 from swarmctl.ops.registry import check_logins, load_credentials, resolve_images, short_digest
 from swarmctl.plan import DONE, FAILED, NOT_STARTED, ROLLED_BACK, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.spec import changed_fields
@@ -517,16 +518,19 @@ def update_stack(
     on_progress: OnProgress = no_progress,
     inventory: Inventory | None = None,
     resolve_image: str = "always",
+    history_limit: int | None = None,
 ) -> Report:
     """The update operation: read the stack's services, plan the steps (pure), order them, roll them out.
 
     With ``inventory``, registry credentials for the services' images are loaded from it (or the
     docker CLI's config), checked with a login first, and sent with each write; new images
-    (``--image``) are pinned to their digests per ``resolve_image``.
+    (``--image``) are pinned to their digests per ``resolve_image``. With ``history_limit``, a
+    rollout that changed the stack is recorded as its next revision (``ops.history``; that many kept).
 
     Returns:
         A Report whose plan lists the updates in rollout order; unless ``plan_only``, a Result
-        per step and ``data["services"]`` (StepResult per service).
+        per step, ``data["services"]`` (StepResult per service) and ``data["revision"]`` (the
+        revision recorded, or None).
 
     Raises:
         InputError: unknown services or nothing asked for; RolloutFailed: see ``roll_out``.
@@ -534,6 +538,30 @@ def update_stack(
     steps = plan_update(stack, read_stack_services(engine, stack), services, images, env, force)
     if inventory is not None:
         steps = with_registries(engine, steps, inventory, resolve_image)
+    report = apply_steps(engine, steps, gates, timeout, plan_only, notify, on_progress)
+    if history_limit is not None and not plan_only:
+        record(engine, stack, report, Recording("update", keep=history_limit), changed=bool(steps), notify=notify)
+    return report
+
+
+def apply_steps(
+    engine: Engine,
+    steps: list[Step],
+    gates: Gates | None,
+    timeout: float,
+    plan_only: bool = False,
+    notify: Notify = quiet,
+    on_progress: OnProgress = no_progress,
+) -> Report:
+    """Order the steps and roll them out (update's and rollback's one way to change services).
+
+    Returns:
+        A Report whose plan lists the updates in rollout order; unless ``plan_only``, a Result
+        per step and ``data["services"]`` (StepResult per service).
+
+    Raises:
+        RolloutFailed: see ``roll_out``.
+    """
     if plan_only:
         last: set[str] = set()
         if gates is not None:

@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # measured on this 2-core machine, seconds per module on a lab of its own (2026-12): day_two 550,
 # update 450, VM 425, kafka 300, safety 300, deploy 200, bootstrap 175, registry 150, parity 150,
-# engine 100, quick_start 100, secrets 60; the unit tier 165 in all
+# engine 100, quick_start 100, history 75, secrets 60; the unit tier 165 in all
 ORDER = [
     "test_day_two",
     "test_update",
@@ -72,6 +72,7 @@ ORDER = [
     "test_engine",
     "test_quick_start",
     "test_drift",
+    "test_history",
     "test_secrets",
 ]
 

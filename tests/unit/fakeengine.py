@@ -1,7 +1,8 @@
 """An Engine that replays API responses recorded from the lab (tests/recorded), for the unit tier.
 
 It answers the calls the convergence and rollout code makes - info, nodes, services, tasks,
-inspect/update service, networks - from recorded snapshots. Each service moves between recorded
+inspect/update service, networks - from recorded snapshots, and keeps swarm configs (a stack's
+revisions) in memory, with swarm's rule that a config's name is taken once. Each service moves between recorded
 phases when it is written, as swarm moved it when the recording was made:
 
     before --update (outcome "ok")--> updated
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarmctl.errors import NotFound
+from swarmctl.errors import Conflict, NotFound
 from swarmctl.spec import parse_time
 from swarmctl.transport.engine import Engine
 
@@ -63,6 +64,9 @@ class FakeEngine:
     writes: list[tuple[str, str]] = field(default_factory=list)  # (service name, "update" | "rollback")
     auths: list[str | None] = field(default_factory=list)  # the X-Registry-Auth sent with each write
     name: str = "lab1"
+    # swarm configs (a stack's revisions: ops.history), kept as the API lists them; secrets: none
+    config_store: dict[str, dict[str, Any]] = field(default_factory=dict)
+    configs_made: int = 0  # IDs are never reused, as swarm's
 
     @classmethod
     def rollout(cls, services: Iterable[tuple[str, Mapping[str, str], str]]) -> FakeEngine:
@@ -210,16 +214,30 @@ class FakeEngine:
         raise self._unrecorded("remove_network")
 
     def objects(self, kind: str, filters: Mapping[str, Iterable[str]] | None = None) -> list[dict[str, Any]]:
-        return []
+        out = [copy.deepcopy(c) for c in self.config_store.values()] if kind == "config" else []
+        for wanted in (filters or {}).get("label", []):
+            key, _, value = wanted.partition("=")
+            out = [o for o in out if (o["Spec"].get("Labels") or {}).get(key) == value]
+        return out
 
     def create_object(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        raise self._unrecorded("create_object")
+        if kind != "config":
+            raise self._unrecorded(f"create_object {kind}")
+        if any(c["Spec"]["Name"] == body["Name"] for c in self.config_store.values()):
+            # as swarmkit answers a name in use (codes.AlreadyExists -> HTTP 409)
+            raise Conflict(self.name, f"create config {body['Name']}: config {body['Name']} already exists")
+        self.configs_made += 1
+        ident = f"cfg{self.configs_made:04d}" + "x" * 21
+        self.config_store[ident] = {"ID": ident, "Version": {"Index": 1}, "Spec": copy.deepcopy(dict(body))}
+        return {"ID": ident}
 
     def update_object(self, kind: str, ident: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
         raise self._unrecorded("update_object")
 
     def remove_object(self, kind: str, ident: str, what: str = "") -> None:
-        raise self._unrecorded("remove_object")
+        if kind != "config" or ident not in self.config_store:
+            raise NotFound(self.name, f"remove {kind} {what or ident}: not found")
+        del self.config_store[ident]
 
     def containers(self, label: str) -> list[dict[str, Any]]:
         return []

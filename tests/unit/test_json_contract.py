@@ -37,6 +37,9 @@ COMMANDS: list[tuple[list[str], str]] = [
     (["verify", "kafka"], "verify"),
     (["update", "kafka", "--force"], "update"),
     (["update", "kafka", "--force", "--plan"], "update"),
+    (["history", "kafka"], "history"),
+    (["rollback", "kafka"], "rollback"),
+    (["rollback", "kafka", "2", "--plan"], "rollback"),
     (["rotate", "tokens"], "rotate"),
     (["rotate", "ca"], "rotate"),
     (["rotate", "unlock-key"], "rotate"),
@@ -138,7 +141,8 @@ def test_every_json_command_names_a_definition_in_its_help() -> None:
     defs = set(SCHEMA["$defs"]) - {"change", "failure", "logline"}  # logline: the lines of logs --json
     seen = set()
     for args in (["bootstrap"], ["status"], ["ps"], ["logs"], ["diff"], ["deploy"], ["verify"], ["update"],
-                 ["rotate", "tokens"], ["rotate", "ca"], ["rotate", "unlock-key"], ["unlock"], ["backup"], ["recover"],
+                 ["history"], ["rollback"], ["rotate", "tokens"], ["rotate", "ca"], ["rotate", "unlock-key"],
+                 ["unlock"], ["backup"], ["recover"],
                  ["images", "push"], ["images", "ls"], ["lab", "status"], ["secrets", "list"], ["init"],
                  ["host-keys"], ["maintain"], ["drain"], ["activate"]):  # fmt: skip
         out = CliRunner().invoke(cli, [*args, "--help"]).output
