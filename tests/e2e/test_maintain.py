@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any
 
 import docker
 import jsonschema
@@ -59,8 +58,9 @@ def stacks(swarm: Lab, _shared_swarm: dict[str, str], tmp_path_factory: pytest.T
 
 
 class Watcher:
-    """Every `every` seconds, from each node's own engine: how many `web` containers run healthy,
-    and which engines do not answer."""
+    """Every `every` seconds, from each node's own engine: how many `web` containers run healthy
+    (and, for a failure's message, each node's containers and their status), and which engines do
+    not answer."""
 
     def __init__(self, lab: Lab, service: str = "web_web", every: float = 0.3):
         self.clients = {
@@ -68,21 +68,30 @@ class Watcher:
             for n in lab.names
         }
         self.service, self.every = service, every
+        self.started = time.monotonic()
         self.samples: list[tuple[float, int, tuple[str, ...]]] = []
+        self.seen: list[dict[str, list[str]]] = []  # per sample: node -> its containers' status
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.is_set():
-            healthy, down = 0, []
+            healthy, down, seen = 0, [], {}
             for name, api in self.clients.items():
                 try:
                     listed = api.containers(filters={"label": f"com.docker.swarm.service.name={self.service}"})
                     healthy += sum(1 for c in listed if "(healthy)" in c["Status"])
+                    seen[name] = [c["Status"] for c in listed]
                 except Exception:  # an engine restarting: its socket is gone for a moment
                     down.append(name)
-            self.samples.append((time.monotonic(), healthy, tuple(down)))
+            self.samples.append((time.monotonic() - self.started, healthy, tuple(down)))
+            self.seen.append(seen)
             self.stop.wait(self.every)
+
+    def dips(self, fewest: int = 4) -> list[str]:
+        """The samples with fewer than ``fewest`` healthy, with what each node showed."""
+        return [f"{t:.1f}s: {h} healthy {seen}" for (t, h, _), seen in zip(self.samples, self.seen, strict=True)
+                if h < fewest]  # fmt: skip
 
     def __enter__(self) -> Watcher:
         self.thread.start()
@@ -143,7 +152,7 @@ def test_maintain_starts_replacements_first_and_brings_the_host_back(stacks: Lab
     doc = run.json()
     jsonschema.validate(doc, {**SCHEMA, "$ref": "#/$defs/maintain"})
     assert doc["hosts"][0]["host"] == "lab2" and doc["hosts"][0]["state"] == "active"
-    assert watcher.fewest >= 4, [s for s in watcher.samples if s[1] < 4][:5]
+    assert watcher.fewest >= 4, watcher.dips()[:5]
     assert availability(stacks, "lab2") == "active" and replicas(stacks) == 4
     verify = swarmctl("verify", "kafka", "--wait", "120", *inv)  # ZooKeeper has its leader, no partition lags
     assert verify.rc == 0, str(verify)
@@ -172,21 +181,45 @@ def test_ctrl_c_undoes_the_scale_up_and_leaves_the_host_as_reported(stacks: Lab)
     assert availability(stacks, "lab4") == "active"
 
 
+def timed(args: list[str], started: float, timeout: float) -> tuple[int, str, list[str]]:
+    """Run swarmctl; its exit status, stdout, and each stderr line with the seconds since ``started``."""
+    proc = subprocess.Popen([sys.executable, "-m", "swarmctl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(f"{time.monotonic() - started:.1f}s {line.rstrip()}")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=timeout)  # stdout: a few lines, never enough to fill its pipe
+    finally:
+        proc.kill()
+    reader.join(timeout=10)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    return proc.returncode, out, lines
+
+
 def test_maintain_every_host_restarting_engines_one_at_a_time_the_manager_last(stacks: Lab) -> None:
     pids = {n: stacks.dockerd_pid(n) for n in stacks.names}
     with Watcher(stacks) as watcher:
-        run = swarmctl("maintain", *stacks.names, "--restart-engine", "--allow-down", ",".join(EVERY_PINNED),
-                       "--json", "-i", str(stacks.inventory), timeout=1800)  # fmt: skip
-    assert run.rc == 0, str(run)
-    doc: dict[str, Any] = run.json()
-    assert [h["host"] for h in doc["hosts"]] == ["lab2", "lab3", "lab4", "lab1"]  # workers, then the manager
-    restarts = [c["name"] for c in doc["changes"] if c["action"] == "restart-engine"]
-    assert restarts == ["lab2", "lab3", "lab4", "lab1"]
+        args = ["maintain", *stacks.names, "--restart-engine", "--allow-down", ",".join(EVERY_PINNED)]
+        rc, out, progress = timed([*args, "-i", str(stacks.inventory)], watcher.started, 1800)
+    assert rc == 0, out + "\n".join(progress)
+    # workers, then the manager; each host done (active again) before the next one's engine restarts
+    done = [line.split()[1].rstrip(":") for line in progress if line.endswith("s") and ": active after " in line]
+    assert done == ["lab2", "lab3", "lab4", "lab1"], progress
+    restarts = [line.split("restart-engine host ")[1].split()[0] for line in progress if "restart-engine host " in line]
+    assert restarts == ["lab2", "lab3", "lab4", "lab1"], progress
     after = {n: stacks.dockerd_pid(n) for n in stacks.names}
     assert all(after[n] not in (0, pids[n]) for n in stacks.names), (pids, after)
     assert all(len(down) <= 1 for _, _, down in watcher.samples), [s for s in watcher.samples if len(s[2]) > 1]
     order = watcher.down_order()
     assert order == sorted(order, key=["lab2", "lab3", "lab4", "lab1"].index), order
-    assert watcher.fewest >= 4, [s for s in watcher.samples if s[1] < 4][:5]
+    assert watcher.fewest >= 4, "\n".join(watcher.dips()[:5] + progress)
     verify = swarmctl("verify", "kafka", "--wait", "180", "-i", str(stacks.inventory))
     assert verify.rc == 0, str(verify)
