@@ -2,7 +2,8 @@
 
 On a lab of N hosts (one manager): bootstrap, then `web`, N replicas with a healthcheck (interval
 2 s, its first check after start-up). Measured, each the median of --repeat runs:
-- `swarmctl maintain LAST -- true` (a worker carrying one `web` task): the real command line, from
+- `swarmctl maintain WORKER -- true` (a worker carrying one `web` task; each run another worker,
+  one task on every node again before it): the real command line, from
   start to exit (the host active again, every service running all its tasks);
 - the floor, what swarm itself needs for the same moves: one extra replica started and reported
   running (healthy), then the drained task's slot started again elsewhere - two task starts in a
@@ -23,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -73,10 +76,40 @@ def wait_running(api: docker.APIClient, count: int, avoid: str = "", timeout: fl
         time.sleep(0.1)
 
 
-def scale(api: docker.APIClient, replicas: int) -> None:
+def write_spec(api: docker.APIClient, change: Callable[[dict[str, Any]], None]) -> None:
+    """The service's own spec as the engine returns it, changed in place, written back (no field
+    the SDK's helpers would leave out or rewrite: only the change itself reaches the tasks)."""
     svc = api.inspect_service(SERVICE)
-    api.update_service(svc["ID"], svc["Version"]["Index"], mode=docker.types.ServiceMode("replicated", replicas),
-                       fetch_current_spec=True)  # fmt: skip
+    spec = svc["Spec"]
+    change(spec)
+    url = f"{api.base_url}/v1.41/services/{svc['ID']}/update"
+    api.post(url, json=spec, params={"version": svc["Version"]["Index"]}).raise_for_status()
+
+
+def scale(api: docker.APIClient, replicas: int) -> None:
+    write_spec(api, lambda spec: spec["Mode"]["Replicated"].update(Replicas=replicas))
+
+
+def rebalance(api: docker.APIClient, nodes: int) -> None:
+    """A task on every node again (maintenance moved the maintained node's away): a forced update."""
+
+    def force(spec: dict[str, Any]) -> None:
+        spec["TaskTemplate"]["ForceUpdate"] = int(spec["TaskTemplate"].get("ForceUpdate", 0)) + 1
+
+    write_spec(api, force)
+    deadline = time.monotonic() + 300
+    while True:
+        tasks = api.tasks(filters={"service": SERVICE, "desired-state": "running"})
+        on = {t["NodeID"] for t in tasks if t["Status"]["State"] == "running"}
+        if (
+            len(on) == nodes
+            and running(api) == nodes
+            and api.inspect_service(SERVICE).get("UpdateStatus", {}).get("State") in (None, "completed")
+        ):
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"{SERVICE}: not back to one task per node after 300s")
+        time.sleep(0.5)
 
 
 def set_availability(api: docker.APIClient, node_id: str, availability: str) -> None:
@@ -126,12 +159,17 @@ def main() -> None:
                 stack = Path(tmp) / "web.yml"
                 stack.write_text(STACK.format(replicas=n))
                 run([*swarmctl, "deploy", "bench", "-f", str(stack), "--no-verify", *inv])
-            last = spec.hosts[-1].name
             api = docker.APIClient(base_url=f"unix://{spec.docker_socket(spec.hosts[0])}", version="1.41")
-            node_id = next(x["ID"] for x in api.nodes() if x["Description"]["Hostname"] == last)
+            ids = {x["Description"]["Hostname"]: x["ID"] for x in api.nodes()}
             wait_running(api, n)
-            took = [timed([*swarmctl, "maintain", last, *inv, "--", "true"]) for _ in range(args.repeat)]
-            floors = [floor(api, node_id, n) for _ in range(args.repeat)]
+            workers = [h.name for h in spec.hosts[1:]]
+            took, floors = [], []
+            for i in range(args.repeat):
+                host = workers[i % len(workers)]
+                rebalance(api, n)  # one web task on every node, the maintained one included
+                took.append(timed([*swarmctl, "maintain", host, *inv, "--", "true"]))
+                rebalance(api, n)
+                floors.append(floor(api, ids[host], n))
             api.close()
             rows.append((n, statistics.median(took), statistics.median(floors)))
             labhosts.teardown(LAB_DIR)
