@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmctl.converge import wait_services_running
-from swarmctl.errors import HostError, InputError, Refused, TimeoutExpired
+from swarmctl.converge import wait_converged, wait_services_running, write_service
+from swarmctl.errors import ClusterError, HostError, InputError, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, advertise_address
 from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership
 from swarmctl.facts.raft import DEFAULT_ROOT, archive_problem
@@ -329,11 +329,34 @@ def recover(
         report.warn([f"{why}: if `swarmctl verify` finds names that do not resolve on it, restart it"])
     engine = session.engine(host)
     try:
+        wait_services_running(engine, converge_timeout, notify)
+        _renew_tasks_on(engine, read_membership(engine).node_id, converge_timeout, notify)
         report.data["services"] = wait_services_running(engine, converge_timeout, notify)
         report.done(wait, notify=notify)
-    except TimeoutExpired as e:
+    except (TimeoutExpired, ClusterError) as e:
         report.failed(wait, str(e), "services")
     return report
+
+
+def _renew_tasks_on(engine: Engine, node_id: str, timeout: float, notify: Notify) -> None:
+    """The forced manager's tasks replaced once the swarm is whole (a forced update of each service
+    with a task there): after a restore onto new machines their names were seen missing from the
+    overlay's DNS on every node (containers started before the node's gossip agent was up publish
+    no service records), where tasks started later had theirs."""
+    tasks = engine.tasks({"node": [node_id], "desired-state": ["running"]})
+    ids = sorted({str(t.get("ServiceID", "")) for t in tasks if t.get("ServiceID")})
+    written: dict[str, float] = {}
+    for sid in ids:
+        svc = engine.inspect_service(sid)
+        spec = dict(svc["Spec"])
+        template = dict(spec.get("TaskTemplate") or {})
+        template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        spec["TaskTemplate"] = template
+        name = str(spec.get("Name", sid))
+        notify(f"restarting {name}'s task on the forced manager, so that its name is published")
+        written[name], _ = write_service(engine, sid, spec, what=f"restart {name}")
+    if written:
+        wait_converged(engine, list(written), written, timeout)
 
 
 def _restart_source(session: Session, host: Host, candidates: list[str], notify: Notify) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,8 +44,16 @@ def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labhosts.LabSpec
 
 
 def on(spec: labhosts.LabSpec, name: str, command: str, timeout: float = 120) -> str:
+    """COMMAND on the VM over SSH. ssh's own failure (255: no connection within its 5 s connect
+    timeout, seen on a TCG guest while the machine's two cores are busy) is tried again for up to
+    60 s; the command's own failure is not."""
     host = next(h for h in spec.hosts if h.name == name)
-    proc = vm.ssh(spec, host, command, timeout=timeout)
+    deadline = time.monotonic() + 60
+    while True:
+        proc = vm.ssh(spec, host, command, timeout=timeout)
+        if proc.returncode != 255 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert proc.returncode == 0, f"{name}: {command}: {proc.returncode} {proc.stderr}"
     return proc.stdout
 
