@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmctl.converge import wait_converged, wait_services_running, write_service
-from swarmctl.errors import ClusterError, HostError, InputError, Refused, TimeoutExpired
+from swarmctl.converge import wait_services_running
+from swarmctl.errors import HostError, InputError, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, advertise_address
 from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership
 from swarmctl.facts.raft import DEFAULT_ROOT, archive_problem
@@ -41,18 +41,14 @@ from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import keyring, stored_keys, unlock_with, wait_active
 from swarmctl.ops.backup import STOP_TIMEOUT, open_backup
 from swarmctl.ops.bootstrap import bootstrap
-from swarmctl.ops.engine_config import BACK_TIMEOUT, HostChange, systemctl_docker, wait_back
-from swarmctl.plan import FAILED, NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
+from swarmctl.ops.engine_config import systemctl_docker
+from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
 from swarmctl.wait import Pending, until
 
 SETTLE_TIMEOUT = 90.0  # the new cluster answering, the restored engine back
 CONVERGE_TIMEOUT = 600.0
 POLL = 1.0
-# Docker 20.10 was seen, after --force-new-cluster, with the forced node's overlay networking stuck:
-# its embedded DNS answering nothing, its tasks not gossiped to the nodes that joined, tasks
-# pinned to it never started (docker/for-linux#495). An engine restart starts it clean.
-RESTART_WHY = "a clean start of its overlay networking after the forced new cluster (docker/for-linux#495)"
 
 _RESTORE_SCRIPT = r"""
 set -e
@@ -230,7 +226,6 @@ def plan_recover(
     for name, role in join:
         changes.append(Change("node", name, f"join-{role}", detail=f"as {role} with a fresh token, its stale "
                               "node removed first (bootstrap)"))  # fmt: skip
-    changes.append(Change("node", source, "restart-engine", detail=RESTART_WHY))
     changes.append(Change("swarm", "services", "wait", detail="until every service runs its tasks again"))
     return RecoverPlan(source, backup is not None, unlock, tuple(leave), tuple(join),
                        Plan(tuple(changes), tuple(warnings)), tuple(stopped))  # fmt: skip
@@ -314,64 +309,17 @@ def recover(
     report.warn(joined.warnings)
     report.failures.update(joined.failures)
     report.results += joined.results
-    restart, wait = planned.plan.changes[-2:]
+    wait = planned.plan.changes[-1]
     if joined.failures:
-        report.results.append(Result(restart, NOT_STARTED, "the hosts did not all join"))
         report.results.append(Result(wait, NOT_STARTED, "the hosts did not all join"))
         return report
-    try:
-        _restart_source(session, host, candidates, notify)
-        report.done(restart, notify=notify)
-    except (HostError, InputError) as e:
-        # the swarm is back; its forced manager's networking may not be: said, not fatal
-        report.results.append(Result(restart, FAILED, str(e)))
-        why = f"{host.name}: its engine was not restarted after the forced new cluster ({e})"
-        report.warn([f"{why}: if `swarmctl verify` finds names that do not resolve on it, restart it"])
     engine = session.engine(host)
     try:
-        wait_services_running(engine, converge_timeout, notify)
-        _renew_tasks_on(engine, read_membership(engine).node_id, converge_timeout, notify)
         report.data["services"] = wait_services_running(engine, converge_timeout, notify)
         report.done(wait, notify=notify)
-    except (TimeoutExpired, ClusterError) as e:
+    except TimeoutExpired as e:
         report.failed(wait, str(e), "services")
     return report
-
-
-def _renew_tasks_on(engine: Engine, node_id: str, timeout: float, notify: Notify) -> None:
-    """The forced manager's tasks replaced once the swarm is whole (a forced update of each service
-    with a task there): after a restore onto new machines their names were seen missing from the
-    overlay's DNS on every node (containers started before the node's gossip agent was up publish
-    no service records), where tasks started later had theirs."""
-    tasks = engine.tasks({"node": [node_id], "desired-state": ["running"]})
-    ids = sorted({str(t.get("ServiceID", "")) for t in tasks if t.get("ServiceID")})
-    written: dict[str, float] = {}
-    for sid in ids:
-        svc = engine.inspect_service(sid)
-        spec = dict(svc["Spec"])
-        template = dict(spec.get("TaskTemplate") or {})
-        template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
-        spec["TaskTemplate"] = template
-        name = str(spec.get("Name", sid))
-        notify(f"restarting {name}'s task on the forced manager, so that its name is published")
-        written[name], _ = write_service(engine, sid, spec, what=f"restart {name}")
-    if written:
-        wait_converged(engine, list(written), written, timeout)
-
-
-def _restart_source(session: Session, host: Host, candidates: list[str], notify: Notify) -> None:
-    """The forced manager's engine restarted once the others have joined (they keep the quorum
-    meanwhile), and waited for: its node Ready and reachable, its tasks running. See RESTART_WHY."""
-    engine = session.engine(host)
-    own = read_membership(engine)
-    autolock = bool(((engine.inspect_swarm().get("Spec") or {}).get("EncryptionConfig") or {}).get("AutoLockManagers"))
-    keys = candidates or (stored_keys(session.inventory) if autolock else [])
-    notify(f"restarting the engine of {host.name}: {RESTART_WHY}")
-    with finishing(f"restarting the engine of {host.name}", notify):
-        systemctl_docker(session, host, "restart", STOP_TIMEOUT)
-    others = [m.name for m in session.inventory.managers if m.name != host.name]
-    change = HostChange(host.name, None, None, (), (), True, in_swarm=True, manager=True, node_id=own.node_id)
-    wait_back(session, host, change, others, BACK_TIMEOUT, keys)
 
 
 def _addresses(session: Session, state: RecoverState) -> dict[str, str]:

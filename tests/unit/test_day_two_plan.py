@@ -238,7 +238,7 @@ def test_recover_from_the_manager_with_the_newest_raft_state() -> None:
     planned = plan_recover(st)
     assert planned.source == "m2"
     assert steps(planned) == [("force-new-cluster", "m2"), ("leave", "m1"), ("join-manager", "m1"),
-                              ("join-manager", "m3"), ("restart-engine", "m2"), ("wait", "services")]  # fmt: skip
+                              ("join-manager", "m3"), ("wait", "services")]  # fmt: skip
     assert planned.leave == ("m1",) and planned.join == (("m1", "manager"), ("m3", "manager"))
 
 
@@ -273,7 +273,7 @@ def test_recover_from_a_backup_restores_where_it_was_taken() -> None:
     assert planned.source == "m2" and planned.restore
     assert steps(planned) == [("stop", "m2"), ("restore", "m2"), ("start", "m2"), ("force-new-cluster", "m2"),
                               ("join-manager", "m1"), ("join-manager", "m3"), ("join-worker", "w4"),
-                              ("restart-engine", "m2"), ("wait", "services")]  # fmt: skip
+                              ("wait", "services")]  # fmt: skip
     locked = plan_recover(recover_state(fresh), {**backup, "autolock": True})
     assert ("unlock", "m2") in steps(locked)
     with pytest.raises(Refused, match="no inventory manager has that address"):
