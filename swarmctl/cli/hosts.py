@@ -83,8 +83,6 @@ def maintain(
     """
     from swarmctl.errors import InputError
     from swarmctl.ops.maintain import Work
-    from swarmctl.ops.maintain import maintain as run_maintain
-    from swarmctl.transport.engine import Session
 
     names = list(hosts)
     command = list(click.get_current_context().meta.get(_COMMAND) or [])
@@ -92,15 +90,24 @@ def maintain(
         raise InputError("-- with no command after it: give the command to run on each host, or leave out --")
     if restart_engine and reboot:
         raise InputError("--restart-engine and --reboot: a reboot restarts the engine too; give one")
+    _maintain(obj, "maintain", names, Work(tuple(command), restart_engine, reboot), allow_down, probe_image,
+              plan_only, as_json)  # fmt: skip
+
+
+def _maintain(obj: Obj, verb: str, hosts: list[str], work: Any, allow_down: tuple[str, ...], probe_image: str | None,
+              plan_only: bool, as_json: bool) -> None:  # fmt: skip
+    """maintain and drain: one operation, ``work`` says what is done to each host."""
+    from swarmctl.ops.maintain import maintain as run_maintain
+    from swarmctl.transport.engine import Session
+
     inv = load_inventory(obj, quiet=True)
-    work = Work(tuple(command), restart_engine, reboot)
     image = image_for_probes(inv, probe_image)
     with Session(inv) as session:
-        report = run_maintain(session, names, work, _services(allow_down), plan_only, image, notifier(as_json))
+        report = run_maintain(session, hosts, work, _services(allow_down), plan_only, image, notifier(as_json), verb)
     if plan_only:
         show_plan(report.plan, as_json, "nothing to do", {"hosts": report.data["hosts"]})
         return
-    _finish("maintain", report, as_json)
+    _finish(verb, report, as_json)
 
 
 @cli.command("drain")
@@ -125,18 +132,8 @@ def drain(
     Example: swarmctl drain lab3
     """
     from swarmctl.ops.maintain import Work
-    from swarmctl.ops.maintain import maintain as run_maintain
-    from swarmctl.transport.engine import Session
 
-    inv = load_inventory(obj, quiet=True)
-    image = image_for_probes(inv, probe_image)
-    with Session(inv) as session:
-        report = run_maintain(session, list(hosts), Work(activate=False), _services(allow_down), plan_only, image,
-                              notifier(as_json), verb="drain")  # fmt: skip
-    if plan_only:
-        show_plan(report.plan, as_json, "nothing to do", {"hosts": report.data["hosts"]})
-        return
-    _finish("drain", report, as_json)
+    _maintain(obj, "drain", list(hosts), Work(activate=False), allow_down, probe_image, plan_only, as_json)
 
 
 @cli.command("activate")

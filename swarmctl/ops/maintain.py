@@ -37,7 +37,7 @@ from typing import Any
 from swarmctl import labels
 from swarmctl.converge import wait_services_running
 from swarmctl.errors import ClusterError, HostError, InputError, Interrupted, Refused, SwarmctlError, message_of
-from swarmctl.facts.membership import read_membership
+from swarmctl.facts.membership import autolock_on, read_membership
 from swarmctl.facts.nodes import NodeView, placement_allows, read_nodes
 from swarmctl.facts.services import is_running, mode_of, read_services
 from swarmctl.interrupts import finishing
@@ -100,7 +100,7 @@ def read_state(session: Session) -> tuple[MaintainState, Engine]:
         raise ClusterError("no manager of the inventory answers as part of a swarm" + (f" ({why})" if why else ""))
     services = read_services(viewer)
     tasks = viewer.tasks({"desired-state": ["running"]})
-    autolock = bool(((viewer.inspect_swarm().get("Spec") or {}).get("EncryptionConfig") or {}).get("AutoLockManagers"))
+    autolock = autolock_on(viewer.inspect_swarm())
     state = MaintainState(node_ids, unreachable, tuple(read_nodes(viewer)), tuple(services), tuple(tasks), autolock)
     return state, viewer
 
@@ -231,6 +231,15 @@ def host_order(hosts: Sequence[str], state: MaintainState) -> list[str]:
     return sorted(hosts, key=rank)
 
 
+def _inventory_hosts(inv: Inventory, hosts: Sequence[str]) -> list[str]:
+    """``hosts`` once each, in order; InputError (with close matches) for a name the inventory lacks."""
+    names = sorted(h.name for h in inv.hosts)
+    for h in hosts:
+        if h not in names:
+            raise InputError(f"{h}: not a host of the inventory {inv.path}{suggest(h, names)}")
+    return list(dict.fromkeys(hosts))
+
+
 def plan_maintain(
     inv: Inventory,
     hosts: Sequence[str],
@@ -246,11 +255,7 @@ def plan_maintain(
             ``allow_down`` does not name (naming them all), an ``allow_down`` that names no service.
         Refused: a host that cannot be asked, or that is not a node of this swarm.
     """
-    names = {h.name for h in inv.hosts}
-    for h in hosts:
-        if h not in names:
-            raise InputError(f"{h}: not a host of the inventory {inv.path}{suggest(h, sorted(names))}")
-    wanted = list(dict.fromkeys(hosts))
+    wanted = _inventory_hosts(inv, hosts)
     for h in wanted:
         if h in state.unreachable:
             raise Refused(f"refusing to {verb} {h}: it cannot be asked which node it is ({state.unreachable[h]}); "
@@ -325,13 +330,9 @@ def _host_steps(host: str, node: NodeView, shares: list[Share], work: Work) -> H
 
 def plan_activate(inv: Inventory, hosts: Sequence[str], state: MaintainState) -> MaintainPlan:
     """Set each host's node active, then wait until every service runs all its tasks (pure)."""
-    names = {h.name for h in inv.hosts}
-    for h in hosts:
-        if h not in names:
-            raise InputError(f"{h}: not a host of the inventory {inv.path}{suggest(h, sorted(names))}")
     by_id = {n.id: n for n in state.nodes}
     steps = []
-    for h in dict.fromkeys(hosts):
+    for h in _inventory_hosts(inv, hosts):
         if h in state.unreachable:
             raise Refused(f"refusing to activate {h}: it cannot be asked which node it is ({state.unreachable[h]})")
         node = by_id.get(state.node_ids.get(h, ""))
