@@ -32,7 +32,15 @@ from swarmctl.checks import kafka, tcp, zookeeper
 from swarmctl.checks.probe import ProbePlan, run_probe
 from swarmctl.compose.reference import service_image
 from swarmctl.converge import OnProgress, last_task_error, no_progress, wait_converged, write_service
-from swarmctl.errors import ClusterError, ExitStatus, HostError, InputError, SwarmctlError, TimeoutExpired
+from swarmctl.errors import (
+    ClusterError,
+    EngineError,
+    ExitStatus,
+    HostError,
+    InputError,
+    SwarmctlError,
+    TimeoutExpired,
+)
 from swarmctl.facts.services import read_services
 from swarmctl.facts.stack import ServiceInfo, observe
 from swarmctl.inventory import Inventory
@@ -347,13 +355,25 @@ def _roll_back(engine: Engine, step: Step, notify: Notify, timeout: float) -> st
         return "rolled back by swarm (failure_action rollback)"
     if state != "rollback_started":
         notify(f"{step.short}: rolling back")
-        write_service(engine, step.current["ID"], svc.get("PreviousSpec") or step.current["Spec"], rollback=True,
-                      what=step.name, registry_auth=step.registry_auth)  # fmt: skip
+        try:
+            # swarm's own rollback (rollback_config applies) when it kept the spec before ours
+            write_service(engine, step.current["ID"], svc.get("PreviousSpec") or step.current["Spec"],
+                          rollback=bool(svc.get("PreviousSpec")), what=step.name,
+                          registry_auth=step.registry_auth)  # fmt: skip
+        except EngineError as e:
+            # "does not have a previous spec": swarm finished a rollback of its own a moment ago, or
+            # (Docker 20.10) kept no previous spec: write the spec from before this rollout instead
+            if "previous spec" not in str(e):
+                raise
+            write_service(engine, step.current["ID"], step.current["Spec"], what=step.name,
+                          registry_auth=step.registry_auth)  # fmt: skip
     last = [""]
 
     def settled() -> str | Pending:
         svc = engine.inspect_service(step.current["ID"])
         state = last[0] = (svc.get("UpdateStatus") or {}).get("State", "")
+        if state == "completed" and not changed_fields(svc["Spec"], step.current["Spec"], {}):
+            return "rolled back (its spec from before written again)"
         if state in ("rollback_completed", "rollback_paused") or state == "":
             back = not changed_fields(svc["Spec"], step.current["Spec"], {})
             return "rolled back" + ("" if back else f" (swarm says {state or 'done'}; the spec differs from before)")
