@@ -17,3 +17,5 @@ ORDER = "io.swarmctl.rollout.order"  # x-swarmctl.rollout.order
 PROBE = "io.swarmctl.probe"  # on verify's probe containers, so a crashed run's leftovers are found
 HISTORY_STACK = "io.swarmctl.history.stack"  # on a revision's config (ops.history): the stack it records
 HISTORY_REVISION = "io.swarmctl.history.revision"  # and its number
+GENERATED_STACK = "io.swarmctl.generated.stack"  # on a generated variable's config (ops.generated): its stack
+GENERATED_VARIABLE = "io.swarmctl.generated.variable"  # and the variable it holds

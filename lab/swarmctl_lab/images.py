@@ -448,5 +448,8 @@ def _image_id(api: docker.APIClient, ref: str) -> str:
 def lab_vars() -> dict[str, str]:
     """Inventory variables that point stack files at the lab images - and declare the lab's Kafka
     brokers standalone: tansu does not form a cluster, and verify fails brokers that do not, unless
-    the stack says so (x-swarmctl.standalone, from KAFKA_STANDALONE in the Kafka stack)."""
-    return {**{i.var: i.ref for i in IMAGES.values()}, "KAFKA_STANDALONE": "true"}
+    the stack says so (x-swarmctl.standalone, from KAFKA_STANDALONE in the Kafka stacks). The
+    KRaft stack's nodes run the same image: its shim stands in for a controller when
+    KAFKA_PROCESS_ROLES says ``controller``."""
+    kafka = IMAGES["kafka"].ref
+    return {**{i.var: i.ref for i in IMAGES.values()}, "KAFKA_KRAFT_IMAGE": kafka, "KAFKA_STANDALONE": "true"}

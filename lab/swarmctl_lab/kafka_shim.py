@@ -19,6 +19,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from typing import Any
 
 TANSU_NODE_ID = 111
@@ -291,6 +292,284 @@ def rewrite_response(api_key: int, version: int, frame: bytes, node_id: int) -> 
     return frame[:header_end] + body
 
 
+# -- KRaft: the controller stand-in ------------------------------------------------------------
+#
+# A KRaft controller's part that swarmctl sees: ApiVersions and DescribeQuorum (API 55) on the
+# controller listener. The controllers of one stack exchange their state every PEER_EVERY seconds
+# (a lab-private request, LAB_PEER) and agree on a leader: the voter up the longest among those
+# heard from lately - so the leader moves when its task restarts, and only then, as in Kafka. Only
+# the leader answers DescribeQuorum; the others answer NOT_LEADER_OR_FOLLOWER, as Kafka's do. Its
+# metadata log grows 10 records a second; a follower is caught up when it heard from the leader
+# in the last PEER_TIMEOUT. A controller started with SWARMCTL_LAB_LAG=1 never catches up (what
+# the rollout's "left behind" gate is tested with). Brokers announce themselves to the voters the
+# same way and are listed as observers.
+
+DESCRIBE_QUORUM = 55
+LAB_PEER = 32001  # lab-private API key: one stand-in's state, in the request and in the answer
+NOT_LEADER_OR_FOLLOWER, UNSUPPORTED_VERSION = 6, 35
+CONTROLLER_APIS = {API_VERSIONS: (0, 3), DESCRIBE_QUORUM: (0, 1)}
+PEER_EVERY = 0.5
+PEER_TIMEOUT = 3.0  # a voter not heard from in this long is gone (Kafka: 2 s fetch timeout, 1 s election)
+ELECTION_GRACE = 2.0  # a controller that just started hears from its peers before it elects
+OBSERVER_TIMEOUT = 5.0
+CONTROLLER, BROKER = 0, 1
+PEER_STATE = struct.Struct(">ibqqqiiq")
+
+
+def parse_voters(value: str) -> dict[int, tuple[str, int]]:
+    """``1@controller-1:9093,2@...`` (controller.quorum.voters) -> {1: ("controller-1", 9093)}."""
+    out = {}
+    for item in value.split(","):
+        ident, _, hostport = item.strip().partition("@")
+        host, _, port = hostport.rpartition(":")
+        if ident.strip().isdigit() and host and port.isdigit():
+            out[int(ident)] = (host.strip("[]"), int(port))
+    return out
+
+
+def log_offset(now: float) -> int:
+    return int(now * 10)
+
+
+def ms(t: float) -> int:
+    return int(t * 1000)
+
+
+class PeerState:
+    """What one stand-in says of itself (LAB_PEER)."""
+
+    def __init__(self, node_id: int, role: int, started: int, leo: int, caught_up: int, leader: int, epoch: int,
+                 hw: int) -> None:  # fmt: skip
+        self.node_id, self.role, self.started, self.leo = node_id, role, started, leo
+        self.caught_up, self.leader, self.epoch, self.hw = caught_up, leader, epoch, hw
+        self.seen = 0.0  # when it was heard from (local clock)
+
+    def pack(self) -> bytes:
+        return PEER_STATE.pack(self.node_id, self.role, self.started, self.leo, self.caught_up, self.leader,
+                               self.epoch, self.hw)  # fmt: skip
+
+    @classmethod
+    def unpack(cls, data: bytes) -> PeerState:
+        return cls(*PEER_STATE.unpack(data[: PEER_STATE.size]))
+
+
+class Quorum:
+    """One controller's view of the quorum (pure: every method takes the time)."""
+
+    def __init__(self, node_id: int, voters: dict[int, tuple[str, int]], started: float, lagging: bool = False):
+        self.node_id, self.voters, self.started, self.lagging = node_id, voters, started, lagging
+        self.peers: dict[int, PeerState] = {}
+        self.epoch = 0
+        self.leader_hw = -1
+        self.caught_up = -1.0  # when it last heard from the leader (or, leading, now)
+        self._leader: int | None = None
+
+    def learn(self, state: PeerState, now: float) -> None:
+        state.seen = now
+        self.peers[state.node_id] = state
+        if state.role == CONTROLLER and state.leader == state.node_id:
+            self.epoch = max(self.epoch, state.epoch)
+            if self.leader(now) == state.node_id and not self.lagging:
+                self.leader_hw, self.caught_up = state.hw, now
+
+    def live_voters(self, now: float) -> dict[int, float]:
+        """Voters heard from lately (and this one) -> when they started (s)."""
+        out = {self.node_id: self.started} if self.node_id in self.voters else {}
+        for ident, p in self.peers.items():
+            if ident in self.voters and p.role == CONTROLLER and now - p.seen <= PEER_TIMEOUT:
+                out[ident] = p.started / 1000
+        return out
+
+    def leader(self, now: float) -> int | None:
+        """The voter up the longest among the live ones; None before this one has heard its peers,
+        or without a majority."""
+        if now - self.started < ELECTION_GRACE:
+            return None
+        live = self.live_voters(now)
+        if len(live) <= len(self.voters) // 2:
+            return None
+        leader = min(live, key=lambda i: (live[i], i))
+        if leader != self._leader:
+            self._leader = leader
+            if leader == self.node_id:
+                self.epoch += 1
+        return leader
+
+    def state(self, now: float) -> PeerState:
+        leader = self.leader(now)
+        leading = leader == self.node_id
+        if leading:
+            leo, caught_up, hw = log_offset(now), ms(now), log_offset(now)
+        elif self.lagging:
+            leo, caught_up, hw = log_offset(self.started) - 1000, -1, -1
+        else:
+            leo, caught_up, hw = self.leader_hw, ms(self.caught_up) if self.caught_up > 0 else -1, -1
+        return PeerState(self.node_id, CONTROLLER, ms(self.started), leo, caught_up,
+                         -1 if leader is None else leader, self.epoch, hw)  # fmt: skip
+
+    def describe(self, version: int, now: float) -> tuple[int, int, int, int, list[tuple[int, int, int, int]],
+                                                           list[tuple[int, int, int, int]]]:  # fmt: skip
+        """(error, leader, epoch, high watermark, voters, observers); voters and observers as
+        (id, log end offset, last fetch ms, last caught up ms), as the leader sees them."""
+        leader = self.leader(now)
+        if leader != self.node_id:
+            return NOT_LEADER_OR_FOLLOWER, -1 if leader is None else leader, self.epoch, -1, [], []
+        hw = log_offset(now)
+        voters = []
+        for ident in sorted(self.voters):
+            p = self.peers.get(ident)
+            if ident == self.node_id:
+                voters.append((ident, hw, ms(now), ms(now)))
+            elif p is None:
+                voters.append((ident, -1, -1, -1))
+            else:
+                voters.append((ident, p.leo, ms(p.seen), p.caught_up))
+        observers = [
+            (p.node_id, hw, ms(p.seen), ms(p.seen))
+            for p in sorted(self.peers.values(), key=lambda p: p.node_id)
+            if p.role == BROKER and now - p.seen <= OBSERVER_TIMEOUT and p.node_id not in self.voters
+        ]
+        return 0, leader, self.epoch, hw, voters, observers
+
+
+def request_header(frame: bytes, flexible: bool) -> tuple[int, int, int, int]:
+    """(api key, version, correlation id, where the body starts) of a request frame."""
+    r = Reader(frame)
+    api_key, version, correlation = r.int16(), r.int16(), r.int32()
+    r.string(False)  # client id: never compact
+    if flexible:
+        r.tagged()
+    return api_key, version, correlation, r.pos
+
+
+def api_versions_answer(version: int, apis: dict[int, tuple[int, int]]) -> bytes:
+    """ApiVersions response body; an unknown version gets v0's layout with UNSUPPORTED_VERSION."""
+    error = 0 if version <= 3 else UNSUPPORTED_VERSION
+    flex = 3 <= version <= 3
+    w = Writer()
+    w.int16(error)
+    w.array_len(len(apis), flex)
+    for key, (low, high) in sorted(apis.items()):
+        w.int16(key)
+        w.int16(low)
+        w.int16(high)
+        if flex:
+            w.tagged([])
+    if 1 <= version <= 3:
+        w.int32(0)  # throttle_time_ms
+    if flex:
+        w.tagged([])
+    return w.bytes()
+
+
+def describe_quorum_answer(version: int, quorum: Quorum, now: float) -> bytes:
+    """DescribeQuorum response body, v0 or v1 (flexible), for partition 0 of __cluster_metadata."""
+    error, leader, epoch, hw, voters, observers = quorum.describe(version, now)
+    w = Writer()
+    w.int16(0)  # error_code
+    w.array_len(1, True)
+    w.string(b"__cluster_metadata", True)
+    w.array_len(1, True)
+    w.int32(0)  # partition_index
+    w.int16(error)
+    w.int32(leader)
+    w.int32(epoch)
+    w.raw(struct.pack(">q", hw))
+    for replicas in (voters, observers):
+        w.array_len(len(replicas), True)
+        for ident, leo, fetched, caught_up in replicas:
+            w.int32(ident)
+            w.raw(struct.pack(">q", leo))
+            if version >= 1:
+                w.raw(struct.pack(">qq", fetched, caught_up))
+            w.tagged([])
+    w.tagged([])  # partition
+    w.tagged([])  # topic
+    w.tagged([])
+    return w.bytes()
+
+
+def controller_answer(frame: bytes, quorum: Quorum, now: float) -> bytes | None:
+    """The response frame (without its size) to one request frame; None: close the connection."""
+    api_key, version = struct.unpack(">hh", frame[:4])
+    if api_key == API_VERSIONS:
+        _, _, correlation, _ = request_header(frame, flexible=version >= 3)
+        return struct.pack(">i", correlation) + api_versions_answer(version, CONTROLLER_APIS)
+    if api_key == DESCRIBE_QUORUM and version <= CONTROLLER_APIS[DESCRIBE_QUORUM][1]:
+        _, _, correlation, _ = request_header(frame, flexible=True)
+        return struct.pack(">i", correlation) + b"\x00" + describe_quorum_answer(version, quorum, now)
+    if api_key == LAB_PEER:
+        _, _, correlation, pos = request_header(frame, flexible=False)
+        quorum.learn(PeerState.unpack(frame[pos:]), now)
+        return struct.pack(">i", correlation) + quorum.state(now).pack()
+    return None  # a controller serves nothing else here (Kafka's would answer more)
+
+
+async def _exchange(host: str, port: int, state: bytes, timeout: float) -> bytes:
+    """One LAB_PEER round trip: our state out, theirs back."""
+    r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        client = b"swarmctl-lab"
+        frame = struct.pack(">hhih", LAB_PEER, 0, 1, len(client)) + client + state
+        w.write(struct.pack(">i", len(frame)) + frame)
+        await w.drain()
+        size = struct.unpack(">i", await asyncio.wait_for(r.readexactly(4), timeout))[0]
+        answer = await asyncio.wait_for(r.readexactly(size), timeout)
+        return answer[4:]
+    finally:
+        w.close()
+
+
+async def _announce(voters: dict[int, tuple[str, int]], own: int, state: Any, learn: Any) -> None:
+    """Every PEER_EVERY: send our state to each other voter, learn theirs."""
+
+    async def one(host: str, port: int) -> None:
+        with contextlib.suppress(OSError, ValueError, struct.error, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            learn(PeerState.unpack(await _exchange(host, port, state().pack(), PEER_EVERY * 2)))
+
+    while True:
+        await asyncio.gather(*(one(h, p) for i, (h, p) in sorted(voters.items()) if i != own))
+        await asyncio.sleep(PEER_EVERY)
+
+
+async def _controller_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter, quorum: Quorum) -> None:
+    try:
+        while True:
+            size = struct.unpack(">i", await r.readexactly(4))[0]
+            answer = controller_answer(await r.readexactly(size), quorum, time.time())
+            if answer is None:
+                break
+            w.write(struct.pack(">i", len(answer)) + answer)
+            await w.drain()
+    except (OSError, ValueError, struct.error, asyncio.IncompleteReadError, asyncio.CancelledError):
+        pass
+    finally:
+        w.close()
+
+
+async def _serve_controller(listen: tuple[str, int], quorum: Quorum) -> int:
+    server = await asyncio.start_server(lambda r, w: _controller_conn(r, w, quorum), *listen)
+    peers = asyncio.create_task(
+        _announce(quorum.voters, quorum.node_id, lambda: quorum.state(time.time()),
+                  lambda s: quorum.learn(s, time.time()))
+    )  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    last = None
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
+        leader = quorum.leader(time.time())
+        if leader != last:
+            print(f"kraft stand-in: leader {leader} (epoch {quorum.epoch})", flush=True)
+            last = leader
+    peers.cancel()
+    server.close()
+    return 0
+
+
 async def _relay(
     client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, upstream: tuple[str, int], node_id: int
 ) -> None:
@@ -338,9 +617,18 @@ def _hostport(listeners: str, default_port: int) -> tuple[str, int]:
 
 
 async def _serve(
-    listen: tuple[str, int], upstream: tuple[str, int], node_id: int, broker: subprocess.Popen[bytes]
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
+    node_id: int,
+    broker: subprocess.Popen[bytes],
+    voters: dict[int, tuple[str, int]],
 ) -> int:
     server = await asyncio.start_server(lambda r, w: _relay(r, w, upstream, node_id), *listen)
+    started = ms(time.time())
+    announce = None
+    if voters:  # a KRaft broker: the controllers list it as an observer
+        own = PeerState(node_id, BROKER, started, 0, 0, -1, 0, 0)
+        announce = asyncio.create_task(_announce(voters, node_id, lambda: own, lambda _: None))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -348,16 +636,44 @@ async def _serve(
     while not stop.is_set() and broker.poll() is None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.5)
+    if announce is not None:
+        announce.cancel()
     server.close()
     if broker.poll() is None:
         broker.terminate()
     return broker.wait() if not stop.is_set() else 0
 
 
+def node_id_of(env: Any) -> int:
+    """debezium's rule (NODE_ID, else the deprecated BROKER_ID), then the official image's
+    KAFKA_NODE_ID (KAFKA_BROKER_ID); else 1."""
+    for key in ("NODE_ID", "BROKER_ID", "KAFKA_NODE_ID", "KAFKA_BROKER_ID"):
+        if str(env.get(key, "")).strip():
+            return int(env[key])
+    return 1
+
+
+def roles_of(env: Any) -> set[str]:
+    """KAFKA_PROCESS_ROLES (the official image), else debezium's NODE_ROLE; empty: ZooKeeper mode."""
+    value = str(env.get("KAFKA_PROCESS_ROLES") or env.get("NODE_ROLE") or "").strip().lower()
+    if value == "combined":
+        return {"broker", "controller"}
+    return {r.strip() for r in value.split(",") if r.strip()}
+
+
 def main() -> int:
     env = os.environ
-    # the id rule of debezium's entrypoint: NODE_ID, else the deprecated BROKER_ID, else 1
-    node_id = int(env.get("NODE_ID") or env.get("BROKER_ID") or "1")
+    node_id = node_id_of(env)
+    roles = roles_of(env)
+    voters = parse_voters(env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", ""))
+    if "controller" in roles and "broker" not in roles:
+        listen = _hostport(env.get("KAFKA_LISTENERS", "CONTROLLER://0.0.0.0:9093"), 9093)
+        lagging = env.get("SWARMCTL_LAB_LAG", "") == "1"
+        print(f"kraft stand-in: controller {node_id} of voters {sorted(voters)}, listening on {listen[0]}:{listen[1]}"
+              + (" (made to lag)" if lagging else ""), flush=True)  # fmt: skip
+        return asyncio.run(_serve_controller(listen, Quorum(node_id, voters, time.time(), lagging)))
+    if "controller" in roles:
+        print("kafka shim: combined mode is not stood in for: this node serves as a broker only", flush=True)
     listen = _hostport(env.get("KAFKA_LISTENERS", "PLAINTEXT://0.0.0.0:9092"), 9092)
     advertised = _hostport(env.get("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://{os.uname().nodename}:9092"), 9092)
     upstream = ("127.0.0.1", int(env.get("TANSU_PORT", "19092")))
@@ -370,9 +686,10 @@ def main() -> int:
         "--cluster-id", env.get("CLUSTER_ID", "swarmctl-lab"),
     ]  # fmt: skip
     where = f"listening on {listen[0]}:{listen[1]}, advertised {advertised[0]}:{advertised[1]}"
-    print(f"kafka shim: broker id {node_id}, {where}", flush=True)
+    print(f"kafka shim: broker id {node_id}, {where}" + (f", observer of voters {sorted(voters)}" if voters else ""),
+          flush=True)  # fmt: skip
     broker = subprocess.Popen(cmd)
-    return asyncio.run(_serve(listen, upstream, node_id, broker))
+    return asyncio.run(_serve(listen, upstream, node_id, broker, voters))
 
 
 if __name__ == "__main__":

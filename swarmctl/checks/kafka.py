@@ -9,9 +9,10 @@ from typing import Any
 from swarmctl.checks import Verdict
 
 DEFAULT_PORT = 9092
-# where a broker's id comes from, in the order debezium's kafka image reads them (its entrypoint:
-# NODE_ID, else the deprecated BROKER_ID, else 1; it overwrites KAFKA_NODE_ID and KAFKA_BROKER_ID)
-ID_VARIABLES = ("NODE_ID", "BROKER_ID")
+# where a broker's id comes from: debezium's kafka image (its entrypoint: NODE_ID, else the
+# deprecated BROKER_ID, else 1; it overwrites KAFKA_NODE_ID and KAFKA_BROKER_ID), then the official
+# apache/kafka image (KAFKA_NODE_ID becomes node.id; KAFKA_BROKER_ID, broker.id, its older name)
+ID_VARIABLES = ("NODE_ID", "BROKER_ID", "KAFKA_NODE_ID", "KAFKA_BROKER_ID")
 DEFAULT_ID = 1
 
 
@@ -119,3 +120,21 @@ def judge_sees(seen_ids: set[int], wanted: set[int], standalone: bool, own: int)
     elif not ok:
         detail = f"missing brokers {sorted(want - seen_ids)}: split cluster, or brokers not registered in ZooKeeper"
     return Verdict(ok, f"brokers {sorted(want)}", f"brokers {sorted(seen_ids)}", detail)
+
+
+def min_insync(env: Mapping[str, str]) -> int:
+    """The brokers' min.insync.replicas (KAFKA_MIN_INSYNC_REPLICAS; Kafka's default 1). A topic's own
+    min.insync.replicas is not in its metadata: topics that set a higher one are not seen here."""
+    value = str(env.get("KAFKA_MIN_INSYNC_REPLICAS", "")).strip()
+    return int(value) if value.isdigit() else 1
+
+
+def would_fall_below(metadata: Mapping[str, Any], broker: int, least: int) -> list[str]:
+    """``topic/partition`` of each partition that would have fewer than ``least`` in-sync replicas
+    with ``broker`` stopped (partitions with one replica cannot stay available and are not counted)."""
+    return [
+        f"{t['name']}/{p['index']}"
+        for t in metadata["topics"]
+        for p in t["partitions"]
+        if len(p["replicas"]) > 1 and len([r for r in p["isr"] if r != broker]) < least
+    ]

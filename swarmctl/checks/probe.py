@@ -1,5 +1,6 @@
 """The probe: a short-lived container on one node, attached to a stack's overlay network, that
-asks the embedded DNS and connects to what it is told (TCP, ZooKeeper ``srvr``, Kafka Metadata).
+asks the embedded DNS and connects to what it is told (TCP, ZooKeeper ``srvr``, Kafka Metadata,
+KRaft DescribeQuorum).
 
 The checks themselves are ``probe_script.py``, stdlib-only Python passed as the container's
 argument, so any image with ``python3`` will do. Probes carry a label and are removed in every
@@ -59,9 +60,12 @@ class ProbePlan:
     zookeeper: list[tuple[str, int]] = field(default_factory=list)
     kafka: list[tuple[str, int]] = field(default_factory=list)
     produce: ProduceCheck | None = None
+    quorum: list[tuple[str, int]] = field(default_factory=list)  # KRaft controllers: DescribeQuorum
 
     def json(self) -> str:
         out: dict[str, Any] = {"dns": self.dns, "tcp": self.tcp, "zookeeper": self.zookeeper, "kafka": self.kafka}
+        if self.quorum:
+            out["quorum"] = self.quorum
         if self.produce:
             out["produce"] = self.produce.json()
         return json.dumps(out)

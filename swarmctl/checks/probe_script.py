@@ -4,7 +4,7 @@ Sent as ``python3 -c <this file> <plan JSON>``; prints one JSON object. Standard
 Python 3.6+, so any image with python3 can be the probe. Plan::
 
     {"dns": ["web", "tasks.web"], "tcp": [["10.0.1.2", 80]],
-     "zookeeper": [["zookeeper-1", 2181]], "kafka": [["kafka-1", 9092]],
+     "zookeeper": [["zookeeper-1", 2181]], "kafka": [["kafka-1", 9092]], "quorum": [["controller-1", 9093]],
      "produce": {"brokers": [["kafka-1", 9092, 1]], "topic": "...", "replication": 3, "standalone": false}}
 
 DNS goes straight to Docker's embedded server (127.0.0.11) so that "no such name" and "no
@@ -198,7 +198,11 @@ def kafka(host, port, timeout=5.0):
         r = _R(_kafka_request(s, 18, 0, 1, b""))
         error = r.i16()
         apis = r.i32()
-        out = {"api_versions": {"error_code": error, "apis": apis}}
+        keys = []
+        for _ in range(max(apis, 0)):
+            keys.append(r.i16())
+            r.p += 4  # min and max version
+        out = {"api_versions": {"error_code": error, "apis": apis, "keys": keys}}
         r = _R(_kafka_request(s, 3, 1, 2, struct.pack(">i", -1)))
         brokers = []
         for _ in range(r.i32()):
@@ -218,6 +222,76 @@ def kafka(host, port, timeout=5.0):
         out["metadata"] = {"brokers": brokers, "controller": controller, "topics": topics}
         return out
     except (OSError, ValueError, struct.error) as e:
+        return {"error": str(e) or type(e).__name__}
+    finally:
+        s.close()
+
+
+def _uvarint(r):
+    shift = value = 0
+    while True:
+        b = r.i8() & 0xFF
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value
+        shift += 7
+
+
+def _skip_tags(r):
+    for _ in range(_uvarint(r)):
+        _uvarint(r)
+        r.p += _uvarint(r)
+
+
+def _compact_string(r):
+    n = _uvarint(r) - 1
+    r.p += max(n, 0)
+    return None if n < 0 else r.d[r.p - n : r.p].decode("utf-8", "replace")
+
+
+def _i64(r):
+    r.p += 8
+    return struct.unpack(">q", r.d[r.p - 8 : r.p])[0]
+
+
+def quorum(host, port, timeout=5.0):
+    """DescribeQuorum v1 (Kafka API 55) of the KRaft metadata log, asked of one controller: the
+    leader answers with the voters and observers, the others with NOT_LEADER_OR_FOLLOWER."""
+    try:
+        s = socket.create_connection((resolve(host), port), timeout=timeout)
+    except OSError as e:
+        return {"error": f"cannot connect: {str(e) or type(e).__name__}"}
+    try:
+        topic = b"__cluster_metadata"
+        # flexible request header v2 (client id, then no tagged fields); topics[1]: name, partitions[1]: 0
+        body = bytes([2, len(topic) + 1]) + topic + bytes([2]) + struct.pack(">i", 0) + b"\x00\x00\x00"
+        client = b"swarmctl-verify"
+        msg = struct.pack(">hhih", 55, 1, 3, len(client)) + client + b"\x00" + body
+        s.sendall(struct.pack(">i", len(msg)) + msg)
+        data = _exact(s, struct.unpack(">i", _exact(s, 4))[0])
+        r = _R(data)
+        if r.i32() != 3:
+            raise ValueError("correlation id mismatch")
+        _skip_tags(r)  # response header v1
+        out = {"top_error": r.i16()}
+        for _ in range(_uvarint(r) - 1):
+            _compact_string(r)
+            for _ in range(_uvarint(r) - 1):
+                p = {"partition": r.i32(), "error_code": r.i16(), "leader": r.i32(), "epoch": r.i32(),
+                     "high_watermark": _i64(r)}  # fmt: skip
+                for kind in ("voters", "observers"):
+                    replicas = []
+                    for _ in range(_uvarint(r) - 1):
+                        replicas.append({"id": r.i32(), "log_end_offset": _i64(r), "last_fetch": _i64(r),
+                                         "last_caught_up": _i64(r)})  # fmt: skip
+                        _skip_tags(r)
+                    p[kind] = replicas
+                _skip_tags(r)
+                if p["partition"] == 0:
+                    out.update(p)
+            _skip_tags(r)
+        return out
+    except (OSError, ValueError, struct.error, IndexError) as e:
         return {"error": str(e) or type(e).__name__}
     finally:
         s.close()
@@ -534,7 +608,8 @@ def main(argv):
     plan = json.loads(argv[1])
     out: dict = {"hostname": socket.gethostname(), "dns": {}, "tcp": {}, "zookeeper": {}, "kafka": {}}
     jobs: list = [("dns", name, dns_a, (name,)) for name in plan.get("dns", [])]
-    for kind, fn in (("tcp", tcp), ("zookeeper", zookeeper), ("kafka", kafka)):
+    out["quorum"] = {}
+    for kind, fn in (("tcp", tcp), ("zookeeper", zookeeper), ("kafka", kafka), ("quorum", quorum)):
         jobs += [(kind, f"{host}:{port}", fn, (host, port)) for host, port in plan.get(kind, [])]
     # concurrently: a name that does not resolve costs its timeout once, not once per name
     with ThreadPoolExecutor(max_workers=16) as pool:

@@ -334,9 +334,11 @@ def diff(obj: Obj, stacks: tuple[str, ...], files: tuple[str, ...], exit_code: b
       swarmctl diff kafka --exit-code      in CI: 3 when someone changed the swarm by hand
     """
     from swarmctl.compose.convert import convert_stack
-    from swarmctl.compose.loader import find_stack_files, load_stack, stack_names
+    from swarmctl.compose.loader import find_stack_files, generated_variables, given_variables, load_stack, stack_names
     from swarmctl.errors import HostsFailed, InputError
+    from swarmctl.facts.membership import find_manager
     from swarmctl.ops.diff import EXIT_DRIFT, read_drift
+    from swarmctl.ops.generated import resolve_generated
     from swarmctl.secretstore import KeySource
     from swarmctl.transport.engine import Session
 
@@ -347,11 +349,17 @@ def diff(obj: Obj, stacks: tuple[str, ...], files: tuple[str, ...], exit_code: b
     for name in stacks:
         find_stack_files(name, list(files), cwd)  # bad input before any connection
 
-    def desired_of(name: str) -> Any:
-        config = load_stack(name, find_stack_files(name, list(files), cwd), os.environ, inv.vars)
-        return convert_stack(config, KeySource(os.environ))
-
     with Session(inv) as session:
+
+        def desired_of(name: str) -> Any:
+            paths = find_stack_files(name, list(files), cwd)
+            generated = {}
+            if wanted := generated_variables(paths):  # the values kept by the stack's deploys
+                given = given_variables(paths, os.environ, inv.vars)
+                generated = resolve_generated(find_manager(session), name, wanted, given, keep=False).values
+            config = load_stack(name, paths, os.environ, {**generated, **inv.vars})
+            return convert_stack(config, KeySource(os.environ))
+
         drift = read_drift(session, list(stacks), desired_of, stack_names(cwd))
     if as_json:
         emit_json(drift.json())

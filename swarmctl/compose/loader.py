@@ -90,6 +90,47 @@ def shipped_file(given: str, cwd: Path) -> Path:
     return path
 
 
+# kinds of value ``x-swarmctl.generate`` can make (ops.generated makes them)
+GENERATE_KINDS = ("kafka-cluster-id",)
+VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def generated_variables(files: list[Path]) -> dict[str, str]:
+    """VARIABLE -> KIND from the files' top-level ``x-swarmctl: {generate: {VARIABLE: KIND}}``:
+    values swarmctl makes once per stack and keeps (later files override earlier ones).
+
+    Raises:
+        InputError: a malformed ``x-swarmctl`` or an unknown kind.
+    """
+    out: dict[str, str] = {}
+    for f in files:
+        raw = load_yaml(f)
+        ext = raw.get("x-swarmctl") if isinstance(raw, Mapping) else None
+        if ext is None:
+            continue
+        if not isinstance(ext, Mapping) or set(ext) - {"generate"}:
+            raise InputError(f"{f}: x-swarmctl at the top of a stack file takes only `generate`")
+        generate = ext.get("generate") or {}
+        if not isinstance(generate, Mapping):
+            raise InputError(f"{f}: x-swarmctl.generate must map VARIABLE: KIND")
+        for var, kind in generate.items():
+            if not VARIABLE_RE.match(str(var)):
+                raise InputError(f"{f}: x-swarmctl.generate: {var!r} is not a variable name")
+            if kind not in GENERATE_KINDS:
+                raise InputError(
+                    f"{f}: x-swarmctl.generate.{var}: unknown kind {kind!r} (known: {', '.join(GENERATE_KINDS)})"
+                )
+            out[str(var)] = str(kind)
+    return out
+
+
+def given_variables(files: list[Path], environ: Mapping[str, str], inventory_vars: Mapping[str, str]) -> set[str]:
+    """The variables given a value (environment, ``.env`` beside the first file, inventory ``vars``)."""
+    env_path = files[0].parent / ".env" if files else None
+    dotenv = parse_dotenv(_read_utf8(env_path, ".env files"), str(env_path)) if env_path and env_path.exists() else {}
+    return {k for source in (environ, dotenv, inventory_vars) for k, v in source.items() if v}
+
+
 def load_stack(
     name: str,
     files: list[Path],

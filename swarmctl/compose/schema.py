@@ -70,7 +70,7 @@ CONFIG_KEYS = ("external", "file", "labels", "name", "template_driver")
 TOP_KEYS = ("version", "services", "networks", "volumes", "secrets", "configs")
 
 MODES = ("replicated", "global", "replicated-job", "global-job")
-CHECKS = ("kafka", "zookeeper", "tcp")
+CHECKS = ("kafka", "kafka-controller", "zookeeper", "tcp")
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _OBJECT_NAME_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
 _CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(\S.*?)\s*$")
@@ -394,8 +394,8 @@ class FileChecker:
             if "order" in rd:
                 rollout["order"] = self.integer(rd["order"], f"{path}.rollout.order", rd.line_of("order"))
             out["rollout"] = rollout
-        if out.get("check") in ("kafka", "zookeeper", "tcp") and "port" not in out:
-            out["port"] = {"kafka": 9092, "zookeeper": 2181}.get(out["check"], 0) or None
+        if out.get("check") in CHECKS and "port" not in out:
+            out["port"] = {"kafka": 9092, "kafka-controller": 9093, "zookeeper": 2181}.get(out["check"], 0) or None
             if out["port"] is None:
                 raise self.error(path, "check: tcp needs a port", line)
         return out

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from swarmctl import labels
-from swarmctl.checks import kafka, tcp, zookeeper
+from swarmctl.checks import kafka, kraft, tcp, zookeeper
 from swarmctl.checks.probe import ProbePlan, run_probe
 from swarmctl.compose.reference import service_image
 from swarmctl.converge import OnProgress, last_task_error, no_progress, wait_converged, write_service
@@ -219,6 +219,8 @@ class Gates(Protocol):
 
     def wait(self, short: str, timeout: float) -> str: ...
 
+    def safe_to_stop(self, short: str, timeout: float) -> str: ...
+
 
 @dataclass
 class AppGates:
@@ -254,10 +256,14 @@ class AppGates:
         return kafka.advertised(s.env, s.short, s.port)
 
     def _probe(
-        self, zk: list[str] | None = None, brokers: list[str] | None = None, ports: list[str] | None = None
+        self,
+        zk: list[str] | None = None,
+        brokers: list[str] | None = None,
+        ports: list[str] | None = None,
+        controllers: list[str] | None = None,
     ) -> dict[str, Any]:
-        zk, brokers, ports = zk or [], brokers or [], ports or []
-        shorts = [*zk, *brokers, *ports]
+        zk, brokers, ports, controllers = zk or [], brokers or [], ports or [], controllers or []
+        shorts = [*zk, *brokers, *ports, *controllers]
         network = self._network(shorts)
         if network is None:
             raise ClusterError(f"cannot check {', '.join(shorts)}: none of their networks is attachable")
@@ -267,8 +273,23 @@ class AppGates:
             tcp=[(s, self.services[s].port or 0) for s in ports],
             zookeeper=[(s, self.services[s].port or zookeeper.DEFAULT_PORT) for s in zk],
             kafka=[self._advertised(s) for s in brokers],
+            quorum=[(s, self.services[s].port or kraft.DEFAULT_PORT) for s in controllers],
         )
         return run_probe(self.engine, self.stack, network, plan, self.probe_image)
+
+    def _node_ids(self, check: str) -> dict[str, int]:
+        ids = {s: kraft.node_id(self.services[s].env) for s in self.members(check)}
+        return {s: i for s, i in ids.items() if i is not None}
+
+    def _quorum(self, result: dict[str, Any] | None = None) -> kraft.QuorumView:
+        """The KRaft quorum as the stack's controllers answer DescribeQuorum."""
+        controllers = self.members("kafka-controller")
+        result = result if result is not None else self._probe(controllers=controllers)
+        return kraft.quorum_view({s: kraft.answer(result, s, self.services[s].port) for s in controllers})
+
+    def _fetch_timeout_ms(self) -> int:
+        envs = [self.services[s].env for s in self.members("kafka-controller")]
+        return max((kraft.fetch_timeout_ms(e) for e in envs), default=kraft.FETCH_TIMEOUT_MS)
 
     def members(self, check: str) -> list[str]:
         return sorted(s.short for s in self.services.values() if s.check == check and s.port)
@@ -277,22 +298,28 @@ class AppGates:
         return {m: zookeeper.member_mode(result, m, self.services[m].port or zookeeper.DEFAULT_PORT) for m in zk}
 
     def goes_last(self) -> set[str]:
-        """The ZooKeeper leader and the Kafka controller, right now."""
+        """The ZooKeeper leader, the active KRaft controller (DescribeQuorum's leader) and, on a
+        ZooKeeper-mode Kafka, the controller broker (Metadata's controller), right now."""
         last: set[str] = set()
-        zk, brokers = self.members("zookeeper"), self.members("kafka")
-        if not zk and not brokers:
+        zk, brokers, controllers = self.members("zookeeper"), self.members("kafka"), self.members("kafka-controller")
+        if not zk and not brokers and not controllers:
             return last
-        result = self._probe(zk=zk, brokers=brokers)
+        result = self._probe(zk=zk, brokers=brokers, controllers=controllers)
         lead = zookeeper.leader(self._modes(result, zk))
         if lead:
             last.add(lead)
-        controllers = set()
+        ids = {**self._node_ids("kafka"), **self._node_ids("kafka-controller")}
+        active = self._quorum(result).leader if controllers else None
+        last.update(s for s, i in ids.items() if active is not None and i == active)
+        answers = {s: kafka.broker_answer(result, *self._advertised(s)) for s in brokers}
+        keys = [k for a in answers.values() for k in (a.get("api_versions") or {}).get("keys", [])]
+        if any(kraft.kraft(self.services[s].env) for s in brokers) or kraft.kraft({}, keys):
+            # under KRaft, Metadata's controller is a random live broker: only DescribeQuorum's
+            # leader (a broker in combined mode) goes last
+            return last
+        controller_ids = {a["metadata"]["controller"] for a in answers.values() if a.get("metadata")}
         for s in brokers:
-            md = kafka.broker_answer(result, *self._advertised(s)).get("metadata")
-            if md:
-                controllers.add(md["controller"])
-        for s in brokers:
-            if len(controllers) == 1 and kafka.broker_id(self.services[s].env) in controllers:
+            if len(controller_ids) == 1 and kafka.broker_id(self.services[s].env) in controller_ids:
                 last.add(s)
         return last
 
@@ -306,6 +333,8 @@ class AppGates:
             modes = self._modes(self._probe(zk=zk), zk)
             ok = zookeeper.judge_member(modes.get(short, "no answer")).ok and zookeeper.judge_ensemble(modes).ok
             return ok, ", ".join(f"{m}: {mode}" for m, mode in sorted(modes.items()))
+        if s.check == "kafka-controller":
+            return self._controller_check(short)
         if s.check == "kafka":
             host, port = self._advertised(short)
             found = kafka.broker_answer(self._probe(brokers=self.members("kafka")), host, port)
@@ -326,6 +355,65 @@ class AppGates:
             return True, f"broker {want} answers" + (" (standalone by declaration)" if s.standalone else "")
         seen = tcp.answer(self._probe(ports=[short]), short, s.port or 0)
         return tcp.judge_port(seen).ok, f"{short}:{s.port} {seen}"
+
+    def _controller_check(self, short: str) -> tuple[bool, str]:
+        """The quorum has one leader and ``short`` is a voter caught up with it."""
+        view, ids = self._quorum(), self._node_ids("kafka-controller")
+        if short in view.unanswered:
+            return False, f"{short}: {view.unanswered[short]}"
+        lead = kraft.judge_leader(view, ids)
+        if not lead.ok:
+            return False, f"quorum leader: {lead.got}" + (f" ({lead.detail})" if lead.detail else "")
+        me = ids.get(short)
+        if me is None:
+            return False, f"{short}: no node id in its environment"
+        voter = kraft.judge_voter(view, me, self._fetch_timeout_ms())
+        leader = next((s for s, i in ids.items() if i == view.leader), str(view.leader))
+        seen = f"{short} (node {me}): {voter.got}; leader {leader}, epoch {view.epoch}"
+        return voter.ok, seen + (f" ({voter.detail})" if not voter.ok and voter.detail else "")
+
+    def ready_to_stop(self, short: str) -> tuple[bool, str]:
+        """Whether ``short`` may go down now: a KRaft controller only while the other voters caught
+        up form a majority; a broker only while no partition would fall below min.insync.replicas."""
+        s = self.services.get(short)
+        if s is None or s.check not in ("kafka-controller", "kafka"):
+            return True, "no gate before it stops"
+        if s.check == "kafka-controller":
+            ids = self._node_ids("kafka-controller")
+            if short not in ids:
+                return False, f"{short}: no node id in its environment"
+            return kraft.can_stop(self._quorum(), ids[short], self._fetch_timeout_ms())
+        if s.standalone:
+            return True, "standalone by declaration: no partition has another replica"
+        host, port = self._advertised(short)
+        found = kafka.broker_answer(self._probe(brokers=self.members("kafka")), host, port)
+        if "metadata" not in found:
+            return False, f"{short} at {host}:{port}: {found.get('error', 'no answer')}"
+        me, least = kafka.broker_id(s.env), kafka.min_insync(s.env)
+        below = kafka.would_fall_below(found["metadata"], me, least)
+        if below:
+            return (
+                False,
+                f"stopping broker {me} leaves {len(below)} partitions below min.insync.replicas "
+                f"{least}: {', '.join(below[:5])}",
+            )
+        return True, f"every partition keeps {least}+ in-sync replicas without broker {me}"
+
+    def safe_to_stop(self, short: str, timeout: float) -> str:
+        """Poll ``ready_to_stop`` until it holds; TimeoutExpired with what was seen last."""
+
+        def ready() -> str | Pending:
+            try:
+                ok, seen = self.ready_to_stop(short)
+            except (HostError, ClusterError) as e:
+                ok, seen = False, str(e)
+            return seen if ok else Pending(seen)
+
+        def late(seen: str) -> TimeoutExpired:
+            return TimeoutExpired(f"{short} was not safe to stop within {timeout:g}s: {seen}")
+
+        return until(f"{short} to be safe to stop", ready, timeout, first=GATE_POLL, cap=GATE_POLL, retry=(),
+                     error=late)  # fmt: skip
 
     def wait(self, short: str, timeout: float) -> str:
         """Poll the application gate until it passes; TimeoutExpired with what was seen last."""
@@ -448,6 +536,24 @@ def roll_out(
     results = [StepResult(s.short, s.image_from(), s.image_to()) for s in ordered]
     for step, result in zip(ordered, results, strict=True):
         t0 = time.monotonic()
+        if gates is not None and step.check:
+            try:
+                gates.refresh()
+                notify(f"{step.short}: safe to stop ({gates.safe_to_stop(step.short, timeout)})")
+            except KeyboardInterrupt:
+                result.detail = "interrupted before it was changed: left as it was"
+                raise RolloutInterrupted(f"interrupted: {_summary(results)}", results) from None
+            except SwarmctlError as e:
+                result.result = FAILED
+                result.detail = f"not changed: {e}"
+                done = [r.name for r in results if r.result == UPDATED]
+                untouched = [r.name for r in results if r.result == NOT_STARTED]
+                raise RolloutFailed(
+                    f"not updating {step.short}: {e}"
+                    + (f"; already updated: {', '.join(done)}" if done else "")
+                    + (f"; left as they were: {', '.join(untouched)}" if untouched else ""),
+                    results,
+                ) from e
         notify(f"update service {step.name} ({', '.join(step.fields) or 'forced restart'})")
         try:
             written, _ = write_service(engine, step.current["ID"], step.spec, what=step.name,

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from swarmctl.checks import kafka, tcp, zookeeper
+from swarmctl.checks import kafka, kraft, tcp, zookeeper
 from swarmctl.checks.probe import ProbePlan, ProduceCheck, run_probe, sweep_probes
 from swarmctl.errors import HostError, TimeoutExpired
 from swarmctl.facts.host import read_facts
@@ -89,9 +89,11 @@ def names_on(view: StackView, network_id: str) -> dict[str, list[str] | None]:
     return out
 
 
-def app_targets(view: StackView, network_id: str) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """ZooKeeper members and Kafka brokers to ask, by the names clients use."""
-    zk, brokers = [], []
+def app_targets(
+    view: StackView, network_id: str
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
+    """ZooKeeper members, Kafka brokers and KRaft controllers to ask, by the names clients use."""
+    zk, brokers, controllers = [], [], []
     for s in view.services:
         if network_id not in s.networks or not s.port:
             continue
@@ -99,7 +101,9 @@ def app_targets(view: StackView, network_id: str) -> tuple[list[tuple[str, int]]
             zk.append((s.short, s.port))
         elif s.check == "kafka":
             brokers.append(kafka.advertised(s.env, s.short, s.port))
-    return zk, brokers
+        elif s.check == "kafka-controller":
+            controllers.append((s.short, s.port))
+    return zk, brokers, controllers
 
 
 def plan_produce(view: StackView, network_id: str, topic: str) -> ProduceCheck | None:
@@ -137,7 +141,7 @@ def plan_probes(view: StackView, produce_topic: str = "") -> list[ProbePlan]:
                 targets.append((s.vips[nid], s.port))
                 if s.task_ips.get(nid):
                     targets.append((s.task_ips[nid][0], s.port))
-        zk, brokers = app_targets(view, nid)
+        zk, brokers, controllers = app_targets(view, nid)
         if produce_topic and produce is None:
             produce = plan_produce(view, nid, produce_topic)
             here = produce
@@ -148,7 +152,7 @@ def plan_probes(view: StackView, produce_topic: str = "") -> list[ProbePlan]:
             plans.append(
                 ProbePlan(
                     node, nid, sorted(names), targets, zk if first else [], brokers if first else [],
-                    here if first else None,
+                    here if first else None, controllers if first else [],
                 )
             )  # fmt: skip
     return plans
@@ -256,6 +260,7 @@ def evaluate(
         first = per_node.get(probed[0]) if probed else None
         if isinstance(first, Mapping):
             checks += _zookeeper_checks(view, nid, first)
+            checks += _kraft_checks(view, nid, first)
             checks += _kafka_checks(view, nid, first)
             if "produce" in first:
                 checks += _produce_checks(view, nid, first["produce"])
@@ -317,6 +322,40 @@ def _zookeeper_checks(view: StackView, nid: str, result: Mapping[str, Any]) -> l
         out.append(Check(f"zookeeper {s.short} srvr", "", v.ok, v.expected, v.got))
     v = zookeeper.judge_ensemble(modes)
     out.append(Check("zookeeper ensemble", "", v.ok, v.expected, v.got))
+    return out
+
+
+def _kraft_checks(view: StackView, nid: str, result: Mapping[str, Any]) -> list[Check]:
+    """The KRaft quorum, from DescribeQuorum asked of every controller: one leader that the others
+    name too, the voters exactly the stack's controllers, each caught up, the brokers observers."""
+    controllers = [s for s in view.services if s.check == "kafka-controller" and nid in s.networks and s.port]
+    if not controllers:
+        return []
+    ids = {s.short: i for s in controllers if (i := kraft.node_id(s.env)) is not None}
+    view_q = kraft.quorum_view({s.short: kraft.answer(result, s.short, s.port) for s in controllers})
+    bound = max(kraft.fetch_timeout_ms(s.env) for s in controllers)
+    out = []
+    for s in controllers:
+        if s.short in view_q.unanswered:
+            out.append(Check(f"kraft {s.short} DescribeQuorum", "", False, "an answer", view_q.unanswered[s.short]))
+        else:
+            role = "leader" if s.short in view_q.leaders_claimed else "follower"
+            out.append(Check(f"kraft {s.short} DescribeQuorum", "", True, "an answer", f"answers as {role}"))
+    v = kraft.judge_leader(view_q, ids)
+    out.append(Check("kraft quorum leader", "", v.ok, v.expected, v.got, v.detail))
+    if view_q.leader is None:
+        return out
+    v = kraft.judge_voters(view_q, ids)
+    out.append(Check("kraft quorum voters", "", v.ok, v.expected, v.got, v.detail))
+    names = {i: short for short, i in ids.items()}
+    for voter in sorted(view_q.voters):
+        v = kraft.judge_voter(view_q, voter, bound)
+        out.append(Check(f"kraft voter {names.get(voter, voter)} (node {voter})", "", v.ok, v.expected, v.got,
+                         v.detail))  # fmt: skip
+    brokers = {s.short: kafka.broker_id(s.env) for s in view.services if s.check == "kafka" and nid in s.networks}
+    if brokers:
+        v = kraft.judge_observers(view_q, brokers)
+        out.append(Check("kraft quorum observers", "", v.ok, v.expected, v.got, v.detail))
     return out
 
 

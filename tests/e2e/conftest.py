@@ -69,6 +69,7 @@ ORDER = [
     "test_bootstrap",
     "test_registry",
     "test_stack_parity",
+    "test_kraft",
     "test_engine",
     "test_quick_start",
     "test_drift",

@@ -270,6 +270,7 @@ class FakeGates:
     last: set[str] = field(default_factory=set)
     unhealthy_before: set[str] = field(default_factory=set)
     failing: set[str] = field(default_factory=set)
+    unsafe: set[str] = field(default_factory=set)  # never safe to stop (a quorum or min ISR would be lost)
     events: list[str] = field(default_factory=list)
 
     def refresh(self) -> None:
@@ -289,3 +290,11 @@ class FakeGates:
         if short in self.failing:
             raise TimeoutExpired(f"application check of {short} did not pass in {timeout:g}s: {short}: no answer")
         return f"{short}: follower"
+
+    def safe_to_stop(self, short: str, timeout: float) -> str:
+        from swarmctl.errors import TimeoutExpired
+
+        self.events.append(f"ready {short}")
+        if short in self.unsafe:
+            raise TimeoutExpired(f"{short} was not safe to stop within {timeout:g}s: a majority would be lost")
+        return "safe"

@@ -202,3 +202,25 @@ def test_a_long_wait_asks_the_manager_less_often_while_nothing_changes() -> None
     # one task listing per poll, and backing off: polls every 0.1 s would be 30
     assert engine.calls.count("tasks") == polls, engine.calls
     assert 4 <= polls <= 12, polls
+
+
+def test_each_member_waits_until_it_is_safe_to_stop_before_it_is_written() -> None:
+    engine = stack()
+    gates = FakeGates(last={"zookeeper-2"})
+    roll_out(engine, steps_for(engine), gates, timeout=30)
+    order = ["zookeeper-1", "zookeeper-3", "zookeeper-2", "kafka-1", "kafka-2"]
+    asked = [e for e in gates.events if e.startswith(("ready", "gate"))]
+    assert asked == [x for n in order for x in (f"ready {n}", f"gate {n}")]
+
+
+def test_a_member_never_safe_to_stop_stops_the_rollout_before_it_is_changed() -> None:
+    engine = stack()
+    gates = FakeGates(last={"zookeeper-2"}, unsafe={"zookeeper-3"})
+    with pytest.raises(RolloutFailed) as e:
+        roll_out(engine, steps_for(engine), gates, timeout=30)
+    by_name = {r.name: r.result for r in e.value.results}
+    assert by_name == {"zookeeper-1": "updated", "zookeeper-3": "failed", "zookeeper-2": "not started",
+                       "kafka-1": "not started", "kafka-2": "not started"}  # fmt: skip
+    assert str(e.value).startswith("not updating zookeeper-3: zookeeper-3 was not safe to stop")
+    assert "already updated: zookeeper-1" in str(e.value)
+    assert engine.writes == [("kafka_zookeeper-1", "update")]  # zookeeper-3 never written, nothing after it
