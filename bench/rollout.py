@@ -100,6 +100,8 @@ def main() -> None:
           f"{report.longest_failure:.1f}s, {len(report.missing)} acknowledged writes missing, "
           f"{len(report.quorum_lost)} samples of {report.samples} with quorum lost, "
           f"{report.leaderless:.1f}s sampled without a leader")  # fmt: skip
+    print(f"longest window without a leader {report.longest_leaderless:.1f}s; windows: "
+          + (", ".join(f"{w:.1f}s at +{t - t0:.0f}s" for t, w in report.windows) or "none"))  # fmt: skip
 
 
 if __name__ == "__main__":

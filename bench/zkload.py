@@ -49,6 +49,8 @@ class Report:
     samples: int
     quorum_lost: list[tuple[float, dict[str, str]]]  # samples with fewer than a majority up
     leaderless: float  # seconds sampled without any leader
+    longest_leaderless: float = 0.0  # the longest single window without a leader
+    windows: list[tuple[float, float]] = field(default_factory=list)  # (start, seconds) of each leaderless window
 
 
 @dataclass
@@ -124,7 +126,16 @@ class ZkLoad:
         majority = len(self.members) // 2 + 1
         lost = [(t, s) for t, s in self.samples if sum(m != "down" for m in s.values()) < majority]
         leaderless = 0.0
+        windows: list[tuple[float, float]] = []
+        run_start: float | None = None
         for (t1, s1), (t2, _) in pairwise(self.samples):
             if "leader" not in s1.values():
                 leaderless += t2 - t1
-        return Report(len(self.acked), len(self.failed), missing, longest, len(self.samples), lost, leaderless)
+                run_start = t1 if run_start is None else run_start
+            elif run_start is not None:
+                windows.append((run_start, t1 - run_start))
+                run_start = None
+        if run_start is not None:
+            windows.append((run_start, self.samples[-1][0] - run_start))
+        return Report(len(self.acked), len(self.failed), missing, longest, len(self.samples), lost, leaderless,
+                      max((w for _, w in windows), default=0.0), windows)  # fmt: skip
