@@ -56,7 +56,7 @@ TOP_KEYS = ("ssh", "hosts", "vars", "engine", "registries", "swarm")
 SWARM_KEYS = ("autolock", "history_limit")
 HISTORY_LIMIT = 10  # revisions kept per stack unless swarm.history_limit says otherwise
 MAX_HISTORY_LIMIT = 100  # each revision is a config in the raft store, which every manager holds
-SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "host_key_policy", "sudo", "connect_timeout")
+SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "host_key_policy", "sudo", "connect_timeout", "api_timeout")
 HOST_KEYS = ("address", "advertise_address", "role", "labels", "availability", "ssh", "engine")
 REGISTRY_KEYS = ("username", "password_secret", "ca_file", "insecure")
 
@@ -84,6 +84,8 @@ class SSHSettings:
     host_key_policy: str = "reject"
     sudo: bool = False  # run privileged commands through `sudo -n` (default: user is not root)
     connect_timeout: float = 10.0
+    # the most one Docker Engine API call over this connection may take, whole (slow hosts: raise it)
+    api_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -477,8 +479,10 @@ class _Validator:
             if not isinstance(block["sudo"], bool):
                 raise self.error(f"{where}: sudo must be true or false", block.line_of("sudo"))
             values["sudo"] = block["sudo"]
-        if "connect_timeout" in block:
-            t = block["connect_timeout"]
+        for key in ("connect_timeout", "api_timeout"):
+            if key not in block:
+                continue
+            t = block[key]
             if (
                 isinstance(t, bool)
                 or not isinstance(t, (int, float))
@@ -486,11 +490,10 @@ class _Validator:
                 or not 0 < t <= MAX_TIMEOUT
             ):
                 raise self.error(
-                    f"{where}: connect_timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT}, "
-                    f"not {t!r}",
-                    block.line_of("connect_timeout"),
+                    f"{where}: {key} must be a number of seconds above 0 and at most {MAX_TIMEOUT}, not {t!r}",
+                    block.line_of(key),
                 )
-            values["connect_timeout"] = float(t)
+            values[key] = float(t)
         settings = SSHSettings(**{**base.__dict__, **values})
         explicit_sudo = "sudo" in block or (inherited is not None and "sudo" in inherited)
         if not explicit_sudo:

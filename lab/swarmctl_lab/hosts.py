@@ -826,6 +826,7 @@ def _write_inventory(
         "  identity_file: ./id_ed25519",
         "  known_hosts: ./known_hosts",
         "  host_key_policy: reject",
+        *(["  api_timeout: 120  # TCG guests on a busy machine answer slowly"] if spec.kind == "vm" else []),
         "hosts:",
     ]
     for h in spec.hosts:

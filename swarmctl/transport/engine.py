@@ -830,7 +830,7 @@ class Session:
         with self._lock:
             engine = self._engines.get(h.name)
             if engine is None:
-                engine = self._engines[h.name] = DockerEngine(h, self.pool.connection(h))
+                engine = self._engines[h.name] = DockerEngine(h, self.pool.connection(h), timeout=h.ssh.api_timeout)
             return engine
 
     def forget_engine(self, host: Host | str) -> None:

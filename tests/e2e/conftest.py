@@ -35,9 +35,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The suite runs with pytest-xdist's --dist loadfile --no-loadscope-reorder: each module on one
     # worker, each worker with a lab of its own (made when its first module needs one), modules handed
     # out in ORDER, so on every worker in that order too. The order is chosen by measurement: the
-    # longest namespace modules first (the suite ends when its longest worker does), the VM tier
-    # once the first labs are up (started together with them it took 730 s instead of 425 s on two
-    # cores), the short modules and the unit tier last, to fill the workers' ends.
+    # longest modules first (the suite ends when its longest worker does), the VM tier among them
+    # (started behind the first labs it ran 995 s, started with them 528 s: its emulated CPUs are
+    # starved longest when it starts into the others' busiest minutes), the short modules and the
+    # unit tier last, to fill the workers' ends.
     #
     # What a module finds does not depend on what ran before it on its worker. Docker 20.10's overlay
     # gossip (networkdb/memberlist) keeps stale peers when a multi-manager swarm is torn down and
@@ -54,15 +55,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
-# measured on this 2-core machine, seconds per module on a lab of its own (2026-12): day_two 550,
-# update 450, VM 425, kafka 300, safety 300, deploy 200, bootstrap 175, registry 150, parity 150,
-# engine 100, quick_start 100, history 75, secrets 60; the unit tier 165 in all
+# measured on this 2-core machine (2026-12-06, 5 workers, the machine's CPU saturated throughout),
+# seconds per module: update 563, day_two 532, VM 528 (started first; 995 when it started at 322 s
+# behind the first labs), maintain 439, safety 360, kafka 338, kraft 337, stack_parity 322, deploy
+# 309, registry 237, bootstrap 214, secrets 204, engine 179, day_to_day 170, drift 118, quick_start
+# 92, history 55; the unit tier 260 in all. The first five start together (one per worker).
 ORDER = [
-    "test_day_two",
     "test_update",
+    "test_day_two",
+    "test_vm",
     "test_kafka",
     "test_safety",
-    "test_vm",
     "test_deploy",
     "test_day_to_day",
     "test_maintain",

@@ -182,3 +182,22 @@ def test_inventory_precedence(tmp_path: Path) -> None:
     remember_inventory(inv, tmp_path)
     assert resolve_inventory_path(None, {}, tmp_path) == inv.resolve()
     assert resolve_inventory_path(None, env, tmp_path) == Path("/from/env.yml")
+
+
+def test_api_timeout_bounds_each_engine_call_and_a_host_may_raise_it(tmp_path: Path) -> None:
+    from swarmctl.transport.engine import Session
+
+    inv = load_inventory(write(tmp_path, """
+        ssh: {identity_file: ./id_ed25519, api_timeout: 45}
+        hosts:
+          m1: {address: 10.0.0.1, role: manager}
+          slow: {address: 10.0.0.2, role: worker, ssh: {api_timeout: 120}}
+        """))  # fmt: skip
+    assert [h.ssh.api_timeout for h in inv.hosts] == [45.0, 120.0]
+    with Session(inv) as session:
+        assert [session.engine(h).timeout for h in inv.hosts] == [45.0, 120.0]
+    assert "api_timeout must be a number of seconds above 0" in error_of(tmp_path, """
+        ssh: {api_timeout: 0}
+        hosts:
+          m1: {address: 10.0.0.1, role: manager}
+        """)  # fmt: skip
