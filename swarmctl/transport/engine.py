@@ -650,8 +650,21 @@ class DockerEngine:
         return list(self._json("list swarm nodes", "GET", "/nodes"))
 
     def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
-        self._json(f"update node {what or node_id[:12]}", "POST", "/nodes/{}/update", node_id,
-                   body=dict(spec), params={"version": version})  # fmt: skip
+        """Write a node's spec at ``version``. Swarm bumps a node's version when its status changes
+        too (a node coming back Ready after a rejoin): "update out of sequence" is answered by
+        writing the same spec at the node's current version, up to twice more."""
+        for attempt in range(3):
+            try:
+                self._json(f"update node {what or node_id[:12]}", "POST", "/nodes/{}/update", node_id,
+                           body=dict(spec), params={"version": version})  # fmt: skip
+                return
+            except EngineError as e:
+                if "out of sequence" not in e.message or attempt == 2:
+                    raise
+                fresh = next((n for n in self.nodes() if n.get("ID") == node_id), None)
+                if fresh is None:
+                    raise
+                version = int(fresh["Version"]["Index"])
 
     def remove_node(self, node_id: str, force: bool = False, what: str = "") -> None:
         self._json(f"remove node {what or node_id[:12]}", "DELETE", "/nodes/{}", node_id,

@@ -35,10 +35,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The suite runs with pytest-xdist's --dist loadfile --no-loadscope-reorder: each module on one
     # worker, each worker with a lab of its own (made when its first module needs one), modules handed
     # out in ORDER, so on every worker in that order too. The order is chosen by measurement: the
-    # longest modules first (the suite ends when its longest worker does), the VM tier among them
-    # (started behind the first labs it ran 995 s, started with them 528 s: its emulated CPUs are
-    # starved longest when it starts into the others' busiest minutes), the short modules and the
-    # unit tier last, to fill the workers' ends.
+    # longest namespace modules first (the suite ends when its longest worker does), the VM tier
+    # once the first labs are up (see the measurements above ORDER), the short modules and the unit
+    # tier last, to fill the workers' ends.
     #
     # What a module finds does not depend on what ran before it on its worker. Docker 20.10's overlay
     # gossip (networkdb/memberlist) keeps stale peers when a multi-manager swarm is torn down and
@@ -55,17 +54,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
-# measured on this 2-core machine (2026-12-06, 5 workers, the machine's CPU saturated throughout),
-# seconds per module: update 563, day_two 532, VM 528 (started first; 995 when it started at 322 s
-# behind the first labs), maintain 439, safety 360, kafka 338, kraft 337, stack_parity 322, deploy
-# 309, registry 237, bootstrap 214, secrets 204, engine 179, day_to_day 170, drift 118, quick_start
-# 92, history 55; the unit tier 260 in all. The first five start together (one per worker).
+# measured on this 2-core machine (2026-12-06; its CPU is saturated through a whole run), seconds
+# per module: update 480-600, day_two 470-530, maintain 440-560, safety 320-380, kafka 290-340,
+# kraft 340, stack_parity 280-330, deploy 150-350, registry 240-320, bootstrap 210-230, secrets
+# 80-200, engine 90-180, day_to_day 170-330, drift 100-120, quick_start 90-190, history 55-70; the
+# unit tier 260 in all. The VM tier: 425 alone, 995 started at 322 s behind four labs; started
+# with the first labs on 5 workers, 528 s with its images cached, but on a fresh root (images and
+# VM root built at the same time) its guests' sshd failed to start within systemd's timeout and
+# healthchecks timed out in other modules: 4 workers, the VM tier fifth.
 ORDER = [
-    "test_update",
     "test_day_two",
-    "test_vm",
+    "test_update",
     "test_kafka",
     "test_safety",
+    "test_vm",
     "test_deploy",
     "test_day_to_day",
     "test_maintain",

@@ -68,8 +68,16 @@ class FakeDockerAPI(BaseHTTPRequestHandler):
             return self._answer(200, [{"ID": "s1", "Spec": {"Name": "web"}}])
         if path == "/services/missing":
             return self._answer(404, {"message": "service missing not found"})
+        if path == "/nodes/n2/update":  # a node whose version moved on (it came back Ready) twice
+            if NODE_CONFLICTS[0] > 0:
+                NODE_CONFLICTS[0] -= 1
+                return self._answer(500, {"message": "rpc error: code = Unknown desc = update out of sequence"})
+            return self._answer(200, b"", "text/plain")
         if path.endswith("/update"):
             return self._answer(409, {"message": "update out of sequence"})
+        if path == "/nodes" and NODE_CONFLICTS[1]:
+            NODE_CONFLICTS[1] += 1
+            return self._answer(200, [{"ID": "n2", "Version": {"Index": 40 + NODE_CONFLICTS[1]}, "Spec": {}}])
         if path == "/containers/create":
             return self._answer(404, {"message": "No such image: python:3-alpine"})
         if path == "/nodes":
@@ -214,6 +222,26 @@ def test_a_leave_whose_node_stop_ran_out_of_time_is_asked_again(
     assert err.value.host == "h1" and "leave the swarm: context deadline exceeded" in err.value.message
     assert len([p for _, p, _, _ in seen if p.endswith("/swarm/leave")]) == 6
     LEAVE_TIMEOUTS[0] = 0
+
+
+NODE_CONFLICTS = [0, 0]  # conflicts left to answer; /nodes answered (its count, 0: not a manager)
+
+
+def test_a_node_update_out_of_sequence_is_written_again_at_the_nodes_current_version(
+    engine: tuple[DockerEngine, Seen, SocketPairConnection],
+) -> None:
+    e, seen, _ = engine
+    NODE_CONFLICTS[:] = [2, 1]
+    try:
+        e.update_node("n2", 7, {"Role": "worker"}, what="lab2")
+        versions = [q["version"] for m, p, q, _ in seen if p.endswith("/nodes/n2/update")]
+        assert versions == [["7"], ["42"], ["43"]]  # each time at the version the managers list
+        NODE_CONFLICTS[:] = [5, 1]  # it keeps moving: after three writes the engine's answer is the error
+        with pytest.raises(EngineError) as err:
+            e.update_node("n2", 7, {"Role": "worker"}, what="lab2")
+        assert "update node lab2" in err.value.message and "out of sequence" in err.value.message
+    finally:
+        NODE_CONFLICTS[:] = [0, 0]
 
 
 def test_container_output_is_demultiplexed_by_the_sdk(engine: tuple[DockerEngine, Seen, SocketPairConnection]) -> None:
