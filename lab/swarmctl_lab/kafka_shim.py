@@ -445,7 +445,7 @@ def request_header(frame: bytes, flexible: bool) -> tuple[int, int, int, int]:
 def api_versions_answer(version: int, apis: dict[int, tuple[int, int]]) -> bytes:
     """ApiVersions response body; an unknown version gets v0's layout with UNSUPPORTED_VERSION."""
     error = 0 if version <= 3 else UNSUPPORTED_VERSION
-    flex = 3 <= version <= 3
+    flex = version == 3
     w = Writer()
     w.int16(error)
     w.array_len(len(apis), flex)

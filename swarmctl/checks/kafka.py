@@ -27,13 +27,19 @@ def advertised(env: Mapping[str, str], name: str, port: int | None) -> tuple[str
     return name, port or DEFAULT_PORT
 
 
-def broker_id(env: Mapping[str, str]) -> int:
-    """The id the broker of this environment registers with (the image's rule, see ID_VARIABLES)."""
+def node_id(env: Mapping[str, str]) -> int | None:
+    """The node id this environment sets (the first of ID_VARIABLES given); None: none, or not a number."""
     for key in ID_VARIABLES:
-        if env.get(key, "").strip():
-            value = env[key].strip()
-            return int(value) if value.lstrip("-").isdigit() else DEFAULT_ID
-    return DEFAULT_ID
+        value = str(env.get(key, "")).strip()
+        if value:
+            return int(value) if value.lstrip("-").isdigit() else None
+    return None
+
+
+def broker_id(env: Mapping[str, str]) -> int:
+    """The id the broker of this environment registers with (the image's rule: see ID_VARIABLES)."""
+    found = node_id(env)
+    return DEFAULT_ID if found is None else found
 
 
 def replication_factor(envs: Iterable[Mapping[str, str]]) -> int:

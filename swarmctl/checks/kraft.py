@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarmctl.checks import Verdict
-from swarmctl.checks.kafka import ID_VARIABLES
 
 DEFAULT_PORT = 9093
 NOT_LEADER_OR_FOLLOWER = 6
@@ -25,15 +24,6 @@ KRAFT_VARIABLES = (
     "KAFKA_PROCESS_ROLES", "NODE_ROLE", "KAFKA_CONTROLLER_QUORUM_VOTERS", "KAFKA_CONTROLLER_QUORUM_BOOTSTRAP_SERVERS",
 )  # fmt: skip
 DESCRIBE_QUORUM = 55
-
-
-def node_id(env: Mapping[str, str]) -> int | None:
-    """The node id this environment gives a Kafka node (see ID_VARIABLES); None: not set."""
-    for key in ID_VARIABLES:
-        value = str(env.get(key, "")).strip()
-        if value:
-            return int(value) if value.lstrip("-").isdigit() else None
-    return None
 
 
 def kraft(env: Mapping[str, str], api_keys: Iterable[int] = ()) -> bool:

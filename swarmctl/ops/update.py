@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -278,7 +278,7 @@ class AppGates:
         return run_probe(self.engine, self.stack, network, plan, self.probe_image)
 
     def _node_ids(self, check: str) -> dict[str, int]:
-        ids = {s: kraft.node_id(self.services[s].env) for s in self.members(check)}
+        ids = {s: kafka.node_id(self.services[s].env) for s in self.members(check)}
         return {s: i for s, i in ids.items() if i is not None}
 
     def _quorum(self, result: dict[str, Any] | None = None) -> kraft.QuorumView:
@@ -401,35 +401,28 @@ class AppGates:
 
     def safe_to_stop(self, short: str, timeout: float) -> str:
         """Poll ``ready_to_stop`` until it holds; TimeoutExpired with what was seen last."""
-
-        def ready() -> str | Pending:
-            try:
-                ok, seen = self.ready_to_stop(short)
-            except (HostError, ClusterError) as e:
-                ok, seen = False, str(e)
-            return seen if ok else Pending(seen)
-
-        def late(seen: str) -> TimeoutExpired:
-            return TimeoutExpired(f"{short} was not safe to stop within {timeout:g}s: {seen}")
-
-        return until(f"{short} to be safe to stop", ready, timeout, first=GATE_POLL, cap=GATE_POLL, retry=(),
-                     error=late)  # fmt: skip
+        return self._poll(f"{short} to be safe to stop", lambda: self.ready_to_stop(short), timeout,
+                          f"{short} was not safe to stop within {timeout:g}s")  # fmt: skip
 
     def wait(self, short: str, timeout: float) -> str:
         """Poll the application gate until it passes; TimeoutExpired with what was seen last."""
+        return self._poll(f"the application check of {short}", lambda: self.check(short), timeout,
+                          f"application check of {short} did not pass in {timeout:g}s")  # fmt: skip
 
-        def passed() -> str | Pending:
+    @staticmethod
+    def _poll(what: str, judge: Callable[[], tuple[bool, str]], timeout: float, late: str) -> str:
+        """Ask ``judge`` every GATE_POLL until it holds (a host or cluster error counts as "not yet");
+        TimeoutExpired ``late: <what was seen last>``."""
+
+        def holds() -> str | Pending:
             try:
-                ok, seen = self.check(short)
+                ok, seen = judge()
             except (HostError, ClusterError) as e:
                 ok, seen = False, str(e)
             return seen if ok else Pending(seen)
 
-        def late(seen: str) -> TimeoutExpired:
-            return TimeoutExpired(f"application check of {short} did not pass in {timeout:g}s: {seen}")
-
-        return until(f"the application check of {short}", passed, timeout, first=GATE_POLL, cap=GATE_POLL,
-                     retry=(), error=late)  # fmt: skip
+        return until(what, holds, timeout, first=GATE_POLL, cap=GATE_POLL, retry=(),
+                     error=lambda seen: TimeoutExpired(f"{late}: {seen}"))  # fmt: skip
 
 
 # -- the rollout ----------------------------------------------------------------------------------------

@@ -331,7 +331,7 @@ def _kraft_checks(view: StackView, nid: str, result: Mapping[str, Any]) -> list[
     controllers = [s for s in view.services if s.check == "kafka-controller" and nid in s.networks and s.port]
     if not controllers:
         return []
-    ids = {s.short: i for s in controllers if (i := kraft.node_id(s.env)) is not None}
+    ids = {s.short: i for s in controllers if (i := kafka.node_id(s.env)) is not None}
     view_q = kraft.quorum_view({s.short: kraft.answer(result, s.short, s.port) for s in controllers})
     bound = max(kraft.fetch_timeout_ms(s.env) for s in controllers)
     out = []
