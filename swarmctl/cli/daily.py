@@ -334,11 +334,11 @@ def diff(obj: Obj, stacks: tuple[str, ...], files: tuple[str, ...], exit_code: b
       swarmctl diff kafka --exit-code      in CI: 3 when someone changed the swarm by hand
     """
     from swarmctl.compose.convert import convert_stack
-    from swarmctl.compose.loader import find_stack_files, generated_variables, given_variables, load_stack, stack_names
+    from swarmctl.compose.loader import find_stack_files, stack_names
     from swarmctl.errors import HostsFailed, InputError
     from swarmctl.facts.membership import find_manager
     from swarmctl.ops.diff import EXIT_DRIFT, read_drift
-    from swarmctl.ops.generated import resolve_generated
+    from swarmctl.ops.generated import load_generated
     from swarmctl.secretstore import KeySource
     from swarmctl.transport.engine import Session
 
@@ -352,12 +352,8 @@ def diff(obj: Obj, stacks: tuple[str, ...], files: tuple[str, ...], exit_code: b
     with Session(inv) as session:
 
         def desired_of(name: str) -> Any:
-            paths = find_stack_files(name, list(files), cwd)
-            generated = {}
-            if wanted := generated_variables(paths):  # the values kept by the stack's deploys
-                given = given_variables(paths, os.environ, inv.vars)
-                generated = resolve_generated(find_manager(session), name, wanted, given, keep=False).values
-            config = load_stack(name, paths, os.environ, {**generated, **inv.vars})
+            paths = find_stack_files(name, list(files), cwd)  # with the values the stack's deploys kept
+            config, _ = load_generated(lambda: find_manager(session), name, paths, os.environ, inv.vars, keep=False)
             return convert_stack(config, KeySource(os.environ))
 
         drift = read_drift(session, list(stacks), desired_of, stack_names(cwd))

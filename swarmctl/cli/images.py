@@ -69,7 +69,7 @@ def images_ls(obj: Obj, name: str, files: tuple[str, ...], as_json: bool) -> Non
     Example: swarmctl images ls kafka
     """
     from swarmctl.compose.convert import convert_stack
-    from swarmctl.compose.loader import find_stack_files, generated_variables, load_stack
+    from swarmctl.compose.loader import find_stack_files, generated_placeholders, load_stack
     from swarmctl.errors import HostsFailed
     from swarmctl.ops.images import list_images
     from swarmctl.secretstore import KeySource
@@ -77,9 +77,8 @@ def images_ls(obj: Obj, name: str, files: tuple[str, ...], as_json: bool) -> Non
 
     inv = load_inventory(obj)
     paths = find_stack_files(name, list(files), Path.cwd())
-    # generated variables (a cluster ID) do not name images: any value will do here
-    placeholders = {var: "generated" for var in generated_variables(paths)}
-    config = load_stack(name, paths, os.environ, {**placeholders, **inv.vars})
+    # generated variables (a cluster ID) do not name images: their stand-ins will do here
+    config = load_stack(name, paths, os.environ, {**generated_placeholders(paths), **inv.vars})
     desired = convert_stack(config, KeySource(os.environ))
     wanted = sorted({s["TaskTemplate"]["ContainerSpec"]["Image"] for s in desired.services.values()})
     with Session(inv) as session:

@@ -84,30 +84,27 @@ def deploy(
     Example: swarmctl deploy web -f web.yml --plan
     """
     from swarmctl.compose.convert import convert_stack
-    from swarmctl.compose.loader import find_stack_files, generated_variables, given_variables, load_stack
+    from swarmctl.compose.loader import find_stack_files, generated_placeholders, load_stack
     from swarmctl.facts.membership import find_manager
     from swarmctl.ops.deploy import deploy_and_verify
-    from swarmctl.ops.generated import resolve_generated
+    from swarmctl.ops.generated import load_generated
     from swarmctl.secretstore import KeySource
     from swarmctl.transport.engine import Session
 
     inv = load_inventory(obj)
     paths = find_stack_files(name, list(files), Path.cwd())
-    wanted = generated_variables(paths)
-    if not wanted:
-        config = load_stack(name, paths, os.environ, inv.vars)
-        render_warnings(config.warnings)
-        desired = convert_stack(config, KeySource(os.environ))
+    # checked before any connection (generated variables stand in): bad input changes nothing
+    placeholders = generated_placeholders(paths)
+    config = load_stack(name, paths, os.environ, {**placeholders, **inv.vars})
+    render_warnings(config.warnings)
+    desired = convert_stack(config, KeySource(os.environ))
     from swarmctl.ops.update import RolloutFailed
 
     image = _image(inv, probe_image)
     with Session(inv) as session:
-        if wanted:  # values kept in the swarm (made and kept on the first deploy)
-            generated = resolve_generated(find_manager(session), name, wanted,
-                                          given_variables(paths, os.environ, inv.vars), keep=not plan_only,
-                                          notify=notifier(as_json))  # fmt: skip
-            config = load_stack(name, paths, os.environ, {**generated.values, **inv.vars})
-            render_warnings(config.warnings)
+        if placeholders:  # the values kept in the swarm (made and kept by the first deploy)
+            config, generated = load_generated(lambda: find_manager(session), name, paths, os.environ, inv.vars,
+                                               keep=not plan_only, notify=notifier(as_json))  # fmt: skip
             desired = convert_stack(config, KeySource(os.environ))
         try:
             report = deploy_and_verify(
@@ -129,7 +126,7 @@ def deploy(
             render_rollout(e.results, as_json, error=str(e))
             raise
     if plan_only:
-        if wanted and generated.new:
+        if placeholders and generated.new:
             report.plan = replace(report.plan, changes=(*generated.changes(name), *report.plan.changes))
         show_plan(report.plan, as_json, f"no changes: stack {name} matches its files")
         return

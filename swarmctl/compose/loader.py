@@ -124,6 +124,12 @@ def generated_variables(files: list[Path]) -> dict[str, str]:
     return out
 
 
+def generated_placeholders(files: list[Path]) -> dict[str, str]:
+    """A stand-in value for each generated variable: to check the files (or read what does not
+    depend on those values, like images) without the swarm that keeps the real ones."""
+    return {var: "generated" for var in generated_variables(files)}
+
+
 def given_variables(files: list[Path], environ: Mapping[str, str], inventory_vars: Mapping[str, str]) -> set[str]:
     """The variables given a value (environment, ``.env`` beside the first file, inventory ``vars``)."""
     env_path = files[0].parent / ".env" if files else None

@@ -12,7 +12,9 @@ import base64
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from swarmctl.compose.loader import StackConfig, generated_variables, given_variables, load_stack
 from swarmctl.errors import Conflict
 from swarmctl.facts.generated import config_body, config_name, read_generated
 from swarmctl.plan import Change, Notify, quiet
@@ -82,3 +84,24 @@ def resolve_generated(
         except Conflict:  # another deploy kept one a moment ago: use it
             values[var] = read_generated(engine, stack)[var]
     return Generated(values, planned.new, planned.given)
+
+
+def load_generated(
+    engine: Callable[[], Engine],
+    stack: str,
+    files: list[Path],
+    environ: Mapping[str, str],
+    inventory_vars: Mapping[str, str],
+    keep: bool,
+    notify: Notify = quiet,
+) -> tuple[StackConfig, Generated]:
+    """The stack's files loaded with its generated variables (``engine``: the manager to read and
+    keep them through, asked for only when the files generate any). A caller that keeps (deploy)
+    loads the files with ``generated_placeholders`` first, before connecting: nothing is kept for
+    files that fail to load."""
+    wanted = generated_variables(files)
+    if not wanted:
+        return load_stack(stack, files, environ, inventory_vars), Generated()
+    given = given_variables(files, environ, inventory_vars)
+    generated = resolve_generated(engine(), stack, wanted, given, keep, notify)
+    return load_stack(stack, files, environ, {**generated.values, **inventory_vars}), generated

@@ -61,3 +61,20 @@ def test_a_kafka_cluster_id_is_what_kafka_storage_random_uuid_prints() -> None:
         value = kafka_cluster_id()
         assert len(value) == 22 and not value.startswith("-")
         assert len(base64.urlsafe_b64decode(value + "==")) == 16
+
+
+def test_a_broken_stack_that_generates_is_refused_before_any_connection(tmp_path: Path) -> None:
+    from tests.helpers import swarmctl
+
+    # nothing listens on port 9 of loopback: had deploy connected (and kept a cluster ID), it would
+    # say so; the file's error comes first, and alone
+    (tmp_path / "hosts.yml").write_text(
+        "ssh: {port: 9, connect_timeout: 2}\nhosts:\n  a: {address: 127.0.0.1, role: manager}\n"
+    )
+    (tmp_path / "stack.yml").write_text(
+        "x-swarmctl: {generate: {KAFKA_CLUSTER_ID: kafka-cluster-id}}\n"
+        "services:\n  a: {image: x, environment: {CLUSTER_ID: '${KAFKA_CLUSTER_ID}'}, replicas: 2}\n"
+    )
+    run = swarmctl("deploy", "k", "-f", "stack.yml", "-i", "hosts.yml", cwd=tmp_path)
+    assert run.rc == 2 and "stack.yml:" in run.stderr and "replicas" in run.stderr, str(run)
+    assert "Traceback" not in run.stderr and "127.0.0.1" not in run.stderr, str(run)
