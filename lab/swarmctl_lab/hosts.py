@@ -41,6 +41,7 @@ from swarmctl.files import write_atomic
 from swarmctl.plan import Notify, quiet
 from swarmctl.secretstore import KeySource, create_key_file, write_secret
 from swarmctl_lab import registry, systemd
+from swarmctl_lab.cache import locked
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +170,43 @@ def machine_networks(except_bridge: str = "") -> list[str]:
     return out
 
 
+def reserve_subnet(tag: str, directory: Path) -> str:
+    """A free /24 for the lab of ``tag``, recorded in its state file before the lock is let go.
+
+    Labs made at the same moment (the test suite's workers) would otherwise pick the same subnet:
+    neither's bridge exists yet when the other looks at this machine's interfaces. So the choice is
+    made under one machine-wide lock, and the subnets other labs have recorded count as taken too.
+    Without root (no lab can be made then: make_lab says so) it is only picked."""
+    own = f"{tag}.json"
+    if os.geteuid() != 0:
+        return pick_subnet(tag, machine_networks(except_bridge=f"{NAME}{tag}"))
+    with locked(LABS_STATE, "the choice of a lab subnet", timeout=60):
+        taken = machine_networks(except_bridge=f"{NAME}{tag}")
+        for state in LABS_STATE.glob("*.json"):
+            if state.name != own:
+                try:
+                    taken.append(str(json.loads(state.read_text())["subnet"]))
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # a state file being written or broken: teardown_all removes the latter
+        subnet = pick_subnet(tag, taken)
+        write_atomic(LABS_STATE / own, json.dumps({"dir": str(directory.resolve()), "subnet": subnet}), 0o644)
+    return subnet
+
+
 def plan_lab(directory: Path, hosts: int, managers: int, subnet: str | None = None, kind: str = "netns") -> LabSpec:
     """Names, addresses, roles and labels of a lab; its subnet one no interface here is on."""
     tag = lab_tag(directory)
+    if not 1 <= hosts <= MAX_HOSTS:
+        raise InputError(f"--hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
+    if not 1 <= managers <= hosts:
+        raise InputError(f"--managers must be between 1 and the number of hosts ({hosts}), not {managers}")
     if subnet is None:
-        subnet = pick_subnet(tag, machine_networks(except_bridge=f"{NAME}{tag}"))
+        subnet = reserve_subnet(tag, directory)
     try:
         if ipaddress.ip_network(subnet).version != 4:
             raise ValueError("not IPv4")
     except ValueError as e:
         raise InputError(f"--subnet {subnet!r} is not an IPv4 network such as 192.168.70.0/24 ({e})") from None
-    if not 1 <= hosts <= MAX_HOSTS:
-        raise InputError(f"--hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
-    if not 1 <= managers <= hosts:
-        raise InputError(f"--managers must be between 1 and the number of hosts ({hosts}), not {managers}")
     net = ipaddress.ip_network(subnet)
     if net.num_addresses < FIRST_HOST_OCTET + hosts + 1:
         raise InputError(f"subnet {subnet} is too small for {hosts} hosts")
@@ -339,17 +363,19 @@ def _root_is_mountpoint() -> bool:
 # -- teardown ------------------------------------------------------------------------------------
 
 
-def teardown(directory: Path, report: Notify = quiet) -> list[str]:
+def teardown(directory: Path, report: Notify = quiet, forget: bool = True) -> list[str]:
     """Remove every object of the lab in ``directory`` from this machine, and its data there.
 
     Labs in other directories are left alone. Safe to run any number of times and on half-made
-    labs. Returns what was removed.
+    labs. Returns what was removed. ``forget=False`` keeps the lab's state file (its subnet stays
+    reserved: make_lab removing a stale lab before making it anew).
     """
     tag = lab_tag(directory)
     removed = _remove_objects(f"{NAME}{tag}", f"{NAME}{tag}-", f"{CGROUP}{tag}", f"{CGROUP}{tag}")
     if _remove_lab_dir(directory.resolve()):
         removed.append(f"lab files in {directory.resolve()}")
-    (LABS_STATE / f"{tag}.json").unlink(missing_ok=True)
+    if forget:
+        (LABS_STATE / f"{tag}.json").unlink(missing_ok=True)
     for item in removed:
         report(f"removed {item}")
     return removed
@@ -473,7 +499,7 @@ def bring_up(
     hosts and waits until they answer (default: network namespaces; lab/vm.py has VMs).
     """
     check_prerequisites()
-    teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"))
+    teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"), forget=False)
     spec.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(LABS_STATE / f"{spec.tag}.json", json.dumps({"dir": str(spec.dir), "subnet": spec.subnet}), 0o644)
     write_atomic(

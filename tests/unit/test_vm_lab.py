@@ -7,6 +7,8 @@ import io
 import json
 import subprocess
 import tarfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,40 @@ def test_labs_in_different_directories_have_names_and_subnets_of_their_own(tmp_p
     assert labhosts.pick_subnet(tag, [*taken, "fe80::1/64"]) == "192.168.66.0/24"  # v6 never in the way
     with pytest.raises(labhosts.LabError, match="no free"):
         labhosts.pick_subnet(tag, ["192.168.1.2/16"])  # a LAN over all of 192.168
+
+
+def test_labs_planned_at_the_same_moment_get_subnets_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in a suite run: two workers' labs whose tags point at the same /24 planned at once both
+    took it (neither bridge existed yet), and one lab's registry answered for the other's. The choice
+    is made under one lock and recorded, so four labs planned at once from threads (each taking the
+    lock through its own open file, as processes do) all differ. Root is faked: the state directory
+    is a temporary one, and no interface is made."""
+    monkeypatch.setattr(labhosts, "LABS_STATE", tmp_path / "state")
+    monkeypatch.setattr(labhosts.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(labhosts, "machine_networks", lambda except_bridge="": ["127.0.0.1/8"])
+    # directories whose tags all point at the same first choice
+    first = labhosts.pick_subnet(labhosts.lab_tag(tmp_path / "lab0"), [])
+    dirs = [
+        d
+        for d in (tmp_path / f"lab{i}" for i in range(20000))
+        if labhosts.pick_subnet(labhosts.lab_tag(d), []) == first
+    ][:4]
+    assert len(dirs) == 4
+    start = threading.Barrier(len(dirs))
+
+    def plan(d: Path) -> str:
+        start.wait()
+        return labhosts.plan_lab(d, 3, 1).subnet
+
+    with ThreadPoolExecutor(len(dirs)) as pool:
+        subnets = list(pool.map(plan, dirs))
+    assert len(set(subnets)) == len(dirs), subnets
+    recorded = {json.loads(f.read_text())["subnet"] for f in (tmp_path / "state").glob("*.json")}
+    assert recorded == set(subnets)
+    # planning a lab again in its own directory keeps its subnet (its own record is not in its way)
+    assert labhosts.plan_lab(dirs[3], 3, 1).subnet == subnets[3]
 
 
 class _Proc:
