@@ -29,11 +29,14 @@ class Namespaces:
     """Hosts in network namespaces of this machine: images loaded into each host's engine."""
 
     def bring_up(self, spec: LabSpec, report: Notify = quiet) -> Path:
+        bundle = images.ensure_bundle(report=report)
+
         def load_images(s: LabSpec) -> dict[str, str]:
-            images.load_into_hosts(s, images.ensure_bundle(report=report), report=report)
+            images.load_into_hosts(s, bundle, report=report)  # nothing to do on seeded hosts
             return images.lab_vars()
 
-        return hosts.bring_up(spec, report=report, prepare=load_images, with_registry=True)
+        seed = images.seed_for(bundle)
+        return hosts.bring_up(spec, report=report, prepare=load_images, with_registry=True, seed=seed)
 
     def status(self, spec: LabSpec) -> list[HostStatus]:
         return hosts.host_status(spec)

@@ -491,12 +491,14 @@ def bring_up(
     prepare: Callable[[LabSpec], dict[str, str]] | None = None,
     with_registry: bool = False,
     start: Callable[[LabSpec], None] | None = None,
+    seed: Path | None = None,
 ) -> Path:
     """Create the lab described by ``spec`` after removing any earlier one. Returns the inventory path.
 
     ``prepare`` runs once the hosts answer (e.g. to load images) and returns inventory ``vars``;
     ``with_registry``: also the lab's private registry (``lab/registry.py``); ``start`` makes the
-    hosts and waits until they answer (default: network namespaces; lab/vm.py has VMs).
+    hosts and waits until they answer (default: network namespaces; lab/vm.py has VMs); ``seed``:
+    the stored images each namespace host's engine starts with (images.seed_for).
     """
     check_prerequisites()
     teardown(spec.dir, report=lambda m: report(f"stale lab: {m}"), forget=False)
@@ -517,7 +519,7 @@ def bring_up(
         if start is not None:
             start(spec)
         else:
-            procs = {host.name: _make_host(spec, host) for host in spec.hosts}
+            procs = {host.name: _make_host(spec, host, seed) for host in spec.hosts}
             report(f"started {len(spec.hosts)} hosts on bridge {spec.bridge} ({spec.subnet})")
             _wait_ready(spec, procs, timeout)
         variables = prepare(spec) if prepare else {}
@@ -692,10 +694,31 @@ def _python_env() -> str:
     return shlex.quote(":".join(str(p) for p in _package_roots()))
 
 
-def _make_host(spec: LabSpec, host: LabHost) -> subprocess.Popen[bytes]:
+def copy_tree(source: Path, target: Path) -> None:
+    """``source`` as ``target`` (which must not exist): hard links where the file system allows
+    (no data copied; the engine replaces files rather than rewriting them), a copy otherwise."""
+    for argv in (["cp", "-a", "-l", str(source), str(target)], ["cp", "-a", str(source), str(target)]):
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode == 0:
+            return
+        shutil.rmtree(target, ignore_errors=True)
+    raise OSError(f"cp -a {source} {target}: {proc.stderr.strip()[:300]}")
+
+
+def _make_host(spec: LabSpec, host: LabHost, seed: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start the host: its namespaces, sshd and dockerd (on a copy of ``seed``'s stored images,
+    when given: see images.keep_seed)."""
     hd = spec.host_dir(host)
     for sub in ("run", "docker", "etc-docker", "log", "srv"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
+    if seed is not None and not any((hd / "docker").iterdir()):
+        try:
+            for sub in ("image", "overlay2"):
+                copy_tree(seed / sub, hd / "docker" / sub)
+        except OSError as e:  # the images are loaded instead (images.load_into_hosts)
+            log.warning("%s: the engine seed could not be copied (%s): its images are loaded instead", host.name, e)
+            for sub in ("image", "overlay2"):
+                shutil.rmtree(hd / "docker" / sub, ignore_errors=True)
     # systemctl/journalctl for the host's docker unit (swarmctl_lab.systemd), first on its PATH
     systemd.write_commands(hd / "sbin", shlex.quote(sys.executable), _python_env())
     write_atomic(hd / "etc-ssh" / "sshd_config", _sshd_config(host), 0o644)

@@ -40,6 +40,7 @@ import docker.errors
 from swarmctl.errors import PrerequisiteError, SwarmctlError
 from swarmctl.files import finish_atomic, write_atomic
 from swarmctl.plan import Notify, quiet
+from swarmctl_lab import hosts
 from swarmctl_lab.cache import locked
 from swarmctl_lab.hosts import LabSpec
 
@@ -402,6 +403,8 @@ def ensure_bundle(report: Notify = quiet, rebuild: bool = False) -> Path:
         for old in CACHE.glob("lab-images-*.tar"):
             if old != out:
                 old.unlink(missing_ok=True)
+        for seed in CACHE.glob("seed-*"):  # engine seeds of earlier bundles
+            shutil.rmtree(seed, ignore_errors=True)
     return out
 
 
@@ -435,7 +438,61 @@ def load_into_hosts(spec: LabSpec, archive: Path, report: Notify = quiet) -> dic
     loaded = [n for n, did in results.items() if did]
     if loaded:
         report(f"loaded the lab images into {', '.join(loaded)}")
+        keep_seed(spec.host_dir(next(h for h in spec.hosts if h.name == loaded[0])) / "docker", archive)
     return results
+
+
+# -- the engine seed: the images as an engine stores them, for the next labs' hosts ---------------
+#
+# Loading the bundle costs each new lab host about 7.5 CPU-seconds here (dockerd unpacks and hashes
+# every layer): 30 for a 4-host lab, and the test suite makes dozens of hosts. An engine's stored
+# images are its data root's image/ and overlay2/: layers never change once stored (containers
+# write to layers of their own), so after the first host of a machine has loaded a bundle, those
+# two directories are kept in the cache, and every later host starts its engine on a copy of them
+# (hard links where the file system allows: no data copied) and finds the images already there.
+
+
+def seed_dir(archive: Path) -> Path:
+    """Where the engine seed of ``archive`` for this machine's dockerd lives (it may not exist)."""
+    exe = shutil.which("dockerd") or "dockerd"
+    try:
+        st = os.stat(exe)
+        engine = f"{exe}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        engine = exe
+    return CACHE / f"seed-{archive.stem}-{hashlib.sha256(engine.encode()).hexdigest()[:12]}"
+
+
+def seed_for(archive: Path) -> Path | None:
+    """The engine seed of ``archive``, if one was kept."""
+    seed = seed_dir(archive)
+    return seed if seed.is_dir() else None
+
+
+SEEDED = ("image", "overlay2")  # the parts of a data root that hold its images
+
+
+def keep_seed(data_root: Path, archive: Path) -> None:
+    """Keep the images of an engine that just loaded ``archive`` (and nothing else: no container
+    has run on it) as the seed for later hosts. Best effort: without a seed, hosts load the bundle."""
+    target = seed_dir(archive)
+    if target.is_dir() or archive.parent != CACHE:  # only the lab's bundle, not a bench's archive
+        return
+    try:
+        with locked(CACHE, "the lab images' engine seed", timeout=120):
+            if target.is_dir():
+                return
+            staging = target.with_name(f".{target.name}.partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            for sub in SEEDED:
+                hosts.copy_tree(data_root / sub, staging / sub)
+            staging.rename(target)
+            for old in CACHE.glob("seed-*"):
+                if old != target and not old.name.startswith(f"seed-{archive.stem}-"):
+                    shutil.rmtree(old, ignore_errors=True)
+    except (OSError, SwarmctlError) as e:
+        log.warning("no engine seed kept for the lab images (%s): every new host loads them", e)
 
 
 def _image_id(api: docker.APIClient, ref: str) -> str:

@@ -35,9 +35,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The suite runs with pytest-xdist's --dist loadfile --no-loadscope-reorder: each module on one
     # worker, each worker with a lab of its own (made when its first module needs one), modules handed
     # out in ORDER, so on every worker in that order too. The order is chosen by measurement: the
-    # longest namespace modules first (the suite ends when its longest worker does), the VM tier
-    # once the first labs are up (see the measurements above ORDER), the short modules and the unit
-    # tier last, to fill the workers' ends.
+    # longest namespace modules first (the suite ends when its longest worker does), the short
+    # modules last, to fill the workers' ends. scripts/test runs the VM tier (beside the unit tier)
+    # before all of them, alone: see there.
     #
     # What a module finds does not depend on what ran before it on its worker. Docker 20.10's overlay
     # gossip (networkdb/memberlist) keeps stale peers when a multi-manager swarm is torn down and
@@ -58,10 +58,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # per module: update 480-600, day_two 470-530, maintain 440-560, safety 320-380, kafka 290-340,
 # kraft 340, stack_parity 280-330, deploy 150-350, registry 240-320, bootstrap 210-230, secrets
 # 80-200, engine 90-180, day_to_day 170-330, drift 100-120, quick_start 90-190, history 55-70; the
-# unit tier 260 in all. The VM tier: 425 alone, 995 started at 322 s behind four labs; started
-# with the first labs on 5 workers, 528 s with its images cached, but on a fresh root (images and
-# VM root built at the same time) its guests' sshd failed to start within systemd's timeout and
-# healthchecks timed out in other modules: 4 workers, the VM tier fifth.
+# unit tier 260 in all. The VM tier: 425 alone, 995 started at 322 s behind four labs, and its
+# qemu processes used half of the CPU of a whole run: scripts/test runs it first, alone.
 ORDER = [
     "test_day_two",
     "test_update",

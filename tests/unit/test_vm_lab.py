@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from swarmctl_lab import hosts as labhosts
+from swarmctl_lab import images as labimages
 from swarmctl_lab import vm
 
 
@@ -217,3 +218,46 @@ def test_a_vm_whose_kernel_dies_while_booting_is_booted_once_more(
     procs["lab3"] = _Proc(1)
     with pytest.raises(vm.VmError, match="VM lab3 exited while booting"):
         vm._wait_booted(spec, procs, 30, relaunch=dead, report=said.append)
+
+
+def test_the_engine_seed_keeps_only_stored_images_and_later_hosts_share_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed (images.keep_seed) takes a data root's image/ and overlay2/ only - never its
+    engine-id, network state or containers - and only for the lab's own bundle in the cache. A
+    later host's copy shares the seed's files (hard links: nothing copied) yet is its own tree: a
+    file the engine replaces in one (write to a temporary file, rename) stays as it was in the other."""
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(labimages, "CACHE", cache)
+    root = tmp_path / "host1-docker"
+    for rel, text in {
+        "image/overlay2/repositories.json": "{}",
+        "overlay2/abc/diff/etc/hostname": "layer",
+        "engine-id": "one engine",
+        "network/files/local-kv.db": "state",
+        "containers/x/config.v2.json": "{}",
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    elsewhere = tmp_path / "bench.tar"
+    labimages.keep_seed(root, elsewhere)
+    assert labimages.seed_for(elsewhere) is None  # a bench's archive gets none
+    bundle = cache / "lab-images-0123.tar"
+    assert labimages.seed_for(bundle) is None
+    labimages.keep_seed(root, bundle)
+    seed = labimages.seed_for(bundle)
+    assert seed is not None and sorted(p.name for p in seed.iterdir()) == ["image", "overlay2"]
+    host2 = tmp_path / "host2-docker"
+    host2.mkdir()
+    labhosts.copy_tree(seed / "overlay2", host2 / "overlay2")
+    labhosts.copy_tree(seed / "image", host2 / "image")
+    layer = host2 / "overlay2/abc/diff/etc/hostname"
+    assert (
+        layer.read_text() == "layer" and layer.stat().st_ino == (seed / "overlay2/abc/diff/etc/hostname").stat().st_ino
+    )
+    repos = host2 / "image/overlay2/repositories.json"
+    (repos.parent / "tmp").write_text('{"tagged": 1}')
+    (repos.parent / "tmp").rename(repos)
+    assert (seed / "image/overlay2/repositories.json").read_text() == "{}"
+    with pytest.raises(OSError, match="cp -a"):
+        labhosts.copy_tree(tmp_path / "missing", tmp_path / "nowhere")
