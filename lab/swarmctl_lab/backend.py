@@ -29,6 +29,7 @@ class Namespaces:
     """Hosts in network namespaces of this machine: images loaded into each host's engine."""
 
     def bring_up(self, spec: LabSpec, report: Notify = quiet) -> Path:
+        hosts.check_prerequisites()  # root and the commands, before a first build of the images
         bundle = images.ensure_bundle(report=report)
 
         def load_images(s: LabSpec) -> dict[str, str]:

@@ -54,30 +54,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
-# measured on this 2-core machine (2026-12-06; its CPU is saturated through a whole run), seconds
-# per module: update 480-600, day_two 470-530, maintain 440-560, safety 320-380, kafka 290-340,
-# kraft 340, stack_parity 280-330, deploy 150-350, registry 240-320, bootstrap 210-230, secrets
-# 80-200, engine 90-180, day_to_day 170-330, drift 100-120, quick_start 90-190, history 55-70; the
-# unit tier 260 in all. The VM tier: 425 alone, 995 started at 322 s behind four labs, and its
-# qemu processes used half of the CPU of a whole run: scripts/test runs it first, alone.
+# measured on this 2-core machine (2026-12-06), seconds per module in scripts/test's phase 2 (4
+# workers, the VM tier done; the CPU about half used): update 379, maintain 358, day_two 332,
+# safety 255, kraft 224, kafka 215, stack_parity 182, deploy 176, bootstrap 170, registry 149,
+# day_to_day 120, engine 82, quick_start 72, secrets 71, drift 57, history 57. Handed out longest
+# first to whichever worker is free, 6 workers end within about 60 s of each other. (Before the
+# VM tier ran apart, with the CPU saturated: update 480-600, day_two 470-530, maintain 440-560.)
 ORDER = [
-    "test_day_two",
     "test_update",
-    "test_kafka",
-    "test_safety",
-    "test_vm",
-    "test_deploy",
-    "test_day_to_day",
     "test_maintain",
+    "test_day_two",
+    "test_safety",
+    "test_kraft",
+    "test_kafka",
+    "test_stack_parity",
+    "test_deploy",
     "test_bootstrap",
     "test_registry",
-    "test_stack_parity",
-    "test_kraft",
+    "test_day_to_day",
     "test_engine",
     "test_quick_start",
+    "test_secrets",
     "test_drift",
     "test_history",
-    "test_secrets",
+    "test_vm",
 ]
 
 
