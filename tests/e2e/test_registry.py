@@ -186,11 +186,16 @@ def test_images_pushed_over_ssh_without_a_registry(swarm: Lab, tmp_path: Path) -
     remove_everywhere(lab, image_id)
     inv = str(lab.inventory)
     try:
+        plan = swarmctl("images", "push", str(archive), "--hosts", "lab1,lab2,lab3", "-i", inv, "--plan")
+        assert plan.rc == 0 and plan.stdout.count("1 of ") == 3, str(plan)  # "(1 of N layers, X MB)" per host
         run = swarmctl("images", "push", str(archive), "--hosts", "lab1,lab2,lab3", "-i", inv, "--json", timeout=600)
         assert run.rc == 0, str(run)
-        assert {h: r["result"] for h, r in run.json()["hosts"].items()} == {
-            h: "loaded" for h in ("lab1", "lab2", "lab3")
-        }
+        hosts = run.json()["hosts"]
+        assert {h: r["result"] for h, r in hosts.items()} == {h: "loaded" for h in ("lab1", "lab2", "lab3")}
+        # issue 28: the hosts have the probe image's layers, so only the committed layer (one small
+        # file) went, with the config and manifest: not the archive's 400-odd MB, to any host
+        size = archive.stat().st_size
+        assert size > 100_000_000 and all(r["layers"] == 1 and r["bytes"] < 1_000_000 for r in hosts.values()), hosts
         assert sorted(holders(lab, image_id)) == ["lab1", "lab2", "lab3"]
         again = swarmctl("images", "push", str(archive), "--hosts", "lab1,lab2,lab3", "-i", inv, "--json")
         assert again.rc == 0, str(again)

@@ -5,8 +5,12 @@ The registry and the transfers themselves run on the lab (tests/e2e/test_registr
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
+import io
 import json
 import os
+import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from swarmctl.compose.reference import registry_of, strip_digest
 from swarmctl.errors import EngineError, InputError
 from swarmctl.facts.images import host_images, read_archive
 from swarmctl.facts.nodes import NodeView, node_view, placement_allows
-from swarmctl.ops.images import changes_of, plan_push, save_local, split_sources
+from swarmctl.ops.images import ArchiveSlice, changes_of, plan_load, plan_push, save_local, split_sources
 from swarmctl.ops.registry import Credential, Credentials, Resolved, choose_images, docker_config_auths, resolve_image
 from tests.unit.fakeengine import FakeEngine
 
@@ -33,7 +37,7 @@ def test_an_archive_and_what_each_host_needs(tmp_path: Path) -> None:
         "other-name": host_images([{"Id": image_id, "RepoTags": ["mirror/tiny:1"]}]),
     }
     pushes = {p.host: p for p in plan_push([archive], hosts)}
-    assert [a.path for a in pushes["fresh"].load] == [archive.path] and pushes["fresh"].bytes == archive.size
+    assert [a.archive.path for a in pushes["fresh"].load] == [archive.path] and pushes["fresh"].bytes == archive.size
     assert pushes["has-it"].present == (ref,) and not pushes["has-it"].load
     assert pushes["other-name"].tag == ((image_id, ref),) and not pushes["other-name"].load  # no transfer
     actions = [(c.name, c.action) for c in changes_of(list(pushes.values()))]
@@ -179,3 +183,108 @@ def test_an_image_name_that_reads_as_an_option_is_refused(tmp_path: Path, fake_d
     with pytest.raises(InputError, match="starts with '-'"):
         save_local(["busybox", name], tmp_path / "out.tar")
     assert not fake_docker.exists()  # docker never ran
+
+
+def _layer(text: str) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        data = text.encode() * 500
+        info = tarfile.TarInfo(f"{text}.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _save_format(path: Path, images: dict[str, list[str]], links: dict[str, str] | None = None) -> dict[str, str]:
+    """A `docker save` (20.10 layout) archive of ``images`` (name -> its layers' texts, bottom first);
+    ``links``: layer texts whose file is a symbolic link to another text's file (same content), as
+    docker writes a layer that two images share. Returns name -> image ID."""
+    links = links or {}
+    layers = {t: _layer(links.get(t, t)) for ts in images.values() for t in ts}
+    manifest, files, ids = [], {}, {}
+    for name, texts in images.items():
+        diff_ids = [f"sha256:{hashlib.sha256(layers[t]).hexdigest()}" for t in texts]
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+        )
+        image_id = hashlib.sha256(config.encode()).hexdigest()
+        files[f"{image_id}.json"] = config.encode()
+        manifest.append({"Config": f"{image_id}.json", "RepoTags": [name], "Layers": [f"{t}/layer.tar" for t in texts]})
+        ids[name] = f"sha256:{image_id}"
+    with tarfile.open(path, "w") as tar:
+        for t, data in layers.items():
+            info = tarfile.TarInfo(f"{t}/layer.tar")
+            if t in links:
+                info.type, info.linkname = tarfile.SYMTYPE, f"../{links[t]}/layer.tar"
+                tar.addfile(info)
+                continue
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, data in [*files.items(), ("manifest.json", json.dumps(manifest).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return ids
+
+
+def test_a_host_with_the_base_layers_is_sent_only_the_layers_above_them(tmp_path: Path) -> None:
+    """Issue 28: from the first layer the host lacks (by chain ID: the layer with all below it)
+    upwards, plus the configs and manifest.json; nothing of the layers it has."""
+    base_ids = _save_format(tmp_path / "base.tar", {"app/base:1": ["os", "runtime"]})
+    ids = _save_format(tmp_path / "app.tar", {"app/web:2": ["os", "runtime", "code"]})
+    archive = read_archive(tmp_path / "app.tar")
+    (image,) = archive.images
+    assert [layer.member for layer in image.layers] == ["os/layer.tar", "runtime/layer.tar", "code/layer.tar"]
+    assert image.layers[0].chain_id == image.layers[0].diff_id != image.layers[1].chain_id
+    base = read_archive(tmp_path / "base.tar").images[0]
+    classic = {"DriverStatus": [["Backing Filesystem", "extfs"]]}
+    has_base = host_images(
+        [{"Id": base_ids["app/base:1"], "RepoTags": ["app/base:1"]}],
+        [{"Id": base.id, "RootFS": {"Layers": [layer.diff_id for layer in base.layers]}}],
+        classic,
+    )
+    fresh = host_images([], [], classic)
+    containerd = host_images([], [], {"DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]})
+    loads = {name: plan_load(archive, have) for name, have in
+             {"has-base": has_base, "fresh": fresh, "containerd": containerd}.items()}  # fmt: skip
+    assert loads["has-base"].members is not None and (loads["has-base"].layers, loads["has-base"].of) == (1, 3)
+    assert "code/layer.tar" in loads["has-base"].members
+    assert not {"os/layer.tar", "runtime/layer.tar"} & set(loads["has-base"].members)
+    assert {"manifest.json", f"{ids['app/web:2'].removeprefix('sha256:')}.json"} <= set(loads["has-base"].members)
+    assert loads["has-base"].bytes < archive.size - 2 * 6000 and "1 of 3 layers" in loads["has-base"].detail
+    assert (loads["fresh"].layers, loads["fresh"].of) == (3, 3)
+    assert loads["containerd"].members is None and loads["containerd"].bytes == archive.size
+    assert "containerd" in loads["containerd"].detail
+
+    # the slice is a tar of exactly those files, byte for byte, and as long as planned
+    with open(archive.path, "rb") as f:
+        sliced = ArchiveSlice(f, archive, loads["has-base"].members).read()
+    assert len(sliced) == loads["has-base"].bytes
+    with tarfile.open(fileobj=io.BytesIO(sliced)) as part, tarfile.open(archive.path) as whole:
+        assert part.getnames() == list(loads["has-base"].members)
+        for name in part.getnames():
+            assert part.extractfile(name).read() == whole.extractfile(name).read()  # type: ignore[union-attr]
+
+    # a layer above one the host lacks is sent though the host has it elsewhere: chains, not diff IDs
+    mixed = host_images([{"Id": "sha256:" + "1" * 64}], [{"RootFS": {"Layers": [image.layers[1].diff_id]}}], classic)
+    assert plan_load(archive, mixed).layers == 3
+
+    # a compressed archive is sent whole
+    with open(tmp_path / "app.tar", "rb") as src, gzip.open(tmp_path / "app.tar.gz", "wb") as dst:
+        dst.write(src.read())
+    gz = read_archive(tmp_path / "app.tar.gz")
+    assert gz.images[0].id == image.id and plan_load(gz, has_base).members is None
+
+
+def test_a_layer_kept_as_a_link_to_another_layer_s_file_takes_that_file_along(tmp_path: Path) -> None:
+    # b's bottom layer has x's content, and docker save wrote it as a link to x's file
+    _save_format(tmp_path / "two.tar", {"a:1": ["base", "x"], "b:1": ["xx", "y"]}, links={"xx": "x"})
+    archive = read_archive(tmp_path / "two.tar")
+    assert archive.members["xx/layer.tar"].link == "x/layer.tar"
+    a = archive.images[0]
+    has_a = host_images(
+        [{"Id": a.id}], [{"RootFS": {"Layers": [layer.diff_id for layer in a.layers]}}], {"DriverStatus": []}
+    )
+    load = plan_load(archive, has_a)  # x is there, but only above base: b's bottom is another chain
+    assert load.members is not None and {"xx/layer.tar", "x/layer.tar", "y/layer.tar"} <= set(load.members)
+    assert "base/layer.tar" not in load.members and (load.layers, load.of) == (2, 2)  # x: a file, not a layer of b
