@@ -256,15 +256,29 @@ def read_hosts(session: Session, hosts: Iterable[Host], registries: Iterable[str
     return session.fan_out(lambda h: read_host(session, h, names), list(hosts))
 
 
-def probe_all(session: Session, hosts: Iterable[Host], facts: Mapping[str, HostFacts]) -> dict[str, Outcome[Preflight]]:
+def probe_peers(hosts: Iterable[Host], members: frozenset[str]) -> dict[str, list[Host]]:
+    """Whom each host's swarm ports are probed towards (pure). ``members``: hosts that are Ready
+    nodes of the swarm in the role the inventory gives them - the swarm itself proves the ports
+    between them, so they are probed only towards the hosts that are not (a host about to join, or
+    to change its role); those are probed towards everyone. When every host is a member, nothing
+    is probed: a bootstrap that has nothing to do does not grow with the square of the hosts."""
+    everyone = list(hosts)
+    newcomers = [h for h in everyone if h.name not in members]
+    return {h.name: newcomers if h.name in members else everyone for h in everyone}
+
+
+def probe_all(
+    session: Session, hosts: Iterable[Host], facts: Mapping[str, HostFacts], members: frozenset[str] = frozenset()
+) -> dict[str, Outcome[Preflight]]:
     """The swarm-port probes from every host that answered (``facts``) to the others' advertise
-    addresses, in parallel: each host's Preflight."""
+    addresses (towards the peers probe_peers gives it), in parallel: each host's Preflight."""
     everyone = list(hosts)
     addresses = {n: f.advertise for n, f in facts.items()}
+    peers = probe_peers(everyone, members)
 
     def one(host: Host) -> Preflight:
         f = facts[host.name]
-        probes = probe_ports(session, host, everyone, addresses) if f.can_probe_ports else []
+        probes = probe_ports(session, host, peers[host.name], addresses) if f.can_probe_ports else []
         return Preflight(f, tuple(probes))
 
     return session.fan_out(one, [h for h in everyone if h.name in facts])

@@ -88,9 +88,18 @@ def read_state(session: Session) -> tuple[BootstrapState, EngineState]:
     unreachable = {name: message_of(o.error) for name, o in reads.items() if o.error is not None}
     answered = {name: o.value for name, o in reads.items() if o.value is not None}
     refuse_shared_node_ids({n: r.facts.node_id for n, r in answered.items()})
-    probed = probe_all(session, inv.hosts, {n: r.facts for n, r in answered.items()})
-    blocked = dict(unreachable)
     facts: dict[str, HostFacts] = {n: r.facts for n, r in answered.items()}
+    # the swarm first, through the anchor the hosts that answered give: the Ready members' ports
+    # need no probe among themselves (probe_peers)
+    early = frozenset(facts) - set(duplicate_hostnames(inv, facts))
+    try:
+        found = _swarm_of(session, inv, facts, early)
+    except HostError as e:
+        log.info("the swarm before the port probes: %s", e.message)
+        found = (None, False, False)
+    members = ready_members(inv, facts, found[0] if found[1] else None)
+    probed = probe_all(session, inv.hosts, facts, members)
+    blocked = dict(unreachable)
     for name, o in probed.items():
         if o.value is None:
             blocked[name] = message_of(o.error) if o.error is not None else "no answer"
@@ -102,12 +111,33 @@ def read_state(session: Session) -> tuple[BootstrapState, EngineState]:
     blocked.update(duplicate_hostnames(inv, {n: f for n, f in facts.items() if n not in blocked}))
     ready = frozenset(n for n in facts if n not in blocked)
     warnings = (*inv.warnings, *kernel_warnings(facts.values()))
-    nodes, through_anchor, autolock = _swarm_of(session, inv, facts, ready)
+    if found[0] is None or choose_anchor(inv, _only(facts, ready)) != choose_anchor(inv, _only(facts, early)):
+        found = _swarm_of(session, inv, facts, ready)  # the anchor is another than before the probes
+    nodes, through_anchor, autolock = found
     # the membership plan takes only the anchor's swarm for this one: a manager found otherwise (the
     # engines' plan still needs its nodes) may be a manager of another swarm
     state = BootstrapState(inv, facts, ready, blocked, nodes if through_anchor else None, tuple(warnings))
     engines = engine_state({n: r.engine for n, r in answered.items()}, unreachable, nodes, cas, autolock, inv)
     return state, engines
+
+
+def _only(facts: Mapping[str, HostFacts], names: frozenset[str]) -> dict[str, HostFacts]:
+    return {n: f for n, f in facts.items() if n in names}
+
+
+def ready_members(
+    inventory: Inventory, facts: Mapping[str, HostFacts], nodes: Iterable[NodeView] | None
+) -> frozenset[str]:
+    """Inventory hosts whose own engine's node is a Ready node of the swarm in the role the
+    inventory gives the host (pure): proven members, whose swarm ports the swarm itself uses."""
+    by_id = {n.id: n for n in nodes or ()}
+    out = set()
+    for host in inventory.hosts:
+        f = facts.get(host.name)
+        node = by_id.get(f.node_id) if f is not None and f.node_id else None
+        if node is not None and node.ready and node.is_manager == host.is_manager:
+            out.add(host.name)
+    return frozenset(out)
 
 
 def _swarm_of(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
-from swarmctl.facts.host import HostFacts, port_targets
+from swarmctl.facts.host import HostFacts, port_targets, probe_peers
 from swarmctl.facts.membership import Membership
 from swarmctl.facts.nodes import NodeView
 from swarmctl.inventory import Host, Inventory, SSHSettings
-from swarmctl.ops.bootstrap import duplicate_hostnames, plan_membership, plan_nodes
+from swarmctl.ops.bootstrap import duplicate_hostnames, plan_membership, plan_nodes, ready_members
 
 
 def host(name: str, role: str, labels: dict[str, str] | None = None, availability: str | None = None) -> Host:
@@ -216,3 +216,29 @@ def test_port_targets_are_the_addresses_the_peers_advertise() -> None:
         ("m2", "192.0.2.2", 2377),
         ("m2", "192.0.2.2", 7946),
     ]
+
+
+def test_ready_members_need_no_port_probes_among_themselves() -> None:
+    """Issue 28: a bootstrap with nothing to do probes no port (the swarm proves its members'
+    ports); a host about to join, or to change its role, is probed towards everyone and everyone
+    towards it, as in a first bootstrap."""
+    nodes = [node("n1", "m1", "manager"), node("n2", "m2", "manager"), node("n3", "m3", "manager"),
+             node("n4", "w4")]  # fmt: skip
+    hostfacts = {f"{n.hostname}": facts(n.hostname, "active", n.id, "c", n.is_manager) for n in nodes}
+    everyone = ready_members(INV, hostfacts, nodes)
+    assert everyone == {"m1", "m2", "m3", "w4"}
+    assert all(peers == [] for peers in probe_peers(INV.hosts, everyone).values())
+    # w4 not yet in the swarm: it probes everyone, and everyone probes it, only it
+    fresh = {**hostfacts, "w4": facts("w4")}
+    joining = ready_members(INV, fresh, nodes[:3])
+    assert joining == {"m1", "m2", "m3"}
+    peers = probe_peers(INV.hosts, joining)
+    assert [p.name for p in peers["w4"]] == ["m1", "m2", "m3", "w4"]
+    assert all([p.name for p in peers[m]] == ["w4"] for m in ("m1", "m2", "m3"))
+    # a down node, a node in another role than the inventory's (about to be promoted), no swarm
+    down = [*nodes[:3], node("n4", "w4", state="down")]
+    assert ready_members(INV, hostfacts, down) == {"m1", "m2", "m3"}
+    promoted = [*nodes[:2], node("n3", "m3", "worker"), nodes[3]]
+    assert ready_members(INV, hostfacts, promoted) == {"m1", "m2", "w4"}
+    assert ready_members(INV, hostfacts, None) == frozenset()
+    assert probe_peers(INV.hosts, frozenset())["m1"] == list(INV.hosts)
