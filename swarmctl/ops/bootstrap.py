@@ -866,6 +866,10 @@ def remove_node(anchor: Engine, node_id: str, what: str, timeout: float = REMOVE
     until(f"raft to let {what} go", removed, timeout, first=POLL, cap=POLL, retry=(), error=lambda _: last[0])
 
 
+TOKEN_NOT_TAKEN = "A valid join token is necessary to join this cluster"
+JOIN_TOKEN_WAIT = 30.0  # the longest a new leader's CA may refuse the join token it reports
+
+
 def _join(
     session: Session, anchor: Engine, m: MembershipPlan, joins: list[JoinStep], addresses: Mapping[str, str]
 ) -> dict[str, Outcome[str]]:
@@ -882,8 +886,22 @@ def _join(
         engine = session.engine(host)
         if host.name in m.leave:
             engine.leave_swarm(force=True)
-        token = tokens["Manager" if roles[host.name] == "manager" else "Worker"]
-        engine.join_swarm(remotes, token, addresses.get(host.name) or host.address, f"0.0.0.0:{SWARM_PORT}")
+        kind = "Manager" if roles[host.name] == "manager" else "Worker"
+        asked = [tokens[kind]]
+
+        def joined() -> bool | Pending:
+            try:
+                engine.join_swarm(remotes, asked[-1], addresses.get(host.name) or host.address, f"0.0.0.0:{SWARM_PORT}")
+                return True
+            except HostError as e:
+                if TOKEN_NOT_TAKEN not in e.message:
+                    raise
+                # Seen right after a force-new-cluster from a backup (recover): the new leader's CA
+                # refused the token it had just reported, for a moment. The token is asked again.
+                asked.append(anchor.inspect_swarm()["JoinTokens"][kind])
+                return Pending(f"the swarm's CA refused its own {kind.lower()} join token")
+
+        until(f"{host.name} to join the swarm", joined, JOIN_TOKEN_WAIT, first=1.0, cap=4.0, retry=())
         return _node_id(engine)
 
     return session.fan_out(join_one, [inv.host(j.host) for j in joins])

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
+from typing import Any
 
+import pytest
+
+from swarmctl.errors import HostError
 from swarmctl.facts.host import HostFacts, port_targets, probe_peers
 from swarmctl.facts.membership import Membership
 from swarmctl.facts.nodes import NodeView
 from swarmctl.inventory import Host, Inventory, SSHSettings
+from swarmctl.ops import bootstrap as bootstrap_ops
 from swarmctl.ops.bootstrap import duplicate_hostnames, plan_membership, plan_nodes, ready_members
+from swarmctl.plan import Change
+from swarmctl.transport.ssh import Outcome
+from swarmctl.wait import Pending
 
 
 def host(name: str, role: str, labels: dict[str, str] | None = None, availability: str | None = None) -> Host:
@@ -242,3 +250,54 @@ def test_ready_members_need_no_port_probes_among_themselves() -> None:
     assert ready_members(INV, hostfacts, promoted) == {"m1", "m2", "w4"}
     assert ready_members(INV, hostfacts, None) == frozenset()
     assert probe_peers(INV.hosts, frozenset())["m1"] == list(INV.hosts)
+
+
+def test_a_join_token_the_new_leader_s_ca_refuses_for_a_moment_is_asked_again(monkeypatch: Any) -> None:
+    """Seen in a suite run on Debian 12 (Docker 20.10): right after recover's force-new-cluster
+    from a backup, joins with the token the new leader had just reported were refused ("A valid
+    join token is necessary to join this cluster"). The join is tried again with the token asked
+    again, within a deadline; any other refusal fails at once."""
+    monkeypatch.setattr(bootstrap_ops, "until", lambda what, check, timeout, **kw: _first_result(check))
+
+    class Anchor:
+        def __init__(self) -> None:
+            self.tokens = iter(["SWMTKN-1-a", "SWMTKN-1-b"])
+
+        def inspect_swarm(self) -> dict[str, Any]:
+            return {"JoinTokens": {"Worker": next(self.tokens), "Manager": "SWMTKN-1-m"}}
+
+    class Joining:
+        def __init__(self, refusals: list[str]):
+            self.refusals, self.used = refusals, list[str]()
+
+        def join_swarm(self, remotes: list[str], token: str, advertise: str, listen: str) -> None:
+            self.used.append(token)
+            if self.refusals:
+                raise HostError(
+                    "w4", "join the swarm: rpc error: code = InvalidArgument desc = " + self.refusals.pop(0)
+                )
+
+    def run(engine: Joining) -> dict[str, Outcome[str]]:
+        session = SimpleNamespace(
+            inventory=INV,
+            engine=lambda h: engine,
+            fan_out=lambda fn, hosts: {h.name: Outcome(h.name, value=fn(h)) for h in hosts},
+        )
+        monkeypatch.setattr(bootstrap_ops, "_node_id", lambda e: "n4")
+        plan = bootstrap_ops.MembershipPlan("m1", None, (), (("w4", "worker"),), ("m1",))
+        step = bootstrap_ops.JoinStep("w4", "worker", Change("node", "w4", "join-worker"))
+        return bootstrap_ops._join(session, Anchor(), plan, [step], {})  # type: ignore[arg-type]
+
+    once = Joining([bootstrap_ops.TOKEN_NOT_TAKEN])
+    assert run(once)["w4"].value == "n4" and once.used == ["SWMTKN-1-a", "SWMTKN-1-b"]
+    other = Joining(["some other refusal"])
+    with pytest.raises(HostError, match="some other refusal"):
+        run(other)
+
+
+def _first_result(check: Any) -> Any:
+    for _ in range(5):
+        seen = check()
+        if not isinstance(seen, Pending):
+            return seen
+    raise AssertionError("never joined")
