@@ -404,7 +404,7 @@ def ensure_bundle(report: Notify = quiet, rebuild: bool = False) -> Path:
             if old != out:
                 old.unlink(missing_ok=True)
         for seed in CACHE.glob("seed-*"):  # engine seeds of earlier bundles
-            shutil.rmtree(seed, ignore_errors=True)
+            forget_seed(seed)
     return out
 
 
@@ -469,7 +469,18 @@ def seed_for(archive: Path) -> Path | None:
     return seed if seed.is_dir() else None
 
 
-SEEDED = ("image", "overlay2")  # the parts of a data root that hold its images
+SEEDED = ("image", "overlay2")
+
+
+def forget_seed(seed: Path) -> None:
+    """Remove a seed: renamed away first, so that a host copying it either finds it whole or not
+    at all (seed_for), never half removed."""
+    trash = seed.with_name(f".{seed.name}.removed-{os.getpid()}")
+    try:
+        seed.rename(trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)  # the parts of a data root that hold its images
 
 
 def keep_seed(data_root: Path, archive: Path) -> None:
@@ -478,6 +489,9 @@ def keep_seed(data_root: Path, archive: Path) -> None:
     target = seed_dir(archive)
     if target.is_dir() or archive.parent != CACHE:  # only the lab's bundle, not a bench's archive
         return
+    containers = data_root / "containers"
+    if (containers.is_dir() and any(containers.iterdir())) or any(data_root.glob("image/*/layerdb/mounts/*")):
+        return  # an engine that has run containers (`lab images` on a lab in use): not a seed
     try:
         with locked(CACHE, "the lab images' engine seed", timeout=120):
             if target.is_dir():
@@ -490,7 +504,7 @@ def keep_seed(data_root: Path, archive: Path) -> None:
             staging.rename(target)
             for old in CACHE.glob("seed-*"):
                 if old != target and not old.name.startswith(f"seed-{archive.stem}-"):
-                    shutil.rmtree(old, ignore_errors=True)
+                    forget_seed(old)
     except (OSError, SwarmctlError) as e:
         log.warning("no engine seed kept for the lab images (%s): every new host loads them", e)
 

@@ -258,9 +258,10 @@ def read_hosts(session: Session, hosts: Iterable[Host], registries: Iterable[str
 
 def probe_peers(hosts: Iterable[Host], members: frozenset[str]) -> dict[str, list[Host]]:
     """Whom each host's swarm ports are probed towards (pure). ``members``: hosts that are Ready
-    nodes of the swarm in the role the inventory gives them - the swarm itself proves the ports
-    between them, so they are probed only towards the hosts that are not (a host about to join, or
-    to change its role); those are probed towards everyone. When every host is a member, nothing
+    nodes of the swarm in the role the inventory gives them (bootstrap.ready_members) - probed
+    when they joined, and their managers' ports in use by the swarm - so they are probed only
+    towards the hosts that are not (a host about to join, or to change its role); those are
+    probed towards everyone. When every host is a member, nothing
     is probed: a bootstrap that has nothing to do does not grow with the square of the hosts."""
     everyone = list(hosts)
     newcomers = [h for h in everyone if h.name not in members]

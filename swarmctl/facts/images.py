@@ -83,8 +83,12 @@ TAR_BLOCK = 512
 
 
 def _members(tar: tarfile.TarFile) -> dict[str, Member]:
+    """Where each file lies; {} (the archive is sent whole) when one is not a plain file,
+    directory or link (a sparse file's stored size is not its size)."""
     out = {}
     for info in tar.getmembers():
+        if info.issparse() or not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+            return {}
         end = info.offset_data + -(-info.size // TAR_BLOCK) * TAR_BLOCK if info.isreg() else info.offset_data
         link = ""
         if info.issym():

@@ -129,14 +129,19 @@ def ready_members(
     inventory: Inventory, facts: Mapping[str, HostFacts], nodes: Iterable[NodeView] | None
 ) -> frozenset[str]:
     """Inventory hosts whose own engine's node is a Ready node of the swarm in the role the
-    inventory gives the host (pure): proven members, whose swarm ports the swarm itself uses."""
+    inventory gives the host, and for a manager reachable by the other managers (pure): members
+    whose managers' ports (2377) the swarm itself proves. Between two workers 7946/tcp is not
+    proven so (readiness travels to the managers); a rerun does not probe it again."""
     by_id = {n.id: n for n in nodes or ()}
     out = set()
     for host in inventory.hosts:
         f = facts.get(host.name)
         node = by_id.get(f.node_id) if f is not None and f.node_id else None
-        if node is not None and node.ready and node.is_manager == host.is_manager:
-            out.add(host.name)
+        if node is None or not node.ready or node.is_manager != host.is_manager:
+            continue
+        if node.is_manager and node.reachability != "reachable":
+            continue  # a manager the others cannot reach: probed as a newcomer is
+        out.add(host.name)
     return frozenset(out)
 
 

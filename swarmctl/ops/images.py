@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from swarmctl.compose.reference import check_image
-from swarmctl.errors import HostError, InputError, PrerequisiteError, message_of
+from swarmctl.errors import HostError, InputError, NotFound, PrerequisiteError, message_of
 from swarmctl.facts.images import Archive, HostImages, host_images, read_archive
 from swarmctl.files import open_regular
 from swarmctl.inventory import Host
@@ -137,6 +137,7 @@ class HostPush:
 
 
 TAR_END = 1024  # two zero blocks end a tar
+MISSING_FILE = "no such file or directory"  # a partial load that needed a layer it was not sent
 
 
 def plan_load(archive: Archive, have: HostImages) -> Load:
@@ -277,7 +278,7 @@ def _push_one(session: Session, host: Host, push: HostPush, transfer: Transfer) 
         with open_regular(load.archive.path) as f:  # the file read_archive looked at may have been replaced
             source = f if load.members is None else cast(BinaryIO, ArchiveSlice(f, load.archive, load.members))
             res = conn.stream(["docker", "load"], source, on_bytes=sent, idle_timeout=LOAD_IDLE_TIMEOUT)
-        if not res.ok and load.members is not None:
+        if not res.ok and load.members is not None and MISSING_FILE in res.stderr:
             # a layer the host had is gone since it was asked (an image removed in between): whole
             log.info("%s: the partial load of %s failed (%s): sending it whole", host.name, load.archive.label,
                      res.stderr.strip()[-200:])  # fmt: skip
@@ -304,7 +305,12 @@ def read_host(engine: Engine, archives: list[Archive]) -> HostImages:
     have = host_images(listing)
     if all(img.id in have.ids for a in archives for img in a.images):
         return have
-    inspected = [engine.inspect_image(str(img["Id"])) for img in listing]
+    inspected = []
+    for img in listing:
+        try:
+            inspected.append(engine.inspect_image(str(img["Id"])))
+        except NotFound:
+            continue  # removed since the listing: its layers count as missing
     return host_images(listing, inspected, engine.info())
 
 

@@ -89,9 +89,9 @@ class Lab:
 
     def remake(self) -> None:
         """The lab made anew in its directory at the same addresses: new machines, no state, no
-        gossip remembered from the swarms before (see pytest_collection_modifyitems)."""
-        down = swarmctl("lab", "down", "--dir", str(self.dir))
-        assert down.rc == 0, str(down)
+        gossip remembered from the swarms before (see pytest_collection_modifyitems). `lab up`
+        removes the lab there first and keeps its subnet recorded meanwhile: a `lab down` first
+        would let another worker's lab take the subnet in between."""
         up = swarmctl(
             "lab", "up", "--hosts", str(len(self.names)), "--subnet", self.spec.subnet, "--dir", str(self.dir),
             timeout=600,

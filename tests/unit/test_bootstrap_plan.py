@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
@@ -226,12 +227,15 @@ def test_port_targets_are_the_addresses_the_peers_advertise() -> None:
     ]
 
 
+def reachable(n: NodeView) -> NodeView:
+    return replace(n, reachability="reachable")
+
+
 def test_ready_members_need_no_port_probes_among_themselves() -> None:
     """Issue 28: a bootstrap with nothing to do probes no port (the swarm proves its members'
     ports); a host about to join, or to change its role, is probed towards everyone and everyone
     towards it, as in a first bootstrap."""
-    nodes = [node("n1", "m1", "manager"), node("n2", "m2", "manager"), node("n3", "m3", "manager"),
-             node("n4", "w4")]  # fmt: skip
+    nodes = [reachable(node(f"n{i}", f"m{i}", "manager")) for i in (1, 2, 3)] + [node("n4", "w4")]
     hostfacts = {f"{n.hostname}": facts(n.hostname, "active", n.id, "c", n.is_manager) for n in nodes}
     everyone = ready_members(INV, hostfacts, nodes)
     assert everyone == {"m1", "m2", "m3", "w4"}
@@ -248,6 +252,9 @@ def test_ready_members_need_no_port_probes_among_themselves() -> None:
     assert ready_members(INV, hostfacts, down) == {"m1", "m2", "m3"}
     promoted = [*nodes[:2], node("n3", "m3", "worker"), nodes[3]]
     assert ready_members(INV, hostfacts, promoted) == {"m1", "m2", "w4"}
+    # a Ready manager the other managers cannot reach is probed as a newcomer is
+    cut_off = [*nodes[:2], replace(nodes[2], reachability="unreachable"), nodes[3]]
+    assert ready_members(INV, hostfacts, cut_off) == {"m1", "m2", "w4"}
     assert ready_members(INV, hostfacts, None) == frozenset()
     assert probe_peers(INV.hosts, frozenset())["m1"] == list(INV.hosts)
 

@@ -244,6 +244,10 @@ def test_the_engine_seed_keeps_only_stored_images_and_later_hosts_share_its_file
     assert labimages.seed_for(elsewhere) is None  # a bench's archive gets none
     bundle = cache / "lab-images-0123.tar"
     assert labimages.seed_for(bundle) is None
+    labimages.keep_seed(root, bundle)  # an engine that has run a container is no seed
+    assert labimages.seed_for(bundle) is None
+    (root / "containers/x/config.v2.json").unlink()
+    (root / "containers/x").rmdir()
     labimages.keep_seed(root, bundle)
     seed = labimages.seed_for(bundle)
     assert seed is not None and sorted(p.name for p in seed.iterdir()) == ["image", "overlay2"]
