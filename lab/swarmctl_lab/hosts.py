@@ -694,6 +694,9 @@ def _python_env() -> str:
     return shlex.quote(":".join(str(p) for p in _package_roots()))
 
 
+SEEDED = ("image", "overlay2")  # the parts of a data root that hold its stored images (images.keep_seed)
+
+
 def copy_tree(source: Path, target: Path) -> None:
     """``source`` as ``target`` (which must not exist): hard links where the file system allows
     (no data copied; the engine replaces files rather than rewriting them), a copy otherwise."""
@@ -713,11 +716,11 @@ def _make_host(spec: LabSpec, host: LabHost, seed: Path | None = None) -> subpro
         (hd / sub).mkdir(parents=True, exist_ok=True)
     if seed is not None and not any((hd / "docker").iterdir()):
         try:
-            for sub in ("image", "overlay2"):
+            for sub in SEEDED:
                 copy_tree(seed / sub, hd / "docker" / sub)
         except OSError as e:  # the images are loaded instead (images.load_into_hosts)
             log.warning("%s: the engine seed could not be copied (%s): its images are loaded instead", host.name, e)
-            for sub in ("image", "overlay2"):
+            for sub in SEEDED:
                 shutil.rmtree(hd / "docker" / sub, ignore_errors=True)
     # systemctl/journalctl for the host's docker unit (swarmctl_lab.systemd), first on its PATH
     systemd.write_commands(hd / "sbin", shlex.quote(sys.executable), _python_env())

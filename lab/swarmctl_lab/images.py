@@ -469,9 +469,6 @@ def seed_for(archive: Path) -> Path | None:
     return seed if seed.is_dir() else None
 
 
-SEEDED = ("image", "overlay2")
-
-
 def forget_seed(seed: Path) -> None:
     """Remove a seed: renamed away first, so that a host copying it either finds it whole or not
     at all (seed_for), never half removed."""
@@ -480,7 +477,7 @@ def forget_seed(seed: Path) -> None:
         seed.rename(trash)
     except OSError:
         return
-    shutil.rmtree(trash, ignore_errors=True)  # the parts of a data root that hold its images
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def keep_seed(data_root: Path, archive: Path) -> None:
@@ -499,7 +496,7 @@ def keep_seed(data_root: Path, archive: Path) -> None:
             staging = target.with_name(f".{target.name}.partial")
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            for sub in SEEDED:
+            for sub in hosts.SEEDED:
                 hosts.copy_tree(data_root / sub, staging / sub)
             staging.rename(target)
             for old in CACHE.glob("seed-*"):

@@ -148,10 +148,10 @@ def read_archive(path: Path) -> Archive:
     if not isinstance(manifest, list) or not manifest:
         raise InputError("its manifest.json lists no image", path)
     images: list[ArchivedImage] = []
-    for entry in manifest:
+    for i, entry in enumerate(manifest):
         if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
             raise InputError("its manifest.json is not docker's (an entry without Config)", path)
-        parts = layers[len(images)] if len(layers) > len(images) else ()
+        parts = layers[i] if layers else ()  # one per manifest entry for a plain tar, none otherwise
         images.append(ArchivedImage(_config_id(entry["Config"]), tuple(entry.get("RepoTags") or ()), parts))
     return Archive(path, size, tuple(images), members)
 

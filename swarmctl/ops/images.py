@@ -31,6 +31,7 @@ from swarmctl.files import open_regular
 from swarmctl.inventory import Host
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Engine, Session
+from swarmctl.transport.ssh import CommandResult
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,14 @@ class HostPush:
     @property
     def bytes(self) -> int:
         return sum(a.bytes for a in self.load)
+
+    @property
+    def layers(self) -> int:
+        return sum(a.layers for a in self.load)
+
+    @property
+    def of(self) -> int:
+        return sum(a.of for a in self.load)
 
 
 TAR_END = 1024  # two zero blocks end a tar
@@ -275,16 +284,18 @@ def _push_one(session: Session, host: Host, push: HostPush, transfer: Transfer) 
         def sent(n: int, start: int = start) -> None:
             transfer.update(host.name, start, n)
 
-        with open_regular(load.archive.path) as f:  # the file read_archive looked at may have been replaced
-            source = f if load.members is None else cast(BinaryIO, ArchiveSlice(f, load.archive, load.members))
-            res = conn.stream(["docker", "load"], source, on_bytes=sent, idle_timeout=LOAD_IDLE_TIMEOUT)
+        def stream(load: Load, members: tuple[str, ...] | None) -> CommandResult:
+            with open_regular(load.archive.path) as f:  # the file read_archive looked at may have been replaced
+                source = f if members is None else cast(BinaryIO, ArchiveSlice(f, load.archive, members))
+                return conn.stream(["docker", "load"], source, on_bytes=sent, idle_timeout=LOAD_IDLE_TIMEOUT)
+
+        res = stream(load, load.members)
         if not res.ok and load.members is not None and MISSING_FILE in res.stderr:
             # a layer the host had is gone since it was asked (an image removed in between): whole
             log.info("%s: the partial load of %s failed (%s): sending it whole", host.name, load.archive.label,
                      res.stderr.strip()[-200:])  # fmt: skip
             whole_again.append(load.archive.label)
-            with open_regular(load.archive.path) as f:
-                res = conn.stream(["docker", "load"], f, on_bytes=sent, idle_timeout=LOAD_IDLE_TIMEOUT)
+            res = stream(load, None)
         res.check(f"docker load of {load.archive.label} failed")
         offset += load.bytes
     engine = session.engine(host)
@@ -341,7 +352,7 @@ def push_images(
     if plan_only:
         for p in pushes:
             summary[p.host] = {"result": "load" if p.load else "tag" if p.tag else "present", "bytes": p.bytes,
-                               "layers": sum(a.layers for a in p.load), "of": sum(a.of for a in p.load)}  # fmt: skip
+                               "layers": p.layers, "of": p.of}  # fmt: skip
         report.data["hosts"] = summary
         return report
     todo = [p for p in pushes if p.load or p.tag]
@@ -363,7 +374,7 @@ def push_images(
         for c in changes_of([p]):
             report.done(c, o.seconds)
         summary[p.host] = {"result": "loaded" if p.load else "tagged", "bytes": transfer.sent.get(p.host, 0),
-                           "layers": sum(a.layers for a in p.load), "of": sum(a.of for a in p.load),
+                           "layers": p.layers, "of": p.of,
                            "whole_again": o.value["whole_again"] if o.value else [],
                            "seconds": round(o.seconds, 2)}  # fmt: skip
     report.data["hosts"] = summary

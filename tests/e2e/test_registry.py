@@ -10,11 +10,14 @@ The session swarm (lab1 manager, lab2-4 workers) was bootstrapped from the lab i
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import textwrap
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from swarmctl.secretstore import KeySource, read_secret
@@ -46,6 +49,9 @@ def on(lab: Lab, host: str, *argv: str, stdin: bytes | None = None) -> str:
 def probe_image(lab: Lab) -> str:
     with lab.docker("lab1") as api:
         return next(t for i in api.images() for t in i.get("RepoTags") or [] if t.startswith("swarmctl-lab/probe"))
+
+
+SCHEMA = json.loads(resources.files("swarmctl").joinpath("schemas/output.json").read_text())
 
 
 def new_image(lab: Lab, host: str, ref: str, marker: str) -> str:
@@ -188,8 +194,12 @@ def test_images_pushed_over_ssh_without_a_registry(swarm: Lab, tmp_path: Path) -
     try:
         plan = swarmctl("images", "push", str(archive), "--hosts", "lab1,lab2,lab3", "-i", inv, "--plan")
         assert plan.rc == 0 and plan.stdout.count("1 of ") == 3, str(plan)  # "(1 of N layers, X MB)" per host
+        planned = swarmctl("images", "push", str(archive), "--hosts", "lab1,lab2,lab3", "-i", inv, "--plan", "--json")
+        jsonschema.validate(planned.json(), {**SCHEMA, "$ref": "#/$defs/images"})
+        assert {r["result"] for r in planned.json()["hosts"].values()} == {"load"}, planned.json()
         run = swarmctl("images", "push", str(archive), "--hosts", "lab1,lab2,lab3", "-i", inv, "--json", timeout=600)
         assert run.rc == 0, str(run)
+        jsonschema.validate(run.json(), {**SCHEMA, "$ref": "#/$defs/images"})
         hosts = run.json()["hosts"]
         assert {h: r["result"] for h, r in hosts.items()} == {h: "loaded" for h in ("lab1", "lab2", "lab3")}
         # issue 28: the hosts have the probe image's layers, so only the committed layer (one small
