@@ -25,15 +25,23 @@ logging.getLogger("kazoo").setLevel(logging.ERROR)
 
 
 def srvr(host: str, port: int = 2181, timeout: float = 1.0) -> str:
-    """A member's mode (leader/follower/standalone), "not serving", or "down"."""
+    """A member's mode (leader/follower/standalone), "not serving", "down" (no connection: nothing
+    listens, or the published port leads nowhere), or "slow" (connected, no answer in ``timeout``:
+    the member runs, but a loaded machine starved its JVM; it is up, not down)."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(b"srvr")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
+        s = socket.create_connection((host, port), timeout=timeout)
     except OSError:
         return "down"
+    data = b""
+    with s:
+        try:
+            s.sendall(b"srvr")
+            while chunk := s.recv(4096):
+                data += chunk
+        except TimeoutError:
+            return "slow"
+        except OSError:
+            return "down"  # reset: the member went away while it answered
     for line in data.decode(errors="replace").splitlines():
         if line.startswith("Mode:"):
             return line.split(":", 1)[1].strip()

@@ -260,10 +260,15 @@ def last_task_error(engine: Engine, service_id: str) -> str:
 SERVICES_POLL = 1.0
 
 
-def wait_services_running(engine: Engine, timeout: float, notify: Notify = quiet) -> dict[str, str]:
-    """Poll until every replicated/global service runs as many tasks as it wants; name -> "running/desired"."""
+def wait_services_running(
+    engine: Engine, timeout: float, notify: Notify = quiet, watch: Callable[[], None] | None = None
+) -> dict[str, str]:
+    """Poll until every replicated/global service runs as many tasks as it wants; name -> "running/desired".
+    ``watch`` is called before each look; what it raises ends the wait (a caller's own stall test)."""
 
     def running() -> dict[str, str] | Pending:
+        if watch is not None:
+            watch()
         raw = read_services(engine)
         views = [service_view(s) for s in raw]
         counts = {v.name: f"{v.running}/{v.desired}" for v in views}

@@ -116,7 +116,7 @@ class Share:
     service_id: str
     mode: str  # replicated | global
     replicas: int  # its replica count now (replicated)
-    on_node: int  # its running tasks on the node
+    on_node: int  # its tasks on the node that run or are on their way to (assigned .. running)
     stack: str
     check: str  # its application check (x-swarmctl.check), "" for none
     stays: str  # why no replacement can run elsewhere ("" when one can)
@@ -179,7 +179,8 @@ def shares_on(node: NodeView, state: MaintainState, leaving: Iterable[str] = ())
     others = [n for n in state.nodes if n.id not in gone and n.ready and n.availability == ACTIVE]
     running: dict[str, int] = {}
     for t in state.tasks:
-        if t.get("NodeID") == node.id and is_running(t):
+        # a task still starting there stops with the drain too: it is replaced first like a running one
+        if t.get("NodeID") == node.id and t.get("DesiredState") == "running" and _live(t):
             running[str(t.get("ServiceID", ""))] = running.get(str(t.get("ServiceID", "")), 0) + 1
     out = []
     for svc in state.services:

@@ -25,7 +25,8 @@ The order of operations (docker's disaster-recovery procedure, done on the right
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,19 +37,31 @@ from swarmctl.facts.host import SWARM_PORT, advertise_address
 from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership
 from swarmctl.facts.raft import DEFAULT_ROOT, archive_problem
 from swarmctl.facts.recovery import QUORUM_WINDOW, STOPPED, RecoverState, read_recover
+from swarmctl.facts.services import read_services
+from swarmctl.facts.tasks import task_views
 from swarmctl.interrupts import finishing
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import keyring, stored_keys, unlock_with, wait_active
 from swarmctl.ops.backup import STOP_TIMEOUT, open_backup
 from swarmctl.ops.bootstrap import bootstrap
-from swarmctl.ops.engine_config import systemctl_docker
-from swarmctl.plan import NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
+from swarmctl.ops.engine_config import BACK_TIMEOUT, HostChange, systemctl_docker, wait_back
+from swarmctl.plan import FAILED, NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
 from swarmctl.wait import Pending, until
 
 SETTLE_TIMEOUT = 90.0  # the new cluster answering, the restored engine back
 CONVERGE_TIMEOUT = 600.0
 POLL = 1.0
+# Docker 20.10 was seen, after --force-new-cluster, with the forced node's agent taking up none of
+# the tasks given to it (they stay "assigned" until the timeout; 1 recover in ~10 on a loaded lab,
+# docker/for-linux#495 names the same node's stuck networking). An engine restart starts it clean;
+# it is done only when that is seen, since an unconditional restart was seen to cost more than it
+# mended (task names resolving nowhere, a task left pending).
+STUCK_AFTER = 90.0
+RESTART_WHY = (
+    "its agent took up none of its tasks for {:g} s after the forced new cluster ({}): a restart "
+    "starts it clean (docker/for-linux#495)"
+)
 
 _RESTORE_SCRIPT = r"""
 set -e
@@ -313,13 +326,76 @@ def recover(
     if joined.failures:
         report.results.append(Result(wait, NOT_STARTED, "the hosts did not all join"))
         return report
+    deadline = time.monotonic() + converge_timeout
     engine = session.engine(host)
+    watch = _Untaken(engine, read_membership(engine).node_id)
     try:
-        report.data["services"] = wait_services_running(engine, converge_timeout, notify)
+        try:
+            report.data["services"] = wait_services_running(engine, converge_timeout, notify, watch)
+        except _Stuck as stuck:
+            _restart_source(session, host, candidates, stuck, report, notify)
+            rest = max(deadline - time.monotonic(), SETTLE_TIMEOUT)
+            report.data["services"] = wait_services_running(session.engine(host), rest, notify)
         report.done(wait, notify=notify)
     except TimeoutExpired as e:
         report.failed(wait, str(e), "services")
     return report
+
+
+class _Stuck(Exception):
+    def __init__(self, tasks: list[str]) -> None:
+        super().__init__(", ".join(tasks))
+        self.tasks = tasks
+
+
+def untaken(tasks: Sequence[Mapping[str, Any]], first_seen: dict[str, float], now: float) -> list[str]:
+    """IDs of the tasks still "assigned" (the node's agent never took them up) for STUCK_AFTER
+    seconds of this clock (pure but for ``first_seen``, which it keeps: task ID -> first seen)."""
+    assigned = {str(t.get("ID", "")) for t in tasks if (t.get("Status") or {}).get("State") == "assigned"}
+    for gone in set(first_seen) - assigned:
+        del first_seen[gone]
+    for tid in assigned:
+        first_seen.setdefault(tid, now)
+    return sorted(tid for tid in assigned if now - first_seen[tid] >= STUCK_AFTER)
+
+
+class _Untaken:
+    """The services wait's stall test: raises _Stuck once a task given to the forced node has stayed
+    "assigned" for STUCK_AFTER seconds (see RESTART_WHY)."""
+
+    def __init__(self, engine: Engine, node_id: str) -> None:
+        self.engine, self.node_id, self.first_seen = engine, node_id, dict[str, float]()
+
+    def __call__(self) -> None:
+        tasks = self.engine.tasks({"node": [self.node_id], "desired-state": ["running"]})
+        stuck = untaken(tasks, self.first_seen, time.monotonic())
+        if stuck:
+            services = read_services(self.engine)
+            by_id = {str(t.get("ID", "")): t for t in tasks}
+            raise _Stuck([v.name for v in task_views([by_id[i] for i in stuck], services)])
+
+
+def _restart_source(session: Session, host: Host, candidates: list[str], stuck: _Stuck, report: Report,
+                    notify: Notify) -> None:  # fmt: skip
+    """The forced manager's engine restarted (the joined managers keep the quorum meanwhile) and
+    waited for: its node Ready and reachable (unlocked with the stored keys under autolock).
+    Reported as a change of its own; a restart that fails is said and the wait goes on."""
+    change = Change("node", host.name, "restart-engine", detail=RESTART_WHY.format(STUCK_AFTER, stuck))
+    engine = session.engine(host)
+    own = read_membership(engine)
+    autolock = bool(((engine.inspect_swarm().get("Spec") or {}).get("EncryptionConfig") or {}).get("AutoLockManagers"))
+    keys = candidates or (stored_keys(session.inventory) if autolock else [])
+    notify(f"restarting the engine of {host.name}: {change.detail}")
+    try:
+        with finishing(f"restarting the engine of {host.name}", notify):
+            systemctl_docker(session, host, "restart", STOP_TIMEOUT)
+        others = [m.name for m in session.inventory.managers if m.name != host.name]
+        back = HostChange(host.name, None, None, (), (), True, in_swarm=True, manager=True, node_id=own.node_id)
+        wait_back(session, host, back, others, BACK_TIMEOUT, keys)
+        report.done(change, notify=notify)
+    except (HostError, InputError) as e:
+        report.results.append(Result(change, FAILED, str(e)))
+        report.warn([f"{host.name}: its engine was restarted for tasks its agent did not take up ({stuck}): {e}"])
 
 
 def _addresses(session: Session, state: RecoverState) -> dict[str, str]:

@@ -58,7 +58,8 @@ def zk_members(lab: Lab) -> list[str]:
 
 def test_rolling_zookeeper_keeps_quorum_and_every_acknowledged_write(kafka: Lab) -> None:
     members = zk_members(kafka)
-    leader_before = next(f"zookeeper-{i}" for i, m in enumerate(members, 1) if srvr(m) == "leader")
+    modes = wait_for("a ZooKeeper leader", lambda: [srvr(m) for m in members], lambda ms: "leader" in ms, timeout=60)
+    leader_before = f"zookeeper-{modes.index('leader') + 1}"
     images = [f"--image=zookeeper-{i}={RETAG}" for i in (1, 2, 3)]
     with ZkLoad(members) as load:
         run = update(kafka, *images)

@@ -29,7 +29,7 @@ from swarmctl.ops.autolock import (
     save_keys,
 )
 from swarmctl.ops.backup import manifest, open_backup, plan_backup, read_manifest, seal
-from swarmctl.ops.recover import plan_recover, restore_target
+from swarmctl.ops.recover import STUCK_AFTER, plan_recover, restore_target, untaken
 from swarmctl.ops.rotate import ca_progress, token_changes
 from swarmctl.secretstore import Keyring, KeySource, SecretKey
 from tests.unit.fakeengine import FakeEngine
@@ -312,3 +312,17 @@ def test_the_secrets_key_is_read_only_when_autolock_is_on(tmp_path: Path) -> Non
     assert not off.enabled and off.key_stored  # the key file was not touched
     with pytest.raises(InputError, match="readable by others"):
         read_autolock(_SwarmOnly(True), inv, source)
+
+
+def test_a_task_the_forced_node_never_takes_up_is_named_once_it_stayed_assigned_long_enough() -> None:
+    def task(tid: str, state: str) -> dict[str, Any]:
+        return {"ID": tid, "Status": {"State": state}}
+
+    seen: dict[str, float] = {}
+    assert untaken([task("a", "assigned"), task("b", "running")], seen, 100.0) == []
+    assert untaken([task("a", "assigned")], seen, 100.0 + STUCK_AFTER - 1) == []
+    assert untaken([task("a", "assigned"), task("c", "assigned")], seen, 100.0 + STUCK_AFTER) == ["a"]
+    # taken up meanwhile: forgotten, and a later "assigned" of the same ID counts from then
+    assert untaken([task("a", "preparing"), task("c", "assigned")], seen, 100.0 + STUCK_AFTER + 1) == []
+    assert untaken([task("a", "assigned")], seen, 100.0 + STUCK_AFTER + 2) == []
+    assert seen == {"a": 100.0 + STUCK_AFTER + 2}

@@ -94,6 +94,17 @@ def test_replacements_start_elsewhere_before_the_drain_and_the_count_goes_back_a
     assert [s.service for s in host.moved] == ["app_web"] and [s.mode for s in host.shares] == ["replicated", "global"]
 
 
+def test_a_task_still_starting_on_the_host_is_replaced_first_like_a_running_one(tmp_path: Path) -> None:
+    # seen on a loaded lab: a web task "starting" on lab2 at plan time (its healthcheck not yet
+    # passed) counted as none, so the drain took it with no replacement started first
+    tasks = tuple(t for t in TASKS if t["ID"] != "t-web-n4") + (task("web", "n4", "starting"),)
+    planned = plan_maintain(inventory(tmp_path), ["lab4"], state(tasks=tasks), Work(("true",)))
+    assert ("scale", "app_web", "4 -> 5: started elsewhere first") in steps(planned)
+    # one that already ended (desired shutdown) or failed is no task of the node's to replace
+    ended = tuple(t for t in TASKS if t["ID"] != "t-web-n4") + ({**task("web", "n4", "failed")},)
+    assert not plan_maintain(inventory(tmp_path), ["lab4"], state(tasks=ended), Work(("true",))).hosts[0].moved
+
+
 def test_services_only_the_host_can_run_are_named_and_refused_unless_allowed_down(tmp_path: Path) -> None:
     inv = inventory(tmp_path)
     with pytest.raises(InputError) as refused:
