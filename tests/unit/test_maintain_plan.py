@@ -97,11 +97,12 @@ def test_replacements_start_elsewhere_before_the_drain_and_the_count_goes_back_a
 def test_a_task_still_starting_on_the_host_is_replaced_first_like_a_running_one(tmp_path: Path) -> None:
     # seen on a loaded lab: a web task "starting" on lab2 at plan time (its healthcheck not yet
     # passed) counted as none, so the drain took it with no replacement started first
-    tasks = tuple(t for t in TASKS if t["ID"] != "t-web-n4") + (task("web", "n4", "starting"),)
+    others = tuple(t for t in TASKS if t["ID"] != "t-web-n4")
+    tasks = (*others, task("web", "n4", "starting"))
     planned = plan_maintain(inventory(tmp_path), ["lab4"], state(tasks=tasks), Work(("true",)))
     assert ("scale", "app_web", "4 -> 5: started elsewhere first") in steps(planned)
     # one that already ended (desired shutdown) or failed is no task of the node's to replace
-    ended = tuple(t for t in TASKS if t["ID"] != "t-web-n4") + ({**task("web", "n4", "failed")},)
+    ended = (*others, task("web", "n4", "failed"))
     assert not plan_maintain(inventory(tmp_path), ["lab4"], state(tasks=ended), Work(("true",))).hosts[0].moved
 
 
