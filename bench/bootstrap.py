@@ -1,17 +1,25 @@
-"""Bootstrap wall time on labs of 3 and 6 hosts: swarmctl vs a sequential shell script.
+"""Bootstrap wall time on labs of 3 and 24 hosts: swarmctl vs Ansible vs a sequential shell script,
+each from scratch and again with nothing to do (no-op), side by side in one run on one lab.
 
-The script baseline does what a hand-written script does: `ssh host docker swarm ...` one host
-after the other (init, read the token, join each worker, label each node), with OpenSSH, the
-same key and the same known_hosts. Both start from hosts that are in no swarm.
+- swarmctl: `swarmctl bootstrap` (preflight, engine configuration, membership, labels).
+- Ansible: bench/ansible/bootstrap.yml, community.docker's docker_swarm (init, join) and
+  docker_node (labels), forks = hosts, pipelining, OpenSSH with the lab's key and known_hosts.
+  Measured when `ansible-playbook` is found (--ansible PATH, else on PATH), with the Python next to
+  it (which needs the docker SDK) as the hosts' interpreter: `pip install ansible docker`.
+- script: `ssh host docker swarm ...` one host after the other (init, token, joins, labels).
+Labs of fewer than 6 hosts have 1 manager, larger ones 3. Every run starts from hosts in no swarm.
 
-usage: python -m bench.bootstrap [--sizes 3 6] [--repeat 3] [--smoke]      (root; builds its own lab)
-       --smoke: the smallest run (3 hosts, once), to check the benchmark itself works
+usage: python -m bench.bootstrap [--sizes 3 24] [--repeat 3] [--ansible PATH] [--smoke]   (root; own lab)
+       --smoke: the smallest run (3 hosts, once, no Ansible), to check the benchmark itself works
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,6 +31,7 @@ import docker
 from swarmctl_lab import hosts as labhosts
 
 LAB_DIR = Path(".swarmctl/bench-lab")
+PLAYBOOK = Path(__file__).resolve().parent / "ansible" / "bootstrap.yml"
 
 
 def reset(spec: labhosts.LabSpec) -> None:
@@ -45,9 +54,9 @@ def reset(spec: labhosts.LabSpec) -> None:
             list(ex.map(leave, batch))
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         sys.exit(f"{shlex.join(argv)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -61,10 +70,12 @@ def shell_script(spec: labhosts.LabSpec) -> str:
     )
     mgr = spec.hosts[0]
     lines = ["set -e", f"{ssh} {mgr.address} docker swarm init --advertise-addr {mgr.address} >/dev/null"]
-    lines.append(f"TOKEN=$({ssh} {mgr.address} docker swarm join-token -q worker)")
+    lines.append(f"WORKER=$({ssh} {mgr.address} docker swarm join-token -q worker)")
+    lines.append(f"MANAGER=$({ssh} {mgr.address} docker swarm join-token -q manager)")
     for h in spec.hosts[1:]:
+        token = "$MANAGER" if h.role == "manager" else "$WORKER"
         lines.append(
-            f'{ssh} {h.address} docker swarm join --token "$TOKEN" --advertise-addr {h.address} '
+            f'{ssh} {h.address} docker swarm join --token "{token}" --advertise-addr {h.address} '
             f"{mgr.address}:2377 >/dev/null"
         )
     for h in spec.hosts:
@@ -73,42 +84,99 @@ def shell_script(spec: labhosts.LabSpec) -> str:
     return "\n".join(lines)
 
 
+def ansible_inventory(spec: labhosts.LabSpec, python: Path) -> Path:
+    """The lab as an Ansible inventory (YAML): managers (the first inits), workers, node labels."""
+    ssh_args = f"-o UserKnownHostsFile={spec.dir / 'known_hosts'} -o StrictHostKeyChecking=yes"
+
+    def group(role: str) -> dict[str, object]:
+        return {"hosts": {h.name: {"ansible_host": h.address, **({"node_labels": h.labels} if h.labels else {})}
+                          for h in spec.hosts if h.role == role}}  # fmt: skip
+
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(spec.dir / "id_ed25519"),
+                "ansible_ssh_common_args": ssh_args,
+                "ansible_python_interpreter": str(python),
+            },
+            "children": {"managers": group("manager"), "workers": group("worker")},
+        }
+    }
+    path = spec.dir / "ansible-hosts.json"  # JSON is YAML
+    path.write_text(json.dumps(inventory, indent=1))
+    return path
+
+
+def ansible_env(hosts: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_FORKS": str(hosts),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+
+
+def managers_for(hosts: int) -> int:
+    return 1 if hosts < 6 else 3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 6])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="3 hosts, one repeat")
+    parser.add_argument("--ansible", help="ansible-playbook to compare with (default: the one on PATH)")
+    parser.add_argument("--smoke", action="store_true", help="3 hosts, one repeat, no Ansible")
     args = parser.parse_args()
     if args.smoke:
         args.sizes, args.repeat = [3], 1
+    playbook_cmd = None if args.smoke else (args.ansible or shutil.which("ansible-playbook"))
+    if playbook_cmd is None and not args.smoke:
+        print("Ansible: no ansible-playbook found (pip install ansible docker; --ansible PATH): not compared")
 
     rows = []
     try:
         for n in args.sizes:
-            spec = labhosts.plan_lab(LAB_DIR, n, 1)
+            spec = labhosts.plan_lab(LAB_DIR, n, managers_for(n))
             inventory = labhosts.bring_up(spec)
             cli = [sys.executable, "-m", "swarmctl", "bootstrap", str(inventory)]
-            ours, script, noop = [], [], []
+            runs: dict[str, list[float]] = {k: [] for k in ("ours", "noop", "ansible", "ansible_noop", "script")}
+            playbook = None
+            if playbook_cmd is not None:
+                python = Path(playbook_cmd).resolve().parent / "python"
+                hosts_file = ansible_inventory(spec, python)
+                playbook = [playbook_cmd, "-i", str(hosts_file), str(PLAYBOOK)]
             for _ in range(args.repeat):
                 reset(spec)
-                ours.append(timed(cli))
-                noop.append(timed(cli))
+                runs["ours"].append(timed(cli))
+                runs["noop"].append(timed(cli))
+                if playbook is not None:
+                    reset(spec)
+                    runs["ansible"].append(timed(playbook, ansible_env(n)))
+                    runs["ansible_noop"].append(timed(playbook, ansible_env(n)))
                 reset(spec)
-                script.append(timed(["bash", "-c", shell_script(spec)]))
+                runs["script"].append(timed(["bash", "-c", shell_script(spec)]))
             reset(spec)
-            rows.append((n, statistics.median(ours), statistics.median(noop), statistics.median(script)))
+            rows.append((n, managers_for(n), {k: statistics.median(v) for k, v in runs.items() if v}))
     finally:
         labhosts.teardown(LAB_DIR)
 
-    print(f"bootstrap wall time, median of {args.repeat} (seconds; includes Python start-up of the CLI)")
-    print(f"{'hosts':>5}  {'swarmctl':>9}  {'no-op rerun':>11}  {'sequential ssh script':>21}  {'speed-up':>8}")
-    for n, ours_s, noop_s, script_s in rows:
-        print(f"{n:>5}  {ours_s:>9.2f}  {noop_s:>11.2f}  {script_s:>21.2f}  {script_s / ours_s:>7.2f}x")
+    def cell(v: float | None, width: int) -> str:
+        return f"{v:>{width}.2f}" if v is not None else f"{'-':>{width}}"
+
+    print(f"bootstrap wall time, median of {args.repeat} (seconds; each includes its tool's start-up)")
+    heads = ["hosts", "managers", "Ansible", "Ansible no-op", "swarmctl", "swarmctl no-op", "ssh script", "vs Ansible"]
+    print("  ".join(f"{h:>{len(h)}}" for h in heads))
+    for n, m, r in rows:
+        ratio = f"{r['ansible'] / r['ours']:.2f}x" if "ansible" in r else "-"
+        print(f"{n:>5}  {m:>8}  {cell(r.get('ansible'), 7)}  {cell(r.get('ansible_noop'), 13)}  {cell(r['ours'], 8)}  "
+              f"{cell(r['noop'], 14)}  {cell(r['script'], 10)}  {ratio:>10}")  # fmt: skip
     if len(rows) >= 2:
-        print(
-            f"growth {rows[0][0]} -> {rows[-1][0]} hosts: swarmctl {rows[-1][1] / rows[0][1]:.2f}x, "
-            f"script {rows[-1][3] / rows[0][3]:.2f}x"
-        )
+        first, last = rows[0][2], rows[-1][2]
+        print(f"growth {rows[0][0]} -> {rows[-1][0]} hosts: swarmctl {last['ours'] / first['ours']:.2f}x, "
+              f"no-op {last['noop'] / first['noop']:.2f}x, script {last['script'] / first['script']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
