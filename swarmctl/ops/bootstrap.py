@@ -15,6 +15,8 @@ Join tokens stay in memory: never printed, logged or put in an error message.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections import Counter
@@ -26,6 +28,7 @@ from swarmctl.errors import EngineError, HostError, NotFound, Refused, TimeoutEx
 from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, probe_all, read_hosts
 from swarmctl.facts.membership import autolock_on, read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
+from swarmctl.facts.witness import STAMP, SwarmWitness, read_witness, stamp_of
 from swarmctl.inventory import Host, Inventory, majority
 from swarmctl.ops.autolock import AutolockState, apply_autolock, keyring, plan_autolock, read_autolock
 from swarmctl.ops.engine_config import (
@@ -681,11 +684,19 @@ def bootstrap(
     keys = KeySource(os.environ)  # loaded once, and only when autolock needs it
     if inv.autolock:
         keyring(keys)
+    mark = fingerprint(inv, {r: sha for r, (sha, _) in registry_cas(inv).items()})
+    if not (force or prune or plan_only):
+        proven = _witnessed(session, mark)
+        if proven is not None:
+            return proven
     state, engines_state = read_state(session)
     engines = plan_engine(inv, engines_state, force)
     planned = plan_bootstrap(state, force, prune)  # its refusals come before any change
     if plan_only:
         return _planned(session, engines, planned, state, keys)
+    if planned.membership.anchor is not None and (engines.plan.changes or planned.plan.changes):
+        # the swarm stops vouching for any inventory until this run has finished what it changes
+        _stamp(session.engine(planned.membership.anchor), "")
     unlock = unlock_keys_for(engines, engines_state, inv)
     applied = apply_engine(session, engines, engines_state.ca_files, notify, engine_timeout, unlock_keys=unlock)
     if applied.stopped:
@@ -705,7 +716,92 @@ def bootstrap(
     outcome.swarm_ready = True
     outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify)
     apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
+    if not report.failures:
+        _stamp(anchor, mark)  # every host read and all it needed done: the swarm may vouch for it
     return outcome
+
+
+# -- a no-op proven by the swarm -------------------------------------------------------------------
+
+FINGERPRINT_FORMAT = "1"  # a new meaning of the fingerprint's parts gets a new format
+
+
+def fingerprint(inv: Inventory, cas: Mapping[str, str]) -> str:
+    """What a bootstrap makes true, hashed (pure): every host's name, address, role, labels,
+    availability and the daemon.json keys swarmctl owns on it, the registries' CA files (registry ->
+    sha256), the daemon.json keys the inventory names anywhere and the autolock setting."""
+    hosts = [[h.name, h.ip_address or h.address, h.role, dict(h.labels), h.availability, dict(h.engine)]
+             for h in sorted(inv.hosts, key=lambda h: h.name)]  # fmt: skip
+    whole = [FINGERPRINT_FORMAT, hosts, dict(cas), sorted(inv.engine_keys), inv.autolock]
+    text = json.dumps(whole, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def witnessed(inv: Inventory, witness: SwarmWitness, mark: str) -> str:
+    """Why the swarm alone does not prove that a bootstrap has nothing to do ("" when it does) (pure).
+
+    It does when it carries ``mark`` (the last bootstrap that changed anything finished with this
+    inventory: the engines carry its configuration), and its nodes are the inventory's hosts one
+    for one by address - each Ready, in its role, a manager reachable, labels and availability as
+    the inventory says, the manager read through being the node its own engine reports - with no
+    other node. Anything else is for the full read of every host, as on a first bootstrap."""
+    if witness.stamp != mark:
+        return "the swarm carries no record of a bootstrap with this inventory"
+    if inv.autolock:
+        return "autolock: the stored unlock key is checked against the swarm's"
+    if inv.autolock is False and witness.autolock:
+        return "autolock is on and the inventory turns it off"
+    if len(witness.nodes) != len(inv.hosts):
+        return f"{len(witness.nodes)} nodes for {len(inv.hosts)} hosts"
+    missing = [h.name for h in inv.hosts if not h.ip_address]
+    if missing:
+        return f"{', '.join(missing)}: no IP address in the inventory to find its node by"
+    members = match_hosts(inv.hosts, witness.nodes, addresses={h.name: h.ip_address for h in inv.hosts})
+    for h in inv.hosts:
+        node = members.get(h.name)
+        if node is None or node.addr != h.ip_address:
+            return f"{h.name}: no node at {h.ip_address}"
+        if not node.ready or node.role != h.role or (node.is_manager and node.reachability != "reachable"):
+            return f"{h.name}: its node is {node.state}, {node.role}, {node.reachability or 'no manager'}"
+    if members[witness.through].id != witness.own_id:
+        return f"{witness.through}: its engine reports another node than the one at its address"
+    nodes = plan_nodes(inv, members, list(witness.nodes))
+    if nodes.updates or nodes.removals or nodes.warnings:
+        return "nodes to update"
+    return ""
+
+
+def _witnessed(session: Session, mark: str) -> BootstrapOutcome | None:
+    """The outcome of a bootstrap the swarm proves has nothing to do (read through one manager),
+    or None: then every host is read, as on a first bootstrap."""
+    inv = session.inventory
+    try:
+        witness = read_witness(session)
+    except HostError as e:
+        log.info("the swarm as witness: %s", e.message)
+        return None
+    why = "its first manager is no active manager" if witness is None else witnessed(inv, witness, mark)
+    if witness is None or why:
+        log.info("every host is read: %s", why)
+        return None
+    log.info("nothing to do, as the swarm read through %s proves", witness.through)
+    report = Report(plan=Plan((), tuple(inv.warnings)), warnings=list(inv.warnings))
+    return BootstrapOutcome(report, True, len(witness.nodes))
+
+
+def _stamp(anchor: Engine, mark: str) -> None:
+    """The swarm's STAMP label set to ``mark`` ("" removes it). A record only: a swarm that cannot
+    be updated now (raced by another update) is told at -v, and the next run reads every host."""
+    try:
+        swarm = anchor.inspect_swarm()
+        if stamp_of(swarm) == mark:
+            return
+        spec = dict(swarm.get("Spec") or {})
+        labels = {k: v for k, v in dict(spec.get("Labels") or {}).items() if k != STAMP}
+        spec["Labels"] = {**labels, STAMP: mark} if mark else labels
+        anchor.update_swarm(int((swarm.get("Version") or {}).get("Index", 0)), spec, what="record the bootstrap")
+    except (HostError, EngineError) as e:
+        log.info("the swarm's record of this bootstrap: %s", message_of(e))
 
 
 def _combined(engines: EnginePlan, planned: BootstrapPlan, applied: Report) -> Report:

@@ -11,7 +11,7 @@ import pytest
 
 from swarmctl_lab import hosts as labhosts
 from tests.e2e.conftest import Lab
-from tests.helpers import assert_no_traceback, swarmctl
+from tests.helpers import assert_no_traceback, swarmctl, wait_for
 
 # these tests make and unmake swarms all the time: they run after the stack tests (see conftest)
 pytestmark = pytest.mark.churn
@@ -60,6 +60,38 @@ def test_bootstrap_three_hosts_then_rerun_is_a_noop(lab: Lab, tmp_path: Path) ->
     for run in (first, again, human):
         for token in tokens.values():
             assert token not in run.stdout and token not in run.stderr
+
+
+def test_a_noop_the_swarm_proves_reads_one_manager_and_what_changed_sends_it_back_to_every_host(
+    lab: Lab, tmp_path: Path
+) -> None:
+    lab.reset()
+    inv = lab.write_inventory(tmp_path / "hosts.yml", THREE)
+    assert swarmctl("bootstrap", str(inv), cwd=tmp_path).rc == 0
+    with lab.docker("lab1") as api:
+        assert api.inspect_swarm()["Spec"]["Labels"].get("io.swarmctl.bootstrap")  # the record of this run
+    # nothing changed: the swarm read through lab1 proves it, and lab2, lab3 are not asked
+    with lab.frozen_sshd("lab2"), lab.frozen_sshd("lab3"):  # asked, they would never answer
+        noop = swarmctl("bootstrap", str(inv), "-v", "--json", cwd=tmp_path, timeout=60)
+    assert noop.rc == 0 and noop.json()["changes"] == [], str(noop)
+    assert "as the swarm read through lab1 proves" in noop.stderr, noop.stderr
+    # a label taken off by hand: the swarm no longer proves it, every host is read and it goes back
+    with lab.docker("lab1") as api:
+        n = next(n for n in api.nodes() if n["Description"]["Hostname"] == "lab2")
+        api.update_node(n["ID"], n["Version"]["Index"], {**n["Spec"], "Labels": {}})
+    healed = swarmctl("bootstrap", str(inv), "-v", "--json", cwd=tmp_path)
+    assert healed.rc == 0, str(healed)
+    assert [(c["name"], c["action"]) for c in healed.json()["changes"]] == [("lab2", "label")]
+    assert "every host is read: nodes to update" in healed.stderr, healed.stderr
+    # a host whose engine is down is no Ready node: read, and named
+    assert labhosts.host_exec(lab.spec, "lab3", ["systemctl", "stop", "docker"]).returncode == 0
+    try:
+        wait_for("lab3 down", lambda: nodes_by_hostname(lab)["lab3"]["Status"]["State"], lambda s: s == "down",
+                 timeout=60)  # fmt: skip
+        down = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
+        assert down.rc == 1 and {f["host"] for f in down.json()["failures"]} == {"lab3"}, str(down)
+    finally:
+        assert labhosts.host_exec(lab.spec, "lab3", ["systemctl", "start", "docker"]).returncode == 0
 
 
 def test_added_host_is_the_only_change(lab: Lab, tmp_path: Path) -> None:

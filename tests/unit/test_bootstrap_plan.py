@@ -13,6 +13,7 @@ from swarmctl.errors import HostError
 from swarmctl.facts.host import HostFacts, port_targets, probe_peers
 from swarmctl.facts.membership import Membership
 from swarmctl.facts.nodes import NodeView
+from swarmctl.facts.witness import SwarmWitness
 from swarmctl.inventory import Host, Inventory, SSHSettings
 from swarmctl.ops import bootstrap as bootstrap_ops
 from swarmctl.ops.bootstrap import duplicate_hostnames, plan_membership, plan_nodes, ready_members
@@ -308,3 +309,57 @@ def _first_result(check: Any) -> Any:
         if not isinstance(seen, Pending):
             return seen
     raise AssertionError("never joined")
+
+
+def test_the_swarm_proves_a_noop_only_when_it_vouches_for_this_inventory_and_every_node_matches() -> None:
+    mark = bootstrap_ops.fingerprint(INV, {})
+
+    def at(n: NodeView, addr: str, reach: str = "reachable") -> NodeView:
+        return replace(n, addr=addr, reachability=reach if n.is_manager else "")
+
+    nodes = (at(node("N1", "m1", "manager", {"slot": "1"}), "10.0.0.1"), at(node("N2", "m2", "manager"), "10.0.0.2"),
+             at(node("N3", "m3", "manager"), "10.0.0.3"), at(node("N4", "w4"), "10.0.0.4"))  # fmt: skip
+    seen = SwarmWitness("m1", "N1", nodes, mark, False)
+    assert bootstrap_ops.witnessed(INV, seen, mark) == ""
+    # what is not proven is left to the full read of every host
+    others = {
+        "no record": replace(seen, stamp=""),
+        "another inventory's record": replace(seen, stamp=bootstrap_ops.fingerprint(INV, {"r.example": "ab"})),
+        "a node down": replace(seen, nodes=(*nodes[:3], replace(nodes[3], state="down"))),
+        "an unreachable manager": replace(
+            seen, nodes=(nodes[0], replace(nodes[1], reachability="unreachable"), *nodes[2:])
+        ),
+        "a label missing": replace(seen, nodes=(replace(nodes[0], labels={}), *nodes[1:])),
+        "a worker where a manager should be": replace(
+            seen, nodes=(*nodes[:2], replace(nodes[2], role="worker"), nodes[3])
+        ),
+        "a node more": replace(seen, nodes=(*nodes, at(node("N5", "x5"), "10.0.0.5"))),
+        "a node at another address": replace(seen, nodes=(*nodes[:3], at(node("N4", "w4"), "10.0.0.9"))),
+        "the manager read is another node": replace(seen, own_id="N2"),
+        "autolock to turn off": replace(seen, autolock=True),
+    }
+    inv_off = replace(INV, autolock=False)
+    for what, witness in others.items():
+        inv = inv_off if what == "autolock to turn off" else INV
+        mark_for = bootstrap_ops.fingerprint(inv, {})
+        stamp = witness.stamp if witness.stamp != mark else mark_for
+        assert bootstrap_ops.witnessed(inv, replace(witness, stamp=stamp), mark_for) != "", what
+    # an autolocked inventory's unlock key is always checked on the hosts
+    locked = replace(INV, autolock=True)
+    mark_locked = bootstrap_ops.fingerprint(locked, {})
+    assert bootstrap_ops.witnessed(locked, replace(seen, stamp=mark_locked, autolock=True), mark_locked) != ""
+
+
+def test_the_fingerprint_changes_with_everything_a_bootstrap_makes_true() -> None:
+    base = bootstrap_ops.fingerprint(INV, {})
+    changed = [
+        replace(INV, hosts=(host("m1", "manager", {"slot": "2"}), *INV.hosts[1:])),
+        replace(INV, hosts=(*INV.hosts[:3], host("w4", "worker", availability="drain"))),
+        replace(INV, hosts=(*INV.hosts[:3], replace(INV.hosts[3], engine=MappingProxyType({"debug": True})))),
+        replace(INV, hosts=(*INV.hosts[:3], replace(INV.hosts[3], address="10.0.0.44"))),
+        replace(INV, hosts=INV.hosts[:3]),
+        replace(INV, autolock=False),
+    ]
+    marks = {bootstrap_ops.fingerprint(inv, {}) for inv in changed} | {bootstrap_ops.fingerprint(INV, {"r": "ab"})}
+    assert base not in marks and len(marks) == len(changed) + 1
+    assert bootstrap_ops.fingerprint(INV, {}) == base  # and it is the same for the same inventory
