@@ -353,6 +353,15 @@ def test_plan_changes_nothing_and_apply_then_does_what_it_showed(lab: Lab, tmp_p
 ALL4 = {"lab1": "manager", "lab2": "manager", "lab3": "manager", "lab4": "worker"}
 
 
+def forget_record(lab: Lab) -> None:
+    """The swarm's record of the last bootstrap removed: the next run reads every host."""
+    with lab.docker("lab1") as api:
+        swarm = api.inspect_swarm()
+        spec = swarm["Spec"]
+        spec["Labels"] = {k: v for k, v in (spec.get("Labels") or {}).items() if k != "io.swarmctl.bootstrap"}
+        api.update_swarm(swarm["Version"]["Index"], spec)
+
+
 def test_prune_and_force_refuse_while_a_manager_cannot_be_reached(lab: Lab, tmp_path: Path) -> None:
     lab.reset()
     inv = lab.write_inventory(tmp_path / "hosts.yml", ALL4, ssh={"connect_timeout": "5"})
@@ -367,7 +376,14 @@ def test_prune_and_force_refuse_while_a_manager_cannot_be_reached(lab: Lab, tmp_
             assert f"refusing {flag} while inventory hosts cannot be checked: lab3 (cannot connect" in run.stderr
             assert "take them out of the inventory, or run without" in run.stderr  # what to do instead
             assert lab.node_table() == before  # same IDs, roles, availability: nothing was done
-        # without the flags the others are bootstrapped and lab3's node is left alone, not pruned
+        # without them: the swarm vouches for this inventory and lab3's node is Ready, so the swarm
+        # proves there is nothing to do (lab3 is not asked)
+        proven = swarmctl("bootstrap", str(inv), "-v", "--json", cwd=tmp_path)
+        assert proven.rc == 0 and proven.json()["changes"] == [], str(proven)
+        assert "as the swarm read through lab1 proves" in proven.stderr and lab.node_table() == before
+        # without that record every host is read: the others are bootstrapped, lab3 is named and its
+        # node left alone, not pruned
+        forget_record(lab)
         plain = swarmctl("bootstrap", str(inv), "--json", cwd=tmp_path)
         assert plain.rc == 1 and [f["host"] for f in plain.json()["failures"]] == ["lab3"], str(plain)
         assert plain.json()["changes"] == [] and lab.node_table() == before
