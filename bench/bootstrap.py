@@ -7,7 +7,10 @@ each from scratch and again with nothing to do (no-op), side by side in one run 
   Measured when `ansible-playbook` is found (--ansible PATH, else on PATH), with the Python next to
   it (which needs the docker SDK) as the hosts' interpreter: `pip install ansible docker`.
 - script: `ssh host docker swarm ...` one host after the other (init, token, joins, labels).
-Labs of fewer than 6 hosts have 1 manager, larger ones 3. Every run starts from hosts in no swarm.
+Labs of fewer than 6 hosts have 1 manager, larger ones 3. Every run starts from hosts in no swarm
+(the no-op runs: from the swarm the run before left), and once the machine is quiet: the lab's
+engines share its cores, and after a bootstrap of 24 they stay busy for seconds (certificates,
+gossip, the ingress network), which a controller on a machine of its own would not feel.
 
 usage: python -m bench.bootstrap [--sizes 3 24] [--repeat 3] [--ansible PATH] [--smoke]   (root; own lab)
        --smoke: the smallest run (3 hosts, once, no Ansible), to check the benchmark itself works
@@ -54,7 +57,29 @@ def reset(spec: labhosts.LabSpec) -> None:
             list(ex.map(leave, batch))
 
 
+def cpu_busy(window: float = 0.5) -> float:
+    """The share of this machine's CPU time spent busy over ``window`` seconds (/proc/stat)."""
+
+    def snapshot() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    total0, idle0 = snapshot()
+    time.sleep(window)
+    total1, idle1 = snapshot()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def quiet(limit: float = 0.25, timeout: float = 60.0) -> None:
+    """Wait (at most ``timeout``) until the machine is less than ``limit`` busy."""
+    deadline = time.monotonic() + timeout
+    while cpu_busy() >= limit and time.monotonic() < deadline:
+        pass
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    quiet()
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     elapsed = time.monotonic() - t0

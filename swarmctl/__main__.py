@@ -1,3 +1,3 @@
-from swarmctl.cli import main
+from swarmctl.cli import run
 
-raise SystemExit(main())
+run()

@@ -694,9 +694,10 @@ def bootstrap(
     planned = plan_bootstrap(state, force, prune)  # its refusals come before any change
     if plan_only:
         return _planned(session, engines, planned, state, keys)
-    if planned.membership.anchor is not None and (engines.plan.changes or planned.plan.changes):
+    m = planned.membership
+    if m.anchor is not None and m.init is None and (engines.plan.changes or planned.plan.changes):
         # the swarm stops vouching for any inventory until this run has finished what it changes
-        _stamp(session.engine(planned.membership.anchor), "")
+        _stamp(session.engine(m.anchor), "")
     unlock = unlock_keys_for(engines, engines_state, inv)
     applied = apply_engine(session, engines, engines_state.ca_files, notify, engine_timeout, unlock_keys=unlock)
     if applied.stopped:
