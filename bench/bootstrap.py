@@ -88,11 +88,15 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return elapsed
 
 
-def shell_script(spec: labhosts.LabSpec) -> str:
+def shell_script(spec: labhosts.LabSpec, parallel: bool = False) -> str:
+    """`ssh host docker swarm ...`: init, the tokens, every join, every label - one after the other,
+    or (``parallel``) the joins all at once and then the labels all at once: the floor of a
+    bootstrap on this machine, with no check of anything."""
     ssh = (
         f"ssh -q -o BatchMode=yes -o UserKnownHostsFile={spec.dir / 'known_hosts'} "
         f"-o StrictHostKeyChecking=yes -i {spec.dir / 'id_ed25519'} -l root"
     )
+    bg = " &" if parallel else ""
     mgr = spec.hosts[0]
     lines = ["set -e", f"{ssh} {mgr.address} docker swarm init --advertise-addr {mgr.address} >/dev/null"]
     lines.append(f"WORKER=$({ssh} {mgr.address} docker swarm join-token -q worker)")
@@ -101,11 +105,13 @@ def shell_script(spec: labhosts.LabSpec) -> str:
         token = "$MANAGER" if h.role == "manager" else "$WORKER"
         lines.append(
             f'{ssh} {h.address} docker swarm join --token "{token}" --advertise-addr {h.address} '
-            f"{mgr.address}:2377 >/dev/null"
+            f"{mgr.address}:2377 >/dev/null{bg}"
         )
+    lines.append("wait" if parallel else "")
     for h in spec.hosts:
         for k, v in h.labels.items():
-            lines.append(f"{ssh} {mgr.address} docker node update --label-add {k}={v} {h.name} >/dev/null")
+            lines.append(f"{ssh} {mgr.address} docker node update --label-add {k}={v} {h.name} >/dev/null{bg}")
+    lines.append("wait" if parallel else "")
     return "\n".join(lines)
 
 
@@ -162,12 +168,15 @@ def main() -> None:
         print("Ansible: no ansible-playbook found (pip install ansible docker; --ansible PATH): not compared")
 
     rows = []
+    raw: dict[int, dict[str, list[float]]] = {}
     try:
         for n in args.sizes:
             spec = labhosts.plan_lab(LAB_DIR, n, managers_for(n))
             inventory = labhosts.bring_up(spec)
             cli = [sys.executable, "-m", "swarmctl", "bootstrap", str(inventory)]
-            runs: dict[str, list[float]] = {k: [] for k in ("ours", "noop", "ansible", "ansible_noop", "script")}
+            runs: dict[str, list[float]] = {
+                k: [] for k in ("ours", "noop", "ansible", "ansible_noop", "script", "floor")
+            }
             playbook = None
             if playbook_cmd is not None:
                 python = Path(playbook_cmd).resolve().parent / "python"
@@ -183,21 +192,31 @@ def main() -> None:
                     runs["ansible_noop"].append(timed(playbook, ansible_env(n)))
                 reset(spec)
                 runs["script"].append(timed(["bash", "-c", shell_script(spec)]))
+                reset(spec)
+                runs["floor"].append(timed(["bash", "-c", shell_script(spec, parallel=True)]))
             reset(spec)
             rows.append((n, managers_for(n), {k: statistics.median(v) for k, v in runs.items() if v}))
+            raw[n] = runs
     finally:
         labhosts.teardown(LAB_DIR)
 
     def cell(v: float | None, width: int) -> str:
         return f"{v:>{width}.2f}" if v is not None else f"{'-':>{width}}"
 
-    print(f"bootstrap wall time, median of {args.repeat} (seconds; each includes its tool's start-up)")
-    heads = ["hosts", "managers", "Ansible", "Ansible no-op", "swarmctl", "swarmctl no-op", "ssh script", "vs Ansible"]
+    print(
+        f"bootstrap wall time, median of {args.repeat} (seconds; each includes its tool's start-up); "
+        "parallel ssh: init, every join at once, every label at once, nothing checked"
+    )
+    for n, _, _ in rows:
+        print(f"{n} hosts, every run: " + "; ".join(f"{k} " + " ".join(f"{v:.2f}" for v in raw[n][k])
+                                                  for k in raw[n] if raw[n][k]))  # fmt: skip
+    heads = ["hosts", "managers", "Ansible", "Ansible no-op", "swarmctl", "swarmctl no-op", "ssh script",
+             "parallel ssh", "vs Ansible"]  # fmt: skip
     print("  ".join(f"{h:>{len(h)}}" for h in heads))
     for n, m, r in rows:
         ratio = f"{r['ansible'] / r['ours']:.2f}x" if "ansible" in r else "-"
         print(f"{n:>5}  {m:>8}  {cell(r.get('ansible'), 7)}  {cell(r.get('ansible_noop'), 13)}  {cell(r['ours'], 8)}  "
-              f"{cell(r['noop'], 14)}  {cell(r['script'], 10)}  {ratio:>10}")  # fmt: skip
+              f"{cell(r['noop'], 14)}  {cell(r['script'], 10)}  {cell(r['floor'], 12)}  {ratio:>10}")  # fmt: skip
     if len(rows) >= 2:
         first, last = rows[0][2], rows[-1][2]
         print(f"growth {rows[0][0]} -> {rows[-1][0]} hosts: swarmctl {last['ours'] / first['ours']:.2f}x, "
