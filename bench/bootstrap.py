@@ -156,7 +156,7 @@ def managers_for(hosts: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[3, 6])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[3, 24])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ansible", help="ansible-playbook to compare with (default: the one on PATH)")
     parser.add_argument("--smoke", action="store_true", help="3 hosts, one repeat, no Ansible")
