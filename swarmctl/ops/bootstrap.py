@@ -711,7 +711,7 @@ def bootstrap(
     if m.anchor is None:
         return outcome
     anchor = session.engine(m.anchor)
-    known_ids = apply_membership(session, anchor, state, planned, report, notify, join_timeout, mark)
+    known_ids = apply_membership(session, anchor, state, planned, report, notify, join_timeout)
     if known_ids is None:
         return outcome
     outcome.swarm_ready = True
@@ -840,11 +840,10 @@ def apply_membership(
     report: Report,
     notify: Notify,
     join_timeout: float,
-    stamp: str = "",
 ) -> dict[str, str] | None:
-    """The new swarm's init (carrying ``stamp``, the inventory's fingerprint, see witnessed), stale
-    nodes removed, the joins; host -> the node ID its own engine reports, for every member. None when
-    the swarm could not be made or the joined nodes did not show up in time (the failures say so)."""
+    """The new swarm's init, stale nodes removed, the joins; host -> the node ID its own engine
+    reports, for every member. None when the swarm could not be made or the joined nodes did not
+    show up in time (the failures say so)."""
     inv = state.inventory
     m, steps = planned.membership, planned.steps
     known_ids = {name: state.facts[name].node_id for name in m.members}
@@ -854,10 +853,7 @@ def apply_membership(
             if steps.init_leave is not None:
                 anchor.leave_swarm(force=True)
                 report.done(steps.init_leave, notify=notify)
-            # the record of this inventory goes in with the init when every host passed the engines'
-            # phase: what the swarm cannot show (daemon.json, CA files) is then as the inventory says
-            labels = {STAMP: stamp} if stamp and not state.blocked and not report.failures else None
-            anchor.init_swarm(state.facts[host.name].advertise or host.address, f"0.0.0.0:{SWARM_PORT}", labels=labels)
+            anchor.init_swarm(state.facts[host.name].advertise or host.address, f"0.0.0.0:{SWARM_PORT}")
         except HostError as e:
             report.failures[host.name] = e.message
             for j in steps.joins:

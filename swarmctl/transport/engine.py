@@ -376,12 +376,7 @@ class Engine(Protocol):
     def inspect_swarm(self) -> dict[str, Any]: ...
 
     def init_swarm(
-        self,
-        advertise_addr: str,
-        listen_addr: str,
-        force_new_cluster: bool = False,
-        autolock: bool = False,
-        labels: Mapping[str, str] | None = None,
+        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
     ) -> str: ...
 
     def update_swarm(
@@ -584,18 +579,10 @@ class DockerEngine:
         return dict(self._json("read the swarm", "GET", "/swarm"))
 
     def init_swarm(
-        self,
-        advertise_addr: str,
-        listen_addr: str,
-        force_new_cluster: bool = False,
-        autolock: bool = False,
-        labels: Mapping[str, str] | None = None,
+        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
     ) -> str:
-        """Initialize a swarm here; ``force_new_cluster``: a one-manager swarm from this manager's raft state;
-        ``labels``: the swarm spec's labels (the engine merges them into its default spec)."""
+        """Initialize a swarm here; ``force_new_cluster``: a one-manager swarm from this manager's raft state."""
         body: dict[str, Any] = {"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr}
-        if labels:
-            body["Spec"] = {"Labels": dict(labels)}
         if force_new_cluster:
             body["ForceNewCluster"] = True
         if autolock:

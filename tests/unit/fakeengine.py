@@ -153,12 +153,7 @@ class FakeEngine:
         raise self._unrecorded("inspect_swarm")
 
     def init_swarm(
-        self,
-        advertise_addr: str,
-        listen_addr: str,
-        force_new_cluster: bool = False,
-        autolock: bool = False,
-        labels: Mapping[str, str] | None = None,
+        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
     ) -> str:
         raise self._unrecorded("init_swarm")
 
