@@ -24,10 +24,19 @@ from kazoo.handlers.threading import KazooTimeoutError
 logging.getLogger("kazoo").setLevel(logging.ERROR)
 
 
-def srvr(host: str, port: int = 2181, timeout: float = 1.0) -> str:
-    """A member's mode (leader/follower/standalone), "not serving", "down" (no connection: nothing
-    listens, or the published port leads nowhere), or "slow" (connected, no answer in ``timeout``:
-    the member runs, but a loaded machine starved its JVM; it is up, not down)."""
+def srvr(host: str, port: int = 2181, timeout: float = 1.0, again: float = 4.0) -> str:
+    """A member's mode (leader/follower/standalone), "not serving", or "down" (no connection:
+    nothing listens, or the published port leads nowhere; or no answer even after ``again``
+    seconds). A member that connects but does not answer within ``timeout`` is asked once more
+    with ``again``: on a loaded machine a starved JVM answered late, and it was up, not down."""
+    mode = _srvr(host, port, timeout)
+    if mode != "slow" or not again:
+        return mode
+    mode = _srvr(host, port, again)
+    return "down" if mode == "slow" else mode
+
+
+def _srvr(host: str, port: int, timeout: float) -> str:
     try:
         s = socket.create_connection((host, port), timeout=timeout)
     except OSError:

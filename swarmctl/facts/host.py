@@ -73,10 +73,12 @@ probe() {
     *) echo "$1 $2 error" ;;
   esac
 }
+set -m  # each probe its own process group: the watchdog ends the connect with the probe
 pids=() targets=()
 while [ $# -ge 2 ]; do probe "$1" "$2" & pids+=("$!"); targets+=("$1 $2"); shift 2; done
-( sleep 3; kill "${pids[@]}" ) >/dev/null 2>&1 &
+( sleep 3; for p in "${pids[@]}"; do kill -- "-$p"; done ) >/dev/null 2>&1 &
 watchdog=$!
+set +m  # and no job notices on stderr
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}"; [ $? -gt 128 ] && echo "${targets[$i]} timeout"
 done
@@ -92,11 +94,12 @@ def parse_facts_script(output: str) -> dict[str, str]:
 
 def parse_ports(output: str) -> dict[tuple[str, str], str]:
     """_PORTS_SCRIPT's output -> (address, port) -> open | refused | timeout | unreachable | error (pure)."""
-    seen = {}
+    seen: dict[tuple[str, str], str] = {}
     for line in output.splitlines():
         parts = line.split()
         if len(parts) == 3:
-            seen[(parts[0], parts[1])] = parts[2]
+            # the first word counts: a probe that answered just as the watchdog fired says both
+            seen.setdefault((parts[0], parts[1]), parts[2])
     return seen
 
 
@@ -217,7 +220,7 @@ def _facts(session: Session, host: Host, output: str) -> tuple[HostFacts, dict[s
             membership=parse_membership(info),
             ipvs=kv.get("ipvs", "unknown"),
             esp=kv.get("esp", "unknown"),
-            can_probe_ports=bool(kv.get("bash") and kv.get("timeout")),
+            can_probe_ports=bool(kv.get("bash")),
             advertise=advertise,
         ),
         info,

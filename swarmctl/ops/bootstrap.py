@@ -15,6 +15,7 @@ Join tokens stay in memory: never printed, logged or put in an error message.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from swarmctl.errors import EngineError, HostError, NotFound, Refused, TimeoutExpired, message_of
+from swarmctl.errors import ClusterError, EngineError, HostError, NotFound, Refused, TimeoutExpired, message_of
 from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, probe_all, read_hosts
 from swarmctl.facts.membership import autolock_on, read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, match_hosts, read_nodes
@@ -694,10 +695,9 @@ def bootstrap(
     planned = plan_bootstrap(state, force, prune)  # its refusals come before any change
     if plan_only:
         return _planned(session, engines, planned, state, keys)
-    m = planned.membership
-    if m.anchor is not None and m.init is None and (engines.plan.changes or planned.plan.changes):
+    if engines.plan.changes or planned.plan.changes:
         # the swarm stops vouching for any inventory until this run has finished what it changes
-        _stamp(session.engine(m.anchor), "")
+        _forget(session, state, planned)
     unlock = unlock_keys_for(engines, engines_state, inv)
     applied = apply_engine(session, engines, engines_state.ca_files, notify, engine_timeout, unlock_keys=unlock)
     if applied.stopped:
@@ -717,8 +717,10 @@ def bootstrap(
     outcome.swarm_ready = True
     outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify)
     apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
-    if not report.failures:
-        _stamp(anchor, mark)  # every host read and all it needed done: the swarm may vouch for it
+    if not report.failures and set(known_ids) >= {h.name for h in inv.hosts}:
+        # every host read and all it needed done: the swarm may vouch for it, and for its nodes
+        with contextlib.suppress(HostError, EngineError):
+            _stamp(anchor, record(mark, known_ids))
     return outcome
 
 
@@ -741,13 +743,14 @@ def fingerprint(inv: Inventory, cas: Mapping[str, str]) -> str:
 def witnessed(inv: Inventory, witness: SwarmWitness, mark: str) -> str:
     """Why the swarm alone does not prove that a bootstrap has nothing to do ("" when it does) (pure).
 
-    It does when it carries ``mark`` (the last bootstrap that changed anything finished with this
-    inventory: the engines carry its configuration), and its nodes are the inventory's hosts one
-    for one by address - each Ready, in its role, a manager reachable, labels and availability as
-    the inventory says, the manager read through being the node its own engine reports - with no
-    other node. Anything else is for the full read of every host, as on a first bootstrap."""
-    if witness.stamp != mark:
-        return "the swarm carries no record of a bootstrap with this inventory"
+    It does when its nodes are the inventory's hosts one for one by address - each Ready, in its
+    role, a manager reachable, labels and availability as the inventory says, the manager read
+    through being the node its own engine reports - with no other node, and it carries the record
+    (``record``) of ``mark`` and of exactly those nodes: the last bootstrap that changed anything
+    finished with this inventory on these nodes, so their engines carry its configuration.
+    Anything else is for the full read of every host, as on a first bootstrap."""
+    if not witness.stamp:
+        return "the swarm carries no record of a bootstrap"
     if inv.autolock:
         return "autolock: the stored unlock key is checked against the swarm's"
     if inv.autolock is False and witness.autolock:
@@ -766,6 +769,8 @@ def witnessed(inv: Inventory, witness: SwarmWitness, mark: str) -> str:
             return f"{h.name}: its node is {node.state}, {node.role}, {node.reachability or 'no manager'}"
     if members[witness.through].id != witness.own_id:
         return f"{witness.through}: its engine reports another node than the one at its address"
+    if witness.stamp != record(mark, {h: n.id for h, n in members.items()}):
+        return "the swarm's record is of another inventory, or of other nodes at these addresses"
     nodes = plan_nodes(inv, members, list(witness.nodes))
     if nodes.updates or nodes.removals or nodes.warnings:
         return "nodes to update"
@@ -790,19 +795,44 @@ def _witnessed(session: Session, mark: str) -> BootstrapOutcome | None:
     return BootstrapOutcome(report, True, len(witness.nodes))
 
 
-def _stamp(anchor: Engine, mark: str) -> None:
-    """The swarm's STAMP label set to ``mark`` ("" removes it). A record only: a swarm that cannot
-    be updated now (raced by another update) is told at -v, and the next run reads every host."""
-    try:
-        swarm = anchor.inspect_swarm()
-        if stamp_of(swarm) == mark:
+def record(mark: str, node_ids: Mapping[str, str]) -> str:
+    """The swarm's record of a bootstrap (pure): the inventory's fingerprint and the node each
+    host's own engine reported - a host rebuilt at the same address is another node, whose engine
+    was never configured."""
+    text = json.dumps([mark, sorted(node_ids.items())], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _forget(session: Session, state: BootstrapState, planned: BootstrapPlan) -> None:
+    """The swarm's record removed before anything changes, through the anchor or any active
+    manager that answered (none when there is no swarm yet).
+
+    Raises:
+        ClusterError: it could not be removed: nothing is changed (a record left in place would
+            vouch for an inventory this run is about to make untrue).
+    """
+    m = planned.membership
+    managers = ([m.anchor] if m.anchor is not None and m.init is None else []) + sorted(
+        n for n, f in state.facts.items() if f.membership.manager and n not in state.blocked
+    )
+    for name in dict.fromkeys(managers):
+        try:
+            _stamp(session.engine(name), "")
             return
-        spec = dict(swarm.get("Spec") or {})
-        labels = {k: v for k, v in dict(spec.get("Labels") or {}).items() if k != STAMP}
-        spec["Labels"] = {**labels, STAMP: mark} if mark else labels
-        anchor.update_swarm(int((swarm.get("Version") or {}).get("Index", 0)), spec, what="record the bootstrap")
-    except (HostError, EngineError) as e:
-        log.info("the swarm's record of this bootstrap: %s", message_of(e))
+        except (HostError, EngineError) as e:
+            raise ClusterError(f"nothing was changed: the swarm's record of the last bootstrap could not be removed "
+                               f"through {name} ({message_of(e)}); run bootstrap again") from None  # fmt: skip
+
+
+def _stamp(anchor: Engine, value: str) -> None:
+    """The swarm's STAMP label set to ``value`` ("" removes it), unless it already is."""
+    swarm = anchor.inspect_swarm()
+    if stamp_of(swarm) == value:
+        return
+    spec = dict(swarm.get("Spec") or {})
+    labels = {k: v for k, v in dict(spec.get("Labels") or {}).items() if k != STAMP}
+    spec["Labels"] = {**labels, STAMP: value} if value else labels
+    anchor.update_swarm(int((swarm.get("Version") or {}).get("Index", 0)), spec, what="record the bootstrap")
 
 
 def _combined(engines: EnginePlan, planned: BootstrapPlan, applied: Report) -> Report:

@@ -381,12 +381,13 @@ def _restart_source(session: Session, host: Host, candidates: list[str], stuck: 
     waited for: its node Ready and reachable (unlocked with the stored keys under autolock).
     Reported as a change of its own; a restart that fails is said and the wait goes on."""
     change = Change("node", host.name, "restart-engine", detail=RESTART_WHY.format(STUCK_AFTER, stuck))
-    engine = session.engine(host)
-    own = read_membership(engine)
-    autolock = bool(((engine.inspect_swarm().get("Spec") or {}).get("EncryptionConfig") or {}).get("AutoLockManagers"))
-    keys = candidates or (stored_keys(session.inventory) if autolock else [])
-    notify(f"restarting the engine of {host.name}: {change.detail}")
     try:
+        engine = session.engine(host)
+        own = read_membership(engine)
+        swarm = engine.inspect_swarm()
+        autolock = bool(((swarm.get("Spec") or {}).get("EncryptionConfig") or {}).get("AutoLockManagers"))
+        keys = candidates or (stored_keys(session.inventory) if autolock else [])
+        notify(f"restarting the engine of {host.name}: {change.detail}")
         with finishing(f"restarting the engine of {host.name}", notify):
             systemctl_docker(session, host, "restart", STOP_TIMEOUT)
         others = [m.name for m in session.inventory.managers if m.name != host.name]

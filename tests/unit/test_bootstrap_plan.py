@@ -319,12 +319,17 @@ def test_the_swarm_proves_a_noop_only_when_it_vouches_for_this_inventory_and_eve
 
     nodes = (at(node("N1", "m1", "manager", {"slot": "1"}), "10.0.0.1"), at(node("N2", "m2", "manager"), "10.0.0.2"),
              at(node("N3", "m3", "manager"), "10.0.0.3"), at(node("N4", "w4"), "10.0.0.4"))  # fmt: skip
-    seen = SwarmWitness("m1", "N1", nodes, mark, False)
+    ids = {"m1": "N1", "m2": "N2", "m3": "N3", "w4": "N4"}
+    seen = SwarmWitness("m1", "N1", nodes, bootstrap_ops.record(mark, ids), False)
     assert bootstrap_ops.witnessed(INV, seen, mark) == ""
     # what is not proven is left to the full read of every host
     others = {
         "no record": replace(seen, stamp=""),
-        "another inventory's record": replace(seen, stamp=bootstrap_ops.fingerprint(INV, {"r.example": "ab"})),
+        "another inventory's record": replace(
+            seen, stamp=bootstrap_ops.record(bootstrap_ops.fingerprint(INV, {"r.example": "ab"}), ids)
+        ),
+        # w4 rebuilt at its address and joined by hand: another node, its engine never configured
+        "another node at a host's address": replace(seen, nodes=(*nodes[:3], replace(nodes[3], id="N9"))),
         "a node down": replace(seen, nodes=(*nodes[:3], replace(nodes[3], state="down"))),
         "an unreachable manager": replace(
             seen, nodes=(nodes[0], replace(nodes[1], reachability="unreachable"), *nodes[2:])
@@ -342,12 +347,13 @@ def test_the_swarm_proves_a_noop_only_when_it_vouches_for_this_inventory_and_eve
     for what, witness in others.items():
         inv = inv_off if what == "autolock to turn off" else INV
         mark_for = bootstrap_ops.fingerprint(inv, {})
-        stamp = witness.stamp if witness.stamp != mark else mark_for
+        stamp = bootstrap_ops.record(mark_for, ids) if witness.stamp == seen.stamp else witness.stamp
         assert bootstrap_ops.witnessed(inv, replace(witness, stamp=stamp), mark_for) != "", what
     # an autolocked inventory's unlock key is always checked on the hosts
     locked = replace(INV, autolock=True)
     mark_locked = bootstrap_ops.fingerprint(locked, {})
-    assert bootstrap_ops.witnessed(locked, replace(seen, stamp=mark_locked, autolock=True), mark_locked) != ""
+    stamp_locked = bootstrap_ops.record(mark_locked, ids)
+    assert bootstrap_ops.witnessed(locked, replace(seen, stamp=stamp_locked, autolock=True), mark_locked) != ""
 
 
 def test_the_fingerprint_changes_with_everything_a_bootstrap_makes_true() -> None:
