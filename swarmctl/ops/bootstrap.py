@@ -673,12 +673,15 @@ def bootstrap(
     notify: Notify = quiet,
     join_timeout: float = JOIN_TIMEOUT,
     engine_timeout: float = BACK_TIMEOUT,
+    witness: bool = True,
 ) -> BootstrapOutcome:
     """Make the swarm match the inventory, in phases: read every host once; plan (the engines'
     configuration, then membership and nodes - every refusal before any change); the engines
     (daemon.json, registry CAs, restarts: an engine that does not come back stops the run there);
     what the restarts changed read again; membership; nodes; swarm settings (autolock). Failures on
-    some hosts do not stop the others.
+    some hosts do not stop the others. ``witness``: a no-op may be proven by the swarm, and the
+    swarm keeps the record of this run (False for recover: its swarm was just forced from a raft
+    state, and nothing but the joins is to be written to it; the next bootstrap records it).
     """
     inv = session.inventory
     # autolock keeps the unlock key encrypted: without a secrets key, refuse before any change
@@ -686,7 +689,7 @@ def bootstrap(
     if inv.autolock:
         keyring(keys)
     mark = fingerprint(inv, {r: sha for r, (sha, _) in registry_cas(inv).items()})
-    if not (force or prune or plan_only):
+    if witness and not (force or prune or plan_only):
         proven = _witnessed(session, mark)
         if proven is not None:
             return proven
@@ -695,8 +698,9 @@ def bootstrap(
     planned = plan_bootstrap(state, force, prune)  # its refusals come before any change
     if plan_only:
         return _planned(session, engines, planned, state, keys)
-    if engines.plan.changes or planned.plan.changes:
-        # the swarm stops vouching for any inventory until this run has finished what it changes
+    if engines.plan.changes and witness:
+        # the swarm stops vouching for the engines' configuration until this run has finished
+        # changing it (what else it vouches for, a proven no-op reads from the swarm itself)
         _forget(session, state, planned)
     unlock = unlock_keys_for(engines, engines_state, inv)
     applied = apply_engine(session, engines, engines_state.ca_files, notify, engine_timeout, unlock_keys=unlock)
@@ -717,7 +721,7 @@ def bootstrap(
     outcome.swarm_ready = True
     outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify)
     apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
-    if not report.failures and set(known_ids) >= {h.name for h in inv.hosts}:
+    if witness and not report.failures and set(known_ids) >= {h.name for h in inv.hosts}:
         # every host read and all it needed done: the swarm may vouch for it, and for its nodes
         with contextlib.suppress(HostError, EngineError):
             _stamp(anchor, record(mark, known_ids))

@@ -318,7 +318,7 @@ def recover(
     for name in planned.leave:
         report.record(next(changes), left[name].error, host=name, notify=notify)
 
-    joined = bootstrap(session, notify=notify).report
+    joined = bootstrap(session, notify=notify, witness=False).report
     report.warn(joined.warnings)
     report.failures.update(joined.failures)
     report.results += joined.results
