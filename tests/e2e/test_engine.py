@@ -57,6 +57,10 @@ class MajorityWatch:
                 except Exception:  # an engine restarting, or no leader this moment
                     continue
                 count = sum(1 for n in nodes if (n.get("ManagerStatus") or {}).get("Reachability") == "reachable")
+                if count == 0:
+                    # not even itself: a manager just restarted, its raft view not caught up (seen
+                    # once at load 14 while the other two were up and answering): no view yet
+                    continue
                 best = count if best is None else max(best, count)
             self.up.append(up)
             if best is None:
