@@ -34,7 +34,7 @@ from typing import Any
 from swarmctl.converge import wait_services_running
 from swarmctl.errors import HostError, InputError, Refused, TimeoutExpired
 from swarmctl.facts.host import SWARM_PORT, advertise_address
-from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, read_membership
+from swarmctl.facts.membership import ACTIVE, INACTIVE, LOCKED, PENDING, autolock_on, read_membership
 from swarmctl.facts.raft import DEFAULT_ROOT, archive_problem
 from swarmctl.facts.recovery import QUORUM_WINDOW, STOPPED, RecoverState, read_recover
 from swarmctl.facts.services import read_services
@@ -333,7 +333,7 @@ def recover(
         try:
             report.data["services"] = wait_services_running(engine, converge_timeout, notify, watch)
         except _Stuck as stuck:
-            _restart_source(session, host, candidates, stuck, report, notify)
+            _restart_source(session, host, watch.node_id, candidates, stuck, report, notify)
             rest = max(deadline - time.monotonic(), SETTLE_TIMEOUT)
             report.data["services"] = wait_services_running(session.engine(host), rest, notify)
         report.done(wait, notify=notify)
@@ -375,23 +375,20 @@ class _Untaken:
             raise _Stuck([v.name for v in task_views([by_id[i] for i in stuck], services)])
 
 
-def _restart_source(session: Session, host: Host, candidates: list[str], stuck: _Stuck, report: Report,
-                    notify: Notify) -> None:  # fmt: skip
+def _restart_source(session: Session, host: Host, node_id: str, candidates: list[str], stuck: _Stuck,
+                    report: Report, notify: Notify) -> None:  # fmt: skip
     """The forced manager's engine restarted (the joined managers keep the quorum meanwhile) and
     waited for: its node Ready and reachable (unlocked with the stored keys under autolock).
     Reported as a change of its own; a restart that fails is said and the wait goes on."""
     change = Change("node", host.name, "restart-engine", detail=RESTART_WHY.format(STUCK_AFTER, stuck))
     try:
-        engine = session.engine(host)
-        own = read_membership(engine)
-        swarm = engine.inspect_swarm()
-        autolock = bool(((swarm.get("Spec") or {}).get("EncryptionConfig") or {}).get("AutoLockManagers"))
+        autolock = autolock_on(session.engine(host).inspect_swarm())
         keys = candidates or (stored_keys(session.inventory) if autolock else [])
         notify(f"restarting the engine of {host.name}: {change.detail}")
         with finishing(f"restarting the engine of {host.name}", notify):
             systemctl_docker(session, host, "restart", STOP_TIMEOUT)
         others = [m.name for m in session.inventory.managers if m.name != host.name]
-        back = HostChange(host.name, None, None, (), (), True, in_swarm=True, manager=True, node_id=own.node_id)
+        back = HostChange(host.name, None, None, (), (), True, in_swarm=True, manager=True, node_id=node_id)
         wait_back(session, host, back, others, BACK_TIMEOUT, keys)
         report.done(change, notify=notify)
     except (HostError, InputError) as e:
