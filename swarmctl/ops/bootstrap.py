@@ -23,6 +23,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from swarmctl.errors import ClusterError, EngineError, HostError, NotFound, Refused, TimeoutExpired, message_of
@@ -79,15 +80,18 @@ class BootstrapState:
         return {n: f for n, f in self.facts.items() if n in self.ready}
 
 
-def read_state(session: Session) -> tuple[BootstrapState, EngineState]:
+def read_state(
+    session: Session, cas: Mapping[str, tuple[str, Path]] | None = None
+) -> tuple[BootstrapState, EngineState]:
     """Every host read once (preflight facts and engine configuration, in parallel), the swarm
     ports probed between the hosts that answered, and the swarm's nodes read through the anchor.
+    ``cas``: the inventory's registry CA files as ``registry_cas`` read them (read here if None).
 
     Raises:
         Refused: two hosts report the same node ID.
     """
     inv = session.inventory
-    cas = registry_cas(inv)
+    cas = registry_cas(inv) if cas is None else cas
     reads = read_hosts(session, inv.hosts, sorted(cas))
     unreachable = {name: message_of(o.error) for name, o in reads.items() if o.error is not None}
     answered = {name: o.value for name, o in reads.items() if o.value is not None}
@@ -688,12 +692,13 @@ def bootstrap(
     keys = KeySource(os.environ)  # loaded once, and only when autolock needs it
     if inv.autolock:
         keyring(keys)
-    mark = fingerprint(inv, {r: sha for r, (sha, _) in registry_cas(inv).items()})
+    cas = registry_cas(inv)  # read once: the fingerprint and the engines' plan see the same files
+    mark = fingerprint(inv, {r: sha for r, (sha, _) in cas.items()})
     if witness and not (force or prune or plan_only):
         proven = _witnessed(session, mark)
         if proven is not None:
             return proven
-    state, engines_state = read_state(session)
+    state, engines_state = read_state(session, cas)
     engines = plan_engine(inv, engines_state, force)
     planned = plan_bootstrap(state, force, prune)  # its refusals come before any change
     if plan_only:
