@@ -7,6 +7,11 @@ each from scratch and again with nothing to do (no-op), side by side in one run 
   Measured when `ansible-playbook` is found (--ansible PATH, else on PATH), with the Python next to
   it (which needs the docker SDK) as the hosts' interpreter: `pip install ansible docker`.
 - script: `ssh host docker swarm ...` one host after the other (init, token, joins, labels).
+- parallel ssh: the same commands, the joins all at once, then the labels all at once.
+- engines alone: init, every join at once and each node's labels as soon as it joined, straight to
+  each host's engine socket through connections opened before the clock starts (no SSH, no
+  process started, nothing checked): the engines' own work, which no tool that joins hosts
+  through their engines can go below on this machine.
 Labs of fewer than 6 hosts have 1 manager, larger ones 3. Every run starts from hosts in no swarm
 (the no-op runs: from the swarm the run before left), and once the machine is quiet: the lab's
 engines share its cores, and after a bootstrap of 24 they stay busy for seconds (certificates,
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -88,10 +94,55 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return elapsed
 
 
+def engines_alone(spec: labhosts.LabSpec) -> float:
+    """Wall time of the engines' own work of a bootstrap (see the module's docstring)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(h: labhosts.LabHost) -> docker.APIClient:
+        api = docker.APIClient(base_url=f"unix://{spec.docker_socket(h)}", version="1.41", timeout=60)
+        api.ping()  # the connection open before the clock starts
+        return api
+
+    first, rest = spec.hosts[0], spec.hosts[1:]
+    with ThreadPoolExecutor(max_workers=len(spec.hosts) + 1) as ex:
+        apis = dict(zip([h.name for h in spec.hosts], ex.map(client, spec.hosts), strict=True))
+        managers = {h.name: client(first) for h in spec.hosts}  # one connection to the manager each
+        quiet()
+        t0 = time.monotonic()
+        lead = apis[first.name]
+        lead.init_swarm(advertise_addr=first.address, listen_addr="0.0.0.0:2377")
+        tokens = lead.inspect_swarm()["JoinTokens"]
+
+        def label(h: labhosts.LabHost, node_id: str) -> None:
+            if h.labels:
+                api = managers[h.name]
+                for attempt in range(3):  # a node's version moves with its status right after it joined
+                    node = api.inspect_node(node_id)
+                    spec_: Any = {**node["Spec"], "Labels": {**(node["Spec"].get("Labels") or {}), **h.labels}}
+                    try:
+                        api.update_node(node_id, node["Version"]["Index"], spec_)
+                        return
+                    except docker.errors.APIError as e:
+                        if "out of sequence" not in str(e) or attempt == 2:
+                            raise
+
+        def join(h: labhosts.LabHost) -> None:
+            api = apis[h.name]
+            token = tokens["Manager" if h.role == "manager" else "Worker"]
+            api.join_swarm([f"{first.address}:2377"], token, listen_addr="0.0.0.0:2377", advertise_addr=h.address)
+            label(h, api.info()["Swarm"]["NodeID"])
+
+        label(first, lead.info()["Swarm"]["NodeID"])
+        list(ex.map(join, rest))
+        elapsed = time.monotonic() - t0
+    for api in (*apis.values(), *managers.values()):
+        api.close()
+    return elapsed
+
+
 def shell_script(spec: labhosts.LabSpec, parallel: bool = False) -> str:
     """`ssh host docker swarm ...`: init, the tokens, every join, every label - one after the other,
-    or (``parallel``) the joins all at once and then the labels all at once: the floor of a
-    bootstrap on this machine, with no check of anything."""
+    or (``parallel``) the joins all at once and then the labels all at once; nothing checked."""
     ssh = (
         f"ssh -q -o BatchMode=yes -o UserKnownHostsFile={spec.dir / 'known_hosts'} "
         f"-o StrictHostKeyChecking=yes -i {spec.dir / 'id_ed25519'} -l root"
@@ -175,7 +226,7 @@ def main() -> None:
             inventory = labhosts.bring_up(spec)
             cli = [sys.executable, "-m", "swarmctl", "bootstrap", str(inventory)]
             runs: dict[str, list[float]] = {
-                k: [] for k in ("ours", "noop", "ansible", "ansible_noop", "script", "floor")
+                k: [] for k in ("ours", "noop", "ansible", "ansible_noop", "script", "floor", "engines")
             }
             playbook = None
             if playbook_cmd is not None:
@@ -194,6 +245,8 @@ def main() -> None:
                 runs["script"].append(timed(["bash", "-c", shell_script(spec)]))
                 reset(spec)
                 runs["floor"].append(timed(["bash", "-c", shell_script(spec, parallel=True)]))
+                reset(spec)
+                runs["engines"].append(engines_alone(spec))
             reset(spec)
             rows.append((n, managers_for(n), {k: statistics.median(v) for k, v in runs.items() if v}))
             raw[n] = runs
@@ -205,18 +258,24 @@ def main() -> None:
 
     print(
         f"bootstrap wall time, median of {args.repeat} (seconds; each includes its tool's start-up); "
-        "parallel ssh: init, every join at once, every label at once, nothing checked"
+        "parallel ssh: init, every join at once, every label at once, nothing checked; "
+        "engines alone: the same straight to the engines' sockets, no SSH, nothing started"
     )
     for n, _, _ in rows:
         print(f"{n} hosts, every run: " + "; ".join(f"{k} " + " ".join(f"{v:.2f}" for v in raw[n][k])
                                                   for k in raw[n] if raw[n][k]))  # fmt: skip
     heads = ["hosts", "managers", "Ansible", "Ansible no-op", "swarmctl", "swarmctl no-op", "ssh script",
-             "parallel ssh", "vs Ansible"]  # fmt: skip
+             "parallel ssh", "engines alone", "vs Ansible"]  # fmt: skip
     print("  ".join(f"{h:>{len(h)}}" for h in heads))
     for n, m, r in rows:
         ratio = f"{r['ansible'] / r['ours']:.2f}x" if "ansible" in r else "-"
         print(f"{n:>5}  {m:>8}  {cell(r.get('ansible'), 7)}  {cell(r.get('ansible_noop'), 13)}  {cell(r['ours'], 8)}  "
-              f"{cell(r['noop'], 14)}  {cell(r['script'], 10)}  {cell(r['floor'], 12)}  {ratio:>10}")  # fmt: skip
+              f"{cell(r['noop'], 14)}  {cell(r['script'], 10)}  {cell(r['floor'], 12)}  "
+              f"{cell(r.get('engines'), 13)}  {ratio:>10}")  # fmt: skip
+    for n, _, r in rows:
+        if "ansible" in r and "engines" in r:
+            print(f"{n} hosts: a quarter of Ansible's time is {r['ansible'] / 4:.2f} s; the engines alone "
+                  f"take {r['engines']:.2f} s, swarmctl {r['ours'] - r['engines']:.2f} s more")  # fmt: skip
     if len(rows) >= 2:
         first, last = rows[0][2], rows[-1][2]
         print(f"growth {rows[0][0]} -> {rows[-1][0]} hosts: swarmctl {last['ours'] / first['ours']:.2f}x, "
