@@ -56,6 +56,19 @@ def zk_members(lab: Lab) -> list[str]:
     return [lab.host(f"lab{i}").address for i in (1, 2, 3)]
 
 
+def elections(lab: Lab) -> str:
+    """What each ZooKeeper container (the replaced ones too) logged of its elections: for a failure's
+    message."""
+    lines = []
+    for name in lab.names:
+        with lab.docker(name) as api:
+            for c in api.containers(all=True, filters={"label": "com.docker.stack.namespace=kafka"}):
+                if "zookeeper" in c["Names"][0]:
+                    log = api.logs(c["Id"]).decode(errors="replace").splitlines()
+                    lines += [f"{name} {c['Names'][0]}: {x}" for x in log if "ELECTION TOOK" in x or "time out" in x]
+    return "\n".join(lines)
+
+
 def test_rolling_zookeeper_keeps_quorum_and_every_acknowledged_write(kafka: Lab) -> None:
     members = zk_members(kafka)
     modes = wait_for("a ZooKeeper leader", lambda: [srvr(m) for m in members], lambda ms: "leader" in ms, timeout=60)
@@ -76,7 +89,7 @@ def test_rolling_zookeeper_keeps_quorum_and_every_acknowledged_write(kafka: Lab)
     assert report.missing == [], f"acknowledged writes lost: {report.missing[:5]}"
     assert report.quorum_lost == [], f"two members down at once: {report.quorum_lost[:3]}"
     # writes may fail while the one leader election runs; never for long
-    assert report.longest_failure < 15, report
+    assert report.longest_failure < 15, f"{report}\n{elections(kafka)}"
     assert report.failed < report.acked / 4, report
 
 
