@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -983,12 +984,14 @@ NODE_WRITERS = 4  # node updates written at once through the anchor (its pool ke
 
 
 def write_batches(plan: NodePlan) -> list[list[NodeUpdate]]:
-    """The plan's updates in its order, in batches (pure): a role change or a gone node's demotion
-    alone, each run of the other updates (labels, availability) together."""
+    """The plan's updates in its order, in batches (pure): a role change, and anything done to a node
+    on its way out (a gone or stray node's demotion or drain), alone; each run of the other updates
+    (an inventory host's labels and availability: one update per host) together."""
+    leaving = {n.id for n in plan.removals} | set(plan.stale)
     batches: list[list[NodeUpdate]] = []
     together = False
     for u in plan.updates:
-        alone = u.node_id in plan.stale or any(c.action in ("promote", "demote") for c in u.changes)
+        alone = u.node_id in leaving or any(c.action in ("promote", "demote") for c in u.changes)
         if alone or not together:
             batches.append([u])
         else:
@@ -1009,7 +1012,8 @@ def _write_all(
             return {u.host: Outcome(u.host)}
         except HostError as e:
             return {u.host: Outcome(u.host, error=e)}
-    by_host = {u.host: u for u in batch}  # one update per inventory host
+    by_host = {u.host: u for u in batch}  # inventory hosts' updates only (write_batches), one each
+    assert len(by_host) == len(batch), "one update per host in a batch"
     return fan_out([inv.host(u.host) for u in batch], lambda h: write(by_host[h.name]), NODE_WRITERS)
 
 
@@ -1052,6 +1056,7 @@ def remove_node(anchor: Engine, node_id: str, what: str, timeout: float = REMOVE
 
 
 TOKEN_NOT_TAKEN = "A valid join token is necessary to join this cluster"
+MAX_JOINS = 64  # joins at once: more would only queue at the managers' CA (each gives up after 20 s)
 JOIN_TOKEN_WAIT = 30.0  # the longest a new leader's CA may refuse the join token it reports
 
 
@@ -1066,6 +1071,7 @@ def _join(
     managers = [m.anchor] + [n for n in m.members if inv.host(n).is_manager and n != m.anchor]
     remotes = [f"{addresses.get(n) or inv.host(n).address}:{SWARM_PORT}" for n in managers]
     roles = {j.host: j.role for j in joins}
+    asking = threading.Lock()  # the token asked again by one join at a time (the anchor's channels)
 
     def join_one(host: Host) -> str:
         engine = session.engine(host)
@@ -1083,7 +1089,8 @@ def _join(
                     raise
                 # Seen right after a force-new-cluster from a backup (recover): the new leader's CA
                 # refused the token it had just reported, for a moment. The token is asked again.
-                asked.append(anchor.inspect_swarm()["JoinTokens"][kind])
+                with asking:
+                    asked.append(anchor.inspect_swarm()["JoinTokens"][kind])
                 return Pending(f"the swarm's CA refused its own {kind.lower()} join token")
 
         until(f"{host.name} to join the swarm", joined, JOIN_TOKEN_WAIT, first=1.0, cap=4.0, retry=())
@@ -1092,7 +1099,7 @@ def _join(
     # every join at once: each waits on the swarm (its CA, raft), not on this machine, over the
     # connection its host's read opened; in waves of the pool's 16, the last joins of 24 hosts
     # started half a second late
-    return fan_out([inv.host(j.host) for j in joins], join_one, max(len(joins), 1))
+    return fan_out([inv.host(j.host) for j in joins], join_one, min(max(len(joins), 1), MAX_JOINS))
 
 
 def _node_id(engine: Engine) -> str:

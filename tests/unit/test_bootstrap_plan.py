@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
@@ -15,9 +16,10 @@ from swarmctl.facts.witness import SwarmWitness
 from swarmctl.inventory import Host, Inventory, SSHSettings
 from swarmctl.ops import bootstrap as bootstrap_ops
 from swarmctl.ops.bootstrap import duplicate_hostnames, plan_membership, plan_nodes, ready_members, write_batches
-from swarmctl.plan import Change
+from swarmctl.plan import Change, Report, quiet
 from swarmctl.transport.ssh import Outcome
 from swarmctl.wait import Pending
+from tests.unit.fakeengine import FakeEngine
 
 
 def host(name: str, role: str, labels: dict[str, str] | None = None, availability: str | None = None) -> Host:
@@ -181,6 +183,42 @@ def test_role_changes_are_written_one_at_a_time_in_order_the_other_updates_toget
     # demotion alone (m2, and the stray manager pruned)
     assert batches == [["m3"], ["m1", "w4", "w5"], ["m2"], ["stray"]]
     assert write_batches(plan_nodes(inv, members(nodes[:1], m1="N1"), nodes[:1])) == [[plan.updates[1]]]
+
+
+class NodeWrites(FakeEngine):
+    """The swarm's nodes as the anchor lists them, and the node writes made through it, in order."""
+
+    def __init__(self, nodes: list[NodeView]) -> None:
+        raw = [{"ID": n.id, "Description": {"Hostname": n.hostname}, "Spec": dict(n.spec),
+                "Status": {"State": n.state}, "Version": {"Index": n.version}} for n in nodes]  # fmt: skip
+        super().__init__(node_list=raw)
+        self.done: list[tuple[str, str]] = []
+
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
+        self.done.append(("update", node_id))
+
+    def remove_node(self, node_id: str, force: bool = False, what: str = "") -> None:
+        self.done.append(("remove", node_id))
+
+
+def test_prune_drains_each_stray_worker_alone_and_writes_the_hosts_labels_together() -> None:
+    # two Ready strays (workers: each drained, then removed) beside two inventory hosts' labels:
+    # the strays' names are no inventory host's (one is even an inventory host's hostname)
+    inv = Inventory(Path("hosts.yml"), (host("m1", "manager", {"slot": "1"}), host("w4", "worker", {"slot": "4"})),
+                    MappingProxyType({}))  # fmt: skip
+    nodes = [node("N1", "m1", "manager"), node("N4", "w4"), node("S1", "stray1"), node("S2", "w4")]
+    plan = plan_nodes(inv, members(nodes, m1="N1", w4="N4"), nodes, prune=True)
+    assert [[u.node_id for u in b] for b in write_batches(plan)] == [["N1", "N4"], ["S1"], ["S2"]]
+    anchor = NodeWrites(nodes)
+    state = bootstrap_ops.BootstrapState(inv, {}, frozenset({"m1", "w4"}), {}, tuple(nodes))
+    report = Report()
+    bootstrap_ops.apply_nodes(anchor, state, {"m1": "N1", "w4": "N4"}, True, report, quiet)
+    assert report.failures == {}
+    assert sorted(anchor.done[:2]) == [("update", "N1"), ("update", "N4")]  # together, in any order
+    assert anchor.done[2:] == [("update", "S1"), ("update", "S2"), ("remove", "S1"), ("remove", "S2")]
+    assert [(c.name, c.action) for c in (r.change for r in report.results)] == [
+        ("m1", "label"), ("w4", "label"), ("stray1", "availability"), ("w4", "availability"),
+        ("stray1", "remove"), ("w4", "remove")]  # fmt: skip
 
 
 def test_node_plan_is_empty_when_everything_matches() -> None:
