@@ -106,7 +106,8 @@ def engines_alone(spec: labhosts.LabSpec) -> float:
     first, rest = spec.hosts[0], spec.hosts[1:]
     with ThreadPoolExecutor(max_workers=len(spec.hosts) + 1) as ex:
         apis = dict(zip([h.name for h in spec.hosts], ex.map(client, spec.hosts), strict=True))
-        managers = {h.name: client(first) for h in spec.hosts}  # one connection to the manager each
+        # one connection to the manager for each host with labels to write
+        managers = {h.name: client(first) for h in spec.hosts if h.labels}
         quiet()
         t0 = time.monotonic()
         lead = apis[first.name]

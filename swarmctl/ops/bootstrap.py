@@ -1099,7 +1099,7 @@ def _join(
     # every join at once: each waits on the swarm (its CA, raft), not on this machine, over the
     # connection its host's read opened; in waves of the pool's 16, the last joins of 24 hosts
     # started half a second late
-    return fan_out([inv.host(j.host) for j in joins], join_one, min(max(len(joins), 1), MAX_JOINS))
+    return fan_out([inv.host(j.host) for j in joins], join_one, min(len(joins), MAX_JOINS))
 
 
 def _node_id(engine: Engine) -> str:

@@ -59,12 +59,10 @@ def zk_members(lab: Lab) -> list[str]:
 def elections(lab: Lab) -> str:
     """What each ZooKeeper container (the replaced ones too) logged of its elections: for a failure's
     message."""
-    lines = []
     try:
-        lines += _elections(lab)
+        return "\n".join(_elections(lab))
     except Exception as e:  # the report above is what matters; this only adds to it
-        lines.append(f"(the members' logs could not be read: {e})")
-    return "\n".join(lines)
+        return f"(the members' logs could not be read: {e})"
 
 
 def _elections(lab: Lab) -> list[str]:
