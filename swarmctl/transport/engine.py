@@ -399,6 +399,8 @@ class Engine(Protocol):
 
     def nodes(self) -> list[dict[str, Any]]: ...
 
+    def inspect_node(self, node_id: str) -> dict[str, Any]: ...
+
     def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None: ...
 
     def remove_node(self, node_id: str, force: bool = False, what: str = "") -> None: ...
@@ -648,6 +650,9 @@ class DockerEngine:
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self._json("list swarm nodes", "GET", "/nodes"))
+
+    def inspect_node(self, node_id: str) -> dict[str, Any]:
+        return dict(self._json(f"read node {node_id[:12]}", "GET", "/nodes/{}", node_id))
 
     def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
         """Write a node's spec at ``version``. Swarm bumps a node's version when its status changes

@@ -180,6 +180,12 @@ class FakeEngine:
     def leave_swarm(self, force: bool = False) -> None:
         raise self._unrecorded("leave_swarm")
 
+    def inspect_node(self, node_id: str) -> dict[str, Any]:
+        for n in self.node_list:
+            if n["ID"] == node_id:
+                return copy.deepcopy(n)
+        raise NotFound(self.name, f"read node {node_id[:12]}: node {node_id} not found")
+
     def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
         raise self._unrecorded("update_node")
 

@@ -221,6 +221,29 @@ def test_prune_drains_each_stray_worker_alone_and_writes_the_hosts_labels_togeth
         ("stray1", "remove"), ("w4", "remove")]  # fmt: skip
 
 
+class FailingWrites(NodeWrites):
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any], what: str = "") -> None:
+        raise HostError("m1", "update node: rpc error: code = Unknown desc = update out of sequence")
+
+
+def test_a_node_just_made_is_settled_at_once_unless_it_wants_a_role_change() -> None:
+    """Each host's labels and availability are written as soon as its node exists (while the
+    others still join); a role change, or a write that fails, is left to the node phase."""
+    inv = Inventory(Path("hosts.yml"), (host("m1", "manager", {"slot": "1"}), host("m2", "manager"),
+                    host("w4", "worker", {"zone": "b"}, "drain")), MappingProxyType({}))  # fmt: skip
+    nodes = [node("N1", "m1", "manager"), node("N2", "m2", "worker"), node("N4", "w4")]
+    anchor = NodeWrites(nodes)
+    labelled = bootstrap_ops.settle(anchor, inv, "m1", "N1")
+    assert [(c.name, c.action, c.detail) for c in labelled] == [("m1", "label", "slot=1")]
+    drained = bootstrap_ops.settle(anchor, inv, "w4", "N4")
+    assert [(c.action, c.detail) for c in drained] == [("label", "zone=b"), ("availability", "drain")]
+    assert anchor.done == [("update", "N1"), ("update", "N4")]
+    # m2's node is a worker: its promotion waits for the node phase (promotions first, in order)
+    assert bootstrap_ops.settle(anchor, inv, "m2", "N2") == () and len(anchor.done) == 2
+    assert bootstrap_ops.settle(FailingWrites(nodes), inv, "m1", "N1") == ()
+    assert bootstrap_ops.settle(anchor, inv, "m1", "GONE") == ()  # not listed (NotFound)
+
+
 def test_node_plan_is_empty_when_everything_matches() -> None:
     nodes = [
         node("N1", "m1", "manager", {"slot": "1"}),
@@ -338,7 +361,7 @@ def test_a_join_token_the_new_leader_s_ca_refuses_for_a_moment_is_asked_again(mo
                     "w4", "join the swarm: rpc error: code = InvalidArgument desc = " + self.refusals.pop(0)
                 )
 
-    def run(engine: Joining) -> dict[str, Outcome[str]]:
+    def run(engine: Joining) -> dict[str, Outcome[bootstrap_ops.Joined]]:
         session = SimpleNamespace(inventory=INV, engine=lambda h: engine)
         monkeypatch.setattr(bootstrap_ops, "_node_id", lambda e: "n4")
         plan = bootstrap_ops.MembershipPlan("m1", None, (), (("w4", "worker"),), ("m1",))
@@ -346,7 +369,7 @@ def test_a_join_token_the_new_leader_s_ca_refuses_for_a_moment_is_asked_again(mo
         return bootstrap_ops._join(session, Anchor(), plan, [step], {})  # type: ignore[arg-type]
 
     once = Joining([bootstrap_ops.TOKEN_NOT_TAKEN])
-    assert run(once)["w4"].value == "n4" and once.used == ["SWMTKN-1-a", "SWMTKN-1-b"]
+    assert run(once)["w4"].value == bootstrap_ops.Joined("n4") and once.used == ["SWMTKN-1-a", "SWMTKN-1-b"]
     other = Joining(["some other refusal"])
     failed = run(other)["w4"].error
     assert isinstance(failed, HostError) and "some other refusal" in failed.message and len(other.used) == 1
