@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from typing import Any
 
 import pytest
 
@@ -14,27 +13,6 @@ def pytest_configure() -> None:
     # see it. Give the test run, and so its children, the ordinary disposition.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """--dist loadfile, with the VM tier's module alone on its worker: that worker is shut down (no
-    more modules handed to it) as soon as it is given the module. xdist hands a worker its next
-    module while the current one still has two tests to run, and the VM tier's last test alone
-    takes 150 s: a light module queued behind it would end phase 1 that much later, while the
-    other worker sits idle. None (xdist's own choice) for any other --dist."""
-    if config.getoption("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class VmAlone(LoadFileScheduling):
-        def _assign_work_unit(self, node: Any) -> None:
-            vm = next(iter(self.workqueue), "").endswith("/test_vm.py")
-            super()._assign_work_unit(node)
-            if vm:
-                node.shutdown()
-
-    return VmAlone(config, log)
 
 
 # Where the suite's wall time goes: each module's first start and last stop on its worker, printed

@@ -45,16 +45,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # nodes then answers wrongly for a long while - verify reports exactly that. So the stack tests'
     # shared swarm is made on a lab where no swarm was torn down (the lab is made anew when one
     # was), and so is the day-two module's.
-    #
-    # The modules in BESIDE_VM run in scripts/test's first phase, after the unit tier on the worker
-    # that does not run the VM tier (the VM tier, first, has its worker to itself: tests/conftest.py).
     def rank(item: pytest.Item) -> tuple[int, int]:
         path = Path(str(item.fspath))
         if path.parent.name != "e2e":
             return 2, 0
-        if path.stem in BESIDE_VM:
-            item.add_marker(pytest.mark.beside_vm)
-            return 3, BESIDE_VM.index(path.stem)
         return (0, ORDER.index(path.stem)) if path.stem in ORDER else (1, 0)
 
     items.sort(key=rank)
@@ -67,7 +61,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # first to whichever worker is free, 6 workers end within about 60 s of each other. (Before the
 # VM tier ran apart, with the CPU saturated: update 480-600, day_two 470-530, maintain 440-560.)
 ORDER = [
-    "test_vm",  # phase 1: first, on a worker of its own (tests/conftest.py)
     "test_update",
     "test_maintain",
     "test_day_two",
@@ -79,11 +72,13 @@ ORDER = [
     "test_bootstrap",
     "test_registry",
     "test_day_to_day",
+    "test_engine",
     "test_quick_start",
+    "test_secrets",
+    "test_drift",
+    "test_history",
+    "test_vm",
 ]
-# Light modules (no Kafka, no JVM; 43-108 s each in phase 2) run in phase 1 instead, beside the VM
-# tier on the worker the unit tier leaves idle after 80 s of the VM tier's 465 (a Debian 12 root).
-BESIDE_VM = ["test_engine", "test_secrets", "test_drift", "test_history"]
 
 
 @dataclass

@@ -6,9 +6,8 @@ answering on a node that runs no task of the service, and an encrypted overlay c
 task-to-task traffic between machines as IPsec ESP. Then the Kafka stack on the VMs.
 
 Nothing is mocked: qemu (TCG here: KVM guests hang on this machine's virtual CPU), Debian's
-kernel, systemd, sshd and dockerd in each VM. The tier runs first, on a worker of its own
-(tests/conftest.py), on a lab of its own (its own bridge and subnet) beside the unit tier and the
-light namespace modules (scripts/test's phase 1).
+kernel, systemd, sshd and dockerd in each VM. The tier runs first, before the namespace lab of
+the other tiers exists: both use the lab bridge, and only one lab lives at a time.
 """
 
 from __future__ import annotations
