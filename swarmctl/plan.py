@@ -139,6 +139,14 @@ class Report:
         else:
             self.failed(change, message_of(error), host)
 
+    def in_plan_order(self) -> None:
+        """The results in the order of the plan's changes, those it does not name after them as they
+        came: work done in parallel ends in any order, and a report reads as its plan did."""
+        at: dict[Change, int] = {}
+        for i, c in enumerate(self.plan.changes):
+            at.setdefault(c, i)
+        self.results.sort(key=lambda r: at.get(r.change, len(at)))
+
     def warn(self, messages: Iterable[str]) -> None:
         for m in messages:
             if m not in self.warnings:

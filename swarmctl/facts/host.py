@@ -155,13 +155,19 @@ class PortProbe:
 _SEPARATOR = "=== swarmctl: engine configuration ==="
 
 
+_PROBES_SEPARATOR = "=== swarmctl: swarm ports ==="
+
+
 @dataclass(frozen=True)
 class HostRead:
     """Everything bootstrap reads of one host, in one SSH round trip and two API calls: its
-    preflight facts and its engine's configuration."""
+    preflight facts and its engine's configuration; and, when it was asked to probe its swarm
+    ports in the same round trip (``read_host``'s ``ahead``), what each probe saw ((address,
+    port) -> result; None when not asked, or the host has no bash)."""
 
     facts: HostFacts
     engine: EngineFacts
+    probes: Mapping[tuple[str, str], str] | None = None
 
 
 def read_facts(session: Session, host: Host) -> HostFacts:
@@ -175,9 +181,12 @@ def read_facts(session: Session, host: Host) -> HostFacts:
     return _facts(session, host, res.stdout)[0]
 
 
-def read_host(session: Session, host: Host, registries: Iterable[str] = ()) -> HostRead:
+def read_host(
+    session: Session, host: Host, registries: Iterable[str] = (), ahead: Iterable[tuple[str, int]] = ()
+) -> HostRead:
     """One host's preflight facts and engine configuration: one command over SSH (both scripts),
-    then the engine's version and info, once each.
+    then the engine's version and info, once each. ``ahead``: (address, port) targets to probe
+    in the same command (``ahead_targets``), when bash is there.
 
     Raises:
         HostError: unreachable host, no docker CLI, engine not answering or too old, daemon.json
@@ -185,14 +194,31 @@ def read_host(session: Session, host: Host, registries: Iterable[str] = ()) -> H
     """
     conn = session.pool.connection(host)
     script = f"{{ {_FACTS_SCRIPT}\n}}\necho {shlex.quote(_SEPARATOR)}\n{{ {READ_SCRIPT}\n}}"
+    targets = [str(x) for address, port in ahead for x in (address, port)]
+    if targets:  # the read's own exit status stays the command's
+        probe = shlex.join(["bash", "-c", _PORTS_SCRIPT, "probe", *targets])
+        script += (f"\nrc=$?\nif command -v bash >/dev/null 2>&1; then echo {shlex.quote(_PROBES_SEPARATOR)}; "
+                   f"{probe}; fi\nexit $rc")  # fmt: skip
     res = conn.run(["sh", "-c", script, "read", *registries], timeout=30).check("read host facts")
     head, _, tail = res.stdout.partition(_SEPARATOR + "\n")
+    tail, probed, ports = tail.partition(_PROBES_SEPARATOR + "\n")
     facts, info = _facts(session, host, head)
     try:
         files = parse_config_read(tail)
     except ValueError as e:
         raise HostError(host.name, str(e)) from None
-    return HostRead(facts, engine_facts(host.name, files, info))
+    return HostRead(facts, engine_facts(host.name, files, info), parse_ports(ports) if probed else None)
+
+
+def ahead_targets(hosts: Iterable[Host]) -> dict[str, list[tuple[str, int]]] | None:
+    """Every swarm port each host would probe towards every other, at the addresses the inventory
+    gives (pure): what a first bootstrap probes, asked in the same round trip as each host's read.
+    None when a host's address is a DNS name (the address it advertises is known once it is read)."""
+    everyone = list(hosts)
+    if not all(h.ip_address for h in everyone):
+        return None
+    addresses = {h.name: str(h.ip_address) for h in everyone}
+    return {h.name: [(a, port) for _, a, port in port_targets(h, everyone, addresses)] for h in everyone}
 
 
 def _facts(session: Session, host: Host, output: str) -> tuple[HostFacts, dict[str, Any]]:
@@ -260,10 +286,16 @@ class Preflight:
         return [p for p in self.probes if not p.ok and p.target not in skip]
 
 
-def read_hosts(session: Session, hosts: Iterable[Host], registries: Iterable[str] = ()) -> dict[str, Outcome[HostRead]]:
-    """read_host for every host, in parallel."""
+def read_hosts(
+    session: Session,
+    hosts: Iterable[Host],
+    registries: Iterable[str] = (),
+    ahead: Mapping[str, list[tuple[str, int]]] | None = None,
+) -> dict[str, Outcome[HostRead]]:
+    """read_host for every host, in parallel (``ahead``: host -> the targets it probes meanwhile)."""
     names = list(registries)
-    return session.fan_out(lambda h: read_host(session, h, names), list(hosts))
+    targets = ahead or {}
+    return session.fan_out(lambda h: read_host(session, h, names, targets.get(h.name, ())), list(hosts))
 
 
 def probe_peers(hosts: Iterable[Host], members: frozenset[str]) -> dict[str, list[Host]]:
@@ -279,18 +311,30 @@ def probe_peers(hosts: Iterable[Host], members: frozenset[str]) -> dict[str, lis
 
 
 def probe_all(
-    session: Session, hosts: Iterable[Host], facts: Mapping[str, HostFacts], members: frozenset[str] = frozenset()
+    session: Session,
+    hosts: Iterable[Host],
+    facts: Mapping[str, HostFacts],
+    members: frozenset[str] = frozenset(),
+    ahead: Mapping[str, Mapping[tuple[str, str], str]] | None = None,
 ) -> dict[str, Outcome[Preflight]]:
     """The swarm-port probes from every host that answered (``facts``) to the others' advertise
-    addresses (towards the peers probe_peers gives it), in parallel: each host's Preflight."""
+    addresses (towards the peers probe_peers gives it), in parallel: each host's Preflight. A host
+    whose read already probed every one of them (``ahead``: host -> what its probes saw) is
+    judged from those, and asked nothing more; the probes it made beyond them are not looked at."""
     everyone = list(hosts)
     addresses = {n: f.advertise for n, f in facts.items()}
     peers = probe_peers(everyone, members)
+    seen_ahead = ahead or {}
 
     def one(host: Host) -> Preflight:
         f = facts[host.name]
-        probes = probe_ports(session, host, peers[host.name], addresses) if f.can_probe_ports else []
-        return Preflight(f, tuple(probes))
+        if not f.can_probe_ports:
+            return Preflight(f, ())
+        targets = port_targets(host, peers[host.name], addresses)
+        seen = seen_ahead.get(host.name)
+        if seen is None or any((address, str(port)) not in seen for _, address, port in targets):
+            return Preflight(f, tuple(probe_ports(session, host, targets)))
+        return Preflight(f, tuple(probe_results(host, targets, seen)))
 
     return session.fan_out(one, [h for h in everyone if h.name in facts])
 
@@ -308,9 +352,8 @@ def port_targets(host: Host, peers: Iterable[Host], addresses: Mapping[str, str]
     return out
 
 
-def probe_ports(session: Session, host: Host, peers: list[Host], addresses: Mapping[str, str]) -> list[PortProbe]:
-    """Try every swarm port ``host`` needs, from ``host`` itself, in parallel on the host."""
-    targets = port_targets(host, peers, addresses)
+def probe_ports(session: Session, host: Host, targets: list[tuple[Host, str, int]]) -> list[PortProbe]:
+    """Try the swarm ports ``targets`` (``port_targets``) from ``host`` itself, in parallel on the host."""
     if not targets:
         return []
     args: list[str] = []
@@ -318,7 +361,13 @@ def probe_ports(session: Session, host: Host, peers: list[Host], addresses: Mapp
         args += [address, str(port)]
     res = session.pool.connection(host).run(["bash", "-c", _PORTS_SCRIPT, "probe", *args], timeout=30)
     res.check("probe swarm ports")
-    seen = parse_ports(res.stdout)
+    return probe_results(host, targets, parse_ports(res.stdout))
+
+
+def probe_results(
+    host: Host, targets: list[tuple[Host, str, int]], seen: Mapping[tuple[str, str], str]
+) -> list[PortProbe]:
+    """Each target's probe, as _PORTS_SCRIPT's output (``parse_ports``) says it went (pure)."""
     return [
         PortProbe(host.name, peer.name, address, port, seen.get((address, str(port)), "error"))
         for peer, address, port in targets

@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from swarmctl.errors import ClusterError, EngineError, HostError, NotFound, Refused, TimeoutExpired, message_of
-from swarmctl.facts.host import SWARM_PORT, HostFacts, kernel_warnings, port_failure_message, probe_all, read_hosts
+from swarmctl.facts.host import (
+    SWARM_PORT,
+    HostFacts,
+    ahead_targets,
+    kernel_warnings,
+    port_failure_message,
+    probe_all,
+    read_hosts,
+)
 from swarmctl.facts.membership import autolock_on, read_membership, refuse_shared_node_ids
 from swarmctl.facts.nodes import NodeView, match_hosts, node_view, read_nodes
 from swarmctl.facts.witness import STAMP, SwarmWitness, read_witness, stamp_of
@@ -82,18 +90,22 @@ class BootstrapState:
 
 
 def read_state(
-    session: Session, cas: Mapping[str, tuple[str, Path]] | None = None
+    session: Session, cas: Mapping[str, tuple[str, Path]] | None = None, fresh: bool = False
 ) -> tuple[BootstrapState, EngineState]:
     """Every host read once (preflight facts and engine configuration, in parallel), the swarm
     ports probed between the hosts that answered, and the swarm's nodes read through the anchor.
     ``cas``: the inventory's registry CA files as ``registry_cas`` read them (read here if None).
+    ``fresh``: the inventory's first manager runs no swarm (a first bootstrap, most likely): each
+    host probes every swarm port of the others in the same round trip as its read, when the
+    inventory gives every address as an IP address; the probes are judged as they would be
+    after the read (``probe_all``), and a host whose read did not probe what it needs is asked then.
 
     Raises:
         Refused: two hosts report the same node ID.
     """
     inv = session.inventory
     cas = registry_cas(inv) if cas is None else cas
-    reads = read_hosts(session, inv.hosts, sorted(cas))
+    reads = read_hosts(session, inv.hosts, sorted(cas), ahead_targets(inv.hosts) if fresh else None)
     unreachable = {name: message_of(o.error) for name, o in reads.items() if o.error is not None}
     answered = {name: o.value for name, o in reads.items() if o.value is not None}
     refuse_shared_node_ids({n: r.facts.node_id for n, r in answered.items()})
@@ -107,7 +119,8 @@ def read_state(
         log.info("the swarm before the port probes: %s", e.message)
         found = (None, False, False)
     members = ready_members(inv, facts, found[0] if found[1] else None)
-    probed = probe_all(session, inv.hosts, facts, members)
+    ahead = {n: r.probes for n, r in answered.items() if r.probes is not None}
+    probed = probe_all(session, inv.hosts, facts, members, ahead)
     blocked = dict(unreachable)
     for name, o in probed.items():
         if o.value is None:
@@ -695,11 +708,12 @@ def bootstrap(
         keyring(keys)
     cas = registry_cas(inv)  # read once: the fingerprint and the engines' plan see the same files
     mark = fingerprint(inv, {r: sha for r, (sha, _) in cas.items()})
+    fresh = False
     if witness and not (force or prune or plan_only):
-        proven = _witnessed(session, mark)
+        proven, fresh = _witnessed(session, mark)
         if proven is not None:
             return proven
-    state, engines_state = read_state(session, cas)
+    state, engines_state = read_state(session, cas, fresh)
     engines = plan_engine(inv, engines_state, force)
     planned = plan_bootstrap(state, force, prune)  # its refusals come before any change
     if plan_only:
@@ -723,10 +737,12 @@ def bootstrap(
     anchor = session.engine(m.anchor)
     known_ids = apply_membership(session, anchor, state, planned, report, notify, join_timeout)
     if known_ids is None:
+        report.in_plan_order()
         return outcome
     outcome.swarm_ready = True
     outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify)
     apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
+    report.in_plan_order()  # a joined node's labels are written as it joins, listed where planned
     if witness and not report.failures and set(known_ids) >= {h.name for h in inv.hosts}:
         # every host read and all it needed done: the swarm may vouch for it, and for its nodes
         with contextlib.suppress(HostError, EngineError):
@@ -787,22 +803,23 @@ def witnessed(inv: Inventory, witness: SwarmWitness, mark: str) -> str:
     return ""
 
 
-def _witnessed(session: Session, mark: str) -> BootstrapOutcome | None:
+def _witnessed(session: Session, mark: str) -> tuple[BootstrapOutcome | None, bool]:
     """The outcome of a bootstrap the swarm proves has nothing to do (read through one manager),
-    or None: then every host is read, as on a first bootstrap."""
+    or None: then every host is read, as on a first bootstrap; and whether the inventory's first
+    manager answered as no manager (no swarm there: a first bootstrap, most likely)."""
     inv = session.inventory
     try:
         witness = read_witness(session)
     except HostError as e:
         log.info("the swarm as witness: %s", e.message)
-        return None
+        return None, False
     why = "its first manager is no active manager" if witness is None else witnessed(inv, witness, mark)
     if witness is None or why:
         log.info("every host is read: %s", why)
-        return None
+        return None, witness is None
     log.info("nothing to do, as the swarm read through %s proves", witness.through)
     report = Report(plan=Plan((), tuple(inv.warnings)), warnings=list(inv.warnings))
-    return BootstrapOutcome(report, True, len(witness.nodes))
+    return BootstrapOutcome(report, True, len(witness.nodes)), False
 
 
 def record(mark: str, node_ids: Mapping[str, str]) -> str:

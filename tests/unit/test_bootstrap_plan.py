@@ -9,14 +9,14 @@ from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 from swarmctl.errors import HostError
-from swarmctl.facts.host import HostFacts, port_targets, probe_peers
+from swarmctl.facts.host import HostFacts, ahead_targets, port_targets, probe_all, probe_peers
 from swarmctl.facts.membership import Membership
 from swarmctl.facts.nodes import NodeView
 from swarmctl.facts.witness import SwarmWitness
 from swarmctl.inventory import Host, Inventory, SSHSettings
 from swarmctl.ops import bootstrap as bootstrap_ops
 from swarmctl.ops.bootstrap import duplicate_hostnames, plan_membership, plan_nodes, ready_members, write_batches
-from swarmctl.plan import Change, Report, quiet
+from swarmctl.plan import Change, Plan, Report, quiet
 from swarmctl.transport.ssh import Outcome
 from swarmctl.wait import Pending
 from tests.unit.fakeengine import FakeEngine
@@ -244,6 +244,19 @@ def test_a_node_just_made_is_settled_at_once_unless_it_wants_a_role_change() -> 
     assert bootstrap_ops.settle(anchor, inv, "m1", "GONE") == ()  # not listed (NotFound)
 
 
+def test_a_report_lists_what_was_done_in_the_plan_s_order() -> None:
+    """A joined node's labels are written while other hosts still join: the report lists them
+    where the plan has them (so --json after --plan reads the same), anything unplanned after."""
+    join, lab2, lab3 = (Change("node", "lab3", "join-worker"), Change("node", "lab2", "availability"),
+                        Change("node", "lab3", "label", (), "kafka.slot=3"))  # fmt: skip
+    report = Report(plan=Plan((join, lab2, lab3)))
+    unplanned = Change("node", "lab9", "label")
+    for c in (join, lab3, unplanned, lab2):
+        report.done(c)
+    report.in_plan_order()
+    assert report.changes == [join, lab2, lab3, unplanned]
+
+
 def test_node_plan_is_empty_when_everything_matches() -> None:
     nodes = [
         node("N1", "m1", "manager", {"slot": "1"}),
@@ -289,6 +302,41 @@ def test_port_targets_managers_2377_everyone_7946() -> None:
     targets = [(p.name, port) for p, _, port in port_targets(INV.hosts[3], INV.hosts, addresses)]
     assert targets == [("m1", 2377), ("m1", 7946), ("m2", 2377), ("m2", 7946), ("m3", 2377), ("m3", 7946)]
     assert ("m1", 7946) not in [(p.name, port) for p, _, port in port_targets(INV.hosts[0], INV.hosts, addresses)]
+
+
+def test_probes_made_during_the_read_are_judged_as_probes_made_after_it() -> None:
+    """A first bootstrap's hosts probe every swarm port of the others in their read's round trip
+    (ahead_targets); probe_all then judges each host on the targets probe_peers gives it, from
+    those results, and asks over SSH only a host whose read left one out."""
+    ahead = ahead_targets(INV.hosts)
+    assert ahead is not None and ahead["w4"] == [(a, p) for _, a, p in port_targets(INV.hosts[3], INV.hosts, {
+        h.name: h.address for h in INV.hosts})]  # fmt: skip
+    named = replace(INV, hosts=(*INV.hosts[:3], replace(INV.hosts[3], address="w4.example")))
+    assert ahead_targets(named.hosts) is None  # its address is known once it is read
+    hostfacts = {h.name: replace(facts(h.name), advertise=h.address) for h in INV.hosts}
+    asked: list[str] = []
+
+    class Pool:
+        def connection(self, host: Host) -> Any:
+            asked.append(host.name)
+            ran = SimpleNamespace(stdout="10.0.0.1 2377 open\n10.0.0.1 7946 open\n", check=lambda what: None)
+            return SimpleNamespace(run=lambda argv, timeout: ran)
+
+    def fan_out(fn: Any, hosts: list[Host]) -> dict[str, Outcome[Any]]:
+        return {h.name: Outcome(h.name, fn(h)) for h in hosts}
+
+    session: Any = SimpleNamespace(pool=Pool(), fan_out=fan_out)
+    seen = {n: {(a, str(p)): "open" for a, p in targets} for n, targets in ahead.items()}
+    seen["m2"][("10.0.0.4", "7946")] = "timeout"  # towards w4: a newcomer, so it counts
+    seen["m3"][("10.0.0.2", "7946")] = "timeout"  # towards m2: both members, not looked at
+    del seen["w4"][("10.0.0.2", "2377")]  # w4's read left one out: w4 is probed again
+    out = probe_all(session, INV.hosts, hostfacts, frozenset({"m1", "m2", "m3"}), seen)
+    assert asked == ["w4"]
+    failures = {n: [(p.target, p.port) for p in o.value.port_failures()] for n, o in out.items() if o.value}
+    assert failures == {"m1": [], "m2": [("w4", 7946)], "m3": [], "w4": [("m2", 2377), ("m2", 7946), ("m3", 2377),
+                        ("m3", 7946)]}  # fmt: skip
+    m1 = out["m1"].value
+    assert m1 is not None and [(p.target, p.port) for p in m1.probes] == [("w4", 7946)]  # a member: newcomers only
 
 
 def test_port_targets_are_the_addresses_the_peers_advertise() -> None:
