@@ -145,7 +145,7 @@ class Report:
         at: dict[Change, int] = {}
         for i, c in enumerate(self.plan.changes):
             at.setdefault(c, i)
-        self.results.sort(key=lambda r: at.get(r.change, len(at)))
+        self.results.sort(key=lambda r: at.get(r.change, len(self.plan.changes)))
 
     def warn(self, messages: Iterable[str]) -> None:
         for m in messages:

@@ -193,21 +193,32 @@ def read_host(
             not a JSON object.
     """
     conn = session.pool.connection(host)
-    script = f"{{ {_FACTS_SCRIPT}\n}}\necho {shlex.quote(_SEPARATOR)}\n{{ {READ_SCRIPT}\n}}"
-    targets = [str(x) for address, port in ahead for x in (address, port)]
-    if targets:  # the read's own exit status stays the command's
-        probe = shlex.join(["bash", "-c", _PORTS_SCRIPT, "probe", *targets])
-        script += (f"\nrc=$?\nif command -v bash >/dev/null 2>&1; then echo {shlex.quote(_PROBES_SEPARATOR)}; "
-                   f"{probe}; fi\nexit $rc")  # fmt: skip
-    res = conn.run(["sh", "-c", script, "read", *registries], timeout=30).check("read host facts")
+    targets = list(ahead)
+    res = conn.run(["sh", "-c", read_script(targets), "read", *registries], timeout=30).check("read host facts")
     head, _, tail = res.stdout.partition(_SEPARATOR + "\n")
-    tail, probed, ports = tail.partition(_PROBES_SEPARATOR + "\n")
+    probed, ports = "", ""
+    if targets:
+        before, probed, ports = tail.rpartition(_PROBES_SEPARATOR + "\n")
+        tail = before if probed else tail
     facts, info = _facts(session, host, head)
     try:
         files = parse_config_read(tail)
     except ValueError as e:
         raise HostError(host.name, str(e)) from None
     return HostRead(facts, engine_facts(host.name, files, info), parse_ports(ports) if probed else None)
+
+
+def read_script(ahead: Iterable[tuple[str, int]] = ()) -> str:
+    """read_host's command (``sh -c``, the registries as its arguments): the facts, the engine
+    configuration, then - with targets ``ahead`` and bash on the host - the port probes towards
+    them; the command's exit status stays the configuration read's."""
+    script = f"{{ {_FACTS_SCRIPT}\n}}\necho {shlex.quote(_SEPARATOR)}\n{{ {READ_SCRIPT}\n}}"
+    targets = [str(x) for address, port in ahead for x in (address, port)]
+    if not targets:
+        return script
+    probe = shlex.join(["bash", "-c", _PORTS_SCRIPT, "probe", *targets])
+    return (f"{script}\nrc=$?\nif command -v bash >/dev/null 2>&1; then echo {shlex.quote(_PROBES_SEPARATOR)}; "
+            f"{probe}; fi\nexit $rc")  # fmt: skip
 
 
 def ahead_targets(hosts: Iterable[Host]) -> dict[str, list[tuple[str, int]]] | None:

@@ -1089,22 +1089,27 @@ class Joined:
     settled: tuple[Change, ...] = ()
 
 
-def settle(anchor: Engine, inv: Inventory, name: str, node_id: str) -> tuple[Change, ...]:
+def settle(
+    anchor: Engine, inv: Inventory, name: str, node_id: str, calls: threading.BoundedSemaphore | None = None
+) -> tuple[Change, ...]:
     """A node just made gets its labels and availability at once, written while the other hosts
     still join: written after all the joins, each write waited on a leader busy with all the new
     nodes (0.1-0.6 s each at 24 hosts). The changes written; none when the node wants a role
     change, or when reading or writing it failed: the node phase after the joins, planned from the
-    nodes as they are then, writes what is left (and names the failure if it fails again)."""
+    nodes as they are then, writes what is left (and names the failure if it fails again).
+    ``calls``: held for the anchor's calls (the joins settle at most NODE_WRITERS at a time: the
+    anchor's pool keeps that many API channels, and its sshd opens only so many sessions)."""
     host = inv.host(name)
     if not host.labels and host.availability in (None, "active"):
         return ()  # what a new node is already: nothing to read
     try:
-        node = node_view(anchor.inspect_node(node_id))
-        wanted = plan_nodes(inv, {name: node}, [node]).updates
-        if len(wanted) != 1 or any(c.action in ("promote", "demote") for c in wanted[0].changes):
-            return ()
-        u = wanted[0]
-        anchor.update_node(u.node_id, u.version, dict(u.spec), what=name)
+        with calls or contextlib.nullcontext():
+            node = node_view(anchor.inspect_node(node_id))
+            wanted = plan_nodes(inv, {name: node}, [node]).updates
+            if len(wanted) != 1 or any(c.action in ("promote", "demote") for c in wanted[0].changes):
+                return ()
+            u = wanted[0]
+            anchor.update_node(u.node_id, u.version, dict(u.spec), what=name)
     except HostError as e:
         log.debug("%s: its node's labels are left to the node phase: %s", name, e.message)
         return ()
@@ -1123,7 +1128,8 @@ def _join(
     managers = [m.anchor] + [n for n in m.members if inv.host(n).is_manager and n != m.anchor]
     remotes = [f"{addresses.get(n) or inv.host(n).address}:{SWARM_PORT}" for n in managers]
     roles = {j.host: j.role for j in joins}
-    asking = threading.Lock()  # the token asked again by one join at a time (the anchor's channels)
+    asking = threading.Lock()  # the token asked again by one join at a time
+    calls = threading.BoundedSemaphore(NODE_WRITERS)  # the joins' calls to the anchor, at most its channels
 
     def join_one(host: Host) -> Joined:
         engine = session.engine(host)
@@ -1141,13 +1147,13 @@ def _join(
                     raise
                 # Seen right after a force-new-cluster from a backup (recover): the new leader's CA
                 # refused the token it had just reported, for a moment. The token is asked again.
-                with asking:
+                with asking, calls:
                     asked.append(anchor.inspect_swarm()["JoinTokens"][kind])
                 return Pending(f"the swarm's CA refused its own {kind.lower()} join token")
 
         until(f"{host.name} to join the swarm", joined, JOIN_TOKEN_WAIT, first=1.0, cap=4.0, retry=())
         node_id = _node_id(engine)
-        return Joined(node_id, settle(anchor, inv, host.name, node_id))
+        return Joined(node_id, settle(anchor, inv, host.name, node_id, calls))
 
     # every join at once: each waits on the swarm (its CA, raft), not on this machine, over the
     # connection its host's read opened; in waves of the pool's 16, the last joins of 24 hosts

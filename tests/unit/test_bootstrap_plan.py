@@ -229,7 +229,7 @@ class FailingWrites(NodeWrites):
 def test_a_node_just_made_is_settled_at_once_unless_it_wants_a_role_change() -> None:
     """Each host's labels and availability are written as soon as its node exists (while the
     others still join); a role change, or a write that fails, is left to the node phase."""
-    inv = Inventory(Path("hosts.yml"), (host("m1", "manager", {"slot": "1"}), host("m2", "manager"),
+    inv = Inventory(Path("hosts.yml"), (host("m1", "manager", {"slot": "1"}), host("m2", "manager", {"zone": "a"}),
                     host("w4", "worker", {"zone": "b"}, "drain")), MappingProxyType({}))  # fmt: skip
     nodes = [node("N1", "m1", "manager"), node("N2", "m2", "worker"), node("N4", "w4")]
     anchor = NodeWrites(nodes)
