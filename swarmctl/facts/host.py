@@ -213,10 +213,10 @@ def read_script(ahead: Iterable[tuple[str, int]] = ()) -> str:
     configuration, then - with targets ``ahead`` and bash on the host - the port probes towards
     them; the command's exit status stays the configuration read's."""
     script = f"{{ {_FACTS_SCRIPT}\n}}\necho {shlex.quote(_SEPARATOR)}\n{{ {READ_SCRIPT}\n}}"
-    targets = [str(x) for address, port in ahead for x in (address, port)]
+    targets = list(ahead)
     if not targets:
         return script
-    probe = shlex.join(["bash", "-c", _PORTS_SCRIPT, "probe", *targets])
+    probe = shlex.join(probe_command(targets))
     return (f"{script}\nrc=$?\nif command -v bash >/dev/null 2>&1; then echo {shlex.quote(_PROBES_SEPARATOR)}; "
             f"{probe}; fi\nexit $rc")  # fmt: skip
 
@@ -367,12 +367,15 @@ def probe_ports(session: Session, host: Host, targets: list[tuple[Host, str, int
     """Try the swarm ports ``targets`` (``port_targets``) from ``host`` itself, in parallel on the host."""
     if not targets:
         return []
-    args: list[str] = []
-    for _, address, port in targets:
-        args += [address, str(port)]
-    res = session.pool.connection(host).run(["bash", "-c", _PORTS_SCRIPT, "probe", *args], timeout=30)
+    command = probe_command([(address, port) for _, address, port in targets])
+    res = session.pool.connection(host).run(command, timeout=30)
     res.check("probe swarm ports")
     return probe_results(host, targets, parse_ports(res.stdout))
+
+
+def probe_command(targets: Iterable[tuple[str, int]]) -> list[str]:
+    """_PORTS_SCRIPT's argv, probing each (address, port) of ``targets`` (pure)."""
+    return ["bash", "-c", _PORTS_SCRIPT, "probe", *(str(x) for address, port in targets for x in (address, port))]
 
 
 def probe_results(

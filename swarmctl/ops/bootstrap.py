@@ -1100,7 +1100,7 @@ def settle(
     ``calls``: held for the anchor's calls (the joins settle at most NODE_WRITERS at a time: the
     anchor's pool keeps that many API channels, and its sshd opens only so many sessions)."""
     host = inv.host(name)
-    if not host.labels and host.availability in (None, "active"):
+    if not plan_nodes(inv, {name: joined_node(host, host.role)}, []).updates:
         return ()  # what a new node is already: nothing to read
     try:
         with calls or contextlib.nullcontext():
