@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from swarmctl.errors import Busy, ClusterError, TimeoutExpired, Unavailable
 from swarmctl.facts.daemon import read_daemon_info
-from swarmctl.facts.nodes import node_names, read_nodes
+from swarmctl.facts.nodes import NodeView, node_names, placement_allows, read_nodes
 from swarmctl.facts.services import desired_tasks, is_job, is_running, read_services, service_view, task_state
 from swarmctl.facts.tasks import current, read_tasks, task_views
 from swarmctl.plan import Notify, quiet
@@ -78,6 +78,7 @@ def assess(
     since: float,
     now: float,
     names: Mapping[str, str],
+    nodes: Sequence[NodeView] = (),
 ) -> Progress:
     """How far one service is (pure).
 
@@ -88,6 +89,9 @@ def assess(
         since: engine time the wait began: task failures before it are history.
         now: engine time now (monitor windows are measured on it).
         names: node ID -> name, for task errors.
+        nodes: the swarm's nodes: a global service created in this run that has no task yet is
+            converged only when no ready, active node may run it (else swarm has not made its
+            tasks yet: its desired count still says 0).
     """
     spec = svc["Spec"]
     p = Progress(spec["Name"])
@@ -118,6 +122,9 @@ def assess(
         if p.running >= p.desired and p.desired > 0:
             p.state, p.message = CONVERGED, "job complete"
             return p
+    elif unmade(spec, current, written_at == 0, nodes):
+        p.state, p.message = UPDATING, "waiting for swarm to create its tasks"
+        return p
     else:
         monitor = int((spec.get("UpdateConfig") or {}).get("Monitor") or DEFAULT_MONITOR_NS) / 1e9
         stable = all(now - parse_time(t.get("Status", {}).get("Timestamp")) >= monitor for t in running)
@@ -150,6 +157,19 @@ def assess(
     return p
 
 
+def unmade(spec: Mapping[str, Any], current: Sequence[Mapping[str, Any]], created: bool,
+           nodes: Sequence[NodeView]) -> bool:  # fmt: skip
+    """A global service this run created, with no task yet, that a ready, active node may
+    run (pure): its orchestrator has not made its tasks yet, and its ``DesiredTasks`` (0 until
+    then) cannot be believed. As ``docker service create`` does, it waits for the tasks; unlike
+    it, not when no node can run them (``placement_allows`` errs towards "may run": a constraint
+    it cannot judge makes this wait until the deadline, which then says so)."""
+    if not created or current or "Global" not in (spec.get("Mode") or {}):
+        return False
+    constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or []
+    return any(n.ready and n.availability == "active" and placement_allows(constraints, n) for n in nodes)
+
+
 def wait_converged(
     engine: Engine,
     services: Iterable[str],
@@ -178,7 +198,8 @@ def wait_converged(
     watched = list(services)
     since = parse_time(read_daemon_info(engine).system_time)
     local_start = time.monotonic()
-    names = node_names(read_nodes(engine))
+    nodes = read_nodes(engine)
+    names = node_names(nodes)
     progress = {n: Progress(n) for n in watched}
     last_seen: dict[str, tuple[Any, ...]] = {}
 
@@ -196,7 +217,7 @@ def wait_converged(
             if svc is None:
                 p = Progress(name, state=FAILED, message="service disappeared")
             else:
-                p = assess(svc, by_service[svc["ID"]], written.get(name), since, now, names)
+                p = assess(svc, by_service[svc["ID"]], written.get(name), since, now, names, nodes)
             progress[name] = p
             key = (p.running, p.desired, p.state, p.message)
             if last_seen.get(name) != key:

@@ -12,6 +12,9 @@ Writes ``tests/recorded/*.json``:
   and when the update was written.
 * ``rollout.json``: a replicated service before an update, after it converged, and after a
   failed update that swarm rolled back (with the write time read back right after the write).
+* ``global.json``: global services as swarm lists them: one constrained to a label no node has
+  (no task, ``DesiredTasks`` 0: also what a new global service shows before swarm made its tasks)
+  and one running on every node, with the swarm's nodes (``--global INVENTORY``: from a lab's swarm).
 * ``nodes.json``: the nodes of a 3-manager, 1-worker swarm with labels.
 * ``placement.json`` (``--placement INVENTORY``, from a lab that runs the Kafka stack): its nodes,
   services and tasks, and which task each host's own engine runs - what ``ps`` must show.
@@ -117,6 +120,8 @@ def snapshot(engine: Engine, sid: str) -> dict[str, Any]:
 
 def create(engine: Engine, name: str, image: str, command: list[str], **spec: Any) -> str:
     task = {"ContainerSpec": {"Image": image, "Command": command, **spec.pop("container", {})}}
+    if "TaskTemplate_Placement" in spec:
+        task["Placement"] = spec.pop("TaskTemplate_Placement")
     if "restart" in spec:
         task["RestartPolicy"] = spec.pop("restart")
     return str(engine.create_service({"Name": name, "TaskTemplate": task, **spec})["ID"])
@@ -207,6 +212,22 @@ def record_rollout(engine: Engine, probe: str) -> None:
     engine.remove_service(sid)
 
 
+def record_global(engine: Engine, probe: str) -> None:
+    since = engine.info()["SystemTime"]
+    glob: dict[str, Any] = {"Global": {}}
+    nowhere = create(engine, "rec-nowhere", probe, SLEEP, Mode=glob,
+                     TaskTemplate_Placement={"Constraints": ["node.labels.rec-none==1"]})  # fmt: skip
+    everywhere = create(engine, "rec-everywhere", probe, SLEEP, Mode=glob, UpdateConfig={"Monitor": 10**9})
+    nodes = engine.nodes()
+    until("a task on every node", lambda: tasks_in(engine, everywhere, "running", len(nodes)))
+    time.sleep(2)  # past the 1 s monitor window: what "stable" means to the recording, not a test wait
+    out = {"nodes": nodes, "since": since,
+           "everywhere": snapshot(engine, everywhere), "nowhere": snapshot(engine, nowhere)}  # fmt: skip
+    save("global", out)
+    for sid in (nowhere, everywhere):
+        engine.remove_service(sid)
+
+
 def record_placement(inventory: Path, stack: str = "kafka") -> None:
     """A deployed stack's nodes, services and tasks as a manager lists them, and - from each host's
     own engine - which task runs where: what ``ps`` must show (``placement.json``)."""
@@ -231,6 +252,11 @@ def main() -> None:
         # python -m tests.recorded.record --placement INVENTORY: from a lab where the Kafka stack runs
         record_placement(Path(sys.argv[2]))
         return
+    if sys.argv[1:2] == ["--global"]:
+        # python -m tests.recorded.record --global INVENTORY: from a lab's swarm
+        with Session(load_inventory(Path(sys.argv[2]))) as session:
+            record_global(find_manager(session), images.lab_vars()["PROBE_IMAGE"])
+        return
     spec = labhosts.plan_lab(LAB_DIR, 4, 3)
 
     def load(s: labhosts.LabSpec) -> dict[str, str]:
@@ -246,6 +272,7 @@ def main() -> None:
             probe = images.lab_vars()["PROBE_IMAGE"]
             record_convergence(engine, probe)
             record_rollout(engine, probe)
+            record_global(engine, probe)
         record_parity(inventory)
     finally:
         labhosts.teardown(LAB_DIR)

@@ -6,12 +6,15 @@ The same paths against a real swarm: tests/e2e/test_update.py and test_deploy.py
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import pytest
 
 from swarmctl.converge import assess, wait_converged
 from swarmctl.errors import Busy, TimeoutExpired, Unavailable
+from swarmctl.facts.nodes import node_view
 from swarmctl.ops.update import RolloutFailed, RolloutInterrupted, Step, roll_out
 from swarmctl.spec import parse_time
 from tests.unit.fakeengine import FakeEngine, FakeGates, FakeService, recorded
@@ -43,6 +46,40 @@ def test_an_update_status_from_before_our_write_is_not_ours() -> None:
     late = parse_time(rec["service"]["UpdateStatus"]["StartedAt"]) + 60
     p = assess(rec["service"], rec["tasks"], late, parse_time(rec["since"]), parse_time(rec["now"]), {})
     assert p.state != "rolled back"
+
+
+GLOBAL = recorded("global")
+
+
+def global_case(name: str, **placement: Any) -> tuple[dict[str, Any], list[dict[str, Any]], float, float]:
+    rec = GLOBAL[name]
+    svc = copy.deepcopy(rec["service"])
+    if placement:
+        svc["Spec"]["TaskTemplate"]["Placement"] = placement
+    return svc, rec["tasks"], parse_time(GLOBAL["since"]), parse_time(rec["now"])
+
+
+def test_a_new_global_service_without_tasks_waits_for_them_while_a_node_may_run_it() -> None:
+    nodes = [node_view(n) for n in GLOBAL["nodes"]]
+    # recorded: constrained to a label no node has, no task and DesiredTasks 0 - converged
+    svc, tasks, since, now = global_case("nowhere")
+    assert tasks == [] and svc["ServiceStatus"]["DesiredTasks"] == 0
+    assert assess(svc, tasks, 0.0, since, now, {}, nodes).state == "converged"
+    # the same listing without the constraint: what a global service created a moment ago shows
+    # until swarm made its tasks (a moment no recording catches on purpose)
+    svc, tasks, since, now = global_case("nowhere", Constraints=[])
+    p = assess(svc, tasks, 0.0, since, now, {}, nodes)
+    assert (p.state, p.message) == ("updating", "waiting for swarm to create its tasks")
+    svc, tasks, since, now = global_case("nowhere", Constraints=["node.role==manager"])
+    assert assess(svc, tasks, 0.0, since, now, {}, nodes).state == "updating"
+    # not created by this run: its DesiredTasks is swarm's word
+    assert assess(svc, tasks, None, since, now, {}, nodes).state == "converged"
+    # no node ready and active: nothing to wait for
+    drained = [dataclasses.replace(n, availability="drain") for n in nodes]
+    assert assess(svc, tasks, 0.0, since, now, {}, drained).state == "converged"
+    svc, tasks, since, now = global_case("everywhere")
+    p = assess(svc, tasks, 0.0, since, now, {}, nodes)
+    assert (p.state, p.running, p.desired) == ("converged", len(nodes), len(nodes))
 
 
 ZK = {"io.swarmctl.check": "zookeeper", "io.swarmctl.rollout.group": "zookeeper", "io.swarmctl.rollout.order": "1"}
