@@ -114,6 +114,8 @@ def manifest(state: BackupState, node: NodeView, host: str, engine_version: str,
         "docker_version": engine_version,
         "managers": sum(1 for n in state.nodes if n.is_manager),
         "autolock": autolock_on(state.swarm),
+        # a forced cluster made from this backup is given the same (else it rotates its root CA)
+        "ca_force_rotate": int(((state.swarm.get("Spec") or {}).get("CAConfig") or {}).get("ForceRotate") or 0),
         "stacks": stacks,
         "services": sorted(str(s["Spec"]["Name"]) for s in state.services),
         "secrets": list(state.secrets),

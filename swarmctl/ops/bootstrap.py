@@ -1077,8 +1077,12 @@ def remove_node(anchor: Engine, node_id: str, what: str, timeout: float = REMOVE
 
 
 TOKEN_NOT_TAKEN = "A valid join token is necessary to join this cluster"
+# a join whose token no longer matches the swarm's root CA: it was read before a root CA rotation
+# ended (the rotation's end writes new tokens); the first from the joining engine, the second from
+# its TLS handshake with the manager
+CA_MOVED = ("remote CA does not match fingerprint", "certificate signed by unknown authority")
 MAX_JOINS = 64  # joins at once: more would only queue at the managers' CA (each gives up after 20 s)
-JOIN_TOKEN_WAIT = 30.0  # the longest a new leader's CA may refuse the join token it reports
+JOIN_TOKEN_WAIT = 60.0  # the longest a join is retried with a new token (a refused one, or a CA's end)
 
 
 @dataclass(frozen=True)
@@ -1143,13 +1147,22 @@ def _join(
                 engine.join_swarm(remotes, asked[-1], addresses.get(host.name) or host.address, f"0.0.0.0:{SWARM_PORT}")
                 return True
             except HostError as e:
-                if TOKEN_NOT_TAKEN not in e.message:
+                refused = TOKEN_NOT_TAKEN in e.message
+                if not refused and not any(s in e.message for s in CA_MOVED):
                     raise
-                # Seen right after a force-new-cluster from a backup (recover): the new leader's CA
-                # refused the token it had just reported, for a moment. The token is asked again.
+                # Seen right after a force-new-cluster (recover): the new leader's CA refused the
+                # token it had just reported, for a moment; or the cluster's root CA rotation ended
+                # while the host joined, and the token's CA digest is the old root's. The token is
+                # asked again; a CA mismatch with the swarm's token unchanged and no rotation
+                # running is the token's own (another swarm's): said at once.
                 with asking, calls:
-                    asked.append(anchor.inspect_swarm()["JoinTokens"][kind])
-                return Pending(f"the swarm's CA refused its own {kind.lower()} join token")
+                    swarm = anchor.inspect_swarm()
+                token = swarm["JoinTokens"][kind]
+                if not refused and token == asked[-1] and not swarm.get("RootRotationInProgress"):
+                    raise
+                asked.append(token)
+                why = "refused its own" if refused else "changed its root CA under the"
+                return Pending(f"the swarm's CA {why} {kind.lower()} join token")
 
         until(f"{host.name} to join the swarm", joined, JOIN_TOKEN_WAIT, first=1.0, cap=4.0, retry=())
         node_id = _node_id(engine)

@@ -110,10 +110,29 @@ class RecoverPlan:
     plan: Plan
     start: tuple[str, ...] = ()  # hosts whose engine is started first (stopped, no swarm state)
     relock: tuple[str, ...] = ()  # locked managers whose unlock may give the quorum back: nothing forced
+    kept: Mapping[str, Any] | None = None  # the swarm settings the force-new-cluster carries (``kept_settings``)
 
     @property
     def forces(self) -> bool:
         return bool(self.source)
+
+
+def kept_settings(backup: Mapping[str, Any] | None, unlock: bool) -> dict[str, Any] | None:
+    """The swarm settings a force-new-cluster request must carry to keep the cluster's (pure).
+
+    The engine writes its init request's ``CAConfig.ForceRotate`` and ``EncryptionConfig.
+    AutoLockManagers`` into the cluster even when forcing (moby's MergeSwarmSpecToGRPC), and docker
+    sends 0 and false: a cluster whose root CA was ever rotated starts another rotation (whose end
+    changes the join tokens while the other hosts join) and autolock is turned off. A backup says
+    both (``ca_force_rotate`` since this release); a survivor's cluster cannot be read without a
+    quorum, so only autolock is known, when the manager was locked. None: nothing is known.
+    """
+    if backup is not None:
+        kept: dict[str, Any] = {"EncryptionConfig": {"AutoLockManagers": bool(backup.get("autolock"))}}
+        if "ca_force_rotate" in backup:
+            kept["CAConfig"] = {"ForceRotate": int(backup["ca_force_rotate"])}
+        return kept
+    return {"EncryptionConfig": {"AutoLockManagers": True}} if unlock else None
 
 
 ALIVE = (ACTIVE, PENDING, LOCKED)  # managers that still take part in their swarm, or may again by themselves
@@ -241,7 +260,8 @@ def plan_recover(
                               "node removed first (bootstrap)"))  # fmt: skip
     changes.append(Change("swarm", "services", "wait", detail="until every service runs its tasks again"))
     return RecoverPlan(source, backup is not None, unlock, tuple(leave), tuple(join),
-                       Plan(tuple(changes), tuple(warnings)), tuple(stopped))  # fmt: skip
+                       Plan(tuple(changes), tuple(warnings)), tuple(stopped),
+                       kept=kept_settings(backup, unlock))  # fmt: skip
 
 
 # -- apply -----------------------------------------------------------------------------------------
@@ -307,9 +327,12 @@ def recover(
             unlock_with(engine, candidates)
             wait_active(engine, SETTLE_TIMEOUT)
         report.done(next(changes), notify=notify)
-    engine.init_swarm(advertise_address(session, host), f"0.0.0.0:{SWARM_PORT}", force_new_cluster=True)
+    engine.init_swarm(advertise_address(session, host), f"0.0.0.0:{SWARM_PORT}", force_new_cluster=True,
+                      spec=planned.kept)  # fmt: skip
     _wait_quorum(engine, SETTLE_TIMEOUT)
     report.done(next(changes), notify=notify)
+    if engine.inspect_swarm().get("RootRotationInProgress"):
+        report.warn([ROTATING.format(planned.source)])
 
     def leave(h: Host) -> None:
         session.engine(h).leave_swarm(force=True)
@@ -340,6 +363,13 @@ def recover(
     except TimeoutExpired as e:
         report.failed(wait, str(e), "services")
     return report
+
+
+ROTATING = (
+    "{}: the new cluster is rotating its root CA (a force-new-cluster starts a rotation when the rotation count "
+    "of a cluster whose root CA was rotated before is not known): it ends by itself once every node holds a "
+    "certificate of the new root; a join that meets its end is retried with the new join token"
+)
 
 
 class _Stuck(Exception):

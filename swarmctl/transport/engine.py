@@ -376,7 +376,12 @@ class Engine(Protocol):
     def inspect_swarm(self) -> dict[str, Any]: ...
 
     def init_swarm(
-        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
+        self,
+        advertise_addr: str,
+        listen_addr: str,
+        force_new_cluster: bool = False,
+        autolock: bool = False,
+        spec: Mapping[str, Any] | None = None,
     ) -> str: ...
 
     def update_swarm(
@@ -581,10 +586,20 @@ class DockerEngine:
         return dict(self._json("read the swarm", "GET", "/swarm"))
 
     def init_swarm(
-        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
+        self,
+        advertise_addr: str,
+        listen_addr: str,
+        force_new_cluster: bool = False,
+        autolock: bool = False,
+        spec: Mapping[str, Any] | None = None,
     ) -> str:
-        """Initialize a swarm here; ``force_new_cluster``: a one-manager swarm from this manager's raft state."""
+        """Initialize a swarm here; ``force_new_cluster``: a one-manager swarm from this manager's raft state.
+        ``spec``: swarm settings to write at once; the engine merges its non-zero fields into the
+        cluster's, but always writes ``CAConfig.ForceRotate`` and ``EncryptionConfig.AutoLockManagers``
+        (a forced cluster whose root CA was rotated starts another rotation when they are left 0)."""
         body: dict[str, Any] = {"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr}
+        if spec:
+            body["Spec"] = dict(spec)
         if force_new_cluster:
             body["ForceNewCluster"] = True
         if autolock:

@@ -153,7 +153,12 @@ class FakeEngine:
         raise self._unrecorded("inspect_swarm")
 
     def init_swarm(
-        self, advertise_addr: str, listen_addr: str, force_new_cluster: bool = False, autolock: bool = False
+        self,
+        advertise_addr: str,
+        listen_addr: str,
+        force_new_cluster: bool = False,
+        autolock: bool = False,
+        spec: Mapping[str, Any] | None = None,
     ) -> str:
         raise self._unrecorded("init_swarm")
 

@@ -387,16 +387,21 @@ def test_ready_members_need_no_port_probes_among_themselves() -> None:
 def test_a_join_token_the_new_leader_s_ca_refuses_for_a_moment_is_asked_again(monkeypatch: Any) -> None:
     """Seen in a suite run on Debian 12 (Docker 20.10): right after recover's force-new-cluster
     from a backup, joins with the token the new leader had just reported were refused ("A valid
-    join token is necessary to join this cluster"). The join is tried again with the token asked
-    again, within a deadline; any other refusal fails at once."""
+    join token is necessary to join this cluster"). And seen in CI: a root CA rotation that the
+    force-new-cluster started ended while the hosts joined, and their tokens carried the old root's
+    digest (the joining engine: "remote CA does not match fingerprint"; its TLS handshake:
+    "certificate signed by unknown authority"). The join is tried again with the token asked again,
+    within a deadline; a CA mismatch while the swarm's token stays the same and no rotation runs
+    (a token of another swarm), and any other refusal, fail at once."""
     monkeypatch.setattr(bootstrap_ops, "until", lambda what, check, timeout, **kw: _first_result(check))
 
     class Anchor:
-        def __init__(self) -> None:
-            self.tokens = iter(["SWMTKN-1-a", "SWMTKN-1-b"])
+        def __init__(self, tokens: list[str], rotating: bool = False) -> None:
+            self.tokens, self.rotating = iter(tokens), rotating
 
         def inspect_swarm(self) -> dict[str, Any]:
-            return {"JoinTokens": {"Worker": next(self.tokens), "Manager": "SWMTKN-1-m"}}
+            tokens = {"Worker": next(self.tokens), "Manager": "SWMTKN-1-m"}
+            return {"JoinTokens": tokens, "RootRotationInProgress": self.rotating}
 
     class Joining:
         def __init__(self, refusals: list[str]):
@@ -405,22 +410,31 @@ def test_a_join_token_the_new_leader_s_ca_refuses_for_a_moment_is_asked_again(mo
         def join_swarm(self, remotes: list[str], token: str, advertise: str, listen: str) -> None:
             self.used.append(token)
             if self.refusals:
-                raise HostError(
-                    "w4", "join the swarm: rpc error: code = InvalidArgument desc = " + self.refusals.pop(0)
-                )
+                raise HostError("w4", "join the swarm: " + self.refusals.pop(0))
 
-    def run(engine: Joining) -> dict[str, Outcome[bootstrap_ops.Joined]]:
+    def run(engine: Joining, anchor: Anchor) -> dict[str, Outcome[bootstrap_ops.Joined]]:
         session = SimpleNamespace(inventory=INV, engine=lambda h: engine)
         monkeypatch.setattr(bootstrap_ops, "_node_id", lambda e: "n4")
         plan = bootstrap_ops.MembershipPlan("m1", None, (), (("w4", "worker"),), ("m1",))
         step = bootstrap_ops.JoinStep("w4", "worker", Change("node", "w4", "join-worker"))
-        return bootstrap_ops._join(session, Anchor(), plan, [step], {})  # type: ignore[arg-type]
+        return bootstrap_ops._join(session, anchor, plan, [step], {})  # type: ignore[arg-type]
 
-    once = Joining([bootstrap_ops.TOKEN_NOT_TAKEN])
-    assert run(once)["w4"].value == bootstrap_ops.Joined("n4") and once.used == ["SWMTKN-1-a", "SWMTKN-1-b"]
-    other = Joining(["some other refusal"])
-    failed = run(other)["w4"].error
-    assert isinstance(failed, HostError) and "some other refusal" in failed.message and len(other.used) == 1
+    refused = f"rpc error: code = InvalidArgument desc = {bootstrap_ops.TOKEN_NOT_TAKEN}"
+    fingerprint = "remote CA does not match fingerprint. Expected: 689be0def583"
+    handshake = ('rpc error: code = Unavailable desc = connection error: desc = "transport: authentication handshake '
+                 'failed: x509: certificate signed by unknown authority"')  # fmt: skip
+    changed = ["SWMTKN-1-a", "SWMTKN-1-b"]
+    for refusal in (refused, fingerprint, handshake):
+        once = Joining([refusal])
+        assert run(once, Anchor(changed))["w4"].value == bootstrap_ops.Joined("n4"), refusal
+        assert once.used == changed
+    # the token unchanged: retried while a rotation runs, else the mismatch is said at once
+    rotating = Joining([fingerprint])
+    assert run(rotating, Anchor(["SWMTKN-1-a"] * 2, rotating=True))["w4"].value == bootstrap_ops.Joined("n4")
+    for refusal in (fingerprint, "rpc error: some other refusal"):
+        other = Joining([refusal])
+        failed = run(other, Anchor(["SWMTKN-1-a"] * 2))["w4"].error
+        assert isinstance(failed, HostError) and refusal in failed.message and len(other.used) == 1
 
 
 def _first_result(check: Any) -> Any:
