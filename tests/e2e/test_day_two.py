@@ -44,6 +44,7 @@ class DayTwo:
         self.dir = d
         self.inventory = d / "hosts.yml"
         self.outputs: list[Run] = []  # every command's output: searched for the unlock key
+        self.trust_root = ""  # the swarm's root CA certificate when the backup was taken
         variables = load_inventory(lab.inventory).vars
         self.vars = "vars:\n" + "".join(f'  {k}: "{v}"\n' for k, v in variables.items())
 
@@ -206,6 +207,8 @@ def test_autolock_locks_a_restarted_manager_and_unlock_brings_it_back(day: DayTw
 @pytest.fixture(scope="module")
 def backup_file(day: DayTwo) -> Path:
     leader = day.leader()
+    with day.api(leader) as api:
+        day.trust_root = api.inspect_swarm()["TLSInfo"]["TrustRoot"]
     path = day.dir / "swarm.backup"
     run = day.run("backup", "-o", str(path), "--json")
     assert run.rc == 0, str(run)
@@ -272,4 +275,11 @@ def test_recover_from_the_backup_onto_a_lab_made_anew(day: DayTwo, backup_file: 
     assert run.rc == 0, str(run)
     manifest = swarmctl("backup", "--list", str(backup_file), "--json").json()["manifest"]
     assert run.json()["source"] == manifest["host"]  # restored where it was taken: same address
+    assert manifest["ca_force_rotate"] == 1  # the module rotated the root CA once before the backup
+    with day.api(manifest["host"]) as api:
+        swarm = api.inspect_swarm()
+    # the force-new-cluster kept the rotation count: no new rotation began, the root is the backup's
+    assert swarm["Spec"]["CAConfig"].get("ForceRotate") == 1 and not swarm["RootRotationInProgress"], swarm
+    assert swarm["TLSInfo"]["TrustRoot"] == day.trust_root and not any("rotating its root CA" in w for w in
+                                                                       run.json()["warnings"])  # fmt: skip
     assert_recovered(day, run)
