@@ -78,7 +78,7 @@ def assess(
     since: float,
     now: float,
     names: Mapping[str, str],
-    nodes: Sequence[NodeView] = (),
+    nodes: Sequence[NodeView],
 ) -> Progress:
     """How far one service is (pure).
 
@@ -89,9 +89,8 @@ def assess(
         since: engine time the wait began: task failures before it are history.
         now: engine time now (monitor windows are measured on it).
         names: node ID -> name, for task errors.
-        nodes: the swarm's nodes: a global service created in this run that has no task yet is
-            converged only when no ready, active node may run it (else swarm has not made its
-            tasks yet: its desired count still says 0).
+        nodes: the swarm's nodes: a global service written in this run that wants and has no
+            task is converged only when no ready, active node may run it (``unmade``).
     """
     spec = svc["Spec"]
     p = Progress(spec["Name"])
@@ -122,7 +121,7 @@ def assess(
         if p.running >= p.desired and p.desired > 0:
             p.state, p.message = CONVERGED, "job complete"
             return p
-    elif unmade(spec, current, written_at == 0, nodes):
+    elif unmade(svc, current, was_updated, nodes):
         p.state, p.message = UPDATING, "waiting for swarm to create its tasks"
         return p
     else:
@@ -157,14 +156,15 @@ def assess(
     return p
 
 
-def unmade(spec: Mapping[str, Any], current: Sequence[Mapping[str, Any]], created: bool,
+def unmade(svc: Mapping[str, Any], current: Sequence[Mapping[str, Any]], written: bool,
            nodes: Sequence[NodeView]) -> bool:  # fmt: skip
-    """A global service this run created, with no task yet, that a ready, active node may
-    run (pure): its orchestrator has not made its tasks yet, and its ``DesiredTasks`` (0 until
-    then) cannot be believed. As ``docker service create`` does, it waits for the tasks; unlike
-    it, not when no node can run them (``placement_allows`` errs towards "may run": a constraint
-    it cannot judge makes this wait until the deadline, which then says so)."""
-    if not created or current or "Global" not in (spec.get("Mode") or {}):
+    """A global service this run wrote, that wants no task (``DesiredTasks`` 0) and has none of its
+    spec, while a ready, active node may run it (pure): swarm has not made its tasks yet (its
+    desired count says 0 until it has), so 0 of 0 running proves nothing. As ``docker service
+    create`` does, it waits for the tasks; unlike it, not when no node can run them (judged as
+    swarm judges constraints: ``placement_allows``)."""
+    spec = svc["Spec"]
+    if not written or current or "Global" not in (spec.get("Mode") or {}) or desired_tasks(svc, current):
         return False
     constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or []
     return any(n.ready and n.availability == "active" and placement_allows(constraints, n) for n in nodes)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swarmctl.inventory import Host
@@ -26,6 +27,8 @@ class NodeView:
     engine_version: str
     version: int
     spec: Mapping[str, Any]
+    platform: tuple[str, str] = ("", "")  # (os, architecture) the node reports
+    engine_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_manager(self) -> bool:
@@ -54,6 +57,7 @@ def node_view(raw: Mapping[str, Any]) -> NodeView:
     spec = raw.get("Spec") or {}
     manager = raw.get("ManagerStatus") or {}
     description = raw.get("Description") or {}
+    platform = description.get("Platform") or {}
     return NodeView(
         id=raw["ID"],
         hostname=str(description.get("Hostname", "")),
@@ -67,6 +71,8 @@ def node_view(raw: Mapping[str, Any]) -> NodeView:
         engine_version=str((description.get("Engine") or {}).get("EngineVersion", "")),
         version=int((raw.get("Version") or {}).get("Index", 0)),
         spec=dict(spec),
+        platform=(str(platform.get("OS", "")), str(platform.get("Architecture", ""))),
+        engine_labels=dict((description.get("Engine") or {}).get("Labels") or {}),
     )
 
 
@@ -127,27 +133,53 @@ def node_names(nodes: Iterable[NodeView]) -> dict[str, str]:
     return {n.id: n.label for n in nodes}
 
 
-def placement_allows(constraints: Iterable[str], node: NodeView) -> bool:
-    """Whether swarm may place a task with these constraints on ``node`` (pure).
+def _ip_matches(want: str, addr: str) -> bool | None:
+    """``node.ip``'s test: ``addr`` is the address ``want`` or within its CIDR; None when ``want``
+    is neither (swarm then places nowhere)."""
+    try:
+        net = ipaddress.ip_network(want, strict=False) if "/" in want else None
+        one = None if net else ipaddress.ip_address(want)
+    except ValueError:
+        return None
+    try:
+        have = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return have in net if net is not None else have == one
 
-    Knows node.id, node.hostname, node.role and node.labels.*; a constraint on anything else
-    (engine labels, platform) is taken as met: the answer errs on "may run here".
-    """
+
+def placement_allows(constraints: Iterable[str], node: NodeView) -> bool:
+    """Whether swarm's constraints let a task of the service run on ``node`` (pure), as swarmkit's
+    ``constraint.NodeMatches`` judges: keys and values compared without case (label names with),
+    a label the node lacks compared as "", ``node.ip`` as an address or a CIDR, and a constraint
+    with any other key (or no ``==``/``!=``) matching no node."""
     for c in constraints:
         op = "!=" if "!=" in c else "==" if "==" in c else ""
         if not op:
-            continue
+            return False
         key, _, want = (part.strip() for part in c.partition(op))
-        if key == "node.id":
-            have: str | None = node.id
-        elif key == "node.hostname":
-            have = node.hostname
-        elif key == "node.role":
-            have = node.role
-        elif key.startswith("node.labels."):
-            have = node.labels.get(key.removeprefix("node.labels."))
-        else:
+        low = key.lower()
+        if low == "node.ip":
+            hit = _ip_matches(want, node.addr)
+            if hit is None or hit != (op == "=="):
+                return False
             continue
-        if (have == want) != (op == "=="):
+        if low == "node.id":
+            have = node.id
+        elif low == "node.hostname":
+            have = node.hostname
+        elif low == "node.role":
+            have = node.role
+        elif low == "node.platform.os":
+            have = node.platform[0]
+        elif low == "node.platform.arch":
+            have = node.platform[1]
+        elif low.startswith("node.labels.") and len(key) > len("node.labels."):
+            have = node.labels.get(key[len("node.labels.") :], "")
+        elif low.startswith("engine.labels.") and len(key) > len("engine.labels."):
+            have = node.engine_labels.get(key[len("engine.labels.") :], "")
+        else:
+            return False
+        if (have.casefold() == want.casefold()) != (op == "=="):
             return False
     return True

@@ -1141,6 +1141,7 @@ def _join(
             engine.leave_swarm(force=True)
         kind = "Manager" if roles[host.name] == "manager" else "Worker"
         asked = [tokens[kind]]
+        last: list[HostError] = []  # the join's last refusal: what a timeout says
 
         def joined() -> bool | Pending:
             try:
@@ -1160,11 +1161,14 @@ def _join(
                 token = swarm["JoinTokens"][kind]
                 if not refused and token == asked[-1] and not swarm.get("RootRotationInProgress"):
                     raise
+                last[:] = [e]
                 asked.append(token)
-                why = "refused its own" if refused else "changed its root CA under the"
-                return Pending(f"the swarm's CA {why} {kind.lower()} join token")
+                if refused:
+                    return Pending(f"the swarm's CA refused its own {kind.lower()} join token; asking again")
+                return Pending(f"the swarm's root CA changed or is rotating: {e.message}; asking for a new token")
 
-        until(f"{host.name} to join the swarm", joined, JOIN_TOKEN_WAIT, first=1.0, cap=4.0, retry=())
+        until(f"{host.name} to join the swarm", joined, JOIN_TOKEN_WAIT, first=1.0, cap=4.0, retry=(),
+              error=lambda _: last[0])  # fmt: skip
         node_id = _node_id(engine)
         return Joined(node_id, settle(anchor, inv, host.name, node_id, calls))
 

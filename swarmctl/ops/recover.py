@@ -25,6 +25,7 @@ The order of operations (docker's disaster-recovery procedure, done on the right
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from swarmctl.ops.engine_config import BACK_TIMEOUT, HostChange, systemctl_docke
 from swarmctl.plan import FAILED, NOT_STARTED, Change, Notify, Plan, Report, Result, quiet
 from swarmctl.transport.engine import Engine, Session
 from swarmctl.wait import Pending, until
+
+log = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT = 90.0  # the new cluster answering, the restored engine back
 CONVERGE_TIMEOUT = 600.0
@@ -331,8 +334,12 @@ def recover(
                       spec=planned.kept)  # fmt: skip
     _wait_quorum(engine, SETTLE_TIMEOUT)
     report.done(next(changes), notify=notify)
-    if engine.inspect_swarm().get("RootRotationInProgress"):
-        report.warn([ROTATING.format(planned.source)])
+    try:
+        if engine.inspect_swarm().get("RootRotationInProgress"):
+            known = "CAConfig" in (planned.kept or {})
+            report.warn([ROTATING.format(planned.source, "" if known else UNKNOWN_COUNT)])
+    except HostError as e:  # only a warning depends on it: the recovery goes on
+        log.debug("%s: the swarm not read after the force: %s", planned.source, e.message)
 
     def leave(h: Host) -> None:
         session.engine(h).leave_swarm(force=True)
@@ -366,9 +373,12 @@ def recover(
 
 
 ROTATING = (
-    "{}: the new cluster is rotating its root CA (a force-new-cluster starts a rotation when the rotation count "
-    "of a cluster whose root CA was rotated before is not known): it ends by itself once every node holds a "
+    "{}: the new cluster is rotating its root CA{}: the rotation ends by itself once every node holds a "
     "certificate of the new root; a join that meets its end is retried with the new join token"
+)
+UNKNOWN_COUNT = (
+    " (a force-new-cluster starts one when the cluster's root CA was rotated before and its rotation count is "
+    "not known: recovery from a survivor, or a backup of an earlier release)"
 )
 
 

@@ -27,7 +27,7 @@ def test_convergence_of_recorded_services(case: str) -> None:
     rec = CONVERGENCE[case]
     written = rec["written_at"]
     written_at = parse_time(written) if isinstance(written, str) else written
-    p = assess(rec["service"], rec["tasks"], written_at, parse_time(rec["since"]), parse_time(rec["now"]), {})
+    p = assess(rec["service"], rec["tasks"], written_at, parse_time(rec["since"]), parse_time(rec["now"]), {}, ())
     assert p.state == rec["expect"], (p, [t["Status"]["State"] for t in rec["tasks"]])
     if p.state == "failed":
         assert "exit" in p.message or "paused" in p.message  # the task error or swarm's reason, in words
@@ -36,7 +36,7 @@ def test_convergence_of_recorded_services(case: str) -> None:
 def test_running_tasks_inside_the_monitor_window_are_not_converged_yet() -> None:
     rec = CONVERGENCE["running"]
     started = max(parse_time(t["Status"]["Timestamp"]) for t in rec["tasks"])
-    p = assess(rec["service"], rec["tasks"], None, parse_time(rec["since"]), started + 1, {})
+    p = assess(rec["service"], rec["tasks"], None, parse_time(rec["since"]), started + 1, {}, ())
     assert p.state == "updating" and "watching" in p.message
 
 
@@ -44,7 +44,7 @@ def test_an_update_status_from_before_our_write_is_not_ours() -> None:
     rec = CONVERGENCE["rolled-back"]
     # a rollback that started before this run wrote the service says nothing about our write
     late = parse_time(rec["service"]["UpdateStatus"]["StartedAt"]) + 60
-    p = assess(rec["service"], rec["tasks"], late, parse_time(rec["since"]), parse_time(rec["now"]), {})
+    p = assess(rec["service"], rec["tasks"], late, parse_time(rec["since"]), parse_time(rec["now"]), {}, ())
     assert p.state != "rolled back"
 
 
@@ -70,8 +70,10 @@ def test_a_new_global_service_without_tasks_waits_for_them_while_a_node_may_run_
     svc, tasks, since, now = global_case("nowhere", Constraints=[])
     p = assess(svc, tasks, 0.0, since, now, {}, nodes)
     assert (p.state, p.message) == ("updating", "waiting for swarm to create its tasks")
-    svc, tasks, since, now = global_case("nowhere", Constraints=["node.role==manager"])
+    # a constraint some node meets, as swarm compares it (without case); written by an update too
+    svc, tasks, since, now = global_case("nowhere", Constraints=["node.role==Manager"])
     assert assess(svc, tasks, 0.0, since, now, {}, nodes).state == "updating"
+    assert assess(svc, tasks, now - 1, since, now, {}, nodes).state == "updating"
     # not created by this run: its DesiredTasks is swarm's word
     assert assess(svc, tasks, None, since, now, {}, nodes).state == "converged"
     # no node ready and active: nothing to wait for

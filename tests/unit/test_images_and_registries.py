@@ -53,9 +53,10 @@ def test_not_an_archive(tmp_path: Path) -> None:
 
 
 def node(hostname: str, role: str = "worker", **labels: str) -> NodeView:
-    return node_view(
-        {"ID": f"id-{hostname}", "Spec": {"Role": role, "Labels": labels}, "Description": {"Hostname": hostname}}
-    )
+    description = {"Hostname": hostname, "Platform": {"OS": "linux", "Architecture": "x86_64"},
+                   "Engine": {"Labels": {"disk": "ssd"} if hostname == "lab4" else {}}}  # fmt: skip
+    return node_view({"ID": f"id-{hostname}", "Spec": {"Role": role, "Labels": labels}, "Description": description,
+                      "Status": {"Addr": "192.168.77.1" + hostname[-1]}})  # fmt: skip
 
 
 def test_placement_as_swarm_reads_it() -> None:
@@ -65,7 +66,18 @@ def test_placement_as_swarm_reads_it() -> None:
     )
     assert placement_allows(["node.labels.kafka.slot != 1"], lab4)  # a missing label is "not 1"
     assert not placement_allows(["node.role == worker"], lab1) and placement_allows(["node.hostname != lab1"], lab4)
-    assert placement_allows(["engine.labels.disk == ssd", "node.platform.os == linux"], lab4)  # unknown: may run
+    # as swarmkit's constraint.NodeMatches: values without case, engine labels, platform, node.ip
+    assert placement_allows(["node.hostname==LAB4", "node.role==Worker", "NODE.PLATFORM.OS==Linux"], lab4)
+    assert placement_allows(["engine.labels.disk == ssd", "node.platform.arch == x86_64"], lab4)
+    assert not placement_allows(["engine.labels.disk == ssd"], lab1)
+    assert placement_allows(["engine.labels.disk != ssd"], lab1)
+    assert placement_allows(["node.ip == 192.168.77.14"], lab4)
+    assert not placement_allows(["node.ip == 192.168.77.11"], lab4)
+    assert placement_allows(["node.ip == 192.168.77.0/24"], lab1)
+    assert not placement_allows(["node.ip != 192.168.77.0/24"], lab1)
+    # a malformed address, an unknown key or no operator: swarm places nowhere
+    for c in ("node.ip == 192.168.77.x", "node.ip != nonsense", "node.color == red", "node.labels.a"):
+        assert not placement_allows([c], lab1), c
 
 
 def test_registries_of_image_names_and_docker_config_credentials(tmp_path: Path) -> None:
