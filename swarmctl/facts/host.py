@@ -73,6 +73,7 @@ probe() {
     *) echo "$1 $2 error" ;;
   esac
 }
+exec 2>/dev/null  # the results are on stdout; the shell's job notices (of `set -m`) are not
 set -m  # each probe its own process group: the watchdog ends the connect with the probe
 pids=() targets=()
 while [ $# -ge 2 ]; do probe "$1" "$2" & pids+=("$!"); targets+=("$1 $2"); shift 2; done
