@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ class NodeView:
     version: int
     spec: Mapping[str, Any]
     platform: tuple[str, str] = ("", "")  # (os, architecture) the node reports
+    status_addr: str = ""  # Status.Addr as reported (0.0.0.0 for some managers): what node.ip is tested on
     engine_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -72,6 +74,7 @@ def node_view(raw: Mapping[str, Any]) -> NodeView:
         version=int((raw.get("Version") or {}).get("Index", 0)),
         spec=dict(spec),
         platform=(str(platform.get("OS", "")), str(platform.get("Architecture", ""))),
+        status_addr=str((raw.get("Status") or {}).get("Addr", "")),
         engine_labels=dict((description.get("Engine") or {}).get("Labels") or {}),
     )
 
@@ -136,6 +139,8 @@ def node_names(nodes: Iterable[NodeView]) -> dict[str, str]:
 def _ip_matches(want: str, addr: str) -> bool | None:
     """``node.ip``'s test: ``addr`` is the address ``want`` or within its CIDR; None when ``want``
     is neither (swarm then places nowhere)."""
+    if "/" in want and not re.fullmatch(r"[^/]+/\d+", want):
+        return None  # a netmask where swarm wants a prefix length: not a CIDR to swarm
     try:
         net = ipaddress.ip_network(want, strict=False) if "/" in want else None
         one = None if net else ipaddress.ip_address(want)
@@ -160,7 +165,7 @@ def placement_allows(constraints: Iterable[str], node: NodeView) -> bool:
         key, _, want = (part.strip() for part in c.partition(op))
         low = key.lower()
         if low == "node.ip":
-            hit = _ip_matches(want, node.addr)
+            hit = _ip_matches(want, node.status_addr)
             if hit is None or hit != (op == "=="):
                 return False
             continue
@@ -180,6 +185,6 @@ def placement_allows(constraints: Iterable[str], node: NodeView) -> bool:
             have = node.engine_labels.get(key[len("engine.labels.") :], "")
         else:
             return False
-        if (have.casefold() == want.casefold()) != (op == "=="):
+        if (have.lower() == want.lower()) != (op == "=="):
             return False
     return True

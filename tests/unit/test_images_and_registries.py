@@ -75,8 +75,18 @@ def test_placement_as_swarm_reads_it() -> None:
     assert not placement_allows(["node.ip == 192.168.77.11"], lab4)
     assert placement_allows(["node.ip == 192.168.77.0/24"], lab1)
     assert not placement_allows(["node.ip != 192.168.77.0/24"], lab1)
+    # tested on Status.Addr as the node reports it: a manager that reports 0.0.0.0 is in no subnet
+    manager = node_view({"ID": "m", "Spec": {"Role": "manager"}, "Status": {"Addr": "0.0.0.0"},
+                         "ManagerStatus": {"Addr": "192.168.77.11:2377"}})  # fmt: skip
+    assert manager.addr == "192.168.77.11" and not placement_allows(["node.ip == 192.168.77.0/24"], manager)
     # a malformed address, an unknown key or no operator: swarm places nowhere
-    for c in ("node.ip == 192.168.77.x", "node.ip != nonsense", "node.color == red", "node.labels.a"):
+    for c in (
+        "node.ip == 192.168.77.x",
+        "node.ip != nonsense",
+        "node.ip == 192.168.77.0/255.255.255.0",
+        "node.color == red",
+        "node.labels.a",
+    ):
         assert not placement_allows([c], lab1), c
 
 
