@@ -65,6 +65,24 @@ def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout
         time.sleep(every)
 
 
+def edit_node(api: Any, hostname: str, edit: Callable[[dict[str, Any]], None], attempts: int = 10) -> None:
+    """A hand edit of the node ``hostname``'s spec through ``api`` (a docker.APIClient), as
+    ``docker node update`` makes it: read, ``edit`` the spec, write at the version read. Read and
+    written again when swarm moved the node's version in between ("update out of sequence": its
+    status or description changed), which a node that joined a moment ago does."""
+    for attempt in range(attempts):
+        node = next(n for n in api.nodes() if n["Description"]["Hostname"] == hostname)
+        spec = node["Spec"]
+        edit(spec)
+        try:
+            api.update_node(node["ID"], node["Version"]["Index"], spec)
+            return
+        except Exception as e:  # docker.errors.APIError; tests.helpers does not import docker
+            if "out of sequence" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+
+
 def assert_no_traceback(run: Run) -> None:
     assert "Traceback" not in run.stderr and "Traceback" not in run.stdout, str(run)
 

@@ -11,7 +11,7 @@ import pytest
 
 from swarmctl_lab import hosts as labhosts
 from tests.e2e.conftest import Lab
-from tests.helpers import assert_no_traceback, swarmctl, wait_for
+from tests.helpers import assert_no_traceback, edit_node, swarmctl, wait_for
 
 # these tests make and unmake swarms all the time: they run after the stack tests (see conftest)
 pytestmark = pytest.mark.churn
@@ -77,8 +77,7 @@ def test_a_noop_the_swarm_proves_reads_one_manager_and_what_changed_sends_it_bac
     assert "as the swarm read through lab1 proves" in noop.stderr, noop.stderr
     # a label taken off by hand: the swarm no longer proves it, every host is read and it goes back
     with lab.docker("lab1") as api:
-        n = next(n for n in api.nodes() if n["Description"]["Hostname"] == "lab2")
-        api.update_node(n["ID"], n["Version"]["Index"], {**n["Spec"], "Labels": {}})
+        edit_node(api, "lab2", lambda spec: spec.update(Labels={}))
     healed = swarmctl("bootstrap", str(inv), "-v", "--json", cwd=tmp_path)
     assert healed.rc == 0, str(healed)
     assert [(c["name"], c["action"]) for c in healed.json()["changes"]] == [("lab2", "label")]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Lab
-from tests.helpers import swarmctl
+from tests.helpers import edit_node, swarmctl
 
 STACK = """services:
   app:
@@ -27,11 +27,7 @@ def drift(swarm: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     yield swarm, stack
     swarmctl("rm", "drift", "-i", str(swarm.inventory))
     with swarm.docker("lab1") as api:  # the hand label, if the test stopped before removing it
-        node = next(n for n in api.nodes() if n["Description"]["Hostname"] == "lab2")
-        spec = node["Spec"]
-        if "hand" in (spec.get("Labels") or {}):
-            del spec["Labels"]["hand"]
-            api.update_node(node["ID"], node["Version"]["Index"], spec)
+        edit_node(api, "lab2", lambda spec: (spec.get("Labels") or {}).pop("hand", None))
 
 
 def test_hand_edits_are_drift_until_deploy_and_bootstrap_undo_them(drift: tuple[Lab, Path]) -> None:
@@ -47,10 +43,7 @@ def test_hand_edits_are_drift_until_deploy_and_bootstrap_undo_them(drift: tuple[
         api.update_service(svc["ID"], svc["Version"]["Index"], task_template=spec["TaskTemplate"], name=spec["Name"],
                            labels=spec.get("Labels"), mode=spec.get("Mode"), networks=spec.get("TaskTemplate", {}).get(
                                "Networks"), endpoint_spec=spec.get("EndpointSpec"))  # fmt: skip
-        node = next(n for n in api.nodes() if n["Description"]["Hostname"] == "lab2")
-        nspec = node["Spec"]
-        nspec["Labels"] = {**(nspec.get("Labels") or {}), "hand": "1"}
-        api.update_node(node["ID"], node["Version"]["Index"], nspec)
+        edit_node(api, "lab2", lambda spec: spec.update(Labels={**(spec.get("Labels") or {}), "hand": "1"}))
 
     found = swarmctl(*diff)
     assert found.rc == 3, str(found)
