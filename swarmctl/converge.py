@@ -121,7 +121,7 @@ def assess(
         if p.running >= p.desired and p.desired > 0:
             p.state, p.message = CONVERGED, "job complete"
             return p
-    elif unmade(svc, current, was_updated, nodes):
+    elif unmade(spec, p.desired, current, was_updated, nodes):
         p.state, p.message = UPDATING, "waiting for swarm to create its tasks"
         return p
     else:
@@ -156,15 +156,14 @@ def assess(
     return p
 
 
-def unmade(svc: Mapping[str, Any], current: Sequence[Mapping[str, Any]], written: bool,
+def unmade(spec: Mapping[str, Any], desired: int, current: Sequence[Mapping[str, Any]], written: bool,
            nodes: Sequence[NodeView]) -> bool:  # fmt: skip
     """A global service this run wrote, that wants no task (``DesiredTasks`` 0) and has none of its
     spec, while a ready, active node may run it (pure): swarm has not made its tasks yet (its
     desired count says 0 until it has), so 0 of 0 running proves nothing. As ``docker service
     create`` does, it waits for the tasks; unlike it, not when no node can run them (judged as
     swarm judges constraints: ``placement_allows``)."""
-    spec = svc["Spec"]
-    if not written or current or "Global" not in (spec.get("Mode") or {}) or desired_tasks(svc, current):
+    if not written or current or desired or "Global" not in (spec.get("Mode") or {}):
         return False
     constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or []
     return any(n.ready and n.availability == "active" and placement_allows(constraints, n) for n in nodes)

@@ -118,6 +118,12 @@ def autolock_on(swarm: Mapping[str, Any]) -> bool:
     return bool((spec.get("EncryptionConfig") or {}).get("AutoLockManagers"))
 
 
+def ca_rotations(swarm: Mapping[str, Any]) -> int:
+    """``GET /swarm`` -> its root CA rotation count, ``CAConfig.ForceRotate`` (pure): each
+    ``rotate ca`` adds one; a forced cluster must be given it back (see ops.recover.kept_settings)."""
+    return int(((swarm.get("Spec") or {}).get("CAConfig") or {}).get("ForceRotate") or 0)
+
+
 def find_manager(session: Session) -> Engine:
     """The first inventory manager whose engine is an active swarm manager; the ones passed over
     before it, and why, are kept in ``session.skipped``.

@@ -31,7 +31,7 @@ from typing import Any
 from swarmctl import __version__, labels
 from swarmctl.errors import HostError, InputError, Refused
 from swarmctl.facts.daemon import read_daemon_info
-from swarmctl.facts.membership import autolock_on
+from swarmctl.facts.membership import autolock_on, ca_rotations
 from swarmctl.facts.nodes import NodeView
 from swarmctl.facts.raft import archive_problem, read_state_archive
 from swarmctl.facts.swarm import BackupState, read_backup_state
@@ -115,7 +115,7 @@ def manifest(state: BackupState, node: NodeView, host: str, engine_version: str,
         "managers": sum(1 for n in state.nodes if n.is_manager),
         "autolock": autolock_on(state.swarm),
         # a forced cluster made from this backup is given the same (else it rotates its root CA)
-        "ca_force_rotate": int(((state.swarm.get("Spec") or {}).get("CAConfig") or {}).get("ForceRotate") or 0),
+        "ca_force_rotate": ca_rotations(state.swarm),
         "stacks": stacks,
         "services": sorted(str(s["Spec"]["Name"]) for s in state.services),
         "secrets": list(state.secrets),

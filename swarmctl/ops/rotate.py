@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarmctl.errors import InputError, TimeoutExpired
-from swarmctl.facts.membership import find_manager
+from swarmctl.facts.membership import ca_rotations, find_manager
 from swarmctl.facts.nodes import match_hosts, node_view
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.transport.engine import Session
@@ -117,7 +117,7 @@ def rotate_ca(session: Session, notify: Notify = quiet, timeout: float = CA_TIME
     swarm = engine.inspect_swarm()
     spec = dict(swarm.get("Spec") or {})
     ca = dict(spec.get("CAConfig") or {})
-    ca["ForceRotate"] = int(ca.get("ForceRotate") or 0) + 1
+    ca["ForceRotate"] = ca_rotations(swarm) + 1
     spec["CAConfig"] = ca
     change = Change("swarm", engine.name, "rotate", ("CAConfig.ForceRotate",), "a new root CA")
     report = Report(plan=Plan((change,)))
