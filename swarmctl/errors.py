@@ -77,6 +77,12 @@ class HostKeyError(SSHError):
     """The host key is unknown (policy reject) or, worse, changed."""
 
 
+class SocketRefused(SSHError):
+    """The host's SSH server would not open a channel to a Unix socket of the host: its forwarding
+    is off, the socket is absent or not the user's, or the server is not OpenSSH. OpenSSH gives
+    every one of these the same answer ("open failed")."""
+
+
 class EngineError(HostError):
     """The Docker Engine on a host refused or failed a request.
 
@@ -111,7 +117,7 @@ class Busy(EngineError):
 
 
 class Unreachable(EngineError):
-    """The engine did not answer: the SSH channel or `docker system dial-stdio` broke or timed out."""
+    """The engine did not answer: the SSH channel to its socket (or `docker system dial-stdio`) broke or timed out."""
 
 
 def message_of(e: BaseException) -> str:

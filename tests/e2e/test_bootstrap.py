@@ -5,10 +5,16 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import paramiko
 import pytest
 
+from swarmctl.errors import SocketRefused
+from swarmctl.inventory import Host, load_inventory
+from swarmctl.transport.engine import ENGINE_SOCKET, DockerEngine
+from swarmctl.transport.ssh import Connection
 from swarmctl_lab import hosts as labhosts
 from tests.e2e.conftest import Lab
 from tests.helpers import assert_no_traceback, edit_node, swarmctl, wait_for
@@ -260,6 +266,62 @@ def test_non_root_user_through_sudo(lab: Lab, tmp_path: Path) -> None:
     assert denied.rc == 1, str(denied)
     assert_no_traceback(denied)
     assert "permission denied" in denied.stderr and "set `sudo: true`" in denied.stderr, str(denied)
+
+
+class Recorded(Connection):
+    """A host's SSH connection that records the commands whose channels it opens."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self.commands: list[str] = []
+
+    def open_channel(
+        self, argv: Sequence[str] | str, sudo: bool | None = None, pty: tuple[str, int, int] | None = None
+    ) -> paramiko.Channel:
+        self.commands.append(self.wrap(argv, sudo))
+        return super().open_channel(argv, sudo, pty)
+
+
+def test_api_channels_open_the_engines_socket_through_openssh_and_fall_back(lab: Lab, tmp_path: Path) -> None:
+    # swarmctl writes the socket channel's open request itself (paramiko does not know that channel
+    # type): OpenSSH drops the whole connection on a request it cannot parse, so the connection
+    # going on after each answer proves the request's layout
+    root = load_inventory(lab.write_inventory(tmp_path / "root.yml", {"lab1": "manager"})).hosts[0]
+    c = Recorded(root)
+    with c:
+        channel = c.open_socket(ENGINE_SOCKET)
+        channel.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+        assert channel.recv(64).startswith(b"HTTP/1.1 200 OK"), "the engine answers on the socket's channel"
+        channel.close()
+        with pytest.raises(SocketRefused) as absent:
+            c.open_socket("/run/swarmctl-test-absent.sock")
+        assert absent.value.host == "lab1" and "would not open /run/swarmctl-test-absent.sock" in absent.value.message
+        assert c.run(["true"]).ok
+        c.commands.clear()
+        engine = DockerEngine(root, c)
+        try:
+            assert engine.info()["Name"] == "lab1" and engine.version()["Version"]
+        finally:
+            engine.close()
+        assert c.commands == [], "no command was started for the engine's channels"
+
+    deploy = {"user": "deploy", "sudo": "false"}
+    user = load_inventory(lab.write_inventory(tmp_path / "user.yml", {"lab1": "manager"}, ssh=deploy)).hosts[0]
+    c = Recorded(user)
+    with c:
+        with pytest.raises(SocketRefused):  # not in the docker group: sshd may not open the socket
+            c.open_socket(ENGINE_SOCKET)
+        assert c.run(["true"]).ok
+
+    sudo = load_inventory(lab.write_inventory(tmp_path / "sudo.yml", {"lab1": "manager"}, ssh={"user": "deploy"}))
+    c = Recorded(sudo.hosts[0])
+    with c:
+        engine = DockerEngine(sudo.hosts[0], c)
+        try:
+            assert engine.info()["Name"] == "lab1"
+        finally:
+            engine.close()
+        assert c.commands == ["sudo -n -- sh -c 'docker system dial-stdio'"]
 
 
 def test_blocked_swarm_port_fails_preflight_for_the_hosts_behind_it(lab: Lab, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 It accepts public-key authentication with one client key, runs ``exec`` requests by answering
 with a fixed output (or by a handler standing in for the command: one that never reads its stdin,
-one that echoes it, one that floods its stdout), and can be made to stop answering after the TCP
-handshake (a hung host). Nothing leaves the machine: it listens on loopback only.
+one that echoes it, one that floods its stdout), serves channels to a Unix socket of the host
+(``direct-streamlocal@openssh.com``) by a handler when given one and refuses them otherwise, and
+can be made to stop answering after the TCP handshake (a hung host). Nothing leaves the machine:
+it listens on loopback only.
 """
 
 from __future__ import annotations
@@ -70,11 +72,14 @@ class _Server(paramiko.ServerInterface):
         output: bytes,
         hang: threading.Event | None = None,
         command: Command | None = None,
+        unix_socket: Command | None = None,
     ):
         self.client_key = client_key
         self.output = output
         self.hang = hang  # set: channel requests are never answered (a host that stopped)
         self.command = command
+        self.unix_socket = unix_socket
+        self.socket_channels: set[int] = set()  # IDs of the socket channels opened, for serve_sockets
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         return paramiko.common.AUTH_SUCCESSFUL if key == self.client_key else paramiko.common.AUTH_FAILED
@@ -85,11 +90,22 @@ class _Server(paramiko.ServerInterface):
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if self.hang is not None:
             self.hang.wait(60)  # holds the server's transport thread: nothing more is answered
-        return (
-            paramiko.common.OPEN_SUCCEEDED
-            if kind == "session"
-            else paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-        )
+        if kind == "direct-streamlocal@openssh.com" and self.unix_socket is not None:
+            self.socket_channels.add(chanid)
+            return paramiko.common.OPEN_SUCCEEDED
+        if kind == "session":
+            return paramiko.common.OPEN_SUCCEEDED
+        # OpenSSH's answer to a socket it will not open (AllowStreamLocalForwarding no, no socket)
+        return paramiko.common.OPEN_FAILED_CONNECT_FAILED
+
+    def serve_sockets(self, transport: paramiko.Transport) -> None:
+        """Run the socket handler on each socket channel opened (paramiko hands a server every
+        channel it opened, in order, through accept)."""
+        assert self.unix_socket is not None
+        while transport.is_active():
+            channel = transport.accept(0.2)
+            if channel is not None and channel.get_id() in self.socket_channels:
+                threading.Thread(target=self.unix_socket, args=(channel, b""), daemon=True).start()
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         if self.command is not None:
@@ -123,12 +139,14 @@ def ssh_server(
     hang_channels: bool = False,
     silent: bool = False,
     command: Command | None = None,
+    unix_socket: Command | None = None,
 ) -> Iterator[SSHServer]:
     """Serve SSH on 127.0.0.1 (a free port) until the block ends.
 
     hang_channels: authenticate, then never answer a channel request. silent: accept TCP
     connections and never say a word (not even the SSH banner), like a frozen sshd. command: what
-    every exec request runs, instead of answering ``output``.
+    every exec request runs, instead of answering ``output``. unix_socket: what serves every channel to
+    a Unix socket (none: they are refused).
     """
     host_key = host_key or paramiko.Ed25519Key.from_private_key_file(str(_new_key(tmp, "host")))
     client_file = _new_key(tmp, "client")
@@ -158,10 +176,13 @@ def ssh_server(
             t = paramiko.Transport(sock)
             t.add_server_key(host_key)
             server.transports.append(t)
+            handler = _Server(client_key, output, released if hang_channels else None, command, unix_socket)
             try:
-                t.start_server(server=_Server(client_key, output, released if hang_channels else None, command))
+                t.start_server(server=handler)
             except (paramiko.SSHException, EOFError, OSError):
                 continue
+            if unix_socket is not None:
+                threading.Thread(target=handler.serve_sockets, args=(t,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -24,9 +24,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from swarmctl.errors import Busy, Conflict, EngineError, ImageNotFound, NotFound, Unavailable, Unreachable
+from swarmctl.errors import (
+    Busy,
+    Conflict,
+    EngineError,
+    ImageNotFound,
+    NotFound,
+    SocketRefused,
+    Unavailable,
+    Unreachable,
+)
 from swarmctl.inventory import Host, Inventory, SSHSettings
-from swarmctl.transport.engine import API_VERSION, MAX_RESPONSE, DockerEngine, Session
+from swarmctl.transport import engine as transport_engine
+from swarmctl.transport.engine import API_VERSION, ENGINE_SOCKET, MAX_RESPONSE, DockerEngine, Session
 from swarmctl.transport.ssh import CommandResult, Connection
 from tests.unit.sshserver import ssh_server
 from tests.unit.test_ssh_host_keys import lab_host
@@ -44,6 +54,14 @@ class FakeDockerAPI(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # the client closed its channel (between requests, or mid-answer)
+            super().handle()
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):  # the last flush, to a client that has gone
+            super().finish()
 
     def _answer(self, status: int, body: Any, content_type: str = "application/json") -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -131,27 +149,49 @@ class FloodingDockerAPI(FakeDockerAPI):
 
 
 class SocketPairConnection:
-    """Stands in for transport.ssh.Connection: each `docker system dial-stdio` channel is one end
-    of a socket pair whose other end is served by FakeDockerAPI (no SSH server is involved here;
-    tests/unit/test_ssh_host_keys.py runs one). ``runs`` counts the commands run besides (the
-    docker CLI asked why a channel broke)."""
+    """Stands in for transport.ssh.Connection: each channel to the engine's socket, and each
+    `docker system dial-stdio` channel, is one end of a socket pair whose other end is served by
+    FakeDockerAPI (no SSH server is involved here; tests/unit/test_ssh_host_keys.py runs one).
+    ``refuse``: sshd refuses the socket. ``opened`` records each channel's way (``socket``,
+    ``dial-stdio``, ``refused``); ``runs`` counts the commands run besides (the docker CLI asked
+    why a channel broke)."""
 
     def __init__(
-        self, host: Host, seen: Seen, api: type[FakeDockerAPI] = FakeDockerAPI, frozen: frozenset[str] = frozenset()
+        self,
+        host: Host,
+        seen: Seen,
+        api: type[FakeDockerAPI] = FakeDockerAPI,
+        frozen: frozenset[str] = frozenset(),
+        refuse: bool = False,
     ):
         self.host = host
         self.seen = seen
         self.api = api
         self.frozen = frozen
-        self.channels = 0
+        self.refuse = refuse
+        self.opened: list[str] = []
         self.runs = 0
+
+    @property
+    def channels(self) -> int:
+        return sum(way != "refused" for way in self.opened)
+
+    def open_socket(self, path: str) -> socket.socket:
+        assert path == ENGINE_SOCKET
+        if self.refuse:
+            self.opened.append("refused")
+            raise SocketRefused(self.host.name, f"its SSH server would not open {path}: open failed")
+        return self._served("socket")
 
     def open_channel(self, argv: Any, sudo: bool | None = None) -> socket.socket:
         assert list(argv) == ["docker", "system", "dial-stdio"]
+        return self._served("dial-stdio")
+
+    def _served(self, way: str) -> socket.socket:
         ours, theirs = socket.socketpair()
         handler = type("Handler", (self.api,), {"seen": self.seen, "frozen": self.frozen})
         threading.Thread(target=handler, args=(theirs, ("fake", 0), None), daemon=True).start()
-        self.channels += 1
+        self.opened.append(way)
         return ours
 
     def run(self, argv: Any, **kwargs: Any) -> CommandResult:
@@ -279,6 +319,46 @@ def test_s7_an_engine_answer_over_the_byte_cap_is_refused() -> None:
     assert err.value.message == "read engine info: the Docker Engine's answer ran over 1 MiB; not read"
 
 
+def test_api_channels_go_to_the_engines_socket_and_a_sudo_host_through_dial_stdio() -> None:
+    direct = SocketPairConnection(HOST, [])
+    e = DockerEngine(HOST, direct, timeout=5)
+    try:
+        assert e.version()["Version"] == "20.10.24" and e.services()[0]["ID"] == "s1"
+    finally:
+        e.close()
+    assert direct.opened == ["socket"]  # kept alive: one channel for both calls
+
+    sudo = Host("h1", "10.0.0.1", "manager", MappingProxyType({}), None, SSHSettings(user="deploy", sudo=True))
+    through = SocketPairConnection(sudo, [])
+    e = DockerEngine(sudo, through, timeout=5)
+    try:
+        assert e.version()["Version"] == "20.10.24"
+    finally:
+        e.close()
+    assert through.opened == ["dial-stdio"]  # the user may not open the socket: never tried
+
+
+def test_a_refused_socket_sends_channels_through_dial_stdio_until_it_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(transport_engine.time, "monotonic", lambda: now[0])
+    conn = SocketPairConnection(HOST, [], refuse=True)
+    e = DockerEngine(HOST, conn, timeout=5)
+    try:
+        assert e.version()["Version"] == "20.10.24"  # sshd refused the socket: dial-stdio answered
+    finally:
+        e.close()
+    route = transport_engine._EngineRoute(conn)  # the way each new channel of a pool is opened
+    route.open().close()
+    route.open().close()
+    assert conn.opened == ["refused", "dial-stdio", "refused", "dial-stdio", "dial-stdio"]  # not asked again at once
+    now[0] += transport_engine.DIRECT_RETRY
+    conn.refuse = False  # the engine is back (a restart), or sshd's forwarding was turned on
+    route.open().close()
+    assert conn.opened[5:] == ["socket"]
+
+
 def test_a_frozen_engine_is_waited_for_once_per_command() -> None:
     # dockerd SIGSTOPped: its socket accepts, nothing answers. bootstrap reads info, then version
     # and info: each waiting out its own timeout named the engine only after twice the timeout
@@ -355,3 +435,32 @@ def test_a_frozen_engine_over_a_real_ssh_channel_is_waited_for_once_per_command(
     assert t2 - t1 < 1.0, f"the second call took {t2 - t1:.1f}s"
     assert "read engine info: Docker Engine did not answer in time" in first.value.message
     assert "read engine version: Docker Engine did not answer in time earlier in this command" in second.value.message
+
+
+def test_the_engine_over_a_real_ssh_channel_to_its_socket(tmp_path: Path) -> None:
+    # paramiko's own server opens the socket channel this paramiko build opens (swarmctl writes that
+    # channel's open request itself); OpenSSH's parse of it is proven on the lab
+    # (tests/e2e/test_bootstrap.py). Exec requests answer "ok": an engine asked through dial-stdio fails
+    seen: Seen = []
+    api = type("Handler", (FakeDockerAPI,), {"seen": seen})
+    with ssh_server(tmp_path, unix_socket=lambda channel, _: api(channel, ("fake", 0), None)) as server:
+        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
+        with Connection(host) as c:
+            e = DockerEngine(host, c, timeout=5)
+            try:
+                assert e.version()["Version"] == "20.10.24"
+                assert e.services()[0]["ID"] == "s1"
+            finally:
+                e.close()
+    assert [path for _, path, _, _ in seen] == ["/version", f"/v{API_VERSION}/services"]
+
+
+def test_a_socket_refused_by_the_ssh_server_is_a_typed_error_and_the_connection_goes_on(tmp_path: Path) -> None:
+    with ssh_server(tmp_path, output=b"still here\n") as server:
+        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
+        with Connection(host) as c:
+            with pytest.raises(SocketRefused) as refused:
+                c.open_socket(ENGINE_SOCKET)
+            assert refused.value.host == "h1"
+            assert refused.value.message == f"its SSH server would not open {ENGINE_SOCKET}: Connect failed"
+            assert c.run(["true"]).stdout == "still here\n"
