@@ -61,29 +61,60 @@ elif has hostname; then echo "addrs=$(hostname -I 2>/dev/null)"; fi
 
 # Tests TCP reachability from the host itself; arguments are ADDRESS PORT pairs (never interpolated).
 # A refused connection proves the path is open (the peer answered); only silence is a failure.
-# Each probe is a forked subshell connecting through bash's /dev/tcp, no program started per probe
-# (a bootstrap of 24 hosts makes ~600 of them); those still connecting after 3 s are killed: timeout.
+# First every target in turn, in one shell: no process per probe, and a refused or accepted connect
+# answers at once (26 targets: 2 ms of CPU, against 23 ms with a forked shell per probe, which a
+# bootstrap of 24 hosts makes ~600 of). A target silent for 1 s (or 3 s of this pass in all) ends the
+# pass; the targets it left are then probed all at once, a forked shell each (bash's /dev/tcp, no
+# program started), those still connecting after 3 s killed: timeout. Worst case: about 4 s.
 _PORTS_SCRIPT = r"""
-probe() {
-  local err
-  if err=$( { exec 3<>"/dev/tcp/$1/$2"; } 2>&1 ); then echo "$1 $2 open"; return; fi
-  case "$err" in
-    *refused*) echo "$1 $2 refused" ;;
-    *"No route"*|*unreachable*) echo "$1 $2 unreachable" ;;
-    *) echo "$1 $2 error" ;;
+export LC_ALL=C  # connect errors in English, whatever locale the SSH session brought
+exec 2>/dev/null  # the results are on stdout
+declare -A seen=()
+say() {  # a probe's line ("A P open", or bash's "...: /dev/tcp/A/P: why") -> "A P verdict", once
+  local a p rest v
+  case "$1" in
+    *" open") a=${1%% *}; rest=${1#* }; p=${rest%% *}; v=open ;;
+    */dev/tcp/*/*:*) rest=${1#*/dev/tcp/}; a=${rest%%/*}; rest=${rest#*/}; p=${rest%%:*}
+      case "$rest" in *refused*) v=refused ;; *"No route"*|*nreachable*) v=unreachable ;; *) v=error ;; esac ;;
+    *) return 0 ;;
   esac
+  [ -n "${seen["$a $p"]}" ] && return 0
+  seen["$a $p"]=1
+  echo "$a $p $v"
 }
-exec 2>/dev/null  # the results are on stdout; the shell's job notices (of `set -m`) are not
-set -m  # each probe its own process group: the watchdog ends the connect with the probe
-pids=() targets=()
-while [ $# -ge 2 ]; do probe "$1" "$2" & pids+=("$!"); targets+=("$1 $2"); shift 2; done
-( sleep 3; for p in "${pids[@]}"; do kill -- "-$p"; done ) >/dev/null 2>&1 &
-watchdog=$!
-set +m  # and no job notices on stderr
-for i in "${!pids[@]}"; do
-  wait "${pids[$i]}"; [ $? -gt 128 ] && echo "${targets[$i]} timeout"
-done
-kill "$watchdog" 2>/dev/null
+in_turn() {
+  echo "$BASHPID"
+  while [ $# -ge 2 ]; do { true 3<>"/dev/tcp/$1/$2" && echo "$1 $2 open"; } 2>&1; shift 2; done
+  echo .
+}
+at_once() {
+  local pids=() watchdog
+  while [ $# -ge 2 ]; do { true 3<>"/dev/tcp/$1/$2" && echo "$1 $2 open"; } 2>&1 & pids+=("$!"); shift 2; done
+  ( sleep 3; kill "${pids[@]}" ) >/dev/null 2>&1 &
+  watchdog=$!
+  wait "${pids[@]}"
+  kill "$watchdog"
+  echo .
+}
+collect() {  # fd 4's lines until its end ("."), or none for $1 s, or $2 s in all; 0: the end came
+  local line start=$SECONDS
+  while [ $((SECONDS - start)) -lt "$2" ] && IFS= read -r -t "$1" line <&4; do
+    [ "$line" = . ] && return 0
+    say "$line"
+  done
+  return 1
+}
+targets=("$@")
+exec 4< <(in_turn "$@")
+IFS= read -r -t 3 lane <&4
+collect 1 3 && exit 0
+[ -n "$lane" ] && kill "$lane"
+left=()
+while [ $# -ge 2 ]; do [ -n "${seen["$1 $2"]}" ] || left+=("$1" "$2"); shift 2; done
+exec 4< <(at_once "${left[@]}")
+collect 4 5
+set -- "${left[@]}"
+while [ $# -ge 2 ]; do [ -n "${seen["$1 $2"]}" ] || echo "$1 $2 timeout"; shift 2; done
 exit 0
 """
 

@@ -4,6 +4,7 @@ records them again (root, its own lab), and the diff is reviewed like a golden f
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,44 @@ def test_the_read_probes_ahead_and_keeps_the_configuration_read_s_exit_status(mo
         assert head == "docker_cli=/usr/bin/docker\n" and conf == "conf registry.lan\n" and probed, proc.stdout
         assert host.parse_ports(ports) == {("127.0.0.1", str(port)): "refused"}
     assert host._PROBES_SEPARATOR not in host.read_script()  # nothing asked ahead: no probe section
+
+
+def test_the_port_probes_go_on_past_a_silent_target_and_name_it_a_timeout() -> None:
+    """_PORTS_SCRIPT run by this machine's bash against ports of this machine: one listening, one
+    closed (refused: the path is open), and one silent - a listener whose accept queue is full
+    drops every new SYN, as a firewall's DROP does. The targets after the silent one in the list
+    still get their own verdicts (the pass in turn stops at it; the rest are probed at once)."""
+    import socket
+    import subprocess
+    import time
+
+    with contextlib.ExitStack() as stack:
+        listening = stack.enter_context(socket.socket())
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        silent = stack.enter_context(socket.socket())
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        for _ in range(2):  # the accept queue (backlog + 1) filled: later SYNs are dropped
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(silent.getsockname())
+        with socket.socket() as s:  # a port nothing listens on: bound, then closed
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        quiet, up = silent.getsockname()[1], listening.getsockname()[1]
+        targets = [
+            ("127.0.0.1", closed),
+            ("127.0.0.1", quiet),
+            ("127.0.0.1", up),
+        ]
+        t0 = time.monotonic()
+        proc = subprocess.run(host.probe_command(targets), capture_output=True, text=True, timeout=30)
+        took = time.monotonic() - t0
+    assert proc.returncode == 0, proc
+    assert host.parse_ports(proc.stdout) == {
+        ("127.0.0.1", str(closed)): "refused",
+        ("127.0.0.1", str(quiet)): "timeout",
+        ("127.0.0.1", str(up)): "open",
+    }, proc.stdout
+    assert took < 8, f"the probes took {took:.1f}s"  # about 4 s: 1 s for the pass in turn, 3 s at once
