@@ -63,9 +63,10 @@ elif has hostname; then echo "addrs=$(hostname -I 2>/dev/null)"; fi
 # A refused connection proves the path is open (the peer answered); only silence is a failure.
 # First every target in turn, in one shell: no process per probe, and a refused or accepted connect
 # answers at once (26 targets: 2 ms of CPU, against 23 ms with a forked shell per probe, which a
-# bootstrap of 24 hosts makes ~600 of). A target silent for 1 s (or 3 s of this pass in all) ends the
-# pass; the targets it left are then probed all at once, a forked shell each (bash's /dev/tcp, no
-# program started), those still connecting after 3 s killed: timeout. Worst case: about 4 s.
+# bootstrap of 24 hosts makes ~600 of). A target silent for 1 s (or 2-3 s of this pass in all: bash
+# counts whole seconds) ends the pass; the targets it left are then probed all at once, a forked
+# shell each (bash's /dev/tcp, no program started), those still connecting after 3 s killed:
+# timeout. A silent target costs about 4 s; the worst case (slow answers beside it) about 7 s.
 _PORTS_SCRIPT = r"""
 export LC_ALL=C  # connect errors in English, whatever locale the SSH session brought
 exec 2>/dev/null  # the results are on stdout
@@ -109,8 +110,10 @@ exec 4< <(in_turn "$@")
 IFS= read -r -t 3 lane <&4
 collect 1 3 && exit 0
 [ -n "$lane" ] && kill "$lane"
+exec 4<&-  # and a lane not killed dies at its next line
 left=()
 while [ $# -ge 2 ]; do [ -n "${seen["$1 $2"]}" ] || left+=("$1" "$2"); shift 2; done
+[ ${#left[@]} -eq 0 ] && exit 0
 exec 4< <(at_once "${left[@]}")
 collect 4 5
 set -- "${left[@]}"

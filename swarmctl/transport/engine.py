@@ -219,8 +219,9 @@ class _EngineRoute:
     engine restarting, or one listening elsewhere) or not the user's, which OpenSSH answers alike.
     """
 
-    def __init__(self, ssh: SSHCommands):
+    def __init__(self, ssh: SSHCommands, clock: Callable[[], float] = time.monotonic):
         self._ssh = ssh
+        self._clock = clock
         self._refused_at: float | None = None
         self._lock = threading.Lock()
 
@@ -230,13 +231,13 @@ class _EngineRoute:
                 return self._ssh.open_socket(ENGINE_SOCKET)
             except SocketRefused as e:
                 with self._lock:
-                    self._refused_at = time.monotonic()
+                    self._refused_at = self._clock()
                 log.debug("%s; through docker system dial-stdio", e)
         return self._ssh.open_channel(["docker", "system", "dial-stdio"])
 
     def _direct_now(self) -> bool:
         with self._lock:
-            return self._refused_at is None or time.monotonic() - self._refused_at >= DIRECT_RETRY
+            return self._refused_at is None or self._clock() - self._refused_at >= DIRECT_RETRY
 
 
 class _ChannelConnection(urllib3.connection.HTTPConnection):
@@ -571,7 +572,7 @@ class DockerEngine:
             return ""
         if res.ok:
             return ""
-        if res.rc == 127:  # the shell found no `docker`: dial-stdio cannot have worked either
+        if res.rc == 127:  # the shell found no `docker` (which preflight requires: dial-stdio is its fallback)
             return missing_cli_message("", has_engine=True)
         lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
         reason = lines[-1] if lines else f"docker exited with status {res.rc}"

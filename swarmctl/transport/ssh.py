@@ -603,13 +603,23 @@ def _open_streamlocal(transport: paramiko.Transport, path: str, timeout: float) 
     deadline = time.monotonic() + timeout
     while not answered.wait(0.1):  # a closed connection (Ctrl-C) ends the wait within 0.1 s
         if not t.active:
-            raise t.get_exception() or paramiko.SSHException("the connection closed")
+            break
         if time.monotonic() >= deadline:
+            # an answer may still come: a channel opened late is closed then, not left open on
+            # the host (paramiko forgets a channel nobody holds, and its open would stay open)
+            threading.Thread(target=_close_if_opened, args=(t, chanid, answered, channel), daemon=True).start()
             raise paramiko.SSHException(f"no answer within {timeout:g}s")
+    if not t.active:  # the connection ended: every channel waiting was dropped with it
+        raise t.get_exception() or paramiko.SSHException("the connection closed")
     opened: paramiko.Channel | None = t._channels.get(chanid)
     if opened is None:
         raise t.get_exception() or paramiko.ChannelException(paramiko.common.OPEN_FAILED_CONNECT_FAILED, "open failed")
     return opened
+
+
+def _close_if_opened(t: Any, chanid: int, answered: threading.Event, channel: paramiko.Channel) -> None:
+    if answered.wait(60) and t._channels.get(chanid) is channel:
+        channel.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -58,6 +58,20 @@ def test_a_host_that_stops_answering_channel_requests_is_given_up_on(tmp_path: P
     assert e.value.host == "h1" and "channel" in e.value.message
 
 
+def test_a_host_that_does_not_answer_a_socket_channel_is_given_up_on(tmp_path: Path) -> None:
+    # the engine's socket, opened through the host's sshd: the same deadline as a command's channel
+    with ssh_server(tmp_path, hang_channels=True) as server:
+        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
+        host = type(host)(**{**host.__dict__, "ssh": type(host.ssh)(**{**host.ssh.__dict__, "connect_timeout": 1.0})})
+        t0 = time.monotonic()
+        with pytest.raises(SSHError) as e:
+            within(10, lambda: Connection(host).open_socket("/var/run/docker.sock"))
+        assert time.monotonic() - t0 < 1.0 + 2.0, "waited past connect_timeout"
+    assert (
+        e.value.host == "h1" and e.value.message == "cannot open a channel to /var/run/docker.sock: no answer within 1s"
+    )
+
+
 def test_a_silent_host_is_named_within_connect_timeout(tmp_path: Path) -> None:
     with ssh_server(tmp_path, silent=True) as server:
         host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts")

@@ -338,18 +338,15 @@ def test_api_channels_go_to_the_engines_socket_and_a_sudo_host_through_dial_stdi
     assert through.opened == ["dial-stdio"]  # the user may not open the socket: never tried
 
 
-def test_a_refused_socket_sends_channels_through_dial_stdio_until_it_is_tried_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(transport_engine.time, "monotonic", lambda: now[0])
+def test_a_refused_socket_sends_channels_through_dial_stdio_until_it_is_tried_again() -> None:
     conn = SocketPairConnection(HOST, [], refuse=True)
     e = DockerEngine(HOST, conn, timeout=5)
     try:
         assert e.version()["Version"] == "20.10.24"  # sshd refused the socket: dial-stdio answered
     finally:
         e.close()
-    route = transport_engine._EngineRoute(conn)  # the way each new channel of a pool is opened
+    now = [1000.0]
+    route = transport_engine._EngineRoute(conn, clock=lambda: now[0])  # how each new channel of a pool opens
     route.open().close()
     route.open().close()
     assert conn.opened == ["refused", "dial-stdio", "refused", "dial-stdio", "dial-stdio"]  # not asked again at once
