@@ -409,25 +409,33 @@ def test_an_engine_restart_gets_an_engine_that_asks_again(monkeypatch: pytest.Mo
         assert after is not before and after.version()["Version"] == "20.10.24"
 
 
-def test_a_frozen_engine_over_a_real_ssh_channel_is_waited_for_once_per_command(tmp_path: Path) -> None:
-    # the same over paramiko's channel, as in production: an SSH server in this process runs the
-    # fake engine as its `docker system dial-stdio`
-    api = type("Handler", (FakeDockerAPI,), {"seen": [], "frozen": frozenset({"/info"})})
-    with ssh_server(tmp_path, command=lambda channel, command: api(channel, ("fake", 0), None)) as server:
-        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
+@contextlib.contextmanager
+def engine_over_ssh(tmp_path: Path, timeout: float, **server: Any) -> Iterator[DockerEngine]:
+    """A DockerEngine over a real SSH connection to an SSH server in this process (``server``: what
+    it serves, as ``ssh_server`` takes it), closed with the block."""
+    with ssh_server(tmp_path, **server) as running:
+        host = lab_host(running.port, running.client_key_file, tmp_path / "known_hosts", "accept-new")
         with Connection(host) as c:
-            e = DockerEngine(host, c, timeout=2)
+            e = DockerEngine(host, c, timeout=timeout)
             try:
-                assert e.version()["Version"] == "20.10.24"
-                t0 = time.monotonic()
-                with pytest.raises(Unreachable) as first:
-                    e.info()
-                t1 = time.monotonic()
-                with pytest.raises(Unreachable) as second:
-                    e.version()
-                t2 = time.monotonic()
+                yield e
             finally:
                 e.close()
+
+
+def test_a_frozen_engine_over_a_real_ssh_channel_is_waited_for_once_per_command(tmp_path: Path) -> None:
+    # the same over paramiko's channel, as in production: an SSH server in this process runs the
+    # fake engine as its `docker system dial-stdio` (it refuses the socket channel)
+    api = type("Handler", (FakeDockerAPI,), {"seen": [], "frozen": frozenset({"/info"})})
+    with engine_over_ssh(tmp_path, 2, command=lambda channel, command: api(channel, ("fake", 0), None)) as e:
+        assert e.version()["Version"] == "20.10.24"
+        t0 = time.monotonic()
+        with pytest.raises(Unreachable) as first:
+            e.info()
+        t1 = time.monotonic()
+        with pytest.raises(Unreachable) as second:
+            e.version()
+        t2 = time.monotonic()
     assert 1.5 <= t1 - t0 < 2.0 + 1.5, f"the first call took {t1 - t0:.1f}s"
     assert t2 - t1 < 1.0, f"the second call took {t2 - t1:.1f}s"
     assert "read engine info: Docker Engine did not answer in time" in first.value.message
@@ -440,15 +448,9 @@ def test_the_engine_over_a_real_ssh_channel_to_its_socket(tmp_path: Path) -> Non
     # (tests/e2e/test_bootstrap.py). Exec requests answer "ok": an engine asked through dial-stdio fails
     seen: Seen = []
     api = type("Handler", (FakeDockerAPI,), {"seen": seen})
-    with ssh_server(tmp_path, unix_socket=lambda channel, _: api(channel, ("fake", 0), None)) as server:
-        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new")
-        with Connection(host) as c:
-            e = DockerEngine(host, c, timeout=5)
-            try:
-                assert e.version()["Version"] == "20.10.24"
-                assert e.services()[0]["ID"] == "s1"
-            finally:
-                e.close()
+    with engine_over_ssh(tmp_path, 5, unix_socket=lambda channel, _: api(channel, ("fake", 0), None)) as e:
+        assert e.version()["Version"] == "20.10.24"
+        assert e.services()[0]["ID"] == "s1"
     assert [path for _, path, _, _ in seen] == ["/version", f"/v{API_VERSION}/services"]
 
 
