@@ -47,7 +47,7 @@ from swarmctl.errors import (
     Unreachable,
 )
 from swarmctl.inventory import Host, Inventory
-from swarmctl.transport.ssh import CommandResult, Outcome, Pool, human_size
+from swarmctl.transport.ssh import DEFAULT_PARALLEL, CommandResult, Outcome, Pool, human_size
 
 log = logging.getLogger(__name__)
 # urllib3 logs request lines at DEBUG; request bodies (join tokens, secret data) are never logged,
@@ -888,7 +888,7 @@ def parse_engine_version(text: str) -> tuple[int, ...]:
 class Session:
     """Everything one swarmctl command talks to: an SSH connection and an Engine per host, lazily."""
 
-    def __init__(self, inventory: Inventory, parallel: int = 16):
+    def __init__(self, inventory: Inventory, parallel: int = DEFAULT_PARALLEL):
         self.inventory = inventory
         self.pool = Pool(inventory.hosts, parallel)
         self._engines: dict[str, DockerEngine] = {}

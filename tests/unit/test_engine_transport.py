@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import MappingProxyType
@@ -37,7 +38,7 @@ from swarmctl.errors import (
 from swarmctl.inventory import Host, Inventory, SSHSettings
 from swarmctl.transport import engine as transport_engine
 from swarmctl.transport.engine import API_VERSION, ENGINE_SOCKET, MAX_RESPONSE, DockerEngine, Session
-from swarmctl.transport.ssh import CommandResult, Connection
+from swarmctl.transport.ssh import DEFAULT_PARALLEL, CommandResult, Connection
 from tests.unit.sshserver import ssh_server
 from tests.unit.test_ssh_host_keys import lab_host
 
@@ -407,6 +408,16 @@ def test_an_engine_restart_gets_an_engine_that_asks_again(monkeypatch: pytest.Mo
         session.forget_engine("h1")
         after = session.engine("h1")
         assert after is not before and after.version()["Version"] == "20.10.24"
+
+
+def test_a_session_works_on_every_host_of_a_few_dozen_at_once() -> None:
+    # Each of 32 hosts waits until all 32 are being worked on: a session that took them in waves
+    # (16 at a time, as the CLI's sessions did) breaks the barrier. No host is connected to.
+    hosts = tuple(replace(HOST, name=f"h{i}", address=f"10.0.0.{i + 1}") for i in range(DEFAULT_PARALLEL))
+    together = threading.Barrier(len(hosts), timeout=5)
+    with Session(Inventory(Path("hosts.yml"), hosts, MappingProxyType({}))) as session:
+        outcomes = session.fan_out(lambda host: together.wait())
+    assert len(hosts) == 32 and all(o.ok for o in outcomes.values()), outcomes
 
 
 @contextlib.contextmanager
