@@ -6,15 +6,16 @@ Everything here only reads. Results are per host; a host that fails is a value, 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from swarmctl.errors import HostError
+from swarmctl.errors import EngineError, HostError
 from swarmctl.facts.engine_config import READ_SCRIPT, EngineFacts, engine_facts, parse_config_read
 from swarmctl.facts.membership import Membership, parse_membership
 from swarmctl.inventory import Host
-from swarmctl.transport.engine import MIN_ENGINE, Session, missing_cli_message, parse_engine_version
+from swarmctl.transport.engine import MIN_ENGINE, Engine, Session, missing_cli_message, parse_engine_version
 from swarmctl.transport.ssh import Outcome
 
 SWARM_PORT = 2377  # manager API, tcp
@@ -147,7 +148,6 @@ class HostFacts:
 
     name: str
     engine_version: str
-    api_version: str
     hostname: str
     membership: Membership
     ipvs: str  # yes | no | unknown
@@ -198,7 +198,7 @@ _PROBES_SEPARATOR = "=== swarmctl: swarm ports ==="
 
 @dataclass(frozen=True)
 class HostRead:
-    """Everything bootstrap reads of one host, in one SSH round trip and two API calls: its
+    """Everything bootstrap reads of one host, in one SSH round trip and one API call: its
     preflight facts and its engine's configuration; and, when it was asked to probe its swarm
     ports in the same round trip (``read_host``'s ``ahead``), what each probe saw ((address,
     port) -> result; None when not asked, or the host has no bash)."""
@@ -216,14 +216,14 @@ def read_facts(session: Session, host: Host) -> HostFacts:
     """
     conn = session.pool.connection(host)
     res = conn.run(["sh", "-c", _FACTS_SCRIPT], timeout=30).check("read host facts")
-    return _facts(session, host, res.stdout)[0]
+    return _facts(session, host, res.stdout, lambda: engine_info(session.engine(host)))[0]
 
 
 def read_host(
     session: Session, host: Host, registries: Iterable[str] = (), ahead: Iterable[tuple[str, int]] = ()
 ) -> HostRead:
     """One host's preflight facts and engine configuration: one command over SSH (both scripts),
-    then the engine's version and info, once each. ``ahead``: (address, port) targets to probe
+    and beside it the engine's info (``engine_info``). ``ahead``: (address, port) targets to probe
     in the same command (``ahead_targets``), when bash is there.
 
     Raises:
@@ -232,18 +232,21 @@ def read_host(
     """
     conn = session.pool.connection(host)
     targets = list(ahead)
+    conn.transport()  # connected first: the engine's read and the script then share the connection
+    # the engine is read while the script runs (on a first bootstrap the probes take most of it)
+    info = _Started(lambda: engine_info(session.engine(host)), f"engine info {host.name}")
     res = conn.run(["sh", "-c", read_script(targets), "read", *registries], timeout=30).check("read host facts")
     head, _, tail = res.stdout.partition(_SEPARATOR + "\n")
     probed, ports = "", ""
     if targets:
         before, probed, ports = tail.rpartition(_PROBES_SEPARATOR + "\n")
         tail = before if probed else tail
-    facts, info = _facts(session, host, head)
+    facts, read = _facts(session, host, head, info.result)
     try:
         files = parse_config_read(tail)
     except ValueError as e:
         raise HostError(host.name, str(e)) from None
-    return HostRead(facts, engine_facts(host.name, files, info), parse_ports(ports) if probed else None)
+    return HostRead(facts, engine_facts(host.name, files, read), parse_ports(ports) if probed else None)
 
 
 def read_script(ahead: Iterable[tuple[str, int]] = ()) -> str:
@@ -270,18 +273,69 @@ def ahead_targets(hosts: Iterable[Host]) -> dict[str, list[tuple[str, int]]] | N
     return {h.name: [(a, port) for _, a, port in port_targets(h, everyone, addresses)] for h in everyone}
 
 
-def _facts(session: Session, host: Host, output: str) -> tuple[HostFacts, dict[str, Any]]:
-    """_FACTS_SCRIPT's output, the engine's version and info -> HostFacts (and the info read)."""
+T = TypeVar("T")
+
+
+class _Started(Generic[T]):
+    """A call started in a thread of its own, its outcome taken later (``result``): one host's
+    engine read beside its script. Its own deadline bounds it (an API call's); a daemon thread,
+    so Ctrl-C is never held up by it."""
+
+    def __init__(self, fn: Callable[[], T], name: str = "started"):
+        self._done = threading.Event()
+        self._outcome: tuple[T | None, BaseException | None] = (None, None)
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._outcome = (fn(), None)
+        except BaseException as e:  # taken with the result, in the caller's thread
+            self._outcome = (None, e)
+        finally:
+            self._done.set()
+
+    def result(self) -> T:
+        self._done.wait()
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
+
+
+def engine_info(engine: Engine) -> dict[str, Any]:
+    """The engine's info, its version checked against MIN_ENGINE, in one API call: info's
+    ServerVersion is the version `/version` reports (which costs the engine as much again: both
+    run `runc --version` and `docker-init --version`). An engine older than API_VERSION refuses
+    every versioned call ("client version ... is too new"); its version is then read unversioned,
+    for the error to say which it is.
+
+    Raises:
+        HostError: the engine is too old, or does not answer.
+    """
+    try:
+        info = engine.info()
+        version = str(info.get("ServerVersion", "0"))
+    except EngineError as e:
+        if "too new" not in e.message.lower():
+            raise
+        version = str(engine.version().get("Version", "0"))
+        if parse_engine_version(version)[:2] >= MIN_ENGINE:
+            raise  # not the engine's age: what it said stands
+    if parse_engine_version(version)[:2] < MIN_ENGINE:
+        need = ".".join(map(str, MIN_ENGINE))
+        raise HostError(engine.name, f"Docker Engine {version} is too old: swarmctl needs {need} or newer")
+    return info
+
+
+def _facts(
+    session: Session, host: Host, output: str, engine: Callable[[], dict[str, Any]]
+) -> tuple[HostFacts, dict[str, Any]]:
+    """_FACTS_SCRIPT's output and the engine's info (``engine``: engine_info's outcome) -> HostFacts
+    (and the info read). A host without the docker CLI is named as such, whatever its engine said."""
     kv = parse_facts_script(output)
     if not kv.get("docker_cli"):
         raise HostError(host.name, missing_cli_message(kv.get("cli_package", ""), bool(kv.get("dockerd"))))
-    engine = session.engine(host)
-    version = engine.version()
-    engine_version = str(version.get("Version", "0"))
-    if parse_engine_version(engine_version)[:2] < MIN_ENGINE:
-        need = ".".join(map(str, MIN_ENGINE))
-        raise HostError(host.name, f"Docker Engine {engine_version} is too old: swarmctl needs {need} or newer")
-    info = engine.info()
+    info = engine()
     advertise = advertise_address(session, host)
     own = kv.get("addrs", "").split()
     if own and advertise not in own:
@@ -289,8 +343,7 @@ def _facts(session: Session, host: Host, output: str) -> tuple[HostFacts, dict[s
     return (
         HostFacts(
             name=host.name,
-            engine_version=engine_version,
-            api_version=str(version.get("ApiVersion", "")),
+            engine_version=str(info.get("ServerVersion", "")),
             hostname=str(info.get("Name", "")),
             membership=parse_membership(info),
             ipvs=kv.get("ipvs", "unknown"),

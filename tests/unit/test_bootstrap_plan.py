@@ -38,7 +38,6 @@ def facts(name: str, state: str = "inactive", node: str = "", cluster: str = "",
     return HostFacts(
         name=name,
         engine_version="20.10.24",
-        api_version="1.41",
         hostname=name,
         membership=Membership(state, node, cluster, manager),
         ipvs="yes",

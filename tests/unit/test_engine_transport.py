@@ -29,12 +29,14 @@ from swarmctl.errors import (
     Busy,
     Conflict,
     EngineError,
+    HostError,
     ImageNotFound,
     NotFound,
     SocketRefused,
     Unavailable,
     Unreachable,
 )
+from swarmctl.facts.host import engine_info
 from swarmctl.inventory import Host, Inventory, SSHSettings
 from swarmctl.transport import engine as transport_engine
 from swarmctl.transport.engine import API_VERSION, ENGINE_SOCKET, MAX_RESPONSE, DockerEngine, Session
@@ -83,6 +85,10 @@ class FakeDockerAPI(BaseHTTPRequestHandler):
             return None
         if path == "/version":
             return self._answer(200, {"Version": "20.10.24", "ApiVersion": "1.41"})
+        if path == "/info":
+            return self._answer(
+                200, {"ServerVersion": "20.10.24", "Name": "h1", "Swarm": {"LocalNodeState": "inactive"}}
+            )
         if path == "/services" and method == "GET":
             return self._answer(200, [{"ID": "s1", "Spec": {"Name": "web"}}])
         if path == "/services/missing":
@@ -123,6 +129,19 @@ class FakeDockerAPI(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._route("DELETE")
+
+
+class OldDockerAPI(FakeDockerAPI):
+    """Docker Engine 19.03 (API 1.40): every versioned call refused, as moby's version middleware
+    refuses a client newer than it, with the message moby writes; `/version` unversioned answers."""
+
+    def _route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        self.seen.append((method, url.path, parse_qs(url.query), None))
+        if url.path == "/version":
+            return self._answer(200, {"Version": "19.03.15", "ApiVersion": "1.40"})
+        message = f"client version {API_VERSION} is too new. Maximum supported API version is 1.40"
+        return self._answer(400, {"message": message})
 
 
 class TricklingDockerAPI(FakeDockerAPI):
@@ -358,8 +377,9 @@ def test_a_refused_socket_sends_channels_through_dial_stdio_until_it_is_tried_ag
 
 
 def test_a_frozen_engine_is_waited_for_once_per_command() -> None:
-    # dockerd SIGSTOPped: its socket accepts, nothing answers. bootstrap reads info, then version
-    # and info: each waiting out its own timeout named the engine only after twice the timeout
+    # dockerd SIGSTOPped: its socket accepts, nothing answers. A command asks it more than once
+    # (bootstrap: the witness's info, then the read's): each waiting out its own timeout named the
+    # engine only after twice the timeout
     conn = SocketPairConnection(HOST, [], frozen=frozenset({"/info", "/version"}))
     e = DockerEngine(HOST, conn, timeout=2)
     try:
@@ -408,6 +428,36 @@ def test_an_engine_restart_gets_an_engine_that_asks_again(monkeypatch: pytest.Mo
         session.forget_engine("h1")
         after = session.engine("h1")
         assert after is not before and after.version()["Version"] == "20.10.24"
+
+
+def test_the_engine_is_read_and_its_version_checked_in_one_call() -> None:
+    seen: Seen = []
+    engine = DockerEngine(HOST, SocketPairConnection(HOST, seen))
+    info = engine_info(engine)
+    assert info["ServerVersion"] == "20.10.24" and info["Name"] == "h1"
+    assert [(m, p) for m, p, _, _ in seen] == [("GET", f"/v{API_VERSION}/info")]
+
+
+def test_an_engine_older_than_the_api_is_named_with_its_version() -> None:
+    seen: Seen = []
+    engine = DockerEngine(HOST, SocketPairConnection(HOST, seen, api=OldDockerAPI))
+    with pytest.raises(HostError) as err:
+        engine_info(engine)
+    assert err.value.message == "Docker Engine 19.03.15 is too old: swarmctl needs 20.10 or newer"
+    assert [p for _, p, _, _ in seen] == [f"/v{API_VERSION}/info", "/version"]
+
+
+def test_an_info_refused_for_another_reason_than_age_is_said_as_it_was() -> None:
+    # an engine that calls the client too new while its version is recent enough: not an age
+    # problem, so its own words stand (and nothing claims it is too old)
+    class Contrary(OldDockerAPI):
+        def _answer(self, status: int, body: Any, content_type: str = "application/json") -> None:
+            super()._answer(status, {**body, "Version": "24.0.7"} if status == 200 else body, content_type)
+
+    engine = DockerEngine(HOST, SocketPairConnection(HOST, [], api=Contrary))
+    with pytest.raises(EngineError, match="is too new") as err:
+        engine_info(engine)
+    assert "too old" not in err.value.message
 
 
 def test_a_session_works_on_every_host_of_a_few_dozen_at_once() -> None:

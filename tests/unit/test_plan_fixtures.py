@@ -61,7 +61,6 @@ def host_facts(name: str, f: dict[str, Any]) -> HostFacts:
     return HostFacts(
         name=name,
         engine_version="20.10.24",
-        api_version="1.41",
         hostname=f.get("hostname", name),
         membership=Membership(f["swarm_state"], f["node_id"], f["cluster_id"], f["control_available"]),
         ipvs="yes",
