@@ -24,15 +24,22 @@ VXLAN_PORT = 4789  # overlay data, udp
 
 # One round trip per host: which tools exist and what the kernel can do. Kernel features are read
 # from the running kernel first (/proc, /sys/module), then from whether a module could be loaded,
-# then from the kernel config; "unknown" when none of those tells.
+# then from the kernel config (read only then); "unknown" when none of those tells. Few programs
+# are started: every host of a first bootstrap runs this at once, on CPUs its engines share.
 _FACTS_SCRIPT = r"""
 has() { command -v "$1" >/dev/null 2>&1; }
-if [ -r /proc/config.gz ] && has zcat; then kconfig=$(zcat /proc/config.gz 2>/dev/null)
-elif [ -r "/boot/config-$(uname -r)" ]; then kconfig=$(cat "/boot/config-$(uname -r)")
-else kconfig=""; fi
+{ read -r kernel < /proc/sys/kernel/osrelease; } 2>/dev/null || kernel=$(uname -r)
+kconfig="" kread=""
+kernel_config() {
+  [ -n "$kread" ] && return 0
+  kread=1
+  if [ -r /proc/config.gz ] && has gzip; then kconfig=$(gzip -dc /proc/config.gz 2>/dev/null)
+  elif [ -r "/boot/config-$kernel" ]; then kconfig=$(cat "/boot/config-$kernel"); fi
+}
 feature() { # name, module, CONFIG_ symbol, optional /proc path that proves it is there
   if { [ -n "${4:-}" ] && [ -e "$4" ]; } || [ -d "/sys/module/$2" ]; then echo "$1=yes"; return; fi
   if has modinfo && modinfo "$2" >/dev/null 2>&1; then echo "$1=yes"; return; fi
+  kernel_config
   case "$kconfig" in
     *"$3=y"*|*"$3=m"*) echo "$1=yes" ;;
     *"# $3 is not set"*) echo "$1=no" ;;
@@ -52,11 +59,13 @@ if [ -z "$cli" ]; then
 fi
 echo "bash=$(command -v bash || true)"
 echo "timeout=$(command -v timeout || true)"
-echo "kernel=$(uname -r)"
+echo "kernel=$kernel"
 feature ipvs ip_vs CONFIG_IP_VS /proc/net/ip_vs
 feature esp esp4 CONFIG_INET_ESP
-# the host's own addresses: the one the swarm will advertise must be among them
-if has ip; then echo "addrs=$(ip -o addr show 2>/dev/null | awk '{split($4, a, "/"); printf "%s ", a[1]}')"
+# the host's own addresses (`ip -o`: the fourth field, ADDRESS/PREFIX): the one the swarm will
+# advertise must be among them
+if has ip; then
+  ip -o addr show 2>/dev/null | { a=""; while read -r _ _ _ addr _; do a="$a${addr%%/*} "; done; echo "addrs=$a"; }
 elif has hostname; then echo "addrs=$(hostname -I 2>/dev/null)"; fi
 """
 
