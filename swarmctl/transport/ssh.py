@@ -64,6 +64,29 @@ def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
+_KNOWN_HOSTS: dict[Path, tuple[tuple[int, int, int], paramiko.HostKeys]] = {}
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def known_keys(path: Path, name: str) -> dict[str, paramiko.PKey]:
+    """The keys a known_hosts file holds for ``name`` (known_hosts_name), by key type. The file is
+    parsed once for as long as it stays the same file (inode, size, mtime): a fan-out to 24 hosts
+    parsed it 24 times, and each connection looked its host up in all of it, a few dozen times.
+
+    Raises:
+        OSError, paramiko.SSHException: it cannot be read.
+    """
+    st = path.stat()
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    with _KNOWN_HOSTS_LOCK:
+        cached = _KNOWN_HOSTS.get(path)
+        if cached is None or cached[0] != stamp:
+            keys = paramiko.HostKeys()
+            keys.load(str(path))
+            cached = _KNOWN_HOSTS[path] = (stamp, keys)
+    return dict(cached[1].lookup(name) or {})
+
+
 @dataclass(frozen=True)
 class CommandResult:
     """What a remote command did. ``command`` is the argv as run (never carries secrets)."""
@@ -174,8 +197,10 @@ class Connection:
         h, s = self.host, self.host.ssh
         client = paramiko.SSHClient()
         if s.known_hosts.is_file():
+            name = known_hosts_name(h.address, s.port)  # the name paramiko looks the host up by
             try:
-                client.get_host_keys().load(str(s.known_hosts))
+                for kind, key in known_keys(s.known_hosts, name).items():
+                    client.get_host_keys().add(name, kind, key)
             except (OSError, paramiko.SSHException) as e:
                 raise SSHError(h.name, f"cannot read known_hosts {s.known_hosts}: {e}") from e
         client.set_missing_host_key_policy(_AcceptNew(h) if s.host_key_policy == "accept-new" else _RejectUnknown(h))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
+import paramiko
 import pytest
 
 from swarmctl.errors import HostKeyError
@@ -40,6 +41,19 @@ def test_accept_new_records_the_key_and_a_strict_connection_then_works(tmp_path:
         assert line.split()[2] == server.host_key.get_base64()
         with Connection(lab_host(server.port, server.client_key_file, known, "reject")) as c:
             assert c.run(["echo", "hello"]).ok
+
+
+def test_a_hashed_known_hosts_entry_is_found_and_the_file_is_read_again_once_it_changes(tmp_path: Path) -> None:
+    # `ssh-keygen -H` hashes the names; the file is parsed once while it stays the same file
+    known = tmp_path / "known_hosts"
+    with ssh_server(tmp_path, output=b"hello\n") as server:
+        name = f"[127.0.0.1]:{server.port}"
+        known.write_text(f"{paramiko.HostKeys.hash_host(name)} ssh-ed25519 {other_host_key(tmp_path).get_base64()}\n")
+        with pytest.raises(HostKeyError, match="HOST KEY CHANGED"):
+            Connection(lab_host(server.port, server.client_key_file, known)).run(["true"])
+        known.write_text(f"{paramiko.HostKeys.hash_host(name)} ssh-ed25519 {server.host_key.get_base64()}\n")
+        with Connection(lab_host(server.port, server.client_key_file, known)) as c:
+            assert c.run(["echo", "hello"]).stdout == "hello\n"
 
 
 @pytest.mark.parametrize("policy", ["reject", "accept-new"])
