@@ -6,17 +6,16 @@ Everything here only reads. Results are per host; a host that fails is a value, 
 from __future__ import annotations
 
 import shlex
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from swarmctl.errors import EngineError, HostError
 from swarmctl.facts.engine_config import READ_SCRIPT, EngineFacts, engine_facts, parse_config_read
 from swarmctl.facts.membership import Membership, parse_membership
 from swarmctl.inventory import Host
 from swarmctl.transport.engine import MIN_ENGINE, Engine, Session, missing_cli_message, parse_engine_version
-from swarmctl.transport.ssh import Outcome
+from swarmctl.transport.ssh import Outcome, Started
 
 SWARM_PORT = 2377  # manager API, tcp
 GOSSIP_PORT = 7946  # node gossip, tcp + udp
@@ -243,7 +242,7 @@ def read_host(
     targets = list(ahead)
     conn.transport()  # connected first: the engine's read and the script then share the connection
     # the engine is read while the script runs (on a first bootstrap the probes take most of it)
-    info = _Started(lambda: engine_info(session.engine(host)), f"engine info {host.name}")
+    info = Started(lambda: engine_info(session.engine(host)), f"engine info {host.name}")
     res = conn.run(["sh", "-c", read_script(targets), "read", *registries], timeout=30).check("read host facts")
     head, _, tail = res.stdout.partition(_SEPARATOR + "\n")
     probed, ports = "", ""
@@ -280,35 +279,6 @@ def ahead_targets(hosts: Iterable[Host]) -> dict[str, list[tuple[str, int]]] | N
         return None
     addresses = {h.name: str(h.ip_address) for h in everyone}
     return {h.name: [(a, port) for _, a, port in port_targets(h, everyone, addresses)] for h in everyone}
-
-
-T = TypeVar("T")
-
-
-class _Started(Generic[T]):
-    """A call started in a thread of its own, its outcome taken later (``result``): one host's
-    engine read beside its script. Its own deadline bounds it (an API call's); a daemon thread,
-    so Ctrl-C is never held up by it."""
-
-    def __init__(self, fn: Callable[[], T], name: str = "started"):
-        self._done = threading.Event()
-        self._outcome: tuple[T | None, BaseException | None] = (None, None)
-        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
-
-    def _run(self, fn: Callable[[], T]) -> None:
-        try:
-            self._outcome = (fn(), None)
-        except BaseException as e:  # taken with the result, in the caller's thread
-            self._outcome = (None, e)
-        finally:
-            self._done.set()
-
-    def result(self) -> T:
-        self._done.wait()
-        value, error = self._outcome
-        if error is not None:
-            raise error
-        return value  # type: ignore[return-value]
 
 
 def engine_info(engine: Engine) -> dict[str, Any]:

@@ -55,7 +55,7 @@ from swarmctl.ops.engine_config import (
 from swarmctl.plan import Change, Notify, Plan, Report, quiet
 from swarmctl.secretstore import KeySource
 from swarmctl.transport.engine import Engine, Session
-from swarmctl.transport.ssh import Outcome, fan_out
+from swarmctl.transport.ssh import Outcome, Started, fan_out
 from swarmctl.wait import Pending, until
 
 log = logging.getLogger(__name__)
@@ -735,18 +735,34 @@ def bootstrap(
     if m.anchor is None:
         return outcome
     anchor = session.engine(m.anchor)
-    known_ids = apply_membership(session, anchor, state, planned, report, notify, join_timeout)
-    if known_ids is None:
+    members = apply_membership(session, anchor, state, planned, report, notify)
+    if members is None:
         report.in_plan_order()
         return outcome
-    outcome.swarm_ready = True
-    outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify)
-    apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
-    report.in_plan_order()  # a joined node's labels are written as it joins, listed where planned
+    known_ids, joined = members
+    stamped: Started[bool] | None = None
     if witness and not report.failures and set(known_ids) >= {h.name for h in inv.hosts}:
-        # every host read and all it needed done: the swarm may vouch for it, and for its nodes
-        with contextlib.suppress(HostError, EngineError):
-            _stamp(anchor, record(mark, known_ids))
+        # every host read and all it needed done: the swarm may vouch for it, and for its nodes. The
+        # record is written while the joined nodes are waited for and the nodes' phase runs: what
+        # it alone vouches for (the engines' configuration on these nodes) is done by now, and a
+        # no-op's witness reads the rest from the swarm itself (nodes ready, roles, labels,
+        # availability, autolock). A failure from here on takes it back all the same.
+        text = record(mark, known_ids)
+        stamped = Started(lambda: _stamp_quietly(anchor, text), "record the bootstrap")
+    nodes: list[NodeView] | None = None
+    try:
+        nodes = _wait_registered(anchor, joined, join_timeout) if joined else None
+        outcome.swarm_ready = True
+    except TimeoutExpired as e:
+        report.failures[anchor.name] = str(e)
+    if outcome.swarm_ready:
+        outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify, nodes)
+    written = stamped is not None and stamped.result()  # before the settings: both write the swarm
+    if outcome.swarm_ready:
+        apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
+    if written and report.failures:
+        _stamp_quietly(anchor, "")
+    report.in_plan_order()  # a joined node's labels are written as it joins, listed where planned
     return outcome
 
 
@@ -851,6 +867,17 @@ def _forget(session: Session, state: BootstrapState, planned: BootstrapPlan) -> 
                                f"through {name} ({message_of(e)}); run bootstrap again") from None  # fmt: skip
 
 
+def _stamp_quietly(anchor: Engine, value: str) -> bool:
+    """_stamp, its failure only logged (the record is an optimization: without it the next
+    bootstrap reads every host); whether it was written."""
+    try:
+        _stamp(anchor, value)
+        return True
+    except (HostError, EngineError) as e:
+        log.info("the swarm's record of this bootstrap was not %s: %s", "written" if value else "removed", e.message)
+        return False
+
+
 def _stamp(anchor: Engine, value: str) -> None:
     """The swarm's STAMP label set to ``value`` ("" removes it), unless it already is."""
     swarm = anchor.inspect_swarm()
@@ -896,30 +923,32 @@ def apply_membership(
     planned: BootstrapPlan,
     report: Report,
     notify: Notify,
-    join_timeout: float,
-) -> dict[str, str] | None:
-    """The new swarm's init, stale nodes removed, the joins; host -> the node ID its own engine
-    reports, for every member. None when the swarm could not be made or the joined nodes did not
-    show up in time (the failures say so)."""
+) -> tuple[dict[str, str], set[str]] | None:
+    """The new swarm's init, stale nodes removed, the joins: host -> the node ID its own engine
+    reports, for every member, and the node IDs of the hosts that joined (for the anchor to list
+    as ready: ``_wait_registered``). None when the swarm could not be made (the failures say so)."""
     inv = state.inventory
     m, steps = planned.membership, planned.steps
     known_ids = {name: state.facts[name].node_id for name in m.members}
+    calls = threading.BoundedSemaphore(NODE_WRITERS)  # the anchor's calls for nodes, at most its channels
+    first: Started[tuple[Change, ...]] | None = None
     if m.init is not None and steps.init is not None:
         host = inv.host(m.init)
         try:
             if steps.init_leave is not None:
                 anchor.leave_swarm(force=True)
                 report.done(steps.init_leave, notify=notify)
-            anchor.init_swarm(state.facts[host.name].advertise or host.address, f"0.0.0.0:{SWARM_PORT}")
+            # the engine answers init with its node's ID: its own report, as _node_id reads it
+            node_id = anchor.init_swarm(state.facts[host.name].advertise or host.address, f"0.0.0.0:{SWARM_PORT}")
         except HostError as e:
             report.failures[host.name] = e.message
             for j in steps.joins:
                 report.failures.setdefault(j.host, f"not joined: the swarm could not be initialized on {host.name}")
             return None
-        known_ids[host.name] = _node_id(anchor)
+        known_ids[host.name] = node_id or _node_id(anchor)
         report.done(steps.init, notify=notify)
-        for c in settle(anchor, inv, host.name, known_ids[host.name]):
-            report.done(c, notify=notify)
+        # its node's labels are written while the other hosts join
+        first = Started(lambda: settle(anchor, inv, host.name, known_ids[host.name], calls), f"settle {host.name}")
 
     joins = list(steps.joins)
     for name, node in planned.stale.items():
@@ -935,8 +964,9 @@ def apply_membership(
         for c in steps.stale.get(name, ()):
             report.done(c, notify=notify)
 
+    joined_ids: set[str] = set()
     if joins:
-        joined = _join(session, anchor, m, joins, {n: f.advertise for n, f in state.facts.items()})
+        joined = _join(session, anchor, m, joins, {n: f.advertise for n, f in state.facts.items()}, calls)
         for j in joins:
             done = joined[j.host]
             if done.error is not None:
@@ -944,26 +974,32 @@ def apply_membership(
                 continue
             assert done.value is not None
             known_ids[j.host] = done.value.node_id
+            joined_ids.add(done.value.node_id)
             if j.leave is not None:
                 report.done(j.leave, notify=notify)
             report.done(j.join, done.seconds, notify=notify)
             for c in done.value.settled:
                 report.done(c, notify=notify)
-        try:
-            _wait_registered(anchor, {known_ids[j.host] for j in joins if j.host in known_ids}, join_timeout)
-        except TimeoutExpired as e:
-            report.failures[anchor.name] = str(e)
-            return None
-    return known_ids
+    if first is not None:
+        for c in first.result():
+            report.done(c, notify=notify)
+    return known_ids, joined_ids
 
 
 def apply_nodes(
-    anchor: Engine, state: BootstrapState, known_ids: Mapping[str, str], prune: bool, report: Report, notify: Notify
+    anchor: Engine,
+    state: BootstrapState,
+    known_ids: Mapping[str, str],
+    prune: bool,
+    report: Report,
+    notify: Notify,
+    nodes: list[NodeView] | None = None,
 ) -> int:
     """Roles, labels and availability, planned again from the nodes as they are after the joins
-    (they match the plan unless something else changed them); how many nodes the swarm has."""
+    (``nodes``: as the wait for the joined nodes last listed them; read here if None) - they match
+    the plan unless something else changed them; how many nodes the swarm has."""
     inv = state.inventory
-    nodes = read_nodes(anchor)
+    nodes = read_nodes(anchor) if nodes is None else nodes
     members = match_hosts([inv.host(n) for n in known_ids], nodes, known_ids=known_ids)
     node_plan = plan_nodes(inv, members, nodes, prune, claimed_nodes(state, members, nodes), not state.blocked)
     anchor_id = next((i for n, i in known_ids.items() if n == anchor.name), "")
@@ -1121,11 +1157,17 @@ def settle(
 
 
 def _join(
-    session: Session, anchor: Engine, m: MembershipPlan, joins: list[JoinStep], addresses: Mapping[str, str]
+    session: Session,
+    anchor: Engine,
+    m: MembershipPlan,
+    joins: list[JoinStep],
+    addresses: Mapping[str, str],
+    calls: threading.BoundedSemaphore,
 ) -> dict[str, Outcome[Joined]]:
     """Join the hosts in parallel, each at the address it advertises, through the managers' (the
     joining host resolves no inventory name: the names may be known only on this machine); each
-    node is settled (``settle``) as soon as its host joined."""
+    node is settled (``settle``) as soon as its host joined. ``calls``: held for the joins' calls
+    to the anchor (at most its API channels)."""
     inv = session.inventory
     tokens = anchor.inspect_swarm()["JoinTokens"]
     assert m.anchor is not None
@@ -1133,7 +1175,6 @@ def _join(
     remotes = [f"{addresses.get(n) or inv.host(n).address}:{SWARM_PORT}" for n in managers]
     roles = {j.host: j.role for j in joins}
     asking = threading.Lock()  # the token asked again by one join at a time
-    calls = threading.BoundedSemaphore(NODE_WRITERS)  # the joins' calls to the anchor, at most its channels
 
     def join_one(host: Host) -> Joined:
         engine = session.engine(host)
@@ -1182,16 +1223,17 @@ def _node_id(engine: Engine) -> str:
     return read_membership(engine).node_id
 
 
-def _wait_registered(anchor: Engine, node_ids: set[str], timeout: float) -> None:
-    """Poll until every joined node is listed and ready on the anchor manager."""
+def _wait_registered(anchor: Engine, node_ids: set[str], timeout: float) -> list[NodeView]:
+    """Poll until every joined node is listed and ready on the anchor manager; the nodes as listed then."""
 
-    def ready() -> bool | Pending:
-        nodes = {n.id: n for n in read_nodes(anchor)}
+    def ready() -> list[NodeView] | Pending:
+        listed = read_nodes(anchor)
+        nodes = {n.id: n for n in listed}
         seen = {i: (nodes[i].state if i in nodes else "not listed") for i in node_ids}
         if all(s == "ready" for s in seen.values()):
-            return True
+            return listed
         return Pending(", ".join(f"{i[:12]}: {s}" for i, s in sorted(seen.items())))
 
     # the joins have returned: the nodes are usually listed ready within a few tenths of a second
-    until("the joined nodes", ready, timeout, first=0.1, cap=POLL, retry=(),
-          error=lambda seen: TimeoutExpired(f"joined nodes not ready after {timeout:g}s ({seen})"))  # fmt: skip
+    return until("the joined nodes", ready, timeout, first=0.1, cap=POLL, retry=(),
+                 error=lambda seen: TimeoutExpired(f"joined nodes not ready after {timeout:g}s ({seen})"))  # fmt: skip

@@ -737,6 +737,33 @@ def fan_out(
     return {h.name: results[h.name] for h in hosts}
 
 
+class Started(Generic[T]):
+    """A call started in a thread of its own, its outcome taken later (``result``): work beside
+    other work (one host's engine read beside its script; a node's labels beside the joins). The
+    call's own deadlines bound it; a daemon thread, so Ctrl-C is never held up by it."""
+
+    def __init__(self, fn: Callable[[], T], name: str = "started"):
+        self._done = threading.Event()
+        self._outcome: tuple[T | None, BaseException | None] = (None, None)
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._outcome = (fn(), None)
+        except BaseException as e:  # taken with the result, in the caller's thread
+            self._outcome = (None, e)
+        finally:
+            self._done.set()
+
+    def result(self) -> T:
+        """The call's value, or its exception raised here."""
+        self._done.wait()
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
+
+
 class Pool:
     """The connections of one swarmctl invocation: one per host, opened lazily, closed together."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -416,7 +417,8 @@ def test_a_join_token_the_new_leader_s_ca_refuses_for_a_moment_is_asked_again(mo
         monkeypatch.setattr(bootstrap_ops, "_node_id", lambda e: "n4")
         plan = bootstrap_ops.MembershipPlan("m1", None, (), (("w4", "worker"),), ("m1",))
         step = bootstrap_ops.JoinStep("w4", "worker", Change("node", "w4", "join-worker"))
-        return bootstrap_ops._join(session, anchor, plan, [step], {})  # type: ignore[arg-type]
+        calls = threading.BoundedSemaphore(bootstrap_ops.NODE_WRITERS)
+        return bootstrap_ops._join(session, anchor, plan, [step], {}, calls)  # type: ignore[arg-type]
 
     refused = f"rpc error: code = InvalidArgument desc = {bootstrap_ops.TOKEN_NOT_TAKEN}"
     fingerprint = "remote CA does not match fingerprint. Expected: 689be0def583"

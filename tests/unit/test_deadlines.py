@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 
 from swarmctl.errors import HostError, SSHError
-from swarmctl.transport.ssh import Connection
+from swarmctl.transport.ssh import Connection, Started
 from tests.unit.sshserver import echoes, never_reads, ssh_server
 from tests.unit.test_ssh_host_keys import lab_host
 
@@ -139,3 +139,18 @@ def test_s7_run_input_to_a_command_that_writes_while_it_reads_does_not_deadlock(
         with Connection(host) as c:
             res = within(15.0, lambda: c.run(["cat"], input=data, timeout=10.0))
     assert res.ok and res.stdout.encode() == data
+
+
+def test_work_started_beside_other_work_gives_its_value_or_raises_its_error_in_the_caller() -> None:
+    # the call waits for the caller to go on: run in the caller's thread, it would wait out its 5 s
+    # and give False
+    gate = threading.Event()
+    started = Started(lambda: gate.wait(5) and "read", "beside")
+    gate.set()
+    assert started.result() == "read"
+
+    def fails() -> str:
+        raise HostError("h1", "engine did not answer")
+
+    with pytest.raises(HostError, match="engine did not answer"):
+        Started(fails).result()
