@@ -891,9 +891,10 @@ def parse_engine_version(text: str) -> tuple[int, ...]:
 class Session:
     """Everything one swarmctl command talks to: an SSH connection and an Engine per host, lazily."""
 
-    def __init__(self, inventory: Inventory, parallel: int = DEFAULT_PARALLEL):
+    def __init__(self, inventory: Inventory, parallel: int = DEFAULT_PARALLEL, pool: Pool | None = None):
+        """``pool``: the inventory's connections, when some were opened before (else a new pool)."""
         self.inventory = inventory
-        self.pool = Pool(inventory.hosts, parallel)
+        self.pool = Pool(inventory.hosts, parallel) if pool is None else pool
         self._engines: dict[str, DockerEngine] = {}
         self._lock = threading.Lock()
         self.skipped: dict[str, str] = {}  # managers passed over by manager(), and why

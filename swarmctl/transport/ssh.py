@@ -165,6 +165,7 @@ class Connection:
         self._connecting: paramiko.SSHClient | None = None  # while a connect is under way
         self._closed = False
         self._lock = threading.Lock()
+        self._early: SwarmctlError | None = None  # connect_early's failure, for the next transport()
 
     def __enter__(self) -> Connection:
         return self
@@ -186,12 +187,27 @@ class Connection:
         with self._lock:
             if self._closed:
                 raise SSHError(self.host.name, "the connection was closed (interrupted)")
+            if self._early is not None:  # an early connect failed: its error, not a second wait
+                early, self._early = self._early, None
+                raise early
             if not self.connected:
                 self._client = self._connect()
             assert self._client is not None
             t = self._client.get_transport()
             assert t is not None
             return t
+
+    def connect_early(self) -> None:
+        """Connect now (meant for a thread of its own, while the command prepares): the next
+        transport() has this connection, or raises this attempt's error - a host that does not
+        answer is waited for once."""
+        with self._lock:
+            if self._closed or self.connected:
+                return
+            try:
+                self._client = self._connect()
+            except SwarmctlError as e:
+                self._early = e
 
     def _connect(self) -> paramiko.SSHClient:
         h, s = self.host, self.host.ssh

@@ -83,6 +83,38 @@ def test_a_silent_host_is_named_within_connect_timeout(tmp_path: Path) -> None:
     assert "cannot connect" in e.value.message
 
 
+def test_a_silent_host_connected_to_early_is_waited_for_once(tmp_path: Path) -> None:
+    # bootstrap's CLI opens the first manager's connection while it imports the rest: when that
+    # attempt fails, the command's first use of the connection says so at once, without a second
+    # wait of connect_timeout
+    with ssh_server(tmp_path, silent=True) as server:
+        host = lab_host(server.port, server.client_key_file, tmp_path / "known_hosts")
+        host = type(host)(**{**host.__dict__, "ssh": type(host.ssh)(**{**host.ssh.__dict__, "connect_timeout": 1.0})})
+        conn = Connection(host)
+        early = threading.Thread(target=conn.connect_early, daemon=True)
+        early.start()
+        deadline = time.monotonic() + 5
+        while server.connections < 1 and time.monotonic() < deadline:  # the early attempt under way
+            time.sleep(0.01)
+        with pytest.raises(SSHError, match="cannot connect"):
+            within(5, conn.transport)  # waits for the early attempt, and takes its error
+        assert server.connections == 1, "a second connect"
+        early.join(1)
+        with pytest.raises(SSHError, match="cannot connect"):  # asked again, it tries again
+            within(5, conn.transport)
+        assert server.connections == 2
+
+
+def test_an_early_connection_is_the_one_the_command_uses(tmp_path: Path) -> None:
+    with ssh_server(tmp_path, output=b"hello\n") as server:
+        conn = Connection(lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new"))
+        with conn:
+            conn.connect_early()
+            transport = conn.transport()
+            assert conn.run(["echo", "hello"]).stdout == "hello\n" and conn.transport() is transport
+        assert server.connections == 1
+
+
 @pytest.mark.parametrize("mode", ["silent", "hang_channels"])
 def test_ctrl_c_ends_the_command_within_two_seconds(tmp_path: Path, mode: str) -> None:
     with ssh_server(tmp_path, silent=mode == "silent", hang_channels=mode == "hang_channels") as server:
