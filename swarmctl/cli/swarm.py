@@ -26,8 +26,9 @@ from swarmctl.cli.render import emit_json, notifier, render_warnings, say, show_
 def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_only: bool, as_json: bool) -> None:
     """Create or converge the swarm described by INVENTORY (hosts.yml).
 
-    Preflight on every host, init on the first manager, join the rest in parallel, apply roles,
-    labels and availability. Running it again changes nothing. --plan shows what it would do.
+    Preflight on every host, init on the first manager, join the other managers and then the
+    workers in parallel, apply roles, labels and availability. Running it again changes nothing.
+    --plan shows what it would do.
 
     \b
     Example: swarmctl bootstrap hosts.yml --plan
@@ -50,8 +51,12 @@ def bootstrap(obj: Obj, inventory: str | None, force: bool, prune: bool, plan_on
     pool = Pool(inv.hosts)
     first = pool.connection(inv.managers[0])
     threading.Thread(target=first.connect_early, name=f"connect {first.host.name}", daemon=True).start()
-    from swarmctl.ops.bootstrap import bootstrap as run_bootstrap
-    from swarmctl.transport.engine import Session
+    try:
+        from swarmctl.ops.bootstrap import bootstrap as run_bootstrap
+        from swarmctl.transport.engine import Session
+    except BaseException:
+        pool.close()
+        raise
 
     with Session(inv, pool=pool) as session:
         done = run_bootstrap(session, force=force, prune=prune, plan_only=plan_only, notify=notifier(as_json))

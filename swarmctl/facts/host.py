@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmctl.errors import EngineError, HostError
+from swarmctl.errors import EngineError, HostError, Unreachable
 from swarmctl.facts.engine_config import READ_SCRIPT, EngineFacts, engine_facts, parse_config_read
 from swarmctl.facts.membership import Membership, parse_membership
 from swarmctl.inventory import Host
@@ -33,6 +33,7 @@ kernel_config() {
   [ -n "$kread" ] && return 0
   kread=1
   if [ -r /proc/config.gz ] && has gzip; then kconfig=$(gzip -dc /proc/config.gz 2>/dev/null)
+  elif [ -r /proc/config.gz ] && has zcat; then kconfig=$(zcat /proc/config.gz 2>/dev/null)
   elif [ -r "/boot/config-$kernel" ]; then kconfig=$(cat "/boot/config-$kernel"); fi
 }
 feature() { # name, module, CONFIG_ symbol, optional /proc path that proves it is there
@@ -285,25 +286,33 @@ def engine_info(engine: Engine) -> dict[str, Any]:
     """The engine's info, its version checked against MIN_ENGINE, in one API call: info's
     ServerVersion is the version `/version` reports (which costs the engine as much again: both
     run `runc --version` and `docker-init --version`). An engine older than API_VERSION refuses
-    every versioned call ("client version ... is too new"); its version is then read unversioned,
-    for the error to say which it is.
+    every versioned call ("client version 1.41 is too new" since Docker 17.06, "client is newer
+    than server" before): when info is refused, the version is read unversioned, for the error to
+    say which engine it is.
 
     Raises:
         HostError: the engine is too old, or does not answer.
     """
     try:
         info = engine.info()
-        version = str(info.get("ServerVersion", "0"))
-    except EngineError as e:
-        if "too new" not in e.message.lower():
-            raise
-        version = str(engine.version().get("Version", "0"))
+    except Unreachable:
+        raise  # not asked again: the transport says so
+    except EngineError as refused:
+        try:
+            version = str(engine.version().get("Version", "0"))
+        except EngineError:
+            raise refused from None
         if parse_engine_version(version)[:2] >= MIN_ENGINE:
             raise  # not the engine's age: what it said stands
+        raise HostError(engine.name, _too_old(version)) from None
+    version = str(info.get("ServerVersion", "0"))
     if parse_engine_version(version)[:2] < MIN_ENGINE:
-        need = ".".join(map(str, MIN_ENGINE))
-        raise HostError(engine.name, f"Docker Engine {version} is too old: swarmctl needs {need} or newer")
+        raise HostError(engine.name, _too_old(version))
     return info
+
+
+def _too_old(version: str) -> str:
+    return f"Docker Engine {version} is too old: swarmctl needs {'.'.join(map(str, MIN_ENGINE))} or newer"
 
 
 def _facts(

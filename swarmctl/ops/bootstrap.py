@@ -8,8 +8,9 @@
    redone - then nodes: roles (promotions before demotions, so quorum never shrinks first), labels
    and availability as the inventory says, predicted for the hosts that are about to join. Nodes
    the inventory does not name are left alone unless ``prune`` (drain, demote, remove).
-3. Apply: membership changes (joins in parallel), then the node changes, planned again from the
-   nodes as they are after the joins (they match the plan unless something else changed them).
+3. Apply: membership changes (joins in parallel: the managers', then the workers'), then the node
+   changes, planned again from the nodes as they are after the joins (they match the plan unless
+   something else changed them).
 Join tokens stay in memory: never printed, logged or put in an error message.
 """
 
@@ -735,7 +736,8 @@ def bootstrap(
     if m.anchor is None:
         return outcome
     anchor = session.engine(m.anchor)
-    members = apply_membership(session, anchor, state, planned, report, notify)
+    calls = threading.BoundedSemaphore(NODE_WRITERS)  # the anchor's calls beside each other, at most its channels
+    members = apply_membership(session, anchor, state, planned, report, notify, calls)
     if members is None:
         report.in_plan_order()
         return outcome
@@ -746,9 +748,39 @@ def bootstrap(
         # record is written while the joined nodes are waited for and the nodes' phase runs: what
         # it alone vouches for (the engines' configuration on these nodes) is done by now, and a
         # no-op's witness reads the rest from the swarm itself (nodes ready, roles, labels,
-        # availability, autolock). A failure from here on takes it back all the same.
+        # availability, autolock). A failure from here on takes it back all the same (Ctrl-C
+        # does not wait for that).
         text = record(mark, known_ids)
-        stamped = Started(lambda: _stamp_quietly(anchor, text), "record the bootstrap")
+        stamped = Started(lambda: _stamp_quietly(anchor, text, calls), "record the bootstrap")
+    try:
+        _settle_nodes(anchor, state, known_ids, joined, prune, report, notify, join_timeout, calls, outcome)
+        written = stamped is not None and stamped.result()  # before the settings: both write the swarm
+        if outcome.swarm_ready:
+            apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
+    except Exception:
+        if stamped is not None and stamped.result():
+            _stamp_quietly(anchor, "")
+        raise
+    if written and report.failures:
+        _stamp_quietly(anchor, "")
+    report.in_plan_order()  # a joined node's labels are written as it joins, listed where planned
+    return outcome
+
+
+def _settle_nodes(
+    anchor: Engine,
+    state: BootstrapState,
+    known_ids: Mapping[str, str],
+    joined: set[str],
+    prune: bool,
+    report: Report,
+    notify: Notify,
+    join_timeout: float,
+    calls: threading.BoundedSemaphore,
+    outcome: BootstrapOutcome,
+) -> None:
+    """The joined nodes waited for (listed ready by the anchor), then the nodes' phase on the
+    nodes as listed then; ``outcome`` says whether the swarm is ready, and how many nodes it has."""
     nodes: list[NodeView] | None = None
     try:
         nodes = _wait_registered(anchor, joined, join_timeout) if joined else None
@@ -756,14 +788,7 @@ def bootstrap(
     except TimeoutExpired as e:
         report.failures[anchor.name] = str(e)
     if outcome.swarm_ready:
-        outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify, nodes)
-    written = stamped is not None and stamped.result()  # before the settings: both write the swarm
-    if outcome.swarm_ready:
-        apply_swarm_settings(anchor, m.anchor, inv, keys, report, notify)
-    if written and report.failures:
-        _stamp_quietly(anchor, "")
-    report.in_plan_order()  # a joined node's labels are written as it joins, listed where planned
-    return outcome
+        outcome.nodes = apply_nodes(anchor, state, known_ids, prune, report, notify, nodes, calls)
 
 
 # -- a no-op proven by the swarm -------------------------------------------------------------------
@@ -867,11 +892,12 @@ def _forget(session: Session, state: BootstrapState, planned: BootstrapPlan) -> 
                                f"through {name} ({message_of(e)}); run bootstrap again") from None  # fmt: skip
 
 
-def _stamp_quietly(anchor: Engine, value: str) -> bool:
+def _stamp_quietly(anchor: Engine, value: str, calls: threading.BoundedSemaphore | None = None) -> bool:
     """_stamp, its failure only logged (the record is an optimization: without it the next
-    bootstrap reads every host); whether it was written."""
+    bootstrap reads every host); whether it was written. ``calls``: held meanwhile."""
     try:
-        _stamp(anchor, value)
+        with calls or contextlib.nullcontext():
+            _stamp(anchor, value)
         return True
     except (HostError, EngineError) as e:
         log.info("the swarm's record of this bootstrap was not %s: %s", "written" if value else "removed", e.message)
@@ -923,14 +949,15 @@ def apply_membership(
     planned: BootstrapPlan,
     report: Report,
     notify: Notify,
+    calls: threading.BoundedSemaphore,
 ) -> tuple[dict[str, str], set[str]] | None:
     """The new swarm's init, stale nodes removed, the joins: host -> the node ID its own engine
     reports, for every member, and the node IDs of the hosts that joined (for the anchor to list
-    as ready: ``_wait_registered``). None when the swarm could not be made (the failures say so)."""
+    as ready: ``_wait_registered``). None when the swarm could not be made (the failures say so).
+    ``calls``: held for the calls to the anchor made beside each other (at most its channels)."""
     inv = state.inventory
     m, steps = planned.membership, planned.steps
     known_ids = {name: state.facts[name].node_id for name in m.members}
-    calls = threading.BoundedSemaphore(NODE_WRITERS)  # the anchor's calls for nodes, at most its channels
     first: Started[tuple[Change, ...]] | None = None
     if m.init is not None and steps.init is not None:
         host = inv.host(m.init)
@@ -945,11 +972,34 @@ def apply_membership(
             for j in steps.joins:
                 report.failures.setdefault(j.host, f"not joined: the swarm could not be initialized on {host.name}")
             return None
-        known_ids[host.name] = node_id or _node_id(anchor)
+        own = known_ids[host.name] = node_id or _node_id(anchor)
         report.done(steps.init, notify=notify)
         # its node's labels are written while the other hosts join
-        first = Started(lambda: settle(anchor, inv, host.name, known_ids[host.name], calls), f"settle {host.name}")
+        first = Started(lambda: settle(anchor, inv, host.name, own, calls), f"settle {host.name}")
+    try:
+        _apply_joins(session, anchor, state, planned, report, notify, calls, known_ids)
+    except BaseException as e:
+        if first is not None and not isinstance(e, KeyboardInterrupt):  # Ctrl-C waits for nothing
+            for c in first.result():
+                report.done(c, notify=notify)
+        raise
+    for c in first.result() if first is not None else ():
+        report.done(c, notify=notify)
+    return known_ids, {known_ids[j.host] for j in planned.steps.joins if j.host in known_ids}
 
+
+def _apply_joins(
+    session: Session,
+    anchor: Engine,
+    state: BootstrapState,
+    planned: BootstrapPlan,
+    report: Report,
+    notify: Notify,
+    calls: threading.BoundedSemaphore,
+    known_ids: dict[str, str],
+) -> None:
+    """The stale nodes removed, then the joins; ``known_ids`` gets each joined host's node."""
+    m, steps = planned.membership, planned.steps
     joins = list(steps.joins)
     for name, node in planned.stale.items():
         try:
@@ -964,7 +1014,6 @@ def apply_membership(
         for c in steps.stale.get(name, ()):
             report.done(c, notify=notify)
 
-    joined_ids: set[str] = set()
     if joins:
         joined = _join(session, anchor, m, joins, {n: f.advertise for n, f in state.facts.items()}, calls)
         for j in joins:
@@ -974,16 +1023,11 @@ def apply_membership(
                 continue
             assert done.value is not None
             known_ids[j.host] = done.value.node_id
-            joined_ids.add(done.value.node_id)
             if j.leave is not None:
                 report.done(j.leave, notify=notify)
             report.done(j.join, done.seconds, notify=notify)
             for c in done.value.settled:
                 report.done(c, notify=notify)
-    if first is not None:
-        for c in first.result():
-            report.done(c, notify=notify)
-    return known_ids, joined_ids
 
 
 def apply_nodes(
@@ -994,10 +1038,12 @@ def apply_nodes(
     report: Report,
     notify: Notify,
     nodes: list[NodeView] | None = None,
+    calls: threading.BoundedSemaphore | None = None,
 ) -> int:
     """Roles, labels and availability, planned again from the nodes as they are after the joins
     (``nodes``: as the wait for the joined nodes last listed them; read here if None) - they match
-    the plan unless something else changed them; how many nodes the swarm has."""
+    the plan unless something else changed them; how many nodes the swarm has. ``calls``: held for
+    each write (the record of the bootstrap may be written meanwhile)."""
     inv = state.inventory
     nodes = read_nodes(anchor) if nodes is None else nodes
     members = match_hosts([inv.host(n) for n in known_ids], nodes, known_ids=known_ids)
@@ -1008,10 +1054,11 @@ def apply_nodes(
     report.warn(node_plan.warnings)
 
     def write(update: NodeUpdate) -> None:
-        if update.node_id in node_plan.stale:
-            demote_gone(anchor, update.node_id, update.version, dict(update.spec), what=update.host)
-        else:
-            anchor.update_node(update.node_id, update.version, dict(update.spec), what=update.host)
+        with calls or contextlib.nullcontext():
+            if update.node_id in node_plan.stale:
+                demote_gone(anchor, update.node_id, update.version, dict(update.spec), what=update.host)
+            else:
+                anchor.update_node(update.node_id, update.version, dict(update.spec), what=update.host)
 
     # a role changes one node at a time, in the plan's order (promotions first, demotions last);
     # the other nodes' labels and availability are written several at once (on a swarm just made,
@@ -1118,6 +1165,7 @@ TOKEN_NOT_TAKEN = "A valid join token is necessary to join this cluster"
 # its TLS handshake with the manager
 CA_MOVED = ("remote CA does not match fingerprint", "certificate signed by unknown authority")
 MAX_JOINS = 64  # joins at once: more would only queue at the managers' CA (each gives up after 20 s)
+MANAGERS_AHEAD = 10.0  # the longest the workers' joins wait for the managers' (see _join)
 JOIN_TOKEN_WAIT = 60.0  # the longest a join is retried with a new token (a refused one, or a CA's end)
 
 
@@ -1217,12 +1265,16 @@ def _join(
     # raft), not on this machine, over the connection its host's read opened. A manager that joins
     # while the workers do makes raft writes (each new worker's node) wait until it has caught up:
     # at 24 lab hosts (3 managers), the engines took 2.16 s median this way against 3.03 s with
-    # every join at once (4 rounds each; at 6 hosts the same, 1.46 against 1.43 s)
+    # every join at once (4 rounds each); at 6 hosts about the same, 1.46 s against 1.43 s. The
+    # workers do not wait for a manager's join that takes longer than MANAGERS_AHEAD (one retried
+    # with a new token, or stuck): they start then.
     hosts = [inv.host(j.host) for j in joins]
-    joined: dict[str, Outcome[Joined]] = {}
-    for wave in ([h for h in hosts if roles[h.name] == "manager"], [h for h in hosts if roles[h.name] != "manager"]):
-        if wave:
-            joined.update(fan_out(wave, join_one, min(len(wave), MAX_JOINS)))
+    joining = [h for h in hosts if roles[h.name] == "manager"]
+    workers = [h for h in hosts if roles[h.name] != "manager"]
+    ahead = Started(lambda: fan_out(joining, join_one, min(len(joining), MAX_JOINS)), "join the managers")
+    ahead.wait(MANAGERS_AHEAD if workers else None)
+    joined = fan_out(workers, join_one, min(len(workers), MAX_JOINS)) if workers else {}
+    joined.update(ahead.result())
     return {h.name: joined[h.name] for h in hosts}
 
 

@@ -892,7 +892,8 @@ class Session:
     """Everything one swarmctl command talks to: an SSH connection and an Engine per host, lazily."""
 
     def __init__(self, inventory: Inventory, parallel: int = DEFAULT_PARALLEL, pool: Pool | None = None):
-        """``pool``: the inventory's connections, when some were opened before (else a new pool)."""
+        """``pool``: the inventory's connections, when some were opened before (it brings its own
+        ``parallel``); else a new pool."""
         self.inventory = inventory
         self.pool = Pool(inventory.hosts, parallel) if pool is None else pool
         self._engines: dict[str, DockerEngine] = {}

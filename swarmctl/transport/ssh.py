@@ -64,26 +64,27 @@ def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-_KNOWN_HOSTS: dict[Path, tuple[tuple[int, int, int], paramiko.HostKeys]] = {}
-_KNOWN_HOSTS_LOCK = threading.Lock()
+_PARSED: dict[Path, tuple[tuple[int, int, int], paramiko.HostKeys]] = {}  # known_hosts files, parsed
+_PARSED_LOCK = threading.Lock()
 
 
 def known_keys(path: Path, name: str) -> dict[str, paramiko.PKey]:
     """The keys a known_hosts file holds for ``name`` (known_hosts_name), by key type. The file is
-    parsed once for as long as it stays the same file (inode, size, mtime): a fan-out to 24 hosts
-    parsed it 24 times, and each connection looked its host up in all of it, a few dozen times.
+    parsed once for as long as it stays the same file (inode, size, mtime; add_known_hosts drops
+    it): a fan-out to 24 hosts parsed it 24 times, and each connection looked its host up in all
+    of it, a few dozen times.
 
     Raises:
         OSError, paramiko.SSHException: it cannot be read.
     """
     st = path.stat()
     stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-    with _KNOWN_HOSTS_LOCK:
-        cached = _KNOWN_HOSTS.get(path)
+    with _PARSED_LOCK:
+        cached = _PARSED.get(path)
         if cached is None or cached[0] != stamp:
             keys = paramiko.HostKeys()
             keys.load(str(path))
-            cached = _KNOWN_HOSTS[path] = (stamp, keys)
+            cached = _PARSED[path] = (stamp, keys)
     return dict(cached[1].lookup(name) or {})
 
 
@@ -126,6 +127,8 @@ class _RejectUnknown(paramiko.MissingHostKeyPolicy):
 def add_known_hosts(path: Path, lines: Sequence[str]) -> None:
     """Append known_hosts lines, crash-safe: read, add, replace (its mode kept, 0600 for a new file),
     under a lock of its directory that keeps other swarmctl processes (and threads) out."""
+    with _PARSED_LOCK:
+        _PARSED.pop(path, None)
     with _KNOWN_HOSTS_LOCK:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -165,7 +168,7 @@ class Connection:
         self._connecting: paramiko.SSHClient | None = None  # while a connect is under way
         self._closed = False
         self._lock = threading.Lock()
-        self._early: SwarmctlError | None = None  # connect_early's failure, for the next transport()
+        self._early: Exception | None = None  # connect_early's failure, for the next transport()
 
     def __enter__(self) -> Connection:
         return self
@@ -191,7 +194,7 @@ class Connection:
                 early, self._early = self._early, None
                 raise early
             if not self.connected:
-                self._client = self._connect()
+                self._client = self._opened(self._connect())
             assert self._client is not None
             t = self._client.get_transport()
             assert t is not None
@@ -199,15 +202,22 @@ class Connection:
 
     def connect_early(self) -> None:
         """Connect now (meant for a thread of its own, while the command prepares): the next
-        transport() has this connection, or raises this attempt's error - a host that does not
-        answer is waited for once."""
+        transport() has this connection, or raises this attempt's error (once: a later call
+        connects again) - the command's first use of a host that does not answer waits once."""
         with self._lock:
             if self._closed or self.connected:
                 return
             try:
-                self._client = self._connect()
-            except SwarmctlError as e:
+                self._client = self._opened(self._connect())
+            except Exception as e:  # raised where the connection is used, in the command's thread
                 self._early = e
+
+    def _opened(self, client: paramiko.SSHClient) -> paramiko.SSHClient:
+        """A client just connected, unless close() came meanwhile: then it is closed too."""
+        if self._closed:
+            client.close()
+            raise SSHError(self.host.name, "the connection was closed (interrupted)")
+        return client
 
     def _connect(self) -> paramiko.SSHClient:
         h, s = self.host, self.host.ssh
@@ -770,6 +780,10 @@ class Started(Generic[T]):
             self._outcome = (None, e)
         finally:
             self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the call has ended, waiting for it at most ``timeout`` seconds (None: until it has)."""
+        return self._done.wait(timeout)
 
     def result(self) -> T:
         """The call's value, or its exception raised here."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -436,6 +437,53 @@ def test_a_join_token_the_new_leader_s_ca_refuses_for_a_moment_is_asked_again(mo
         other = Joining([refusal])
         failed = run(other, Anchor(["SWMTKN-1-a"] * 2))["w4"].error
         assert isinstance(failed, HostError) and refusal in failed.message and len(other.used) == 1
+
+
+def test_the_managers_join_first_and_a_stuck_one_does_not_hold_the_workers(monkeypatch: Any) -> None:
+    # the order, with engines that only record when each join ran (the engines' side of it is
+    # proven on the lab: bench.bootstrap, tests/e2e/test_bootstrap.py)
+    monkeypatch.setattr(bootstrap_ops, "until", lambda what, check, timeout, **kw: _first_result(check))
+    monkeypatch.setattr(bootstrap_ops, "_node_id", lambda e: f"node-{e.name}")
+    monkeypatch.setattr(bootstrap_ops, "MANAGERS_AHEAD", 0.5)
+    inv = Inventory(Path("hosts.yml"), (*INV.hosts, host("w5", "worker")), MappingProxyType({}))
+    spans: dict[str, tuple[float, float]] = {}
+    release = threading.Event()
+
+    class Engine:
+        def __init__(self, name: str, stuck: bool = False) -> None:
+            self.name, self.stuck = name, stuck
+
+        def join_swarm(self, remotes: list[str], token: str, advertise: str, listen: str) -> None:
+            t0 = time.monotonic()
+            if self.stuck:
+                release.wait(10)  # a manager's join that takes long (a token asked again, a slow raft)
+            else:
+                time.sleep(0.05)
+            spans[self.name] = (t0, time.monotonic())
+
+    class Anchor:
+        def inspect_swarm(self) -> dict[str, Any]:
+            return {"JoinTokens": {"Worker": "SWMTKN-1-w", "Manager": "SWMTKN-1-m"}}
+
+    def run(stuck: str = "") -> dict[str, Outcome[bootstrap_ops.Joined]]:
+        spans.clear()
+        engines = {h.name: Engine(h.name, h.name == stuck) for h in inv.hosts}
+        session = SimpleNamespace(inventory=inv, engine=lambda h: engines[h.name])
+        roles = (("m2", "manager"), ("m3", "manager"), ("w4", "worker"), ("w5", "worker"))
+        plan = bootstrap_ops.MembershipPlan("m1", None, (), roles, ("m1",))
+        steps = [bootstrap_ops.JoinStep(n, r, Change("node", n, f"join-{r}")) for n, r in roles]
+        calls = threading.BoundedSemaphore(bootstrap_ops.NODE_WRITERS)
+        return bootstrap_ops._join(session, Anchor(), plan, steps, {}, calls)  # type: ignore[arg-type]
+
+    joined = run()
+    assert all(o.ok for o in joined.values()) and set(joined) == {"m2", "m3", "w4", "w5"}
+    assert max(spans[m][1] for m in ("m2", "m3")) <= min(spans[w][0] for w in ("w4", "w5")), spans
+    t0 = time.monotonic()
+    threading.Timer(1.5, release.set).start()
+    joined = run(stuck="m3")
+    assert all(o.ok for o in joined.values()), joined
+    assert min(spans[w][0] for w in ("w4", "w5")) - t0 < 1.0, "the workers waited for the stuck manager"
+    assert spans["m3"][1] - t0 >= 1.4  # and the stuck one was still waited for, to the end
 
 
 def _first_result(check: Any) -> Any:

@@ -110,6 +110,7 @@ def test_an_early_connection_is_the_one_the_command_uses(tmp_path: Path) -> None
         conn = Connection(lab_host(server.port, server.client_key_file, tmp_path / "known_hosts", "accept-new"))
         with conn:
             conn.connect_early()
+            assert conn.connected and server.connections == 1  # connected before the command asks
             transport = conn.transport()
             assert conn.run(["echo", "hello"]).stdout == "hello\n" and conn.transport() is transport
         assert server.connections == 1

@@ -447,6 +447,22 @@ def test_an_engine_older_than_the_api_is_named_with_its_version() -> None:
     assert [p for _, p, _, _ in seen] == [f"/v{API_VERSION}/info", "/version"]
 
 
+def test_an_engine_from_before_docker_17_06_is_named_with_its_version() -> None:
+    # their refusal of a newer client was worded otherwise (RHEL 7's docker 1.13.1 still runs)
+    class Older(OldDockerAPI):
+        def _answer(self, status: int, body: Any, content_type: str = "application/json") -> None:
+            if status == 200:
+                body = {"Version": "1.13.1", "ApiVersion": "1.26"}
+            else:
+                body = {"message": "client is newer than server (client API version: 1.41, server API version: 1.26)"}
+            super()._answer(status, body, content_type)
+
+    engine = DockerEngine(HOST, SocketPairConnection(HOST, [], api=Older))
+    with pytest.raises(HostError) as err:
+        engine_info(engine)
+    assert err.value.message == "Docker Engine 1.13.1 is too old: swarmctl needs 20.10 or newer"
+
+
 def test_an_info_refused_for_another_reason_than_age_is_said_as_it_was() -> None:
     # an engine that calls the client too new while its version is recent enough: not an age
     # problem, so its own words stand (and nothing claims it is too old)

@@ -43,17 +43,32 @@ def test_accept_new_records_the_key_and_a_strict_connection_then_works(tmp_path:
             assert c.run(["echo", "hello"]).ok
 
 
-def test_a_hashed_known_hosts_entry_is_found_and_the_file_is_read_again_once_it_changes(tmp_path: Path) -> None:
+def test_a_hashed_known_hosts_entry_is_found_and_the_file_is_read_again_once_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # `ssh-keygen -H` hashes the names; the file is parsed once while it stays the same file
+    loads: list[str] = []
+    load = paramiko.HostKeys.load
+
+    def counted(self: paramiko.HostKeys, path: str) -> None:
+        loads.append(path)
+        load(self, path)
+
+    monkeypatch.setattr(paramiko.HostKeys, "load", counted)
     known = tmp_path / "known_hosts"
     with ssh_server(tmp_path, output=b"hello\n") as server:
         name = f"[127.0.0.1]:{server.port}"
         known.write_text(f"{paramiko.HostKeys.hash_host(name)} ssh-ed25519 {other_host_key(tmp_path).get_base64()}\n")
-        with pytest.raises(HostKeyError, match="HOST KEY CHANGED"):
-            Connection(lab_host(server.port, server.client_key_file, known)).run(["true"])
-        known.write_text(f"{paramiko.HostKeys.hash_host(name)} ssh-ed25519 {server.host_key.get_base64()}\n")
+        for _ in range(2):
+            with pytest.raises(HostKeyError, match="HOST KEY CHANGED"):
+                Connection(lab_host(server.port, server.client_key_file, known)).run(["true"])
+        assert len(loads) == 1  # two connections, one parse
+        # rewritten in place (a longer file: its size tells it apart within one mtime tick)
+        line = f"{paramiko.HostKeys.hash_host(name)} ssh-ed25519 {server.host_key.get_base64()}"
+        known.write_text(f"# rewritten\n{line}\n")
         with Connection(lab_host(server.port, server.client_key_file, known)) as c:
             assert c.run(["echo", "hello"]).stdout == "hello\n"
+        assert len(loads) == 2
 
 
 @pytest.mark.parametrize("policy", ["reject", "accept-new"])
